@@ -1,0 +1,133 @@
+"""Command-line entry point: `dg-chat` (the chat TUI), `ask`, `models`, `doctor`.
+
+Each command lives in `dg_chat/commands/<name>.py` as `run(args) -> int` and is imported
+only when used, so `dg-chat --help` stays instant. Errors reach the user as one line; a
+command not built yet raises NotImplementedError("<command>") and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+import traceback
+from datetime import datetime
+from typing import Any, Sequence
+
+from dg_chat import __version__, paths
+from dg_chat.config import load_settings
+from dg_chat.errors import DgChatError
+
+EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
+
+
+def _settings_flags(parser: argparse.ArgumentParser, default: Any = None) -> None:
+    """Flags that override settings; dest names are the settings' field names. Sub-commands
+    pass default=SUPPRESS so that flags given before the command name are not reset."""
+    g = parser.add_argument_group("model and sampling (override the config file)")
+    add = lambda *names, **kw: g.add_argument(*names, default=default, **kw)  # noqa: E731
+    add("--model", "-m", metavar="NAME|PATH", help="catalog name (demo, diffusiongemma:Q4_K_M) or GGUF path")
+    add("--demo", action="store_true", help="use the embedded demo model")
+    add("--backend", choices=("auto", "torch", "llama"), help="engine to run the model on (default: auto)")
+    add("--device", metavar="DEV", help="auto, cpu, cuda or cuda:N (default: auto)")
+    add("--seed", type=int, metavar="N", help="random seed, for reproducible answers")
+    add("--steps", dest="max_steps", type=int, metavar="N", help="most denoising steps per block (default 48)")
+    add("--max-canvases", type=int, metavar="N", help="most blocks per answer")
+    add("--think", dest="thinking", action="store_true", help="let the model think first")
+    add("--no-think", dest="thinking", action="store_false", help="answer directly (default)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dg-chat",
+        description="Chat with block-diffusion language models (DiffusionGemma) in your terminal, offline.",
+        epilog=f"config file: {paths.config_file()}",
+    )
+    parser.add_argument("--version", action="version", version=f"dg-chat {__version__}")
+    _settings_flags(parser)
+    parser.add_argument("--continue", dest="continue_chat", action="store_true", help="reopen the last chat")
+    parser.set_defaults(command="chat")
+    sub = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    ask = sub.add_parser("ask", help="answer one prompt and exit (pipe-friendly)",
+                         description="Answer one prompt and print the answer. The prompt is read from stdin when not given.")
+    ask.add_argument("prompt", nargs="?", help="the prompt (default: read stdin)")
+    ask.add_argument("--json", action="store_true", help="print one JSON object with text, tokens and stats")
+    ask.add_argument("--show-steps", action="store_true", help="redraw the live canvas in place on stderr")
+    ask.add_argument("--system", metavar="TEXT", dest="system_prompt", help="system prompt")
+    _settings_flags(ask, default=argparse.SUPPRESS)
+    ask.set_defaults(command="ask")
+
+    models = sub.add_parser("models", help="list, download, remove and inspect models",
+                            description="Manage models: the catalog, downloads and local GGUF files.")
+    models.set_defaults(command="models", models_command=None)
+    msub = models.add_subparsers(title="models commands", metavar="ACTION")
+    mlist = msub.add_parser("list", help="catalog entries and local files with sizes")
+    mlist.set_defaults(models_command="list")
+    pull = msub.add_parser("pull", help="download a model (NAME[:QUANT])")
+    pull.add_argument("name", metavar="NAME[:QUANT]")
+    pull.set_defaults(models_command="pull")
+    rm = msub.add_parser("rm", help="delete a downloaded model")
+    rm.add_argument("name", metavar="NAME[:QUANT]")
+    rm.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+    rm.set_defaults(models_command="rm")
+    info = msub.add_parser("info", help="architecture, size, quantisation and backend of a model")
+    info.add_argument("name", metavar="NAME|PATH")
+    info.set_defaults(models_command="info")
+
+    doctor = sub.add_parser("doctor", help="check Python, GPU, backends, models and paths",
+                            description="Check this machine and installation; one line per check with a hint.")
+    doctor.set_defaults(command="doctor")
+    return parser
+
+
+def settings_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings fields given on the command line (None = not given)."""
+    names = ("model", "backend", "device", "seed", "max_steps", "max_canvases", "thinking", "system_prompt")
+    overrides = {name: getattr(args, name, None) for name in names}
+    if getattr(args, "demo", False):
+        overrides["model"] = "demo"
+    return overrides
+
+
+def _crash_log(exc: BaseException) -> str:
+    """Write the traceback of an unexpected error to the cache dir; return the file path."""
+    try:
+        log_dir = paths.cache_dir() / "crashes"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        path = log_dir / f"{datetime.now():%Y%m%d-%H%M%S}.log"
+        path.write_text("".join(traceback.format_exception(exc)), encoding="utf-8")
+        return str(path)
+    except OSError:
+        return "(could not be written)"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "models" and args.models_command is None:
+            parser.parse_args(["models", "--help"])
+        args.settings = load_settings(settings_overrides(args))
+        module = importlib.import_module(f"dg_chat.commands.{args.command}")
+        return module.run(args)
+    except DgChatError as exc:
+        print(f"dg-chat: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("dg-chat: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except NotImplementedError as exc:
+        print(f"dg-chat: '{exc}' is not implemented yet", file=sys.stderr)
+        return EXIT_USAGE
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, traceback to a file
+        if os.environ.get("DG_CHAT_DEBUG"):
+            raise
+        print(f"dg-chat: internal error: {type(exc).__name__}: {exc} (traceback in {_crash_log(exc)})",
+              file=sys.stderr)
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,9 @@
+"""`dg-chat (chat)`."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def run(args: argparse.Namespace) -> int:
+    raise NotImplementedError("dg-chat (chat)")

@@ -1,0 +1,264 @@
+"""Settings: one object shared by the CLI, the config file, the environment and the TUI.
+
+Precedence, lowest first: the defaults below < the TOML file in the config dir < DG_CHAT_*
+environment variables < command-line flags. Every leaf field has a unique name, so the
+environment variable of a field is DG_CHAT_<FIELD> whatever its section (DG_CHAT_MAX_STEPS).
+
+The file mirrors the dataclasses:
+
+    model = "demo"
+    [sampler]
+    max_steps = 32
+    [ui]
+    canvas_fps = 20
+    [ui.keymap]
+    stop = "ctrl+c"
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+from dg_chat import paths
+from dg_chat.errors import DgChatError
+
+
+class ConfigError(DgChatError):
+    """A malformed config file or setting; the message names file, line and key."""
+
+
+@dataclass
+class SamplerSettings:
+    """Knobs of the denoising loop; defaults are DiffusionGemma's generation_config.json."""
+
+    max_steps: int = 48
+    """Most denoising steps per canvas (the temperature schedule spans this many)."""
+    entropy_bound: float = 0.1
+    """Entropy budget in nats: lowest-entropy positions are accepted while their sum stays under it."""
+    t_max: float = 0.8
+    """Temperature of the first step."""
+    t_min: float = 0.4
+    """Temperature approached on the last step."""
+    stability: int = 1
+    """Steps the argmax canvas must stay unchanged before an early stop."""
+    confidence: float = 0.005
+    """Mean entropy (nats) under which a stable canvas stops early."""
+    seed: int | None = None
+    """Random seed; unset means a fresh one per turn."""
+    max_canvases: int = 4
+    """Most canvases (blocks) per answer."""
+    thinking: bool = False
+    """Let the model think before answering (Gemma 4 thinking channel)."""
+    algorithm: str = "auto"
+    """Remasking algorithm of mask-token models: auto, origin, maskgit_plus, topk_margin, entropy, low_confidence."""
+    temperature: float = 0.0
+    """Sampling temperature of mask-token models (0 = greedy)."""
+
+
+@dataclass
+class UISettings:
+    """Options of the terminal interface."""
+
+    theme: str = "textual-dark"
+    """Textual theme name."""
+    show_canvas: bool = True
+    """Show the live denoising canvas while a block is refined."""
+    canvas_fps: int = 30
+    """Most canvas repaints per second."""
+    keymap: dict[str, str] = field(default_factory=dict)
+    """Key binding overrides: binding id -> key (see `dg-chat --help-keys`)."""
+
+
+@dataclass
+class Settings:
+    """Everything a user can set; one instance per run, copied per chat."""
+
+    model: str = ""
+    """Model to run: a catalog name (demo, diffusiongemma:Q4_K_M, ...) or a GGUF path. Empty: the configured default, else the demo."""
+    backend: str = "auto"
+    """auto, torch (PyTorch engine) or llama (llama.cpp)."""
+    device: str = "auto"
+    """auto (CUDA if available, else CPU), cpu, cuda or cuda:N."""
+    models_dir: str = ""
+    """Where downloads go; empty means the shared Hugging Face cache."""
+    system_prompt: str = ""
+    """System prompt put before every conversation."""
+    sampler: SamplerSettings = field(default_factory=SamplerSettings)
+    ui: UISettings = field(default_factory=UISettings)
+
+
+BACKENDS = ("auto", "torch", "llama")
+_SECTIONS = {"sampler": SamplerSettings, "ui": UISettings}
+
+
+def _leaf_fields() -> dict[str, tuple[str | None, dataclasses.Field]]:
+    """Field name -> (section or None, field) for every settable leaf."""
+    out: dict[str, tuple[str | None, dataclasses.Field]] = {}
+    for f in fields(Settings):
+        if f.name in _SECTIONS:
+            for sub in fields(_SECTIONS[f.name]):
+                out[sub.name] = (f.name, sub)
+        else:
+            out[f.name] = (None, f)
+    return out
+
+
+LEAVES = _leaf_fields()
+
+
+def _coerce(value: Any, f: dataclasses.Field, where: str) -> Any:
+    """Check (and for env strings, convert) one value against its field's type."""
+    kind = str(f.type)
+    from_text = isinstance(value, str) and not kind.startswith("str")
+    try:
+        if kind.startswith("dict"):
+            if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+                raise ValueError
+            return dict(value)
+        if kind == "bool":
+            if from_text:
+                lowered = value.strip().lower()
+                if lowered not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+                    raise ValueError
+                return lowered in ("1", "true", "yes", "on")
+            if not isinstance(value, bool):
+                raise ValueError
+            return value
+        if kind.startswith("int"):
+            if value is None or (from_text and value.strip().lower() in ("", "none")):
+                if "None" in kind:
+                    return None
+                raise ValueError
+            if from_text:
+                value = int(value)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError
+            return value
+        if kind == "float":
+            if from_text:
+                value = float(value)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError
+            return float(value)
+        if not isinstance(value, str):
+            raise ValueError
+        return value
+    except ValueError:
+        raise ConfigError(f"{where}: expected {kind}, got {value!r}") from None
+
+
+def _key_line(text: str, section: str | None, key: str) -> int | None:
+    """1-based line of `key = ...` inside `[section]` (top level if None)."""
+    current: str | None = None
+    for number, line in enumerate(text.splitlines(), 1):
+        stripped = line.strip()
+        header = re.match(r"\[\s*([^\]]+?)\s*\]$", stripped)
+        if header:
+            current = header.group(1)
+            continue
+        if current == section and re.match(rf"{re.escape(key)}\s*=", stripped):
+            return number
+    return None
+
+
+def _apply(settings: Settings, name: str, value: Any, where: str) -> None:
+    section, f = LEAVES[name]
+    target = getattr(settings, section) if section else settings
+    setattr(target, name, _coerce(value, f, where))
+
+
+def _load_file(settings: Settings, path: Path) -> None:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read the config file ({exc})") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+    def where(section: str | None, key: str) -> str:
+        line = _key_line(text, section, key)
+        dotted = f"{section}.{key}" if section else key
+        return f"{path}, line {line}, key '{dotted}'" if line else f"{path}, key '{dotted}'"
+
+    for key, value in data.items():
+        if key in _SECTIONS:
+            if not isinstance(value, dict):
+                raise ConfigError(f"{where(None, key)}: expected a [{key}] table")
+            for sub_key, sub_value in value.items():
+                if LEAVES.get(sub_key, (None,))[0] != key:
+                    raise ConfigError(f"{where(key, sub_key)}: unknown setting")
+                _apply(settings, sub_key, sub_value, where(key, sub_key))
+        elif key in LEAVES and LEAVES[key][0] is None:
+            _apply(settings, key, value, where(None, key))
+        else:
+            raise ConfigError(f"{where(None, key)}: unknown setting")
+
+
+def _load_env(settings: Settings, environ: Mapping[str, str]) -> None:
+    for name, (_section, f) in LEAVES.items():
+        var = f"DG_CHAT_{name.upper()}"
+        if var in environ and not str(f.type).startswith("dict"):
+            _apply(settings, name, environ[var], f"environment variable {var}")
+
+
+def _validate(settings: Settings) -> None:
+    s = settings.sampler
+    checks = [
+        (settings.backend in BACKENDS, f"backend must be one of {', '.join(BACKENDS)}, not {settings.backend!r}"),
+        (s.max_steps >= 1, "max_steps must be at least 1"),
+        (s.max_canvases >= 1, "max_canvases must be at least 1"),
+        (s.entropy_bound >= 0, "entropy_bound must not be negative"),
+        (0 < s.t_min <= s.t_max, "temperatures need 0 < t_min <= t_max"),
+        (s.stability >= 1, "stability must be at least 1"),
+        (s.confidence >= 0, "confidence must not be negative"),
+        (s.temperature >= 0, "temperature must not be negative"),
+        (1 <= settings.ui.canvas_fps <= 120, "canvas_fps must be between 1 and 120"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(f"invalid settings: {message}")
+
+
+def load_settings(
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    path: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Defaults < config file < environment < `overrides` (CLI flags; None values are skipped)."""
+    settings = Settings()
+    _load_file(settings, path or paths.config_file())
+    _load_env(settings, os.environ if environ is None else environ)
+    for name, value in (overrides or {}).items():
+        if value is not None:
+            _apply(settings, name, value, f"option --{name.replace('_', '-')}")
+    _validate(settings)
+    return settings
+
+
+def settings_to_dict(settings: Settings) -> dict[str, Any]:
+    return dataclasses.asdict(settings)
+
+
+def settings_from_dict(data: Mapping[str, Any]) -> Settings:
+    """Rebuild settings saved with `settings_to_dict` (unknown keys are ignored: older versions)."""
+    settings = Settings()
+    for key, value in data.items():
+        if key in _SECTIONS and isinstance(value, Mapping):
+            for sub_key, sub_value in value.items():
+                if LEAVES.get(sub_key, (None,))[0] == key:
+                    _apply(settings, sub_key, sub_value, f"saved setting {key}.{sub_key}")
+        elif key in LEAVES and LEAVES[key][0] is None:
+            _apply(settings, key, value, f"saved setting {key}")
+    _validate(settings)
+    return settings

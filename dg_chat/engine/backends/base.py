@@ -1,0 +1,59 @@
+"""What every backend provides: a KV-cached prefix, one denoising forward, and a commit.
+
+The sampler and the block loop (engine/sampling.py, engine/generate.py) are shared by all
+backends, so a backend holds no sampling logic at all.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, Protocol, Sequence
+
+import torch
+
+
+class Backend(Protocol):
+    name: str
+    """"torch" or "llama"."""
+    path: Path
+    """The GGUF file."""
+    architecture: str
+    """general.architecture of the GGUF (diffusion-gemma, dream, llada, ...)."""
+    canvas_length: int
+    """Tokens per denoised block."""
+    vocab_size: int
+    """Rows of the logits (may exceed the tokenizer's vocabulary)."""
+    context_length: int
+    """Most tokens (prompt + all canvases) the backend can hold."""
+    device: str
+    """Where it computes: "cpu", "cuda:0", ..."""
+    noise: Literal["uniform", "mask"]
+    """"uniform": canvases start as random tokens (DiffusionGemma); "mask": as mask tokens (Dream, LLaDA)."""
+    mask_token_id: int | None
+    """The mask token of "mask" models."""
+    cached_tokens: int
+    """Tokens currently held as context."""
+
+    def prefill(self, token_ids: Sequence[int]) -> int:
+        """Make the context hold exactly `token_ids`, reusing the longest cached common prefix.
+
+        Returns how many tokens had to be encoded."""
+        ...
+
+    def denoise(self, canvas: torch.Tensor, self_cond: torch.Tensor | None) -> torch.Tensor:
+        """Logits, float32 [canvas_length, vocab_size], for `canvas` (int64 [canvas_length])
+        placed right after the context. `self_cond` is the previous step's processed logits
+        (None on a block's first step); mask models ignore it."""
+        ...
+
+    def commit(self, canvas: torch.Tensor) -> None:
+        """Append a finished canvas to the context."""
+        ...
+
+    def close(self) -> None:
+        """Free the model and its memory; the backend is unusable afterwards."""
+        ...
+
+
+class BackendError(Exception):
+    """Raised by backends for failures the user can act on (message: one line)."""

@@ -1,0 +1,123 @@
+"""The one event stream of a turn.
+
+Producers (the block loop) never render; consumers (the TUI, `dg-chat ask`, benchmarks, tests)
+never decide meaning. A turn yields, in order:
+
+    PromptEncoded
+    (CanvasStep* BlockCommitted)*      one group per canvas (block)
+    TurnFinished | TurnFailed          exactly one, last
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True, slots=True)
+class PromptEncoded:
+    n_tokens: int
+    """Tokens the backend had to encode (a cached prefix is not counted)."""
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class CanvasStep:
+    """The canvas after one denoising step."""
+
+    block: int
+    """0-based index of the canvas within the turn."""
+    step: int
+    """1-based step within the block."""
+    max_steps: int
+    tokens: np.ndarray
+    """int32 [canvas]: the canvas the next step starts from (accepted tokens, noise or mask elsewhere)."""
+    argmax: np.ndarray
+    """int32 [canvas]: the model's current best guess at every position; the block's output if it stops now."""
+    accepted: np.ndarray
+    """bool [canvas]: positions whose token was kept this step (False = noise / mask)."""
+    changed: np.ndarray
+    """bool [canvas]: positions whose `argmax` differs from the previous step's."""
+    mean_entropy: float
+    """Mean per-position entropy of the step's tempered distribution, in nats."""
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class BlockCommitted:
+    """A finished canvas, cut after the first end-of-turn token."""
+
+    block: int
+    tokens: np.ndarray
+    """int32: the block's kept tokens (up to and including an end token)."""
+    steps: int
+    """Denoising steps this block took."""
+    thinking: str
+    """The whole thinking text of the turn so far."""
+    answer: str
+    """The whole answer text of the turn so far."""
+    final: bool
+    """True if generation ends with this block (end token or canvas limit)."""
+
+
+@dataclass(slots=True)
+class Stats:
+    prompt_tokens: int = 0
+    prompt_seconds: float = 0.0
+    tokens: int = 0
+    """Generated tokens kept (after the end-token cut)."""
+    steps: list[int] = field(default_factory=list)
+    """Denoising steps of each block."""
+    seconds: float = 0.0
+    """Wall time of the denoising and commits (prompt encoding excluded)."""
+
+    @property
+    def blocks(self) -> int:
+        return len(self.steps)
+
+    @property
+    def forwards(self) -> int:
+        return sum(self.steps)
+
+    @property
+    def steps_per_block(self) -> float:
+        return self.forwards / self.blocks if self.blocks else 0.0
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.tokens / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def prompt_tokens_per_second(self) -> float:
+        return self.prompt_tokens / self.prompt_seconds if self.prompt_seconds > 0 else 0.0
+
+    @property
+    def tokens_per_forward(self) -> float:
+        return self.tokens / self.forwards if self.forwards else 0.0
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        for name in ("blocks", "forwards", "steps_per_block", "tokens_per_second",
+                     "prompt_tokens_per_second", "tokens_per_forward"):
+            data[name] = getattr(self, name)
+        return data
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class TurnFinished:
+    answer: str
+    thinking: str
+    token_ids: list[int]
+    """Every generated token kept, end token included."""
+    stats: Stats
+    stopped: bool = False
+    """True if the user cancelled; answer and thinking hold what was committed until then."""
+
+
+@dataclass(frozen=True, slots=True)
+class TurnFailed:
+    error: str
+    """One readable line."""
+
+
+Event = PromptEncoded | CanvasStep | BlockCommitted | TurnFinished | TurnFailed

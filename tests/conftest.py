@@ -1,0 +1,41 @@
+"""Shared test setup: one torch thread, isolated dirs, no network to the Hub, test data."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+torch.set_num_threads(1)  # 2-core CI machines: two intra-op threads oversubscribe badly
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def isolated_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test gets its own config/data/cache dirs and never reaches the real Hub."""
+    home = tmp_path / "dg-home"
+    for name in ("CONFIG", "DATA", "CACHE"):
+        monkeypatch.setenv(f"DG_CHAT_{name}_DIR", str(home / name.lower()))
+    monkeypatch.delenv("DG_CHAT_CONFIG", raising=False)
+    for var in [v for v in os.environ if v.startswith("DG_CHAT_") and not v.endswith("_DIR")]:
+        monkeypatch.delenv(var)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return home
+
+
+def _load_script(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def gemma4_vocab() -> Path:
+    """llama.cpp's real Gemma 4 vocabulary GGUF (262,144 tokens, no tensors)."""
+    return _load_script("fetch_test_data").ensure_gemma4_vocab()
