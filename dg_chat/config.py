@@ -46,7 +46,7 @@ class SamplerSettings:
     t_min: float = 0.4
     """Temperature approached on the last step."""
     stability: int = 1
-    """Steps the argmax canvas must stay unchanged before an early stop."""
+    """Steps the argmax canvas must stay unchanged before an early stop (0: no stability needed)."""
     confidence: float = 0.005
     """Mean entropy (nats) under which a stable canvas stops early."""
     seed: int | None = None
@@ -219,7 +219,7 @@ def _validate(settings: Settings) -> None:
         (s.max_canvases >= 1, "max_canvases must be at least 1"),
         (s.entropy_bound >= 0, "entropy_bound must not be negative"),
         (0 < s.t_min <= s.t_max, "temperatures need 0 < t_min <= t_max"),
-        (s.stability >= 1, "stability must be at least 1"),
+        (s.stability >= 0, "stability must not be negative"),
         (s.confidence >= 0, "confidence must not be negative"),
         (s.temperature >= 0, "temperature must not be negative"),
         (1 <= settings.ui.canvas_fps <= 120, "canvas_fps must be between 1 and 120"),
