@@ -34,6 +34,7 @@ class TorchBackend:
     mask_token_id = None
 
     def __init__(self, f: GGUFFile, device: str = "auto"):
+        self.file = f
         self.path: Path = f.path
         self.architecture = f.architecture
         self.hp = HParams.from_gguf(f)
@@ -93,3 +94,4 @@ class TorchBackend:
         self.model.w.release()
         self.cache = KVCache()
         self.tokens = []
+        self.file.close()

@@ -1,0 +1,148 @@
+"""`scripts/bench.py engine`: the PyTorch engine against transformers' `generate` on CPU.
+
+Builds one medium random DiffusionGemma with transformers, converts it to GGUF, then times the
+same generation (same prompt, seed, steps and canvases; adaptive stopping disabled so both do the
+same work) in both engines, interleaved, best of --repeat. Peak memory is measured in fresh
+subprocesses: peak RSS minus the RSS after imports, against the GGUF file size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def build(args: argparse.Namespace, out_dir: Path) -> tuple[object, Path]:
+    from transformers import DiffusionGemmaConfig, DiffusionGemmaForBlockDiffusion, DiffusionGemmaTextConfig
+    from transformers.models.gemma4 import Gemma4VisionConfig
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import hf_to_gguf
+
+    layer_types = ["full_attention" if (i + 1) % 6 == 0 else "sliding_attention" for i in range(args.layers - 1)]
+    text = DiffusionGemmaTextConfig(
+        vocab_size=args.vocab, hidden_size=args.hidden, intermediate_size=2 * args.hidden,
+        num_hidden_layers=args.layers, num_attention_heads=8, num_key_value_heads=4, head_dim=64,
+        global_head_dim=128, num_global_key_value_heads=2, sliding_window=128,
+        layer_types=layer_types + ["full_attention"], num_experts=args.experts, top_k_experts=args.top_k,
+        moe_intermediate_size=args.hidden // 2, max_position_embeddings=8192)
+    vision = Gemma4VisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                                num_key_value_heads=2, head_dim=16, position_embedding_size=64)
+    torch.manual_seed(0)
+    model = DiffusionGemmaForBlockDiffusion(
+        DiffusionGemmaConfig(text_config=text, vision_config=vision, canvas_length=args.canvas)).eval()
+    model.save_pretrained(out_dir / "hf")
+    path = out_dir / "medium.gguf"
+    hf_to_gguf.convert(out_dir / "hf", path, None, hf_to_gguf.TYPES["f32"])
+    return model, path
+
+
+def prompt_ids(args: argparse.Namespace) -> list[int]:
+    return torch.randint(5, args.vocab, (args.prompt,), generator=torch.Generator().manual_seed(1)).tolist()
+
+
+def run_ours(backend, args: argparse.Namespace) -> tuple[float, int, list[int]]:
+    from dg_chat.config import SamplerSettings
+    from dg_chat.engine.generate import generate
+
+    settings = SamplerSettings(seed=5, max_steps=args.steps, max_canvases=args.canvases, confidence=1e-9)
+    start = time.perf_counter()
+    *_, finished = generate(backend, prompt_ids(args), settings, end_ids=frozenset(), parse=lambda t: ("", ""))
+    return time.perf_counter() - start, finished.stats.forwards, finished.token_ids
+
+
+def run_reference(model, args: argparse.Namespace) -> tuple[float, list[int]]:
+    prompt = torch.tensor([prompt_ids(args)])
+    torch.manual_seed(5)
+    start = time.perf_counter()
+    out = model.generate(prompt, max_new_tokens=args.canvases * args.canvas, max_denoising_steps=args.steps,
+                         eos_token_id=[-1], pad_token_id=0, confidence_threshold=1e-9)
+    return time.perf_counter() - start, out.sequences[0, args.prompt:].tolist()
+
+
+def rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def probe(args: argparse.Namespace) -> dict:
+    """Run in a subprocess: load one engine, generate once, report peak RSS growth."""
+    import transformers  # noqa: F401 - imported in both probes so the baselines compare
+
+    from dg_chat.engine.backends.torch_dg.backend import TorchBackend
+    from dg_chat.gguf.reader import open_gguf
+
+    torch.set_num_threads(args.threads)
+    baseline = rss_mb()
+    if args.probe == "ours":
+        run_ours(TorchBackend(open_gguf(args.gguf), "cpu"), args)
+    else:
+        from transformers import AutoModelForImageTextToText
+
+        run_reference(AutoModelForImageTextToText.from_pretrained(Path(args.gguf).parent / "hf").eval(), args)
+    return {"peak_rss_growth_mb": rss_mb() - baseline}
+
+
+def main(argv: list[str]) -> dict:
+    parser = argparse.ArgumentParser(prog="bench.py engine")
+    parser.add_argument("--layers", type=int, default=6)
+    parser.add_argument("--hidden", type=int, default=512)
+    parser.add_argument("--vocab", type=int, default=32768)
+    parser.add_argument("--experts", type=int, default=16)
+    parser.add_argument("--top-k", type=int, default=4)
+    parser.add_argument("--canvas", type=int, default=64)
+    parser.add_argument("--canvases", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=12)
+    parser.add_argument("--prompt", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--probe", choices=("ours", "reference"), help=argparse.SUPPRESS)
+    parser.add_argument("--gguf", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.probe:
+        return probe(args)
+
+    from dg_chat.engine.backends.torch_dg.backend import TorchBackend
+    from dg_chat.gguf.reader import open_gguf
+
+    torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        model, path = build(args, Path(tmp))
+        backend = TorchBackend(open_gguf(path), "cpu")
+        ours_s, ref_s, same = [], [], True
+        for _ in range(args.repeat):
+            seconds, forwards, tokens = run_ours(backend, args)
+            ours_s.append(seconds)
+            seconds, ref_tokens = run_reference(model, args)
+            ref_s.append(seconds)
+            same &= tokens == ref_tokens
+        memory = {}
+        for which in ("ours", "reference"):
+            out = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench.py"), "engine", *argv,
+                                  "--probe", which, "--gguf", str(path)], capture_output=True, text=True, check=True)
+            memory[which] = json.loads(out.stdout)["peak_rss_growth_mb"]
+        file_mb = path.stat().st_size / 2**20
+
+    tokens = args.canvases * args.canvas
+    best_ours, best_ref = min(ours_s), min(ref_s)
+    return {
+        "model": {k: getattr(args, k) for k in ("layers", "hidden", "vocab", "experts", "top_k", "canvas")},
+        "workload": {"prompt_tokens": args.prompt, "canvases": args.canvases, "steps_per_canvas": args.steps,
+                     "threads": args.threads},
+        "identical_tokens": same,
+        "ours": {"seconds": best_ours, "tokens_per_s": tokens / best_ours, "seconds_per_step": best_ours / forwards},
+        "transformers": {"seconds": best_ref, "tokens_per_s": tokens / best_ref, "seconds_per_step": best_ref / forwards},
+        "speed_ratio": best_ref / best_ours,
+        "memory": {"gguf_mb": file_mb, "ours_peak_growth_mb": memory["ours"],
+                   "transformers_peak_growth_mb": memory["reference"],
+                   "ours_over_file": memory["ours"] / file_mb},
+    }
