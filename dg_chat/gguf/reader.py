@@ -61,6 +61,14 @@ class TensorInfo:
     def n_elements(self) -> int:
         return int(np.prod(self.shape, dtype=np.int64))
 
+    @property
+    def byte_shape(self) -> tuple[int, ...]:
+        """The shape of the data as rows of bytes: ([...,] bytes per row)."""
+        if not self.shape:
+            return (self.n_bytes,)
+        block, type_size = GGML_QUANT_SIZES[self.type]
+        return (*self.shape[:-1], self.shape[-1] // block * type_size)
+
 
 class _Cursor:
     """Bounds-checked little-endian reads over the mapped header."""
@@ -162,7 +170,7 @@ class GGUFFile:
         n_kv = cur.scalar("Q", "header")
         # Smallest possible entries: a KV is 8+0+4+1 bytes, a tensor info 8+0+4+8+4+8.
         if n_kv * 13 > cur.size or n_tensors * 32 > cur.size:
-            raise cur.fail(f"corrupt header: {n_kv} metadata entries and {n_tensors} tensors cannot fit in {cur.size} bytes")
+            raise cur.fail(f"corrupt or truncated header: {n_kv} metadata entries and {n_tensors} tensors cannot fit in {cur.size} bytes")
 
         self.metadata: dict[str, Any] = {}
         for i in range(n_kv):
@@ -247,8 +255,7 @@ class GGUFFile:
         data = self.raw(name)
         if info.type in _PLAIN_DTYPES:
             return data.view(_PLAIN_DTYPES[info.type]).reshape(info.shape)
-        block, type_size = GGML_QUANT_SIZES[info.type]
-        return data.reshape(*info.shape[:-1], info.shape[-1] // block * type_size)
+        return data.reshape(info.byte_shape)
 
     def info(self, name: str) -> TensorInfo:
         try:
