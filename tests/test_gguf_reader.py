@@ -12,6 +12,7 @@ from typing import Callable
 import gguf
 import numpy as np
 import pytest
+from gguf.constants import GGMLQuantizationType as Q
 
 from dg_chat.gguf.reader import GGUFError, open_gguf
 from tests.gguf_samples import write_sample
@@ -101,6 +102,15 @@ def _patch_offset(name: str, delta: int = 0, to: str | None = None) -> Callable[
     return patch
 
 
+def _handmade(n_tensors: int, n_kv: int, body: bytes) -> bytearray:
+    """A GGUF v3 file written byte by byte, for what GGUFWriter refuses to write."""
+    return bytearray(b"GGUF" + struct.pack("<IQQ", 3, n_tensors, n_kv) + body)
+
+
+def _gguf_string(text: str) -> bytes:
+    return struct.pack("<Q", len(text)) + text.encode()
+
+
 # name -> (patch of the valid file's bytes (or a replacement of them), expected message part)
 CORRUPTIONS: dict[str, tuple[Callable[[bytearray], bytearray | None], str]] = {
     "bad magic": (lambda d: d.__setitem__(slice(0, 4), b"GGML"), "not a GGUF file"),
@@ -125,6 +135,11 @@ CORRUPTIONS: dict[str, tuple[Callable[[bytearray], bytearray | None], str]] = {
     "too many dimensions": (lambda d: _put(d, _tensor_pos(d, "output_norm.weight")[0], "I", 9), "9 dimensions"),
     "row not whole blocks": (lambda d: _put(d, _tensor_pos(d, "token_embd.weight")[0] + 4, "Q", 33), "not a multiple"),
     "empty file": (lambda d: bytearray(), "empty"),
+    "arrays nested too deep": (lambda d: _handmade(0, 1, _gguf_string("deep") + struct.pack("<I", 9)
+                                                   + struct.pack("<IQ", 9, 1) * 100 + struct.pack("<IQ", 4, 0)),
+                               "nested more than 8 deep"),
+    "quantized scalar": (lambda d: _handmade(1, 0, _gguf_string("s") + struct.pack("<IIQ", 0, Q.Q8_0, 0)
+                                             + bytes(64)), "row of 1 is not a multiple of the Q8_0 block size"),
 }
 
 

@@ -27,18 +27,23 @@ def _f16(blocks: torch.Tensor, start: int) -> torch.Tensor:
     return blocks[:, start:start + 2].contiguous().view(torch.float16).float()
 
 
-def _unpack(x: torch.Tensor, bits: int) -> torch.Tensor:
+def _unpack(x: torch.Tensor, bits: int, to: int = 0) -> torch.Tensor:
     """Bytes (..., L) -> bit fields (..., 8 // bits, L): row i holds field i of every byte,
-    lowest bits first (the order in which ggml packs nibbles, crumbs and high bits)."""
-    mask = (1 << bits) - 1
-    # one scalar shift per field: much faster on CPU than one broadcast shift by a tensor
-    return torch.stack([(x >> shift) & mask for shift in range(0, 8, bits)], dim=-2)
+    lowest bits first (the order in which ggml packs nibbles, crumbs and high bits), moved
+    to bit `to` (so that high bits come out ready to be OR-ed onto the low ones)."""
+    mask = ((1 << bits) - 1) << to
+    fields = []
+    for start in range(0, 8, bits):  # one scalar shift per field: faster than a broadcast shift
+        moved = x >> (start - to) if start > to else x << (to - start) if start < to else x
+        fields.append(moved & mask)
+    return torch.stack(fields, dim=-2)
 
 
-def _high_bits_32(qh: torch.Tensor) -> torch.Tensor:
-    """A little-endian uint32 (n, 4 bytes) -> its 32 bits (n, 32), bit 0 first."""
+def _fifth_bits(qh: torch.Tensor) -> torch.Tensor:
+    """Q5_0/Q5_1: the little-endian uint32 of 5th bits (n, 4 bytes) -> (n, 32) of 0 or 16."""
     shifts = torch.arange(32, dtype=torch.int32, device=qh.device)
-    return ((qh.contiguous().view(torch.int32) >> shifts) & 1).to(torch.uint8)
+    bits = qh.contiguous().view(torch.int32) >> shifts
+    return bits.bitwise_left_shift_(4).bitwise_and_(16).to(torch.uint8)
 
 
 def _centered(q: torch.Tensor, zero: int) -> torch.Tensor:
@@ -65,12 +70,12 @@ def _q4_1(b: torch.Tensor) -> torch.Tensor:  # d, m, qs[16]
 
 
 def _q5_0(b: torch.Tensor) -> torch.Tensor:  # d, qh: u32 (5th bits), qs[16]
-    q = _unpack(b[:, 6:], 4).reshape(-1, 32) | (_high_bits_32(b[:, 2:6]) << 4)
+    q = _unpack(b[:, 6:], 4).reshape(-1, 32).bitwise_or_(_fifth_bits(b[:, 2:6]))
     return _centered(q, 16).mul_(_f16(b, 0))
 
 
 def _q5_1(b: torch.Tensor) -> torch.Tensor:  # d, m, qh: u32, qs[16]
-    q = _unpack(b[:, 8:], 4).reshape(-1, 32) | (_high_bits_32(b[:, 4:8]) << 4)
+    q = _unpack(b[:, 8:], 4).reshape(-1, 32).bitwise_or_(_fifth_bits(b[:, 4:8]))
     return q.float().mul_(_f16(b, 0)).add_(_f16(b, 2))
 
 
@@ -92,16 +97,16 @@ def _q4_k(b: torch.Tensor) -> torch.Tensor:  # d, dmin, scales[12], qs[128]
 
 def _q5_k(b: torch.Tensor) -> torch.Tensor:  # d, dmin, scales[12], qh[32], qs[128]
     scale, offset = _k_scales(b)
-    low = _unpack(b[:, 48:].reshape(-1, 4, 32), 4).reshape(-1, 8, 32)
-    q = low | (_unpack(b[:, 16:48], 1) << 4)
+    q = _unpack(b[:, 48:].reshape(-1, 4, 32), 4).reshape(-1, 8, 32)
+    q.bitwise_or_(_unpack(b[:, 16:48], 1, to=4))
     return q.float().mul_(scale).sub_(offset).reshape(-1, QK_K)
 
 
 def _q6_k(b: torch.Tensor) -> torch.Tensor:  # ql[128], qh[64], scales: int8[16], d
-    low = _unpack(b[:, :128].reshape(-1, 2, 64), 4).reshape(-1, 8, 32)
-    high = _unpack(b[:, 128:192].reshape(-1, 2, 32), 2).reshape(-1, 8, 32)
+    q = _unpack(b[:, :128].reshape(-1, 2, 64), 4).reshape(-1, 8, 32)
+    q.bitwise_or_(_unpack(b[:, 128:192].reshape(-1, 2, 32), 2, to=4).reshape(-1, 8, 32))
     scale = (_f16(b, 208) * b[:, 192:208].view(torch.int8).float()).unsqueeze(-1)
-    return _centered(low | (high << 4), 32).reshape(-1, 16, 16).mul_(scale).reshape(-1, QK_K)
+    return _centered(q, 32).reshape(-1, 16, 16).mul_(scale).reshape(-1, QK_K)
 
 
 # Quantized types: a function from blocks (n, type size) uint8 to values (n, block size) float32.

@@ -24,6 +24,7 @@ from dg_chat.errors import DgChatError
 MAGIC = b"GGUF"
 DEFAULT_ALIGNMENT = 32
 MAX_DIMS = 4
+MAX_ARRAY_NESTING = 8
 
 # GGUF value types -> (struct code, numpy dtype)
 _SCALARS: dict[int, tuple[str, str]] = {
@@ -127,13 +128,15 @@ class _Cursor:
             raise self.fail(f"{what}: unknown value type {vtype}")
         return self.scalar(_SCALARS[vtype][0], what)
 
-    def array(self, what: str) -> Any:
+    def array(self, what: str, depth: int = 0) -> Any:
+        if depth > MAX_ARRAY_NESTING:  # a crafted file could otherwise exhaust the stack
+            raise self.fail(f"{what}: arrays nested more than {MAX_ARRAY_NESTING} deep")
         etype = self.scalar("I", what)
         count = self.scalar("Q", what)
         if etype == _STRING:
             return self.strings(count, what)
         if etype == _ARRAY:
-            return [self.array(what) for _ in range(count)]
+            return [self.array(what, depth + 1) for _ in range(count)]
         if etype not in _SCALARS:
             raise self.fail(f"{what}: unknown array element type {etype}")
         dtype = np.dtype(_SCALARS[etype][1])
@@ -212,8 +215,9 @@ class GGUFFile:
         except ValueError:
             raise cur.fail(f"tensor '{name}' has unknown type {raw_type}") from None
         block, type_size = GGML_QUANT_SIZES[qtype]
-        if ne and ne[0] % block:
-            raise cur.fail(f"tensor '{name}': row of {ne[0]} is not a multiple of the {qtype.name} block size {block}")
+        row = ne[0] if ne else 1
+        if row % block:
+            raise cur.fail(f"tensor '{name}': row of {row} is not a multiple of the {qtype.name} block size {block}")
         n_elements = int(np.prod(ne, dtype=object)) if ne else 1
         n_bytes = n_elements // block * type_size
         if rel_offset % self.alignment:
