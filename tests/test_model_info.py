@@ -70,9 +70,11 @@ def test_human_units():
 def test_models_info_prints_everything(tmp_path, capsys):
     path = write_sample(tmp_path / "dg.gguf")
     assert main(["models", "info", str(path)]) == 0
-    out = capsys.readouterr().out
-    for expected in ("diffusion-gemma", "Tiny DiffusionGemma", "17.5K", "Q4_K_M", "Q4_K: 1 tensor, 4.6 kB",
-                     "4,096", "canvas length   8", "4 (2 used per token)", "present", "torch", "18.1 kB"):
+    out = " ".join(capsys.readouterr().out.split())
+    for expected in ("architecture diffusion-gemma", "name Tiny DiffusionGemma", "parameters 17.5K (17,472)",
+                     "file type Q4_K_M", "tensor types Q4_K: 1 tensor, 4.6 kB", "Q8_0: 1 tensor, 1.1 kB",
+                     "context length 4,096", "canvas length 8", "vocabulary 8", "experts 4 (2 used per token)",
+                     "chat template present", "backend torch", f"{path} (18.1 kB)"):
         assert expected in out, expected
 
 

@@ -6,7 +6,6 @@ import argparse
 from pathlib import Path
 
 from rich.console import Console
-from rich.table import Table
 from rich.text import Text
 
 from dg_chat.errors import DgChatError
@@ -20,37 +19,41 @@ def run(args: argparse.Namespace) -> int:
         raise DgChatError(f"{args.name}: no such file (give the path of a GGUF file)")
     with open_gguf(path) as gguf:
         summary = summarize(gguf, args.settings.backend)
-    Console(highlight=False).print(_table(summary))
+    # soft_wrap: long values (paths) are neither cut nor broken by rich; the terminal wraps them
+    console = Console(highlight=False, soft_wrap=True)
+    rows = _rows(summary)
+    width = max(len(label) for label, _ in rows) + 2
+    for label, value in rows:
+        # Text, not markup: names and types come from the file, which may contain '[' or escapes
+        console.print(Text.assemble((label.ljust(width), "bold"), _printable(value)))
     return 0
 
 
-def _table(s: ModelSummary) -> Table:
-    table = Table.grid(padding=(0, 2))
-    table.add_column(style="bold")
-    table.add_column()
-
-    def row(label: str, value: str) -> None:
-        # Text, not markup: names and types come from the file, which may contain '[' or escapes
-        table.add_row(label, Text(_printable(value)))
-
-    row("file", f"{s.path} ({human_bytes(s.file_size)})")
-    row("architecture", s.architecture)
-    row("name", s.name or "(none)")
-    row("parameters", f"{human_count(s.parameters)} ({s.parameters:,})")
-    row("file type", s.file_type or "(not set)")
+def _rows(s: ModelSummary) -> list[tuple[str, str]]:
+    rows = [
+        ("file", f"{s.path} ({human_bytes(s.file_size)})"),
+        ("architecture", s.architecture),
+        ("name", s.name or "(none)"),
+        ("parameters", f"{human_count(s.parameters)} ({s.parameters:,})"),
+        ("file type", s.file_type or "(not set)"),
+    ]
     for i, group in enumerate(s.quant_mix):
         plural = "s" if group.tensors != 1 else ""
-        row("tensor types" if i == 0 else "", f"{group.type}: {group.tensors} tensor{plural}, {human_bytes(group.n_bytes)}")
+        rows.append(("tensor types" if i == 0 else "", f"{group.type}: {group.tensors} tensor{plural}, {human_bytes(group.n_bytes)}"))
     if not s.quant_mix:
-        row("tensor types", "(no tensors: vocabulary only)")
-    row("context length", _number(s.context_length))
-    row("canvas length", "n/a (mask diffusion)" if s.mask_diffusion else _number(s.canvas_length))
-    row("vocabulary", _number(s.vocab_size))
+        rows.append(("tensor types", "(no tensors: vocabulary only)"))
+    rows += [
+        ("context length", _number(s.context_length)),
+        ("canvas length", "n/a (mask diffusion)" if s.mask_diffusion else _number(s.canvas_length)),
+        ("vocabulary", _number(s.vocab_size)),
+    ]
     if s.experts:
-        row("experts", f"{s.experts} ({_number(s.experts_used)} used per token)")
-    row("chat template", "present" if s.has_chat_template else "absent")
-    row("backend", s.backend or f"none: {s.backend_error}")
-    return table
+        rows.append(("experts", f"{s.experts} ({_number(s.experts_used)} used per token)"))
+    rows += [
+        ("chat template", "present" if s.has_chat_template else "absent"),
+        ("backend", s.backend or f"none: {s.backend_error}"),
+    ]
+    return rows
 
 
 def _number(value: int | None) -> str:
