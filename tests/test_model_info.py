@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 from gguf import GGUFWriter
+from gguf.constants import GGMLQuantizationType as Q
 
 from dg_chat.cli import main
 from dg_chat.gguf.reader import open_gguf
@@ -33,7 +34,6 @@ def test_summary_of_a_diffusion_gemma_file(tmp_path):
 
 
 def test_summary_counts_tensors_per_type(tmp_path):
-    from gguf.constants import GGMLQuantizationType as Q
     tensors = {"a.weight": (Q.Q8_0, (4, 32)), "b.weight": (Q.Q8_0, (2, 64)), "c.weight": (Q.F32, (3,))}
     s = _summary(write_sample(tmp_path / "m.gguf", tensors=tensors))
     assert s.quant_mix == (QuantGroup("Q8_0", 2, 8 * 34), QuantGroup("F32", 1, 12))
