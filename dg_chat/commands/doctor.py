@@ -6,7 +6,7 @@ import argparse
 import platform
 import shutil
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from huggingface_hub import constants
@@ -77,28 +77,29 @@ def check_llama(cuda: bool) -> Check:
     return Check("ok", "llama.cpp", detail)
 
 
-def _model_check(spec: str, path: Path, size: int, settings: Settings) -> Check:
+def _model_check(name: str, path: Path, settings: Settings, hint: str) -> Check:
     try:
         with open_gguf(path) as gguf:
             architecture = gguf.architecture
         backend = choose_backend(architecture, settings.backend)
     except DgChatError as exc:
-        return Check("fail", spec, str(exc), "delete it with dg-chat models rm, then pull it again")
-    return Check("ok", spec, f"{hub.gb(size)}, {architecture} on the {backend} backend ({path})")
+        return Check("fail", name, str(exc), hint)
+    return Check("ok", name, f"{hub.gb(path.stat().st_size)}, {architecture} on the {backend} backend ({path})")
 
 
 def check_models(settings: Settings) -> list[Check]:
     local = hub.local_models(settings)
-    checks = [_model_check(m.spec, m.path, m.size, settings) for m in local]
+    redownload = "remove it with `dg-chat models rm` and pull it again"
+    checks = [_model_check(m.spec, m.path, settings, redownload) for m in local]
     if all(m.spec == hub.DEMO for m in local):
         checks.append(Check("warn", "downloads", f"no model downloaded to {hub.models_cache(settings)}",
                             "dg-chat models pull diffusiongemma"))
     try:
         chosen = hub.resolve_model(settings.model, settings)
-        checks.append(Check("ok", "model", f"{settings.model or hub.DEMO} -> {chosen}"))
     except DgChatError as exc:
-        checks.append(Check("fail", "model", str(exc)))
-    return checks
+        return checks + [Check("fail", "model", str(exc))]
+    check = _model_check("model", chosen, settings, "set `model` in the config file or pass -m")
+    return checks + [replace(check, detail=f"{settings.model or hub.DEMO}: {check.detail}")]
 
 
 def check_paths(settings: Settings) -> list[Check]:

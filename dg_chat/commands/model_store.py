@@ -43,7 +43,7 @@ def _pull(spec: str, settings: Settings, console: Console) -> int:
             bar.stop()
             console.print(Text(f"paused; run `dg-chat models pull {plan.spec}` again to resume"))
             raise
-    console.print(Text(f"ready: {path}"))
+    console.print(Text(f"ready: {path}"), soft_wrap=True)
     console.print(Text(f"chat with it: dg-chat -m {plan.spec}"))
     return 0
 
@@ -71,7 +71,7 @@ def _rm(spec: str, assume_yes: bool, settings: Settings, console: Console) -> in
     removal = hub.plan_removal(spec, settings)
     console.print(Text(f"{', '.join(removal.specs)}: frees {hub.gb(removal.freed)}"))
     for path in removal.paths:
-        console.print(Text(f"  {path}"))
+        console.print(Text(f"  {path}"), soft_wrap=True)
     if not assume_yes:
         try:
             answer = input("delete? [y/N] ")
