@@ -40,7 +40,7 @@ from huggingface_hub.errors import (
     RevisionNotFoundError,
 )
 from huggingface_hub.file_download import http_get, repo_folder_name
-from huggingface_hub.utils import DeleteCacheStrategy, HFCacheInfo, WeakFileLock, build_hf_headers
+from huggingface_hub.utils import CachedFileInfo, DeleteCacheStrategy, HFCacheInfo, WeakFileLock, build_hf_headers
 
 from dg_chat import paths
 from dg_chat.config import Settings
@@ -48,7 +48,7 @@ from dg_chat.errors import DgChatError
 
 GB = 1_000_000_000
 DEMO = "demo"
-_SPLIT = re.compile(r"-(\d{5})-of-(\d{5})(?=\.gguf$)", re.IGNORECASE)
+_SPLIT = re.compile(r"-\d{5}-of-\d{5}(?=\.gguf$)", re.IGNORECASE)
 _VERIFY_CHUNK = 16 * 1024 * 1024
 
 
@@ -159,36 +159,29 @@ def _scan(settings: Settings) -> HFCacheInfo | None:
         return None
 
 
-def _cached_files(settings: Settings) -> list[tuple[CatalogModel, str, Path, int, float]]:
-    """(model, quant, path, size, mtime) of every catalog quant in the cache, newest first."""
+def _downloaded(settings: Settings) -> list[tuple[CatalogModel, str, CachedFileInfo]]:
+    """(model, quant, cached file) of every single-file catalog quant in the cache, newest first."""
     cache = _scan(settings)
-    if cache is None:
-        return []
     by_repo = {m.repo.lower(): m for m in load_catalog().values()}
-    found = []
-    for repo in cache.repos:
-        model = by_repo.get(repo.repo_id.lower())
-        if model is None or repo.repo_type != "model":
-            continue
-        for revision in repo.revisions:
-            for file in revision.files:
-                quant = model.quant_of(file.file_name)
-                if quant and not _SPLIT.search(file.file_name):
-                    found.append((model, quant, file.file_path, file.size_on_disk, file.blob_last_modified))
-    return sorted(found, key=lambda f: f[4], reverse=True)
+    found = [
+        (model, quant, file)
+        for repo in (cache.repos if cache else ())
+        if repo.repo_type == "model" and (model := by_repo.get(repo.repo_id.lower()))
+        for revision in repo.revisions
+        for file in revision.files
+        if (quant := model.quant_of(file.file_name)) and not _SPLIT.search(file.file_name)
+    ]
+    return sorted(found, key=lambda entry: entry[2].blob_last_modified, reverse=True)
 
 
 def local_models(settings: Settings) -> list[LocalModel]:
-    """The demo model (when shipped) and every downloaded catalog quant, newest revision only."""
+    """The demo model (when shipped) and every downloaded catalog quant, newest copy only."""
     demo = demo_file()
-    found = [LocalModel(DEMO, demo, demo.stat().st_size)] if demo.is_file() else []
-    seen = set()
-    for model, quant, path, size, _ in _cached_files(settings):
+    found = {DEMO: LocalModel(DEMO, demo, demo.stat().st_size)} if demo.is_file() else {}
+    for model, quant, file in _downloaded(settings):
         spec = f"{model.name}:{quant}"
-        if spec not in seen:
-            seen.add(spec)
-            found.append(LocalModel(spec, path, size))
-    return found
+        found.setdefault(spec, LocalModel(spec, file.file_path, file.size_on_disk))
+    return list(found.values())
 
 
 def resolve_model(spec: str, settings: Settings) -> Path:
@@ -212,13 +205,14 @@ def resolve_model(spec: str, settings: Settings) -> Path:
         _refuse_split(path)
         return path
     model, quant = parse_spec(spec)
-    local = {q: (p, size) for m, q, p, size, _ in reversed(_cached_files(settings)) if m.name == model.name}
+    local = {q: file for m, q, file in reversed(_downloaded(settings)) if m.name == model.name}
     if quant is None and local:
-        quant, _ = choose_quant({q: size for q, (_, size) in local.items()}, model.headroom, free_memory(settings.device))
+        sizes = {q: file.size_on_disk for q, file in local.items()}
+        quant, _ = choose_quant(sizes, model.headroom, free_memory(settings.device))
     if quant not in local:
         wanted = f"{model.name}:{quant}" if quant else model.name
         raise DgChatError(f"{wanted} is not downloaded; run: dg-chat models pull {wanted}")
-    return local[quant][0]
+    return local[quant].file_path
 
 
 # -- quant choice ----------------------------------------------------------------------------
@@ -470,10 +464,7 @@ def download(plan: PullPlan, settings: Settings, progress: ProgressCallback | No
         if not blob.exists():
             _fetch(meta.location, blob, cache / ".locks" / folder / f"{meta.etag}.dg-chat.lock", plan, progress)
         # huggingface_hub finds the blob in place and writes the snapshot link and the ref.
-        path = Path(hf_hub_download(plan.model.repo, plan.filename, revision=plan.model.revision, cache_dir=cache))
-    if path.resolve() != blob.resolve():  # the Hub changed the file meanwhile: keep only what the cache uses
-        blob.unlink(missing_ok=True)
-    return path
+        return Path(hf_hub_download(plan.model.repo, plan.filename, revision=plan.model.revision, cache_dir=cache))
 
 
 def pull(spec: str, settings: Settings, progress: ProgressCallback | None = None) -> Path:
@@ -500,16 +491,10 @@ def plan_removal(spec: str, settings: Settings) -> Removal:
     if spec.strip().lower() in ("", DEMO):
         raise DgChatError("the demo model ships with dg-chat and cannot be removed")
     model, quant = parse_spec(spec)
+    chosen = [(q, file) for m, q, file in _downloaded(settings) if m.name == model.name and quant in (None, q)]
     cache = _scan(settings)
-    files = [
-        file
-        for repo in (cache.repos if cache else ())
-        if repo.repo_id.lower() == model.repo.lower() and repo.repo_type == "model"
-        for revision in repo.revisions
-        for file in revision.files
-        if model.quant_of(file.file_name) and (quant is None or model.quant_of(file.file_name) == quant)
-    ]
-    if not cache or not files:
+    if not chosen or cache is None:
         raise DgChatError(f"{spec} is not downloaded; nothing to remove")
-    specs = sorted({f"{model.name}:{model.quant_of(f.file_name)}" for f in files})
+    files = [file for _, file in chosen]
+    specs = sorted({f"{model.name}:{q}" for q, _ in chosen})
     return Removal(specs, sorted(f.file_path for f in files), cache.delete_files(*files))
