@@ -10,7 +10,7 @@ import types
 import pytest
 from fake_hub import tiny_gguf, write_catalog
 
-from dg_chat import hub, paths
+from dg_chat import paths
 from dg_chat.cli import main
 from dg_chat.commands import doctor
 from dg_chat.config import Settings

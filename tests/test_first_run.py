@@ -80,7 +80,8 @@ async def test_download_with_live_progress_then_chat(models_dir, tmp_path, monke
             assert screen.query_one("#demo", Button).disabled  # no demo model in this models dir
             await wait_for(pilot, lambda: not screen.query_one("#download", Button).disabled)
             offer = str(screen.query_one("#offer", Static).render())
-            assert "Q4_K_M, about 0.0 GB: Q4_K_M: 0.0 GB fits 0.0 GB free VRAM" in offer and "Mbit/s" in offer
+            assert "Chosen Q4_K_M: 0.0 GB fits 0.0 GB free VRAM" in offer and "Mbit/s" in offer
+            assert "(Q4_K_M, 0.0 GB)" in str(screen.query_one("#download", Button).label)
             await pilot.click("#download")
             await wait_for(pilot, lambda: app.return_value is not None)
     assert app.return_value == "diffusiongemma:Q4_K_M" and recorded_choice() == "diffusiongemma:Q4_K_M"

@@ -61,12 +61,13 @@ class FirstRunScreen(Screen[str]):
 
     DEFAULT_CSS = """
     FirstRunScreen { align: center middle; }
-    #first-run { width: 84; height: auto; border: round $accent; padding: 1 2; }
+    #first-run { width: 100%; max-width: 84; height: auto; border: round $accent; padding: 0 1; }
     #first-run > Static { margin-bottom: 1; }
-    #first-run Button { width: 100%; margin-bottom: 1; }
+    #first-run Button { width: 100%; }
     #title { text-style: bold; }
-    #progress { display: none; margin-bottom: 1; }
+    #progress { display: none; }
     #progress.running { display: block; }
+    #status { margin-bottom: 0; }
     #status.error { color: $error; }
     """
     AUTO_FOCUS = "#demo"
@@ -107,7 +108,7 @@ class FirstRunScreen(Screen[str]):
             yield Static("Welcome to dg-chat", id="title")
             yield Static("No model is set up yet. How do you want to start?")
             yield Button("Start the demo model now", id="demo", variant="primary", disabled=not demo.is_file())
-            yield Static("A tiny model shipped with dg-chat: runs anywhere, instantly, to try the interface."
+            yield Static("A tiny model shipped with dg-chat; it runs anywhere, to try the interface."
                          if demo.is_file() else f"The demo model is missing from this installation ({demo}).",
                          id="demo-note", markup=False)
             yield Button(f"Download {model.title}", id="download", disabled=True)
@@ -133,9 +134,11 @@ class FirstRunScreen(Screen[str]):
         self._spec = f"{DOWNLOAD_MODEL}:{offer.quant}"
         minutes = _duration(offer.size * 8 / ESTIMATE_BITS_PER_SECOND)
         self.query_one("#offer", Static).update(
-            f"{offer.quant}, about {hub.gb(offer.size)}: {offer.reason}. "
-            f"About {minutes} at {ESTIMATE_BITS_PER_SECOND / 1e6:.0f} Mbit/s; an interrupted download resumes.")
-        self.query_one("#download", Button).disabled = False
+            f"Chosen {offer.reason}. About {minutes} at {ESTIMATE_BITS_PER_SECOND / 1e6:.0f} Mbit/s; "
+            "an interrupted download resumes.")
+        download = self.query_one("#download", Button)
+        download.label = f"Download {hub.load_catalog()[DOWNLOAD_MODEL].title} ({offer.quant}, {hub.gb(offer.size)})"
+        download.disabled = False
 
     @on(Button.Pressed, "#demo")
     def _start_demo(self) -> None:
