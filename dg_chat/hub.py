@@ -73,6 +73,10 @@ class CatalogModel:
     """Bytes needed beyond the weights: KV cache, canvas, logits, scratch."""
     revision: str = "main"
 
+    def downloadable(self) -> dict[str, int]:
+        """Quants small enough for one plain HTTP download (bigger ones are published split)."""
+        return {q: size for q, size in self.quants.items() if size <= constants.MAX_HTTP_DOWNLOAD_SIZE}
+
     def quant_of(self, filename: str) -> str | None:
         """The quant whose glob matches this file name (split suffix ignored), if any."""
         name = _SPLIT.sub("", filename.rsplit("/", 1)[-1]).lower()
@@ -391,10 +395,10 @@ def plan_pull(spec: str, settings: Settings) -> PullPlan:
             singles[found] = sibling
     reason = None
     if quant is None:
-        if not singles:
-            raise DgChatError(f"{model.repo} has no single-file GGUF of {', '.join(model.quants)}")
-        quant, reason = choose_quant({q: s.size or 0 for q, s in singles.items()}, model.headroom,
-                                     free_memory(settings.device))
+        sizes = {q: s.size for q, s in singles.items() if s.size and s.size <= constants.MAX_HTTP_DOWNLOAD_SIZE}
+        if not sizes:
+            raise DgChatError(f"{model.repo} has no downloadable single-file GGUF of {', '.join(model.quants)}")
+        quant, reason = choose_quant(sizes, model.headroom, free_memory(settings.device))
     if quant not in singles:
         if quant in splits:
             raise DgChatError(f"{model.name}:{quant} is published as {len(splits[quant])} split files, which "

@@ -126,7 +126,7 @@ class FirstRunScreen(Screen[str]):
 
     def _estimate(self) -> None:
         model = hub.load_catalog()[DOWNLOAD_MODEL]
-        quant, reason = hub.choose_quant(model.quants, model.headroom, hub.free_memory(self.settings.device))
+        quant, reason = hub.choose_quant(model.downloadable(), model.headroom, hub.free_memory(self.settings.device))
         self.post_message(self.Offer(quant, model.quants[quant], reason))
 
     @on(Offer)
