@@ -157,3 +157,29 @@ def test_prompt_longer_than_the_context_is_one_line(tmp_path):
         next(generate(backend, list(range(5, 35)), SamplerSettings(), end_ids=frozenset({1}),
                       parse=lambda t: ("", "")))
     assert "exceeds the model's context of 32 tokens" in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("qtype", ["f16", "bf16", "q8_0"])
+@torch.no_grad()
+def test_quantized_weights_dequantise_on_the_fly_to_the_same_logits(tmp_path, qtype):
+    """The GGUF stores quantised matrices; the reference gets the same values, rounded the same way."""
+    import gguf
+
+    model = hf_model(layer_types=("sliding_attention", "full_attention"))
+    path = convert(model, tmp_path, qtype=qtype)
+    storage = {"f16": gguf.GGMLQuantizationType.F16, "bf16": gguf.GGMLQuantizationType.BF16,
+               "q8_0": gguf.GGMLQuantizationType.Q8_0}[qtype]
+    for name, tensor in model.named_parameters():
+        if tensor.ndim >= 2 and "vision" not in name and "router.proj" not in name:
+            if storage == gguf.GGMLQuantizationType.F16 or tensor.shape[-1] % 32:
+                rounded = tensor.half().float()
+            else:
+                rounded = torch.from_numpy(gguf.quants.dequantize(gguf.quants.quantize(tensor.numpy(), storage), storage))
+            tensor.copy_(rounded.reshape(tensor.shape))
+    backend = load(path)
+    assert any(info.type == storage for info in backend.file.tensors.values())
+    prompt, canvas = ids(20, 1), ids(8, 2)
+    cache = DynamicCache(config=model.config.get_text_config(decoder=True))
+    ref = model(input_ids=prompt, decoder_input_ids=canvas, past_key_values=cache)
+    backend.prefill(prompt[0].tolist())
+    assert (backend.denoise(canvas[0], None) - ref.logits[0]).abs().max() <= TOL
