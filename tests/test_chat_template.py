@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, models, pre_tokenizers, trainers
 from transformers.utils.chat_template_utils import render_jinja_template
@@ -25,9 +26,9 @@ CONVERSATIONS = [
     ([Message("system", "You are terse."), Message("user", "Hi")], False),
     ([Message("system", "You are terse."), Message("user", "Hi")], True),
     ([Message("user", "2+2?"), Message("model", "4", thinking="Add them."), Message("user", "And 3+3?")], True),
-    ([Message("system", "Be kind."), Message("user", "Hello"), Message("model", "Hi! How can I help?", thinking="greet"),
-      Message("user", "Tell me a joke."), Message("model", "\n\nWhy did the chicken...\n", thinking=" long\nthought "),
-      Message("user", "Another")], False),
+    ([Message("system", "Be kind."), Message("user", "Hello"),
+      Message("model", "Hi! How can I help?", thinking="greet"), Message("user", "Tell me a joke."),
+      Message("model", "\n\nWhy did the chicken...\n", thinking=" long\nthought "), Message("user", "Another")], False),
     ([Message("user", "Grüße aus Köln 👋🏽 — 你好, нещо на Български, كيف حالك؟ 😶‍🌫️")], False),
     ([Message("user", "Fix this:\n```python\ndef f(x):\n\treturn x  *  2   \n```\n")], True),
     ([Message("system", ""), Message("user", "   ")], False),
@@ -152,9 +153,11 @@ def test_gemma4_end_token_ids(gemma4_metadata: dict, gemma4: Tokenizer) -> None:
 
 # --- other models: a small byte-level BPE trained here, with a ChatML template -------------------
 
-CHATML = ("{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+CHATML = ("{% for message in messages %}"
+          "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
           "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
-TRIMMING = ("{{ bos_token }}{% for message in messages %}<|im_start|>{{ message.role }}\n{{ message.content | trim }}<|im_end|>\n"
+TRIMMING = ("{{ bos_token }}{% for message in messages %}"
+            "<|im_start|>{{ message.role }}\n{{ message.content | trim }}<|im_end|>\n"
             "{% endfor %}<|im_start|>assistant\n{% if not enable_thinking %}<think></think>{% endif %}")
 
 
@@ -240,3 +243,16 @@ def test_plain_format_without_template(chatml) -> None:
         {**bare, "tokenizer.ggml.add_bos_token": True}))
     assert with_bos.render([Message("user", "hi")], thinking=False)[0] == tokenizer.bos_id
     assert chat.parse([*tokenizer.encode(" ok "), tokenizer.eos_id, 5]) == ("", "ok")
+
+
+def test_jinja_format_ignores_sentinel_look_alikes_written_by_the_template(chatml) -> None:
+    _, metadata, tokenizer = chatml
+    template = "{{ '\ue00099\ue001' }}{% for m in messages %}[{{ m.content }}]{% endfor %}"
+    chat = chat_format_for({**metadata, "tokenizer.chat_template": template}, tokenizer)
+    assert tokenizer.decode(chat.render([Message("user", "hi")], thinking=False)) == "\ue00099\ue001[hi]"
+
+
+def test_parse_accepts_torch_ids(gemma4: Tokenizer, gemma4_format: Gemma4Format) -> None:
+    ids = torch.tensor([*gemma4.encode("Yes."), 106, *gemma4.encode("junk")])
+    assert gemma4_format.parse(ids) == ("", "Yes.")
+    assert gemma4.decode(ids[:3]) == gemma4.decode(ids[:3].tolist())

@@ -194,6 +194,10 @@ def test_visible_neutralises_escape_sequences() -> None:
       "tokenizer.ggml.token_type": [1]}, "1 entries for 2 tokens"),
     ({"tokenizer.ggml.model": "gpt2", "tokenizer.ggml.tokens": ["a"], "tokenizer.ggml.merges": [],
       "tokenizer.ggml.eos_token_id": 7}, "eos_token_id 7 is outside"),
+    ({"tokenizer.ggml.model": "gpt2", "tokenizer.ggml.tokens": ["a", "b"], "tokenizer.ggml.merges": ["a"]},
+     "not two tokens joined by a space"),
+    ({"tokenizer.ggml.model": "gpt2", "tokenizer.ggml.tokens": ["a", "b"], "tokenizer.ggml.merges": ["a c"]},
+     "tokenizer in this GGUF is inconsistent"),
 ])
 def test_bad_metadata_is_a_one_line_error(metadata: dict, message: str) -> None:
     with pytest.raises(DgChatError, match=re.escape(message)) as error:

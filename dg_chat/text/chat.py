@@ -84,11 +84,12 @@ def _newline_after_think(template: ChatTemplate | None) -> bool:
     return "<|think|>\n" in probe
 
 
-def _until_end(token_ids: Sequence[int], end_ids: frozenset[int]) -> Sequence[int]:
-    for n, token_id in enumerate(token_ids):
+def _until_end(token_ids: Sequence[int], end_ids: frozenset[int]) -> list[int]:
+    ids = list(map(int, token_ids))  # also numpy/torch scalars, which would miss `end_ids`
+    for n, token_id in enumerate(ids):
         if token_id in end_ids:
-            return token_ids[:n]
-    return token_ids
+            return ids[:n]
+    return ids
 
 
 class Gemma4Format:
@@ -163,8 +164,10 @@ class JinjaFormat:
         self._template = template
         self._tokenizer = tokenizer
         self.end_ids = end_ids
-        self._bos_token = tokenizer.decode([tokenizer.bos_id], skip_special=False) if tokenizer.bos_id is not None else ""
-        self._eos_token = tokenizer.decode([tokenizer.eos_id], skip_special=False) if tokenizer.eos_id is not None else ""
+        def text_of(token_id: int | None) -> str:
+            return "" if token_id is None else tokenizer.decode([token_id], skip_special=False)
+
+        self._bos_token, self._eos_token = text_of(tokenizer.bos_id), text_of(tokenizer.eos_id)
 
     def render(self, messages: Sequence[Message], *, thinking: bool) -> list[int]:
         texts: list[str] = []
@@ -181,11 +184,13 @@ class JinjaFormat:
             [{"role": "assistant" if m.role == "model" else m.role, "content": stand_in(m.content)} for m in messages],
             thinking=thinking, bos_token=self._bos_token, eos_token=self._eos_token)
         parts: list[int | str] = []
-        for n, piece in enumerate(_SENTINEL_RE.split(rendered)):
-            if n % 2:
-                parts.append(texts[int(piece)])
-            else:
-                parts += self._tokenizer.split_specials(piece)
+        start = 0
+        for match in _SENTINEL_RE.finditer(rendered):
+            index = int(match.group(1))
+            if index < len(texts):  # else the template wrote a look-alike: leave it as template text
+                parts += [*self._tokenizer.split_specials(rendered[start:match.start()]), texts[index]]
+                start = match.end()
+        parts += self._tokenizer.split_specials(rendered[start:])
         ids = self._tokenizer.encode_parts(parts)
         bos = self._tokenizer.bos_id
         if self._tokenizer.add_bos and bos is not None and ids[:1] != [bos]:

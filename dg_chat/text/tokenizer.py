@@ -12,8 +12,9 @@ Special tokens (GGUF token types CONTROL and USER_DEFINED) are deliberately kept
 "<|turn>", is always just text. Prompt builders insert special tokens as ids (`encode_parts`), and
 only template text from the model file is searched for them (`split_specials`).
 
-Building takes about a second for Gemma 4 (262,144 tokens, 514,906 merges), less than loading the
-same tokenizer from a saved tokenizer.json, so nothing is cached (`scripts/bench.py tokenizer`).
+Building takes one to two seconds for Gemma 4 (262,144 tokens, 514,906 merges), about as long as
+loading the same tokenizer from a saved 32 MB tokenizer.json, so nothing is cached
+(`scripts/bench.py tokenizer`).
 """
 
 from __future__ import annotations
@@ -106,25 +107,19 @@ class Tokenizer:
                        for name in ("bos", "eos", "padding", "mask")}
         for name, token_id in special_ids.items():
             if token_id is not None and not 0 <= token_id < len(tokens):
-                raise DgChatError(f"tokenizer.ggml.{name}_token_id {token_id} is outside the {len(tokens)}-token vocabulary")
-        vocab = {token: i for i, token in enumerate(tokens)}
+                raise DgChatError(f"tokenizer.ggml.{name}_token_id {token_id} is outside the "
+                                  f"{len(tokens)}-token vocabulary")
+        pre = metadata.get("tokenizer.ggml.pre")
+        if model == "gpt2" and pre not in _GPT2_PRE and pre not in _REGEX_PRE:
+            raise DgChatError(f"unsupported pre-tokenizer {pre!r} of a gpt2 tokenizer")
         pairs = [tuple(merge.split(" ", 1)) for merge in merges]
-        if model == "gemma4":
-            backend = _HFTokenizer(models.BPE(vocab, pairs, byte_fallback=True, fuse_unk=True, unk_token="<unk>"))
-            backend.normalizer = normalizers.Replace(" ", "▁")
-            backend.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()])
-        else:
-            pre = metadata.get("tokenizer.ggml.pre")
-            if pre not in _GPT2_PRE and pre not in _REGEX_PRE:
-                raise DgChatError(f"unsupported pre-tokenizer {pre!r} of a gpt2 tokenizer")
-            backend = _HFTokenizer(models.BPE(vocab, pairs, ignore_merges=pre in _IGNORE_MERGES_PRE))
-            if pre in _GPT2_PRE:
-                backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
-            else:
-                backend.pre_tokenizer = pre_tokenizers.Sequence([
-                    pre_tokenizers.Split(Regex(_REGEX_PRE[pre]), behavior="isolated"),
-                    pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
-            backend.decoder = decoders.ByteLevel()
+        if any(len(pair) != 2 for pair in pairs):
+            raise DgChatError("tokenizer.ggml.merges has an entry that is not two tokens joined by a space")
+        try:
+            backend = _pipeline(model, pre, {token: i for i, token in enumerate(tokens)}, pairs)
+        except Exception as exc:  # `tokenizers` reports an inconsistent vocabulary as a plain Exception
+            reason = " ".join(str(exc).split())
+            raise DgChatError(f"the {model} tokenizer in this GGUF is inconsistent: {reason}") from None
         return cls(backend, tokens, types, model=model, special_ids=special_ids,
                    add_bos=bool(metadata.get("tokenizer.ggml.add_bos_token", False)))
 
@@ -159,9 +154,6 @@ class Tokenizer:
                 run.clear()
         return ids + self.encode("".join(run))
 
-    def has_token(self, token: str) -> bool:
-        return self._backend.token_to_id(token) is not None
-
     def token_id(self, token: str) -> int:
         """The id of one vocabulary entry, e.g. token_id('<|turn>') == 105 for Gemma 4."""
         token_id = self._backend.token_to_id(token)
@@ -177,7 +169,7 @@ class Tokenizer:
         """Text of `ids`; ids outside the vocabulary are dropped (model output is untrusted)."""
         texts: list[str] = []
         run: list[int] = []
-        for token_id in ids:
+        for token_id in map(int, ids):  # also numpy/torch scalars, which would miss the id sets
             if not 0 <= token_id < self.vocab_size or (skip_special and token_id in self._hidden):
                 continue
             added = self._added.get(token_id)
@@ -200,3 +192,21 @@ class Tokenizer:
         for token_id, text in self._added.items():
             texts[token_id] = text
         return [visible(text) for text in texts]
+
+
+def _pipeline(model: str, pre: str | None, vocab: dict[str, int], merges: list[tuple[str, ...]]) -> _HFTokenizer:
+    """The `tokenizers` pipeline of a GGUF tokenizer, without its special tokens."""
+    if model == "gemma4":
+        backend = _HFTokenizer(models.BPE(vocab, merges, byte_fallback=True, fuse_unk=True, unk_token="<unk>"))
+        backend.normalizer = normalizers.Replace(" ", "▁")
+        backend.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()])
+        return backend
+    backend = _HFTokenizer(models.BPE(vocab, merges, ignore_merges=pre in _IGNORE_MERGES_PRE))
+    if pre in _GPT2_PRE:
+        backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    else:
+        backend.pre_tokenizer = pre_tokenizers.Sequence([
+            pre_tokenizers.Split(Regex(_REGEX_PRE[pre]), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    backend.decoder = decoders.ByteLevel()
+    return backend
