@@ -39,3 +39,9 @@ def _load_script(name: str):
 def gemma4_vocab() -> Path:
     """llama.cpp's real Gemma 4 vocabulary GGUF (262,144 tokens, no tensors)."""
     return _load_script("fetch_test_data").ensure_gemma4_vocab()
+
+
+@pytest.fixture(scope="session")
+def llama_vocab():
+    """Function NAME -> path of llama.cpp's models/ggml-vocab-NAME.gguf (.inp/.out beside it)."""
+    return _load_script("fetch_test_data").ensure_llama_vocab
