@@ -51,6 +51,9 @@ class SamplerSettings:
     """Mean entropy (nats) under which a stable canvas stops early."""
     seed: int | None = None
     """Random seed; unset means a fresh one per turn."""
+    reference_draws: bool = True
+    """Draw random numbers exactly as transformers does (same seed, same tokens). Off: draw only
+    where a token is kept, by inverse CDF: same distribution, much faster on the CPU."""
     max_canvases: int = 4
     """Most canvases (blocks) per answer."""
     thinking: bool = False

@@ -193,3 +193,22 @@ def test_steps_match_transformers_sampler_classes():
             break
     assert [(s.tokens.tolist(), s.argmax.tolist(), s.accepted.tolist()) for s in our_steps] == ref_steps
     assert our_final.tokens.tolist() == ref_steps[-1][1] and our_final.steps == len(ref_steps) < 12
+
+
+def test_fast_draws_sample_the_same_distribution_only_where_kept():
+    from dg_chat.engine.sampling import draw_accepted
+
+    probs = torch.tensor([[0.0, 0.0, 1.0, 0.0], [0.1, 0.2, 0.3, 0.4], [0.25, 0.25, 0.25, 0.25]])
+    accepted = torch.tensor([True, True, False])
+    generator = torch.Generator().manual_seed(0)
+    draws = torch.stack([draw_accepted(probs, accepted, generator) for _ in range(20_000)])
+    assert (draws[:, 0] == 2).all()
+    assert (draws[:, 2] == 0).all()  # not accepted: no draw made
+    frequencies = torch.bincount(draws[:, 1], minlength=4) / draws.shape[0]
+    assert torch.allclose(frequencies, probs[1], atol=0.015)
+
+
+def test_fast_draws_are_reproducible_for_a_seed():
+    settings = SamplerSettings(seed=4, max_steps=5, max_canvases=2, reference_draws=False)
+    a, b = run(ScriptedBackend(), settings)[-1], run(ScriptedBackend(), settings)[-1]
+    assert a.token_ids == b.token_ids

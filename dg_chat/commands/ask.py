@@ -88,6 +88,7 @@ def _answer(args: argparse.Namespace, engine: Engine, messages: list[Message], e
         sys.stdout.write(printable(finished.answer[len(written):] if finished.answer.startswith(written)
                                    else "\n" + finished.answer))
     sys.stdout.write("\n")
+    sys.stdout.flush()
     if finished.thinking:
         err.print(Text(printable(finished.thinking), style="dim"))
     stats = finished.stats

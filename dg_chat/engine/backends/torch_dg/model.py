@@ -94,7 +94,7 @@ class DiffusionGemma:
         return emb.cos().to(self.dtype)[:, None, :], emb.sin().to(self.dtype)[:, None, :]
 
     def _embed(self, ids: torch.Tensor) -> torch.Tensor:
-        return F.embedding(ids, self.w.get("token_embd.weight")) * self.embed_scale
+        return self.w.rows("token_embd.weight", ids) * self.embed_scale
 
     def _attention(self, i: int, layer: LayerShape, x: torch.Tensor, positions: torch.Tensor,
                    cache: LayerCache | None, causal: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -224,6 +224,6 @@ class DiffusionGemma:
             h, _, _ = self._layer(i, h, positions, layer_cache, encoder=False)
         h = rms_norm(h, self.w.get("output_norm.weight"), self.hp.eps)
         logits = F.linear(h, embed).float()
-        if self.hp.softcap:
-            logits = torch.tanh(logits / self.hp.softcap) * self.hp.softcap
+        if self.hp.softcap:  # in place: the same arithmetic, without [canvas, vocab] temporaries
+            logits.div_(self.hp.softcap).tanh_().mul_(self.hp.softcap)
         return logits
