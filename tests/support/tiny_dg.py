@@ -12,7 +12,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def hf_model(*, vocab_size: int = 512, layer_types=("sliding_attention", "full_attention"), sliding_window: int = 16,
              experts: int = 4, top_k: int = 2, canvas_length: int = 8, hidden: int = 64, seed: int = 0,
-             sharpness: float = 1.0):
+             sharpness: float = 1.0, heads: int = 4, head_dim: int = 16, expert_ff: int = 32,
+             max_positions: int = 4096):
     """A DiffusionGemmaForBlockDiffusion with every weight randomised (norms, scalars and router
     scales too, so that a wrong weight in our engine shows), in float32 eval mode."""
     from transformers import DiffusionGemmaConfig, DiffusionGemmaForBlockDiffusion, DiffusionGemmaTextConfig
@@ -20,9 +21,9 @@ def hf_model(*, vocab_size: int = 512, layer_types=("sliding_attention", "full_a
 
     text = DiffusionGemmaTextConfig(
         vocab_size=vocab_size, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=len(layer_types),
-        num_attention_heads=4, num_key_value_heads=2, head_dim=16, global_head_dim=32, num_global_key_value_heads=1,
-        sliding_window=sliding_window, layer_types=list(layer_types), num_experts=experts, top_k_experts=top_k,
-        moe_intermediate_size=32, max_position_embeddings=4096)
+        num_attention_heads=heads, num_key_value_heads=heads // 2, head_dim=head_dim, global_head_dim=2 * head_dim,
+        num_global_key_value_heads=max(1, heads // 4), sliding_window=sliding_window, layer_types=list(layer_types),
+        num_experts=experts, top_k_experts=top_k, moe_intermediate_size=expert_ff, max_position_embeddings=max_positions)
     vision = Gemma4VisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
                                 num_key_value_heads=2, head_dim=16, position_embedding_size=64)
     config = DiffusionGemmaConfig(text_config=text, vision_config=vision, canvas_length=canvas_length)
