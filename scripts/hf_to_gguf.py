@@ -147,27 +147,30 @@ def write_metadata(w: gguf.GGUFWriter, cfg: dict, text: dict, gen: dict, qtype: 
     return global_head_dim, float(full_rope.get("partial_rotary_factor", 1.0))
 
 
+def write_kvs(w: gguf.GGUFWriter, metadata: dict) -> None:
+    """KVs in the form `dg_chat.gguf.reader` returns them (lists of str, numpy arrays, scalars)."""
+    for name, value in metadata.items():
+        if isinstance(value, np.ndarray):
+            sub = {"f": V.FLOAT32, "i": V.INT32, "u": V.UINT32, "b": V.BOOL}[value.dtype.kind]
+            w.add_key_value(name, value.tolist(), V.ARRAY, sub)
+        elif isinstance(value, list):
+            w.add_key_value(name, value, V.ARRAY, V.STRING)
+        elif isinstance(value, bool):
+            w.add_bool(name, value)
+        elif isinstance(value, int):
+            w.add_uint32(name, value)
+        elif isinstance(value, float):
+            w.add_float32(name, value)
+        else:
+            w.add_string(name, value)
+
+
 def copy_tokenizer(w: gguf.GGUFWriter, vocab_path: Path, vocab_size: int) -> None:
     with open_gguf(vocab_path) as vocab:
         tokens = vocab.get("tokenizer.ggml.tokens") or []
         if len(tokens) > vocab_size:
             raise SystemExit(f"{vocab_path} has {len(tokens)} tokens but the model's vocab_size is {vocab_size}")
-        for name, value in vocab.metadata.items():
-            if not name.startswith("tokenizer."):
-                continue
-            if isinstance(value, np.ndarray):
-                sub = {"f": V.FLOAT32, "i": V.INT32, "u": V.UINT32, "b": V.BOOL}[value.dtype.kind]
-                w.add_key_value(name, value.tolist(), V.ARRAY, sub)
-            elif isinstance(value, list):
-                w.add_key_value(name, value, V.ARRAY, V.STRING)
-            elif isinstance(value, bool):
-                w.add_bool(name, value)
-            elif isinstance(value, int):
-                w.add_uint32(name, value)
-            elif isinstance(value, float):
-                w.add_float32(name, value)
-            else:
-                w.add_string(name, value)
+        write_kvs(w, {name: value for name, value in vocab.metadata.items() if name.startswith("tokenizer.")})
 
 
 def encode(array: np.ndarray, name: str, qtype: Q) -> tuple[np.ndarray, Q]:
@@ -181,7 +184,8 @@ def encode(array: np.ndarray, name: str, qtype: Q) -> tuple[np.ndarray, Q]:
     return gguf.quants.quantize(array, qtype), qtype
 
 
-def convert(model_dir: Path, out: Path, vocab: Path | None, qtype: Q) -> None:
+def convert(model_dir: Path, out: Path, vocab: Path | None, qtype: Q, metadata: dict | None = None) -> None:
+    """`metadata`: extra KVs written as they are (e.g. a trained tokenizer's `bpe_metadata`)."""
     cfg = json.loads((model_dir / "config.json").read_text())
     text = cfg["text_config"]
     gen_path = model_dir / "generation_config.json"
@@ -192,6 +196,7 @@ def convert(model_dir: Path, out: Path, vocab: Path | None, qtype: Q) -> None:
     global_head_dim, partial = write_metadata(w, cfg, text, gen, qtype)
     if vocab:
         copy_tokenizer(w, vocab, text["vocab_size"])
+    write_kvs(w, metadata or {})
 
     tensors: dict[str, np.ndarray] = {"rope_freqs.weight": rope_freq_factors(global_head_dim, partial)}
     for hf_name, gguf_name in GLOBAL_TENSORS.items():
