@@ -100,8 +100,11 @@ def test_models_info_of_the_real_gemma4_vocab(gemma4_vocab, capsys):
     assert "gemma4" in out and "262,144" in out and "no tensors" in out and "128 (8 used per token)" in out
 
 
-@pytest.mark.parametrize("name", ["no-such-model.gguf", "diffusiongemma:Q4_K_M"])
-def test_models_info_of_something_that_is_not_a_file(name, capsys):
+@pytest.mark.parametrize("name, expected", [
+    ("no-such-model.gguf", "no such model file: no-such-model.gguf"),
+    ("diffusiongemma:Q4_K_M", "diffusiongemma:Q4_K_M is not downloaded; run: dg-chat models pull diffusiongemma:Q4_K_M"),
+])
+def test_models_info_of_something_that_is_not_a_local_model(name, expected, capsys):
     assert main(["models", "info", name]) == 1
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and f"{name}: no such file" in err
+    assert err.count("\n") == 1 and expected in err

@@ -1,22 +1,19 @@
-"""`dg-chat models info PATH`: what a GGUF file is and which backend would run it."""
+"""`dg-chat models info NAME|PATH`: what a GGUF file is and which backend would run it."""
 
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from rich.console import Console
 from rich.text import Text
 
-from dg_chat.errors import DgChatError
 from dg_chat.gguf.reader import open_gguf
+from dg_chat.hub import resolve_model
 from dg_chat.gguf.summary import ModelSummary, human_bytes, human_count, summarize
 
 
 def run(args: argparse.Namespace) -> int:
-    path = Path(args.name)
-    if not path.exists():
-        raise DgChatError(f"{args.name}: no such file (give the path of a GGUF file)")
+    path = resolve_model(args.name, args.settings)
     with open_gguf(path) as gguf:
         summary = summarize(gguf, args.settings.backend)
     # soft_wrap: long values (paths) are neither cut nor broken by rich; the terminal wraps them
