@@ -26,8 +26,8 @@ def load(settings: Settings) -> Engine:
         else:
             from dg_chat.engine.backends.torch_dg.backend import TorchBackend  # noqa: PLC0415
 
-            tokenizer = Tokenizer.from_metadata(metadata)
             backend = TorchBackend(f, settings.device)  # keeps the file mapped, closes it on close()
+            tokenizer = Tokenizer.from_metadata(metadata)
     except BaseException:
         f.close()
         raise
