@@ -25,6 +25,7 @@ import ctypes
 import functools
 import logging
 import os
+import re
 import subprocess
 import sys
 import weakref
@@ -62,7 +63,7 @@ class LlamaError(DgChatError):
 class _LogCapture:
     """libllama's log goes to Python logging; error lines are kept to explain failures."""
 
-    ERROR, CONTINUE = 3, 5  # ggml_log_level values
+    ERROR, CONTINUE = 4, 5  # ggml_log_level values (ggml.h)
 
     def __init__(self, lib: Any):
         self.errors: deque[str] = deque(maxlen=20)
@@ -84,10 +85,16 @@ class _LogCapture:
 
     def reason(self) -> str:
         """The first error logged since the last `clear()`, else a generic phrase."""
-        return self.errors[0] if self.errors else "no reason given (see the debug log)"
+        return _clean(self.errors[0]) if self.errors else "no reason given (see the debug log)"
 
     def clear(self) -> None:
         self.errors.clear()
+
+
+def _clean(line: str) -> str:
+    """A libllama log or abort line without its function-name and source-path prefixes."""
+    line = re.sub(r"^.*?(GGML_ASSERT|GGML_ABORT)", r"\1", line)
+    return re.sub(r"\s+", " ", re.sub(r"^(?:\w+: )+", "", line)).strip()
 
 
 @functools.cache
@@ -144,7 +151,7 @@ import llama_cpp.llama_cpp as L
 
 @L.llama_log_callback
 def on_log(level, text, _):
-    if level == 3:
+    if level == 4:  # GGML_LOG_LEVEL_ERROR
         sys.stderr.write(text.decode("utf-8", "replace"))
 
 L.llama_log_set(on_log, None)
@@ -184,9 +191,8 @@ def _preflight_cached(path: str, size: int, mtime_ns: int, n_ctx: int) -> None:
         return
     lines = [line.strip() for line in done.stderr.splitlines() if line.strip()]
     asserts = [line for line in lines if "GGML_ASSERT" in line or "GGML_ABORT" in line or "fatal error" in line]
-    reason = (asserts or lines or [f"exit code {done.returncode}"])[0]
-    what = "aborted on" if done.returncode < 0 else "cannot load"
-    raise LlamaError(f"{path}: llama.cpp {what} this model: {reason}")
+    reason = _clean((asserts or lines or [f"exit code {done.returncode}"])[0])
+    raise LlamaError(f"{path}: llama.cpp cannot load this model: {reason}")
 
 
 def preflight(path: Path, n_ctx: int) -> None:
