@@ -272,19 +272,27 @@ def test_temperature_zero_is_greedy_and_seed_independent(algorithm):
         assert torch.equal(first[0], second[0])
 
 
-def test_llada_gumbel_noise_covers_every_row():
+def test_llada_sampling_covers_every_row():
     rows = torch.zeros(32, VOCAB)  # every token equally likely on every row
     _, _, predicted, _ = one_step("low_confidence", rows, temperature=1.0)
-    assert len(set(predicted.tolist())) > 10  # each row got its own noise
+    assert len(set(predicted.tolist())) > 10  # each row got its own draw, not just row 0
 
 
-def test_gumbel_argmax_is_the_reference_formula():
-    logits = torch.randn(4, VOCAB, generator=torch.Generator().manual_seed(5))
-    for temperature in (0.3, 1.0, 2.0):
-        ours = ms.gumbel_argmax(logits, temperature, torch.Generator().manual_seed(9))
-        noise = torch.rand(logits.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(9))
-        reference = (logits.double().exp() / (-torch.log(noise)) ** temperature).argmax(-1)
-        assert torch.equal(ours, reference)
+def test_llada_samples_the_distribution_of_its_gumbel_max():
+    logits = torch.tensor([2.0, 1.0, 0.0, -1.0, 0.5])
+    temperature = 0.7
+    g = torch.Generator().manual_seed(0)
+    noise = torch.rand((20000, 5), dtype=torch.float64, generator=g)
+    gumbel = (logits.double().exp() / (-torch.log(noise)) ** temperature).argmax(-1)  # LLaDA's add_gumbel_noise
+    rows = torch.full((20000, VOCAB), -1e9)
+    rows[:, :5] = logits
+    backend = ToyBackend("llada", canvas_length=20000)
+    s = SamplerSettings(max_steps=2, temperature=temperature)
+    sampler = ms.MaskSampler(s, backend=backend, generator=g)
+    _, _, ours, _ = sampler._step(rows, 1, 20000, ms.llada_transfer_counts(20000, 2))
+    expected = torch.softmax(logits / temperature, -1)
+    for draws in (gumbel, ours):
+        assert torch.allclose(torch.bincount(draws, minlength=5)[:5] / 20000., expected, atol=0.015)
 
 
 @pytest.mark.parametrize("algorithm", ["maskgit_plus", "topk_margin", "entropy"])
@@ -323,26 +331,47 @@ def test_margin_is_between_the_two_most_likely_tokens():
 
 # -- filters --------------------------------------------------------------------------------
 
-def test_top_k_and_top_p_filters_match_dream():
-    logits = torch.randn(5, VOCAB, generator=torch.Generator().manual_seed(1)) * 2
+@pytest.mark.parametrize("vocab", [VOCAB, 5000])
+def test_top_k_and_top_p_filters_match_dream(vocab):
+    logits = torch.randn(5, vocab, generator=torch.Generator().manual_seed(1)) * (2 if vocab == VOCAB else 6)
     lowest = torch.finfo(logits.dtype).min
     kth = torch.topk(logits, 7).values[:, -1:]
-    assert torch.equal(ms.filter_top_k(logits, 7), logits.masked_fill(logits < kth, lowest))
+    assert torch.equal(ms.filter_top_k(logits.clone(), 7), logits.masked_fill(logits < kth, lowest))
 
-    sorted_logits, order = torch.sort(logits, descending=True)
-    cum = torch.softmax(sorted_logits, -1).cumsum(-1)
-    remove = cum > 0.8
-    remove[:, 1:] = remove[:, :-1].clone()
-    remove[:, 0] = False
-    expected = logits.masked_fill(torch.zeros_like(remove).scatter(-1, order, remove), lowest)
-    assert torch.equal(ms.filter_top_p(logits, 0.8), expected)
-    kept = ms.filter_top_p(logits, 0.8) > lowest
+    for p in (0.3, 0.8, 0.999):  # Dream's top_p_logits: a full sort of every row
+        sorted_logits, order = torch.sort(logits, descending=True)
+        cum = torch.softmax(sorted_logits, -1).cumsum(-1)
+        remove = cum > p
+        remove[:, 1:] = remove[:, :-1].clone()
+        remove[:, 0] = False
+        expected = logits.masked_fill(torch.zeros_like(remove).scatter(-1, order, remove), lowest)
+        assert torch.equal(ms.filter_top_p(logits.clone(), p), expected)
+    kept = ms.filter_top_p(logits.clone(), 0.8) > lowest
     assert kept.any(-1).all() and (torch.softmax(logits, -1) * kept).sum(-1).min() >= 0.8
 
 
-def test_entropy_matches_dreams_negative_entropy():
-    probs = torch.softmax(torch.randn(6, VOCAB, generator=torch.Generator().manual_seed(2)) * 3, -1)
-    assert torch.allclose(-ms.entropy(probs), (probs * torch.log(probs + 1e-10)).sum(-1), atol=1e-5)
+def test_distribution_pieces_match_softmax():
+    logits = torch.randn(6, VOCAB, generator=torch.Generator().manual_seed(2)) * 3
+    logits[:, 3] = torch.finfo(logits.dtype).min  # filtered out
+    logits[5, 8] = logits[5, 9] = 20.0  # a tie for the top
+    probs = torch.softmax(logits, -1)
+    dist = ms.Distribution(logits.clone(), torch.empty_like(logits))
+    # Dream's negative entropy, sum p log(p + 1e-10)
+    assert torch.allclose(-dist.entropy, (probs * torch.log(probs + 1e-10)).sum(-1), atol=1e-5)
+    assert torch.equal(dist.argmax, probs.argmax(-1))
+    assert torch.allclose(dist.best_probability, probs.max(-1).values)
+    ids = torch.tensor([0, 3, 7, 11, 2, 9])
+    assert torch.allclose(dist.probability(ids), probs.gather(-1, ids[:, None]).squeeze(-1))
+    top2 = torch.sort(probs, descending=True).values[:, :2]
+    assert torch.allclose(dist.margin(), top2[:, 0] - top2[:, 1], atol=1e-7) and dist.margin()[5] == 0
+    assert torch.equal(dist.logits, logits)  # margin() put the top logits back
+
+
+def test_sampling_draws_from_the_distribution():
+    logits = torch.log(torch.tensor([[0.5, 0.0, 0.3, 0.15, 0.05]])).repeat(20000, 1)
+    dist = ms.Distribution(logits, torch.empty_like(logits))
+    counts = torch.bincount(dist.sample(torch.Generator().manual_seed(0)), minlength=5) / 20000
+    assert torch.allclose(counts, torch.tensor([0.5, 0.0, 0.3, 0.15, 0.05]), atol=0.015) and counts[1] == 0
 
 
 # -- events ---------------------------------------------------------------------------------

@@ -7,9 +7,10 @@ them; after the last step nothing is masked and the canvas is the block's output
 decides how many positions a step unmasks and which:
 
   low_confidence, random   LLaDA (ML-GSAI/LLaDA generate.py): a step unmasks a fixed share of the
-      block (`llada_transfer_counts`); the prediction is the argmax, or at temperature T > 0 the
-      Gumbel-max sample of exp(logits) / (-log u)^T in float64; it unmasks the positions whose
-      predicted token has the highest softmax probability (low_confidence) or random ones.
+      block (`llada_transfer_counts`); the prediction is the argmax, or at temperature T > 0 a
+      sample of softmax(logits / T) (the reference's Gumbel-max over exp(logits) / (-log u)^T);
+      it unmasks the positions whose predicted token has the highest untempered softmax
+      probability (low_confidence) or random ones.
   origin, maskgit_plus, topk_margin, entropy   Dream (generation_utils.py `_sample` and
       `sample_tokens`): time walks linspace(1, eps, steps + 1); `origin` unmasks each masked
       position with probability 1 - s/t, the others unmask int(n_masked * (1 - s/t)) positions
@@ -28,6 +29,8 @@ Deliberate differences from the references, all visible in tests/test_mask_sampl
   reference clamps the temperature to 1e-8, which makes every entropy 0 and the order arbitrary.
   Filtered-out logits become the dtype's lowest value (as Dream does), not -inf, whose
   0 * log 0 makes RND1's entropies NaN as soon as top-k or top-p is on.
+- Categorical draws invert the cumulative probabilities: exact, but cheaper than LLaDA's V
+  float64 Gumbel variates per position or torch.multinomial (20x for a 256 x 152k canvas).
 - The mask token itself is never predicted (the references rely on the model never choosing it).
 - Ties go to the earlier position; all randomness comes from one seeded torch.Generator (the
   references' kinds of draws, not their exact sequence of random numbers).
@@ -35,6 +38,9 @@ Deliberate differences from the references, all visible in tests/test_mask_sampl
 
 from __future__ import annotations
 
+import weakref
+
+import numpy as np
 import torch
 
 from dg_chat.config import SamplerSettings
@@ -98,41 +104,78 @@ def rnd1_kept_masked(n_total: int, step: int, steps: int) -> int:
 # -- token distributions --------------------------------------------------------------------
 
 def filter_top_k(logits: torch.Tensor, k: int) -> torch.Tensor:
-    """Every logit below the k-th largest of its row set to the dtype's lowest value."""
+    """In place: every logit below the k-th largest of its row set to the dtype's lowest value."""
     if k <= 0 or k >= logits.shape[-1]:
         return logits
     kth = torch.topk(logits, k, dim=-1).values[..., -1:]
-    return logits.masked_fill(logits < kth, torch.finfo(logits.dtype).min)
+    return logits.masked_fill_(logits < kth, torch.finfo(logits.dtype).min)
 
 
-def filter_top_p(logits: torch.Tensor, p: float) -> torch.Tensor:
-    """Keep the most likely tokens until their probabilities reach p (the token that crosses p
-    included, at least one kept); the rest set to the dtype's lowest value."""
+def filter_top_p(logits: torch.Tensor, p: float, buffer: torch.Tensor | None = None) -> torch.Tensor:
+    """In place: keep the most likely tokens of each row until their probabilities pass p (the
+    token that crosses p included, so at least one); set the rest to the dtype's lowest value.
+    `buffer` (like `logits`) receives the softmax on the way.
+
+    Exact, but it ranks only the top candidates of each row (128, then 8x more while some row's
+    cut lies beyond them): sorting whole 152k-token rows costs seconds per step."""
     if p >= 1:
         return logits
-    sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
-    cumulative = torch.softmax(sorted_logits, dim=-1).cumsum(dim=-1)
-    drop_sorted = torch.zeros_like(cumulative, dtype=torch.bool)
-    drop_sorted[..., 1:] = cumulative[..., :-1] > p
-    drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
-    return logits.masked_fill(drop, torch.finfo(logits.dtype).min)
+    probs = torch.ops.aten._softmax.out(logits, -1, False, out=torch.empty_like(logits) if buffer is None else buffer)
+    k = min(128, logits.shape[-1])
+    while True:
+        values, ids = torch.topk(logits, k, dim=-1)
+        candidates = probs.gather(-1, ids)
+        keep = candidates.cumsum(dim=-1) - candidates <= p  # the better tokens' probability is within p
+        if k == logits.shape[-1] or not keep[:, -1].any():
+            break
+        k = min(8 * k, logits.shape[-1])
+    lowest = torch.finfo(logits.dtype).min
+    return logits.fill_(lowest).scatter_(-1, ids, values.masked_fill_(~keep, lowest))
 
 
-def entropy(probs: torch.Tensor) -> torch.Tensor:
-    """Per-row entropy in nats (0 log 0 = 0)."""
-    return torch.special.entr(probs).sum(dim=-1)
+class Distribution:
+    """softmax of every row of `logits` [m, V], kept as what the algorithms read from it.
 
+    This is the hot path of a step (m x V is 256 x 152k for Dream), so it makes three passes over
+    the logits and writes nothing of that size but `buffer`: torch's fused softmax kernel (its
+    out= variant: the allocating one costs 3x for these sizes), numpy's argmax and row dot
+    products (several times faster than torch's CPU kernels here). Probabilities of single tokens
+    are recomputed from `logits`, which must stay unchanged while the Distribution is in use."""
 
-def categorical(probs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """One draw per row from `probs` (non-negative, any scale)."""
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    def __init__(self, logits: torch.Tensor, buffer: torch.Tensor):
+        self.logits = logits
+        self._probs: torch.Tensor | None = torch.ops.aten._softmax.out(logits, -1, False, out=buffer)
+        self.argmax = torch.from_numpy(logits.numpy().argmax(axis=-1))
+        self.top = logits.gather(-1, self.argmax[:, None]).squeeze(-1)
+        self.best_probability = self._probs.gather(-1, self.argmax[:, None]).squeeze(-1)
+        expected_logit = torch.from_numpy(np.einsum("ij,ij->i", self._probs.numpy(), logits.numpy()))
+        # H = log Z - E[logit], with Z = sum exp(logit) and log Z = top - log p(top)
+        self.entropy = (self.top - self.best_probability.log() - expected_logit).clamp_(min=0)
+        """Per row, in nats."""
 
+    def probability(self, ids: torch.Tensor) -> torch.Tensor:
+        """p(ids[i]) on row i."""
+        return torch.exp(self.logits.gather(-1, ids[:, None]).squeeze(-1) - self.top) * self.best_probability
 
-def gumbel_argmax(logits: torch.Tensor, temperature: float, generator: torch.Generator) -> torch.Tensor:
-    """LLaDA's `add_gumbel_noise` + argmax: argmax of exp(l) / (-log u)^T with u ~ U(0, 1) per
-    logit, in float64, taken in log space (l - T log(-log u)), which has the same argmax."""
-    noise = torch.rand(logits.shape, dtype=torch.float64, generator=generator, device=logits.device)
-    return (logits.double() - temperature * torch.log(-torch.log(noise))).argmax(dim=-1)
+    def margin(self) -> torch.Tensor:
+        """p(most likely) - p(second most likely): the top-2 of the sorted probabilities."""
+        rows = torch.arange(len(self.argmax))
+        self.logits[rows, self.argmax] = torch.finfo(self.logits.dtype).min  # hide the top for a moment
+        second = self.logits.amax(dim=-1)
+        self.logits[rows, self.argmax] = self.top
+        return self.best_probability * (1 - torch.exp(second - self.top))
+
+    def sample(self, generator: torch.Generator, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """One token per row (or per row of `rows`), drawn by inverting the cumulative
+        probabilities: exact like torch.multinomial, which is ~20x slower for these sizes.
+        Only once: the cumulative sums overwrite the probabilities."""
+        if self._probs is None:
+            raise RuntimeError("Distribution.sample() already used its probabilities")
+        cumulative = self._probs.cumsum_(dim=-1) if rows is None else self._probs[rows].cumsum_(dim=-1)
+        self._probs = None
+        u = torch.rand(len(cumulative), generator=generator, dtype=cumulative.dtype) * cumulative[:, -1]
+        drawn = torch.searchsorted(cumulative, u[:, None], right=True).squeeze(-1)
+        return drawn.clamp_(max=cumulative.shape[-1] - 1)
 
 
 def top_positions(scores: torch.Tensor, k: int) -> torch.Tensor:
@@ -141,6 +184,10 @@ def top_positions(scores: torch.Tensor, k: int) -> torch.Tensor:
 
 
 # -- one step -------------------------------------------------------------------------------
+
+_SCRATCH: weakref.WeakKeyDictionary[Backend, dict[str, torch.Tensor]] = weakref.WeakKeyDictionary()
+"""Per backend (one turn at a time each): the sampler's [canvas, vocab] work buffers."""
+
 
 class MaskSampler:
     """Denoises a canvas of mask tokens with the configured algorithm (see the module docstring)."""
@@ -154,6 +201,12 @@ class MaskSampler:
         self.mask_id = backend.mask_token_id
         self.steps = settings.max_steps
         self.timesteps = dream_timesteps(self.steps, settings.eps)
+        # [canvas, vocab] float32 work buffers, allocated (and page-faulted in, by zeroing) once per
+        # backend: writing fresh ones costs as much as the softmax itself, on every step.
+        shape = (backend.canvas_length, backend.vocab_size)
+        self._buffers = _SCRATCH.get(backend)
+        if self._buffers is None or self._buffers["probs"].shape != shape:
+            self._buffers = _SCRATCH[backend] = {"probs": torch.zeros(shape), "rows": torch.zeros(shape)}
         # The generation window (the canvases the loop can produce) is fixed once the prompt is in.
         n = backend.canvas_length
         room = (backend.context_length - backend.cached_tokens) // n
@@ -170,7 +223,7 @@ class MaskSampler:
         for step in range(1, self.steps + 1):
             masked = (canvas == self.mask_id).nonzero().squeeze(-1)
             logits = backend.denoise(window, None)[:n]
-            rows = logits if len(masked) == n else logits.index_select(0, masked)
+            rows = logits if len(masked) == n else torch.index_select(logits, 0, masked, out=self._rows(len(masked)))
             rows[:, self.mask_id] = torch.finfo(rows.dtype).min  # [MASK] is never an answer
             chosen, tokens, predicted, row_entropy = self._step(rows, step, n, llada_counts)
             canvas[masked[chosen]] = tokens
@@ -202,60 +255,61 @@ class MaskSampler:
             return self._rnd1(rows, step, n_canvas)
         raise DgChatError(f"unknown unmasking algorithm {self.algorithm!r}")
 
+    def _rows(self, rows: int) -> torch.Tensor:
+        return self._buffers["rows"][:rows]
+
+    def _distribution(self, logits: torch.Tensor) -> Distribution:
+        return Distribution(logits, self._buffers["probs"][:len(logits)])
+
     def _llada(self, rows: torch.Tensor, count: int):
         t = self.settings.temperature
-        x0 = gumbel_argmax(rows, t, self.generator) if t > 0 else rows.argmax(dim=-1)
-        if self.algorithm == "low_confidence":
-            confidence = torch.softmax(rows.double(), dim=-1).gather(-1, x0[:, None]).squeeze(-1)
+        dist = self._distribution(rows)  # LLaDA ranks by the untempered softmax
+        if t > 0:  # sample softmax(rows / t), as LLaDA's Gumbel-max does (small: LLaDA's canvas is 32)
+            x0 = self._distribution(rows / t).sample(self.generator)
         else:
-            confidence = torch.rand(len(rows), generator=self.generator, device=rows.device)
+            x0 = dist.argmax
+        if self.algorithm == "low_confidence":
+            confidence = dist.probability(x0)
+        else:
+            confidence = torch.rand(len(rows), generator=self.generator)
         chosen = top_positions(confidence, count)
-        probs = torch.softmax(rows / t if t > 0 else rows, dim=-1)
-        return chosen, x0[chosen], x0, entropy(probs)
-
-    def _dream_distribution(self, rows: torch.Tensor) -> torch.Tensor:
-        s = self.settings
-        logits = rows / s.temperature if s.temperature > 0 else rows
-        return torch.softmax(filter_top_k(filter_top_p(logits, s.top_p), s.top_k), dim=-1)
+        return chosen, x0[chosen], x0, dist.entropy
 
     def _dream(self, rows: torch.Tensor, step: int):
         s = self.settings
-        probs = self._dream_distribution(rows)
-        row_entropy = entropy(probs)
+        logits = rows.div_(s.temperature) if s.temperature > 0 else rows
+        probs = self._buffers["probs"][:len(rows)]
+        dist = self._distribution(filter_top_k(filter_top_p(logits, s.top_p, probs), s.top_k))  # Dream's order
+        x0 = dist.argmax
         if self.algorithm == "origin":
-            move = torch.rand(len(rows), generator=self.generator, device=rows.device) \
-                < dream_transfer_probability(step, self.timesteps)
+            move = torch.rand(len(rows), generator=self.generator) < dream_transfer_probability(step, self.timesteps)
             chosen = move.nonzero().squeeze(-1)
-            x0 = probs.argmax(dim=-1)
-            if s.temperature > 0 and chosen.numel():
-                x0[chosen] = categorical(probs[chosen], self.generator)
-            return chosen, x0[chosen], x0, row_entropy
+            if s.temperature > 0 and len(chosen):
+                x0 = x0.clone()
+                x0[chosen] = dist.sample(self.generator, chosen)
+            return chosen, x0[chosen], x0, dist.entropy
         if s.temperature > 0:
-            x0 = categorical(probs, self.generator)
-            confidence = probs.gather(-1, x0[:, None]).squeeze(-1)
+            x0 = dist.sample(self.generator)
+        if self.algorithm == "maskgit_plus":
+            confidence = dist.probability(x0)
+        elif self.algorithm == "topk_margin":
+            confidence = dist.margin()
         else:
-            confidence, x0 = probs.max(dim=-1)
-        if self.algorithm == "topk_margin":
-            top2 = probs.topk(2, dim=-1).values
-            confidence = top2[:, 0] - top2[:, 1]
-        elif self.algorithm == "entropy":
-            confidence = -row_entropy
+            confidence = -dist.entropy
         count = dream_transfer_count(len(rows), step, self.timesteps)
-        if count == 0:
-            chosen = torch.zeros(0, dtype=torch.int64)
-        elif s.alg_temp > 0:
+        if s.alg_temp > 0 and count > 0:
             weights = torch.softmax(confidence / s.alg_temp, dim=-1)
             chosen = torch.multinomial(weights, count, replacement=False, generator=self.generator)
         else:
             chosen = top_positions(confidence, count)
-        return chosen, x0[chosen], x0, row_entropy
+        return chosen, x0[chosen], x0, dist.entropy
 
     def _rnd1(self, rows: torch.Tensor, step: int, n_canvas: int):
         s = self.settings
-        logits = rows / s.temperature if s.temperature > 0 else rows
-        probs = torch.softmax(filter_top_p(filter_top_k(logits, s.top_k), s.top_p), dim=-1)
-        x0 = categorical(probs, self.generator) if s.temperature > 0 else probs.argmax(dim=-1)
-        row_entropy = entropy(probs)
+        logits = rows.div_(s.temperature) if s.temperature > 0 else rows
+        probs = self._buffers["probs"][:len(rows)]
+        dist = self._distribution(filter_top_p(filter_top_k(logits, s.top_k), s.top_p, probs))  # RND1's order
+        x0 = dist.sample(self.generator) if s.temperature > 0 else dist.argmax
         keep = rnd1_kept_masked(n_canvas, step, self.steps)
-        chosen = top_positions(-row_entropy, max(0, len(rows) - keep))
-        return chosen, x0[chosen], x0, row_entropy
+        chosen = top_positions(-dist.entropy, max(0, len(rows) - keep))
+        return chosen, x0[chosen], x0, dist.entropy

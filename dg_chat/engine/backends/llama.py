@@ -204,6 +204,10 @@ def preflight(path: Path, n_ctx: int) -> None:
 
 # -- stage 3: the backend ---------------------------------------------------------------------
 
+def _usable_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def _free(lib: Any, handles: dict[str, Any]) -> None:
     if handles.get("batch") is not None:
         lib.llama_batch_free(handles.pop("batch"))
@@ -245,7 +249,7 @@ class LlamaBackend:
         self._handles: dict[str, Any] = {}
         self._finalizer = weakref.finalize(self, _free, lib, self._handles)
         try:
-            self._load(n_threads or len(os.sched_getaffinity(0)))
+            self._load(n_threads or _usable_cores())
         except BaseException:
             self._finalizer()
             raise
