@@ -224,7 +224,6 @@ class MaskSampler:
             masked = (canvas == self.mask_id).nonzero().squeeze(-1)
             logits = backend.denoise(window, None)[:n]
             rows = logits if len(masked) == n else torch.index_select(logits, 0, masked, out=self._rows(len(masked)))
-            rows[:, self.mask_id] = torch.finfo(rows.dtype).min  # [MASK] is never an answer
             chosen, tokens, predicted, row_entropy = self._step(rows, step, n, llada_counts)
             canvas[masked[chosen]] = tokens
             new_prediction = canvas.clone()
@@ -258,14 +257,21 @@ class MaskSampler:
     def _rows(self, rows: int) -> torch.Tensor:
         return self._buffers["rows"][:rows]
 
+    def _tempered(self, rows: torch.Tensor, temperature: float) -> torch.Tensor:
+        """In place: rows / temperature (0: as they are), with [MASK] never an answer. (The
+        lowest-value sentinel comes after the division, which would turn it into -inf.)"""
+        logits = rows.div_(temperature) if temperature > 0 else rows
+        logits[:, self.mask_id] = torch.finfo(logits.dtype).min
+        return logits
+
     def _distribution(self, logits: torch.Tensor) -> Distribution:
         return Distribution(logits, self._buffers["probs"][:len(logits)])
 
     def _llada(self, rows: torch.Tensor, count: int):
         t = self.settings.temperature
-        dist = self._distribution(rows)  # LLaDA ranks by the untempered softmax
-        if t > 0:  # sample softmax(rows / t), as LLaDA's Gumbel-max does (small: LLaDA's canvas is 32)
-            x0 = self._distribution(rows / t).sample(self.generator)
+        dist = self._distribution(self._tempered(rows, 0))  # LLaDA ranks by the untempered softmax
+        if t > 0:  # sample softmax(rows / t), as LLaDA's Gumbel-max does (a copy: LLaDA's canvas is small)
+            x0 = self._distribution(self._tempered(rows.clone(), t)).sample(self.generator)
         else:
             x0 = dist.argmax
         if self.algorithm == "low_confidence":
@@ -277,7 +283,7 @@ class MaskSampler:
 
     def _dream(self, rows: torch.Tensor, step: int):
         s = self.settings
-        logits = rows.div_(s.temperature) if s.temperature > 0 else rows
+        logits = self._tempered(rows, s.temperature)
         probs = self._buffers["probs"][:len(rows)]
         dist = self._distribution(filter_top_k(filter_top_p(logits, s.top_p, probs), s.top_k))  # Dream's order
         x0 = dist.argmax
@@ -306,7 +312,7 @@ class MaskSampler:
 
     def _rnd1(self, rows: torch.Tensor, step: int, n_canvas: int):
         s = self.settings
-        logits = rows.div_(s.temperature) if s.temperature > 0 else rows
+        logits = self._tempered(rows, s.temperature)
         probs = self._buffers["probs"][:len(rows)]
         dist = self._distribution(filter_top_p(filter_top_k(logits, s.top_k), s.top_p, probs))  # RND1's order
         x0 = dist.sample(self.generator) if s.temperature > 0 else dist.argmax

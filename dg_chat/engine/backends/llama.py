@@ -146,7 +146,7 @@ def read_model_info(path: Path) -> dict[str, Any]:
 # -- stage 2: the preflight child ----------------------------------------------------------
 
 _PREFLIGHT = r"""
-import ctypes, sys
+import ctypes, os, sys
 import llama_cpp.llama_cpp as L
 
 @L.llama_log_callback
@@ -159,7 +159,7 @@ L.llama_backend_init()
 path, n_ctx = sys.argv[1], int(sys.argv[2])
 mp = L.llama_model_default_params()
 mp.n_gpu_layers, mp.no_alloc, mp.load_mode = 0, True, L.LLAMA_LOAD_MODE_NONE
-model = L.llama_model_load_from_file(path.encode(), mp)
+model = L.llama_model_load_from_file(os.fsencode(path), mp)
 if not model:
     sys.exit(3)
 cp = L.llama_context_default_params()
@@ -263,9 +263,10 @@ class LlamaBackend:
         if not model:
             raise LlamaError(f"{self.path}: llama.cpp could not load the model: {self._log.reason()}")
         self._handles["model"] = model
-        self.vocab = lib.llama_model_get_vocab(model)
-        self.vocab_size = lib.llama_vocab_n_tokens(self.vocab)
-        mask = lib.llama_vocab_mask(self.vocab)
+        self.vocab_handle = lib.llama_model_get_vocab(model)
+        """libllama's llama_vocab pointer (the tokenizer's), valid until close()."""
+        self.vocab_size = lib.llama_vocab_n_tokens(self.vocab_handle)
+        mask = lib.llama_vocab_mask(self.vocab_handle)
         if mask < 0:
             raise LlamaError(f"{self.path}: llama.cpp found no usable mask token in the model")
         self.mask_token_id: int | None = mask
@@ -341,6 +342,7 @@ class LlamaBackend:
             raise LlamaError(f"{n} tokens do not fit the {self.context_length}-token llama.cpp context")
         self._tokens[start:n] = canvas.numpy()
         self._batch.n_tokens = n
+        self._log.clear()
         rc = self.lib.llama_decode(self._handles["ctx"], self._batch)
         if rc != 0:
             raise LlamaError(f"llama.cpp failed to decode {n} tokens (code {rc}): {self._log.reason()}")

@@ -52,7 +52,7 @@ class LlamaTokenizer:
     def _vocab(self):
         if self._backend.closed:
             raise DgChatError("the model is closed")
-        return self._backend.vocab
+        return self._backend.vocab_handle
 
     def _tokenize(self, text: str, parse_special: bool) -> list[int]:
         data = text.encode("utf-8")
