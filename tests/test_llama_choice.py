@@ -50,4 +50,5 @@ def test_llama_status_for_doctor():
     status = llama_status()
     assert status["llama_cpp_python"] == "0.3.36" and status["usable"] and status["error"] is None
     assert isinstance(status["gpu_offload"], bool) and status["libllama_architectures_readable"]
+    assert status["library"].endswith(("libllama.so", "libllama.dylib", "llama.dll"))
     assert status["architectures"] == {"llama": ["dream", "llada", "llada-moe", "rnd1"], "torch": ["diffusion-gemma"]}

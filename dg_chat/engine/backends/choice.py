@@ -109,15 +109,14 @@ def llama_status() -> dict[str, Any]:
     from dg_chat.engine.backends.llama import LlamaError, library  # noqa: PLC0415
 
     status: dict[str, Any] = {"llama_cpp_python": _llama_cpp_version(), "usable": False, "error": None,
-                              "gpu_offload": False, "libllama_architectures_readable": False}
+                              "library": None, "gpu_offload": False, "libllama_architectures_readable": False}
     try:
         lib = library()
     except LlamaError as exc:
         status["error"] = str(exc)
     else:
-        known = libllama_architectures()
-        status.update(usable=True, gpu_offload=bool(lib.llama_supports_gpu_offload()),
-                      libllama_architectures_readable=known is not None)
+        status.update(usable=True, library=lib._lib._name, gpu_offload=bool(lib.llama_supports_gpu_offload()),
+                      libllama_architectures_readable=libllama_architectures() is not None)
     interesting = sorted(TORCH_ARCHITECTURES | LLAMA_ARCHITECTURES)
     status["architectures"] = {
         "llama": [a for a in interesting if status["usable"] and _llama_problem(a) is None],
