@@ -30,11 +30,13 @@ import subprocess
 import sys
 import weakref
 from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import torch
+from gguf.constants import TokenType
 
 from dg_chat.config import Settings
 from dg_chat.engine.backends.choice import LLAMA_ARCHITECTURES
@@ -117,9 +119,19 @@ def library():
 
 # -- stage 1: what the GGUF says ---------------------------------------------------------
 
-def read_model_info(path: Path) -> dict[str, Any]:
-    """Architecture, training context, mask token and tokenizer facts from the GGUF metadata;
-    LlamaError/GGUFError (one line) when the file cannot be a model this backend runs."""
+@dataclass(frozen=True, slots=True)
+class ModelInfo:
+    architecture: str
+    n_ctx_train: int | None
+    tokenizer_model: str
+    """`tokenizer.ggml.model` ("gpt2", "llama", ...)."""
+    special_ids: list[int]
+    """Control and user-defined tokens: the candidates for end-of-generation ids."""
+
+
+def read_model_info(path: Path) -> ModelInfo:
+    """What the GGUF metadata says, checked: LlamaError/GGUFError (one line) when the file cannot
+    be a model this backend runs (unsupported architecture, no mask token, no vocabulary)."""
     with open_gguf(path) as gguf:
         arch = gguf.architecture
         if arch not in LLAMA_ARCHITECTURES:
@@ -134,13 +146,13 @@ def read_model_info(path: Path) -> dict[str, Any]:
                              f"{'missing' if mask is None else f'{mask!r}, outside the vocabulary'}")
         types = gguf.get("tokenizer.ggml.token_type")
         n_ctx_train = gguf.arch_get("context_length")
-        return {
-            "architecture": arch,
-            "n_ctx_train": n_ctx_train if isinstance(n_ctx_train, int) and n_ctx_train > 0 else None,
-            "tokenizer_model": gguf.get("tokenizer.ggml.model", ""),
-            # control / user-defined tokens: the candidates for end-of-generation ids
-            "special_ids": [] if types is None else np.flatnonzero(np.isin(types, (3, 4))).tolist(),
-        }
+        return ModelInfo(
+            architecture=arch,
+            n_ctx_train=n_ctx_train if isinstance(n_ctx_train, int) and n_ctx_train > 0 else None,
+            tokenizer_model=gguf.get("tokenizer.ggml.model", ""),
+            special_ids=[] if types is None else np.flatnonzero(np.isin(types, (TokenType.CONTROL,
+                                                                                TokenType.USER_DEFINED))).tolist(),
+        )
 
 
 # -- stage 2: the preflight child ----------------------------------------------------------
@@ -230,13 +242,11 @@ class LlamaBackend:
         """n_ctx (default: max_canvases canvases + PROMPT_BUDGET, at most the training context)
         is also n_batch and n_ubatch: these architectures decode a whole sequence as one ubatch."""
         self.path = Path(path)
-        info = read_model_info(self.path)
-        self.architecture: str = info["architecture"]
-        self.tokenizer_model: str = info["tokenizer_model"]
-        self.special_ids: list[int] = info["special_ids"]
+        self.info = read_model_info(self.path)
+        self.architecture = self.info.architecture
         self.canvas_length = canvas_length or CANVAS_LENGTHS[self.architecture]
         wanted = n_ctx or max_canvases * self.canvas_length + PROMPT_BUDGET
-        self.context_length = min(wanted, info["n_ctx_train"] or wanted)
+        self.context_length = min(wanted, self.info.n_ctx_train or wanted)
         if self.context_length < self.canvas_length + 1:
             raise LlamaError(f"{self.path}: a context of {self.context_length} tokens cannot hold a "
                              f"{self.canvas_length}-token canvas")

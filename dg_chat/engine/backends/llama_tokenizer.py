@@ -31,7 +31,7 @@ class LlamaTokenizer:
         self._lib = backend.lib
         vocab = self._vocab
         self.vocab_size: int = self._lib.llama_vocab_n_tokens(vocab)
-        self.model: str = backend.tokenizer_model
+        self.model: str = backend.info.tokenizer_model
         """`tokenizer.ggml.model` of the GGUF ("gpt2", "llama", ...)."""
 
         def token(token_id: int) -> int | None:
@@ -43,7 +43,7 @@ class LlamaTokenizer:
         self.mask_id = token(self._lib.llama_vocab_mask(vocab))
         self.add_bos: bool = bool(self._lib.llama_vocab_get_add_bos(vocab)) and self.bos_id is not None
         """Whether prompts start with BOS (`tokenizer.ggml.add_bos_token`)."""
-        candidates = {*backend.special_ids, self._lib.llama_vocab_eos(vocab), self._lib.llama_vocab_eot(vocab)}
+        candidates = {*backend.info.special_ids, self._lib.llama_vocab_eos(vocab), self._lib.llama_vocab_eot(vocab)}
         self.end_ids = frozenset(t for t in candidates if token(t) is not None and self._lib.llama_vocab_is_eog(vocab, t))
         """Ids that end a turn: libllama's end-of-generation set (EOS, EOT, <|im_end|>, ...)."""
         self._pieces: dict[int, str] = {}
@@ -55,7 +55,7 @@ class LlamaTokenizer:
         return self._backend.vocab_handle
 
     def _tokenize(self, text: str, parse_special: bool) -> list[int]:
-        data = text.encode("utf-8")
+        data = text.encode("utf-8", errors="replace")  # a lone surrogate must not crash a turn
         capacity = len(data) + 8
         for _ in range(2):
             out = (ctypes.c_int32 * capacity)()
