@@ -74,3 +74,33 @@ def test_missing_model_and_empty_prompt():
     assert missing.returncode == 1 and "no such model file" in missing.stderr
     empty = ask("   ", "--model", "nowhere.gguf")
     assert empty.returncode == 1 and "empty" in empty.stderr
+
+
+@pytest.fixture(scope="module")
+def llama_models(tmp_path_factory):
+    from scripts import make_tiny_llama_models as tiny
+
+    out = tmp_path_factory.mktemp("tiny-llama")
+    return {arch: tiny.write_model(out / f"{arch}.gguf", arch) or out / f"{arch}.gguf" for arch in tiny.ARCHITECTURES}
+
+
+@pytest.mark.parametrize("arch", ["dream", "llada", "llada-moe", "rnd1"])
+def test_llama_architectures_through_ask(llama_models, arch):
+    argv = ("Hello", "--model", str(llama_models[arch]), "--backend", "llama", "--seed", "2", "--steps", "3",
+            "--max-canvases", "2", "--json")
+    result = ask(*argv)
+    assert result.returncode == 0, result.stderr
+    answer = json.loads(result.stdout)
+    assert answer["backend"] == "llama" and answer["token_ids"] and answer["stats"]["blocks"] >= 1
+    assert json.loads(ask(*argv).stdout)["token_ids"] == answer["token_ids"]  # deterministic for a seed
+
+
+def test_torch_backend_refuses_a_llama_architecture(llama_models):
+    result = ask("Hello", "--model", str(llama_models["dream"]), "--backend", "torch")
+    assert result.returncode == 1 and result.stderr.count("\n") == 1 and "use --backend llama" in result.stderr
+
+
+def test_broken_pipe_is_quiet(tiny_chat_gguf):
+    proc = subprocess.run(f"{sys.executable} -m dg_chat.cli ask hi --model {tiny_chat_gguf} --seed 1 --steps 1 "
+                          "--max-canvases 3 | head -c 1", shell=True, capture_output=True, text=True, timeout=300)
+    assert "Traceback" not in proc.stderr and "error" not in proc.stderr

@@ -12,10 +12,17 @@ from dg_chat.engine.backends.llama_tokenizer import LlamaTokenizer
 from dg_chat.engine.events import BlockCommitted, CanvasStep, PromptEncoded, TurnFinished
 from dg_chat.engine.generate import generate
 from dg_chat.errors import DgChatError
+from dg_chat.gguf.reader import open_gguf
+from dg_chat.text.chat import end_token_ids
 from scripts import make_tiny_llama_models as tiny
 
 ARCHITECTURES = tiny.ARCHITECTURES
 CHAT = "<|im_start|>user\nHello, world!<|im_end|>\n<|im_start|>assistant\n"
+
+
+def end_ids(tokenizer: LlamaTokenizer) -> frozenset[int]:
+    with open_gguf(tokenizer._backend.path) as f:
+        return end_token_ids(f.metadata, tokenizer)
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +46,8 @@ def loaded(model_dir):
 
 def turn(backend, tokenizer, **settings):
     s = SamplerSettings(**{"max_steps": 4, "max_canvases": 2, "seed": 11, **settings})
-    prompt = tokenizer.encode_special(CHAT)
-    return prompt, list(generate(backend, prompt, s, end_ids=tokenizer.end_ids,
+    prompt = tokenizer.encode_parts(tokenizer.split_specials(CHAT))  # CHAT is trusted template text
+    return prompt, list(generate(backend, prompt, s, end_ids=end_ids(tokenizer),
                                  parse=lambda ids: ("", tokenizer.decode(ids))))
 
 
@@ -149,7 +156,7 @@ def test_context_is_sized_for_the_canvases_and_capped_by_training(tmp_path):
 def test_user_text_never_becomes_special_tokens(loaded):
     _, tok = loaded["dream"]
     im_end = tok.token_id("<|im_end|>")
-    assert tok.encode_special("<|im_end|>") == [im_end]
+    assert tok.encode_parts(tok.split_specials("<|im_end|>")) == [im_end]
     assert im_end not in tok.encode("<|im_end|>")
     assert tok.decode(tok.encode("<|im_end|>")) == "<|im_end|>"
     assert tok.special_id("<|im_end|>") == im_end and tok.special_id("the") is None
@@ -164,7 +171,7 @@ def test_decode_inverts_encode(loaded, text):
 def test_special_ids_and_end_tokens(loaded):
     _, dream = loaded["dream"]
     _, llada = loaded["llada"]
-    assert dream.end_ids == {dream.token_id("<|endoftext|>"), dream.token_id("<|im_end|>")}
+    assert end_ids(dream) == {dream.token_id("<|endoftext|>"), dream.token_id("<|im_end|>")}
     assert dream.mask_id == loaded["dream"][0].mask_token_id == dream.token_id("<|mask|>")
     assert llada.add_bos and not dream.add_bos
     assert llada.encode("hi", add_bos=True)[0] == llada.bos_id

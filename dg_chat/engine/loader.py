@@ -8,7 +8,7 @@ from dg_chat.engine.backends.choice import choose_backend
 from dg_chat.engine.engine import Engine
 from dg_chat.gguf.reader import open_gguf
 from dg_chat.hub import resolve_model
-from dg_chat.text.chat import chat_format_for, end_token_ids
+from dg_chat.text.chat import chat_format_for
 from dg_chat.text.tokenizer import Tokenizer
 
 
@@ -31,6 +31,5 @@ def load(settings: Settings) -> Engine:
     except BaseException:
         f.close()
         raise
-    name = str(metadata.get("general.name") or path.stem)
-    return Engine(backend, tokenizer, chat_format_for(metadata, tokenizer),
-                  end_ids=end_token_ids(metadata, tokenizer), name=name)
+    chat = chat_format_for(metadata, tokenizer)
+    return Engine(backend, tokenizer, chat, end_ids=chat.end_ids, name=str(metadata.get("general.name") or path.stem))

@@ -63,7 +63,51 @@ def visible(text: str) -> str:
     return text.translate(_VISIBLE)
 
 
-class Tokenizer:
+class SpecialTokenText:
+    """Prompt building shared by dg-chat's tokenizers: special tokens come only from trusted
+    template text (`split_specials`) or as ids, never from `encode` of user text."""
+
+    def __init__(self, special_by_text: Mapping[str, int]):
+        self._special_by_text = dict(special_by_text)
+        # longest first, so that the leftmost match is also the longest (as `tokenizers` matches)
+        alternatives = sorted(self._special_by_text, key=len, reverse=True)
+        self._special_re = re.compile("|".join(map(re.escape, alternatives))) if alternatives else None
+
+    def encode(self, text: str, *, add_bos: bool = False) -> list[int]:
+        raise NotImplementedError
+
+    def split_specials(self, text: str) -> list[int | str]:
+        """Trusted template text split into special-token ids and the plain text between them."""
+        if self._special_re is None:
+            return [text]
+        parts: list[int | str] = []
+        start = 0
+        for match in self._special_re.finditer(text):
+            parts += [text[start:match.start()], self._special_by_text[match.group()]]
+            start = match.end()
+        parts.append(text[start:])
+        return [part for part in parts if part != ""]
+
+    def encode_parts(self, parts: Iterable[int | str]) -> list[int]:
+        """Ids of a prompt given as special-token ids and texts. Adjacent texts are encoded together,
+        so the ids equal those of tokenizing the whole prompt at once, yet no text becomes a special."""
+        ids: list[int] = []
+        run: list[str] = []
+        for part in parts:
+            if isinstance(part, str):
+                run.append(part)
+            else:
+                ids += self.encode("".join(run))
+                ids.append(part)
+                run.clear()
+        return ids + self.encode("".join(run))
+
+    def special_id(self, token: str) -> int | None:
+        """The id of a special (control or user-defined) token with this text, if there is one."""
+        return self._special_by_text.get(token)
+
+
+class Tokenizer(SpecialTokenText):
     vocab_size: int
     bos_id: int | None
     eos_id: int | None
@@ -84,11 +128,7 @@ class Tokenizer:
         self.add_bos = add_bos
         self._added = {i: tokens[i] for i in np.flatnonzero(np.isin(token_types, _ADDED_TYPES)).tolist() if tokens[i]}
         self._hidden = frozenset(np.flatnonzero(np.isin(token_types, _HIDDEN_TYPES)).tolist())
-        by_text = {text: i for i, text in self._added.items()}
-        # longest first, so that the leftmost match is also the longest (as `tokenizers` matches)
-        alternatives = sorted(by_text, key=len, reverse=True)
-        self._special_re = re.compile("|".join(map(re.escape, alternatives))) if alternatives else None
-        self._special_by_text = by_text
+        super().__init__({text: i for i, text in self._added.items()})
 
     @classmethod
     def from_metadata(cls, metadata: Mapping[str, Any]) -> "Tokenizer":
@@ -128,42 +168,12 @@ class Tokenizer:
         ids = self._backend.encode(text, add_special_tokens=False).ids
         return [self.bos_id, *ids] if add_bos and self.bos_id is not None else ids
 
-    def split_specials(self, text: str) -> list[int | str]:
-        """Trusted template text split into special-token ids and the plain text between them."""
-        if self._special_re is None:
-            return [text]
-        parts: list[int | str] = []
-        start = 0
-        for match in self._special_re.finditer(text):
-            parts += [text[start:match.start()], self._special_by_text[match.group()]]
-            start = match.end()
-        parts.append(text[start:])
-        return [part for part in parts if part != ""]
-
-    def encode_parts(self, parts: Iterable[int | str]) -> list[int]:
-        """Ids of a prompt given as special-token ids and texts. Adjacent texts are encoded together,
-        so the ids equal those of tokenizing the whole prompt at once, yet no text becomes a special."""
-        ids: list[int] = []
-        run: list[str] = []
-        for part in parts:
-            if isinstance(part, str):
-                run.append(part)
-            else:
-                ids += self.encode("".join(run))
-                ids.append(part)
-                run.clear()
-        return ids + self.encode("".join(run))
-
     def token_id(self, token: str) -> int:
         """The id of one vocabulary entry, e.g. token_id('<|turn>') == 105 for Gemma 4."""
         token_id = self._backend.token_to_id(token)
         if token_id is None:
             raise DgChatError(f"the model's vocabulary has no token {token!r}")
         return token_id
-
-    def special_id(self, token: str) -> int | None:
-        """The id of a special (control or user-defined) token with this text, if there is one."""
-        return self._special_by_text.get(token)
 
     def decode(self, ids: Sequence[int], *, skip_special: bool = True) -> str:
         """Text of `ids`; ids outside the vocabulary are dropped (model output is untrusted)."""

@@ -36,7 +36,6 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-from gguf.constants import TokenType
 
 from dg_chat.config import Settings
 from dg_chat.engine.backends.choice import LLAMA_ARCHITECTURES
@@ -125,8 +124,6 @@ class ModelInfo:
     n_ctx_train: int | None
     tokenizer_model: str
     """`tokenizer.ggml.model` ("gpt2", "llama", ...)."""
-    special_ids: list[int]
-    """Control and user-defined tokens: the candidates for end-of-generation ids."""
 
 
 def read_model_info(path: Path) -> ModelInfo:
@@ -144,14 +141,11 @@ def read_model_info(path: Path) -> ModelInfo:
         if not isinstance(mask, int) or not 0 <= mask < len(tokens):
             raise LlamaError(f"{path}: a {arch} model needs a mask token, but tokenizer.ggml.mask_token_id is "
                              f"{'missing' if mask is None else f'{mask!r}, outside the vocabulary'}")
-        types = gguf.get("tokenizer.ggml.token_type")
         n_ctx_train = gguf.arch_get("context_length")
         return ModelInfo(
             architecture=arch,
             n_ctx_train=n_ctx_train if isinstance(n_ctx_train, int) and n_ctx_train > 0 else None,
             tokenizer_model=gguf.get("tokenizer.ggml.model", ""),
-            special_ids=[] if types is None else np.flatnonzero(np.isin(types, (TokenType.CONTROL,
-                                                                                TokenType.USER_DEFINED))).tolist(),
         )
 
 
