@@ -43,7 +43,7 @@ def test_summary_counts_tensors_per_type(tmp_path):
 def test_backend_choice_and_its_refusals(tmp_path):
     assert _summary(write_sample(tmp_path / "l.gguf", arch="llada", canvas_length=None)).backend == "llama"
     refused = _summary(write_sample(tmp_path / "d.gguf"), backend="llama")
-    assert refused.backend is None and "llama backend cannot run 'diffusion-gemma'" in refused.backend_error
+    assert refused.backend is None and "cannot load 'diffusion-gemma' models" in refused.backend_error
     unknown = _summary(write_sample(tmp_path / "g.gguf", arch="gemma4"))
     assert unknown.backend is None and "no backend runs the 'gemma4' architecture" in unknown.backend_error
 
