@@ -55,3 +55,19 @@ def tiny_chat_gguf(tmp_path_factory, gemma4_vocab) -> Path:
 
     model = hf_model(vocab_size=262144, canvas_length=16)
     return convert(model, tmp_path_factory.mktemp("tiny-chat"), qtype="f16", vocab=gemma4_vocab)
+
+
+@pytest.fixture(scope="session")
+def gemma4_metadata(gemma4_vocab: Path) -> dict:
+    from dg_chat.gguf.reader import open_gguf
+
+    with open_gguf(gemma4_vocab) as f:
+        return f.metadata
+
+
+@pytest.fixture(scope="session")
+def gemma4(gemma4_metadata: dict):
+    """dg-chat's Tokenizer for the real Gemma 4 vocabulary (built once per session)."""
+    from dg_chat.text.tokenizer import Tokenizer
+
+    return Tokenizer.from_metadata(gemma4_metadata)

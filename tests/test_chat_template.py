@@ -60,16 +60,6 @@ def render_like_transformers(template: str, messages: list[Message], thinking: b
 
 
 @pytest.fixture(scope="module")
-def gemma4_metadata(gemma4_vocab: Path) -> dict:
-    return open_gguf(gemma4_vocab).metadata
-
-
-@pytest.fixture(scope="module")
-def gemma4(gemma4_metadata: dict) -> Tokenizer:
-    return Tokenizer.from_metadata(gemma4_metadata)
-
-
-@pytest.fixture(scope="module")
 def gemma4_format(gemma4_metadata: dict, gemma4: Tokenizer) -> Gemma4Format:
     chat = chat_format_for(gemma4_metadata, gemma4)
     assert isinstance(chat, Gemma4Format)

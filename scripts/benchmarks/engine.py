@@ -79,7 +79,7 @@ def probe(args: argparse.Namespace) -> dict:
     else:
         from transformers import AutoModelForImageTextToText
 
-        run_reference(AutoModelForImageTextToText.from_pretrained(Path(args.gguf).parent / "hf").eval(), args)
+        run_reference(AutoModelForImageTextToText.from_pretrained(Path(args.gguf).parent / "checkpoint").eval(), args)
     return {"peak_rss_growth_mb": rss_mb("VmHWM") - baseline}
 
 
