@@ -13,7 +13,6 @@ from tokenizers import decoders, models, pre_tokenizers, trainers
 from transformers.utils.chat_template_utils import render_jinja_template
 
 from dg_chat.errors import DgChatError
-from dg_chat.gguf.reader import open_gguf
 from dg_chat.text.chat import Gemma4Format, JinjaFormat, Message, PlainFormat, chat_format_for, end_token_ids
 from dg_chat.text.gguf_vocab import bpe_metadata
 from dg_chat.text.tokenizer import Tokenizer
