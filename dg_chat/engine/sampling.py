@@ -69,6 +69,12 @@ def categorical_entropy(logits: torch.Tensor) -> torch.Tensor:
     return -log_p.clamp_(min=torch.finfo(log_p.dtype).min).mul_(p).sum(dim=-1)
 
 
+def fast_entropy(logits: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
+    """H = logsumexp(x) - sum(p * x), reusing the step's probabilities: two passes instead of
+    five; equal to `categorical_entropy` within float32 rounding (not bit for bit)."""
+    return (logits.logsumexp(dim=-1) - torch.linalg.vecdot(probs, logits)).clamp_(min=0)
+
+
 def draw_accepted(probs: torch.Tensor, accepted: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Categorical draws by inverse CDF, only where a draw is kept (the accepted positions):
     the same distribution as multinomial over every position, at a fraction of the cost."""
@@ -113,7 +119,7 @@ class EntropyBoundSampler:
         if s.reference_draws:
             candidate = torch.multinomial(probs, 1, generator=self.generator).squeeze(-1)
         argmax = processed.argmax(dim=-1)
-        entropy = categorical_entropy(processed)
+        entropy = categorical_entropy(processed) if s.reference_draws else fast_entropy(processed, probs)
         accepted = entropy_bound_accept(entropy, s.entropy_bound)
         if not s.reference_draws:
             candidate = draw_accepted(probs, accepted, self.generator)
