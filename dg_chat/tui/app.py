@@ -103,9 +103,9 @@ class DgChatApp(App[None]):
         Binding("ctrl+t", "toggle_thinking", "Think", id="toggle-thinking", tooltip="Thinking mode on/off"),
         Binding("ctrl+o", "settings", "Settings", id="settings", tooltip="Sampler settings of this chat"),
         Binding("ctrl+l", "replay_last", "Replay", id="replay-last", tooltip="Replay the last answer"),
-        Binding("ctrl+b", "toggle_sidebar", "Chats", id="toggle-sidebar", tooltip="Show/hide the chat list"),
-        Binding("ctrl+f", "search", "Search", id="search-chats", tooltip="Search the chats"),
-        Binding("ctrl+s", "export", "Export", id="export", tooltip="Export this chat to Markdown and JSON"),
+        Binding("ctrl+b", "toggle_sidebar", "Chats", id="toggle-sidebar", show=False, tooltip="Show/hide the chat list"),
+        Binding("ctrl+f", "search", "Search", id="search-chats", show=False, tooltip="Search the chats"),
+        Binding("ctrl+s", "export", "Export", id="export", show=False, tooltip="Export this chat to Markdown and JSON"),
     ]
 
     def __init__(self, settings: Settings | None = None, *, store: Store,
@@ -126,6 +126,7 @@ class DgChatApp(App[None]):
         self._editing: int | None = None
         """Id of the user message being edited; resending replaces it and what follows."""
         self._search = ""
+        self._sidebar_top: int | None = None
         self.set_keymap(self.settings.ui.keymap)
 
     # layout and start-up
@@ -137,7 +138,7 @@ class DgChatApp(App[None]):
                 yield VerticalScroll(id="transcript")
                 yield CanvasView(fps=self.settings.ui.canvas_fps, id="canvas")
                 yield Prompt(id="prompt")
-                yield StatusBar(id="status")
+        yield StatusBar(id="status")
         yield Footer()
 
     async def on_mount(self) -> None:
@@ -280,24 +281,25 @@ class DgChatApp(App[None]):
             self.chat_id = self.store.create_chat(title_from(message.text), self.chat_settings)
         # Stored before anything is generated: the question survives whatever happens next.
         message_id = self.store.add_message(self.chat_id, "user", message.text)
-        await self.transcript.mount(MessageView("user", message.text, message_id=message_id))
-        await self._refresh_sidebar()
-        await self._start_turn()
+        await self._start_turn(MessageView("user", message.text, message_id=message_id))
+        if self._sidebar_top != self.chat_id:  # a new chat, or an older one that moves to the top
+            await self._refresh_sidebar()
 
-    async def _start_turn(self) -> None:
+    async def _start_turn(self, *new_views: MessageView) -> None:
+        """Start the engine on the conversation, then show `new_views` and the coming answer."""
         assert self.engine is not None and self.chat_id is not None
         history = self._history()
         message_id = self.store.add_message(self.chat_id, "model", "", status="partial")
-        view = MessageView("model", status=GENERATING, message_id=message_id)
-        await self.transcript.mount(view)
         self._turns += 1
-        turn = self._turn = Turn(self._turns, message_id, view)
+        turn = self._turn = Turn(self._turns, message_id, MessageView("model", status=GENERATING,
+                                                                      message_id=message_id))
         canvas = self.query_one(CanvasView)
-        canvas.start(turn.id)
+        canvas.start(turn.id)  # before the first frame can arrive
+        self._generate(turn, self.engine, history, copy.deepcopy(self.chat_settings), canvas)
+        await self.transcript.mount_all([*new_views, turn.view])
         canvas.display = self.settings.ui.show_canvas
         self.status.set(state="encoding the prompt")
         self.transcript.scroll_end(animate=False)
-        self._generate(turn, self.engine, history, copy.deepcopy(self.chat_settings), canvas)
 
     def _history(self) -> list[ChatMessage]:
         """The conversation as the model sees it: answers without text (failed early) are left out."""
@@ -440,7 +442,9 @@ class DgChatApp(App[None]):
     # chat list
 
     async def _refresh_sidebar(self) -> None:
-        await self.query_one(Sidebar).show(self.store.chats(self._search), self.chat_id)
+        chats = self.store.chats(self._search)
+        self._sidebar_top = chats[0].id if chats else None
+        await self.query_one(Sidebar).show(chats, self.chat_id)
 
     def action_toggle_sidebar(self) -> None:
         sidebar = self.query_one(Sidebar)

@@ -38,8 +38,8 @@ async def test_send_shows_live_steps_then_the_committed_answer(make_app, store):
         await paused(pilot, engine)
         canvas = app.query_one(CanvasView)
         assert canvas.display
-        header = str(canvas.query_one("#canvas-header").render())
-        assert "block 2 · step 3/6 · mean entropy" in header
+        assert canvas.render_line(0).text.startswith("block 2 · step 3/6 · mean entropy")
+        assert canvas.render_line(1).text.endswith("━ 3/6")
         model = app.query(MessageView).last()
         assert model.status == "generating" and model.content == LONG[:len(model.content)]
         assert 0 < len(model.content) < len(LONG)  # the first block is committed, the second is not

@@ -50,7 +50,7 @@ class SettingsScreen(ModalScreen[Settings | None]):
     def compose(self) -> ComposeResult:
         docs = field_docs(SamplerSettings)
         with Vertical(classes="dialog-box", id="settings-box"):
-            yield Static("Settings of this chat", classes="dialog-title")
+            yield Static("Settings of this chat (saved with it)", classes="dialog-title")
             with VerticalScroll(id="settings-fields"):
                 for f in fields(SamplerSettings):
                     value = getattr(self.settings.sampler, f.name)

@@ -2,8 +2,12 @@
 
 Frames arrive as `CanvasFrame` messages posted to this widget's own queue by the engine
 thread; a frame that is still queued when a newer one arrives is dropped (`can_replace`),
-so a slow terminal skips frames instead of falling behind. The last frame received is always
-painted. The widget has a fixed height: tokens change every step but nothing around it moves.
+so a slow terminal skips frames instead of falling behind. The newest frame received is
+always painted. The widget has a fixed height: tokens change every step but nothing around
+it moves.
+
+It draws with the line API (precomputed segments per line, no Markdown or Content wrapping):
+the UI thread must stay nearly idle, since it shares the GIL with the engine thread.
 """
 
 from __future__ import annotations
@@ -12,12 +16,13 @@ import time
 from functools import lru_cache
 from typing import Callable
 
-from textual.app import ComposeResult
-from textual.containers import Vertical
-from textual.content import Content
+from rich.cells import cell_len, chop_cells
+from rich.segment import Segment
+from rich.style import Style
 from textual.message import Message
+from textual.strip import Strip
 from textual.timer import Timer
-from textual.widgets import ProgressBar, Static
+from textual.widget import Widget
 
 from dg_chat.tui.recording import Frame
 from dg_chat.tui.text import printable
@@ -26,10 +31,7 @@ NOISE_CHARS = 4
 """Noise tokens are cut to this many characters: they are shown to look scrambled, not read,
 and random vocabulary pieces can be long."""
 MASK_GLYPH = "░"
-
-STYLE_NOISE = "dim"
-STYLE_ACCEPTED = "bold"
-STYLE_CHANGED = "bold $warning underline"
+HEADER_LINES = 2  # the title line and the step bar
 
 
 class CanvasFrame(Message, bubble=False):
@@ -48,37 +50,77 @@ def frame_header(frame: Frame) -> str:
     return f"block {frame.block + 1} · step {frame.step}/{frame.max_steps} · mean entropy {frame.mean_entropy:.3f}"
 
 
-def render_tokens(frame: Frame, piece: Callable[[int], str], mask_id: int | None) -> Content:
-    """Accepted tokens bright, noise (or mask) dim and cut short, tokens changed this step marked."""
-    parts: list[tuple[str, str]] = []
+def token_runs(frame: Frame, piece: Callable[[int], str], mask_id: int | None) -> list[tuple[str, str]]:
+    """(text, kind) per position: kind is "accepted", "changed" (accepted and changed this
+    step), or "noise" (cut short; a mask token shows as one glyph)."""
+    runs = []
     for token, accepted, changed in zip(frame.tokens.tolist(), frame.accepted.tolist(), frame.changed.tolist()):
         if token == mask_id:
-            parts.append((MASK_GLYPH, STYLE_NOISE))
+            runs.append((MASK_GLYPH, "noise"))
         elif accepted:
-            parts.append((piece(token), STYLE_CHANGED if changed else STYLE_ACCEPTED))
+            runs.append((piece(token), "changed" if changed else "accepted"))
         else:
-            parts.append((piece(token)[:NOISE_CHARS], STYLE_NOISE))
-    return Content.assemble(*parts)
+            runs.append((piece(token)[:NOISE_CHARS], "noise"))
+    return runs
 
 
-class CanvasView(Vertical):
-    """Header, step progress and tokens of one block; shows live frames or replayed ones."""
+def wrap_runs(runs: list[tuple[str, Style]], width: int, height: int) -> list[list[Segment]]:
+    """Styled runs laid out in at most `height` lines of `width` cells, breaking anywhere (a
+    canvas is not prose); what does not fit is left out."""
+    lines: list[list[Segment]] = [[]]
+    used = 0
+    for text, style in runs:
+        while text:
+            size = cell_len(text)
+            if used + size <= width:
+                line = lines[-1]
+                if line and line[-1].style is style:  # fewer, longer segments are cheaper to draw
+                    line[-1] = Segment(line[-1].text + text, style)
+                else:
+                    line.append(Segment(text, style))
+                used += size
+                break
+            head = chop_cells(text, width - used)[0] if used < width else ""
+            if head:
+                lines[-1].append(Segment(head, style))
+                text = text[len(head):]
+            if len(lines) == height:
+                return lines
+            lines.append([])
+            used = 0
+    return lines
+
+
+class CanvasView(Widget):
+    """Header, step bar and tokens of one block; shows live frames or replayed ones."""
+
+    COMPONENT_CLASSES = {"canvas--header", "canvas--bar", "canvas--bar-todo", "canvas--noise",
+                         "canvas--accepted", "canvas--changed"}
+    DEFAULT_CSS = """
+    CanvasView {
+        height: 14;
+        & > .canvas--header { color: $text-muted; }
+        & > .canvas--bar { color: $primary; }
+        & > .canvas--bar-todo { color: $panel-lighten-2; }
+        & > .canvas--noise { color: $text-disabled; }
+        & > .canvas--accepted { color: $text; text-style: bold; }
+        & > .canvas--changed { color: $warning; text-style: bold underline; }
+    }
+    """
 
     def __init__(self, *, piece: Callable[[int], str] = str, mask_id: int | None = None, fps: int = 30,
                  id: str | None = None) -> None:
+        self._style_cache: dict[str, Style] | None = None
         super().__init__(id=id)
         self.set_vocabulary(piece, mask_id)
         self._interval = 1.0 / fps
         self.turn: int | None = None
         self.painted: Frame | None = None
+        self._title = ""
         self._pending: Frame | None = None
         self._last_paint = 0.0
         self._timer: Timer | None = None
-
-    def compose(self) -> ComposeResult:
-        yield Static("", id="canvas-header", markup=False)
-        yield ProgressBar(total=1, show_eta=False, id="canvas-progress")
-        yield Static("", id="canvas-tokens", markup=False)
+        self._lines: list[Strip] = []
 
     def set_vocabulary(self, piece: Callable[[int], str], mask_id: int | None) -> None:
         # Pieces repeat across steps and blocks: look each one up (and clean it) once.
@@ -89,9 +131,9 @@ class CanvasView(Vertical):
         """Accept the frames of `turn` from now on."""
         self.turn = turn
         self._pending = None
-        self.query_one("#canvas-header", Static).update("encoding the prompt…")
-        self.query_one("#canvas-tokens", Static).update("")
-        self.query_one(ProgressBar).update(total=1, progress=0)
+        self.painted = None
+        self._title = "encoding the prompt…"
+        self._layout()
 
     def stop(self) -> None:
         self.turn = None
@@ -114,14 +156,49 @@ class CanvasView(Vertical):
         """Paint the newest frame received, if it is not painted yet."""
         self._timer = None
         frame, self._pending = self._pending, None
-        if frame is None:
-            return
-        self.paint(frame)
+        if frame is not None:
+            self.paint(frame)
 
     def paint(self, frame: Frame) -> None:
         self._last_paint = time.monotonic()
         self.painted = frame
-        self.query_one("#canvas-header", Static).update(frame_header(frame), layout=False)
-        self.query_one(ProgressBar).update(total=frame.max_steps, progress=frame.step)
-        self.query_one("#canvas-tokens", Static).update(render_tokens(frame, self._piece, self._mask_id),
-                                                        layout=False)
+        self._title = frame_header(frame)
+        self._layout()
+
+    def on_resize(self) -> None:
+        self._layout()
+
+    def _layout(self) -> None:
+        """Lay the current frame out in lines of segments; render_line only hands them out."""
+        width, height = self.size
+        if not width or not height:
+            return  # hidden: laid out on the next resize
+        style = self.rich_style
+        styles = self._styles()
+        frame = self.painted
+        lines = [[Segment(self._title, styles["header"])]]
+        if frame is not None:
+            counter = f" {frame.step}/{frame.max_steps}"
+            room = max(width - len(counter), 0)
+            done = room * frame.step // max(frame.max_steps, 1)
+            lines.append([Segment("━" * done, styles["bar"]), Segment("━" * (room - done), styles["bar-todo"]),
+                          Segment(counter, styles["header"])])
+            runs = token_runs(frame, self._piece, self._mask_id)
+            lines += wrap_runs([(text, styles[kind]) for text, kind in runs], width, height - HEADER_LINES)
+        self._lines = [Strip(line).adjust_cell_length(width, style) for line in lines]
+        self.refresh()
+
+    def _styles(self) -> dict[str, Style]:
+        if self._style_cache is None:
+            self._style_cache = {name: self.get_component_rich_style(f"canvas--{name}")
+                                 for name in ("header", "bar", "bar-todo", "noise", "accepted", "changed")}
+        return self._style_cache
+
+    def notify_style_update(self) -> None:
+        super().notify_style_update()
+        self._style_cache = None  # the theme or the CSS changed
+
+    def render_line(self, y: int) -> Strip:
+        if y < len(self._lines):
+            return self._lines[y]
+        return Strip.blank(self.size.width, self.rich_style)

@@ -13,7 +13,7 @@ class Prompt(TextArea):
         Binding("enter", "send", "Send", id="send", priority=True, tooltip="Send the message"),
         # Shift+Enter reaches the app only in terminals with the kitty keyboard protocol;
         # Ctrl+J (a line feed) works everywhere.
-        Binding("ctrl+j,shift+enter", "newline", "New line", id="newline", tooltip="Insert a line break"),
+        Binding("ctrl+j,shift+enter", "newline", "New line", id="newline", show=False, tooltip="Insert a line break"),
     ]
 
     class Submitted(Message):

@@ -39,4 +39,4 @@ class StatusBar(Static):
 
     def set(self, **fields: Any) -> None:
         self.status = replace(self.status, **fields)
-        self.update(printable(self.status.text()))
+        self.update(printable(self.status.text()), layout=False)  # one line, always
