@@ -9,13 +9,15 @@ the UI. The UI reacts to those messages only.
 from __future__ import annotations
 
 import copy
+import functools
+import inspect
 import json
 import re
 import threading
 from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Awaitable, Callable
 
 from textual import on, work
 from textual.app import App, ComposeResult
@@ -56,7 +58,25 @@ def default_engine_factory(settings: Settings) -> Engine:
 
 def describe(error: BaseException) -> str:
     """One line for the user: our own errors as they are, anything else with its type."""
-    return one_line(error) if isinstance(error, DgChatError) else f"{type(error).__name__}: {one_line(error)}"
+    if isinstance(error, DgChatError) or not str(error).strip():
+        return one_line(error)
+    return f"{type(error).__name__}: {one_line(error)}"
+
+
+def recoverable(handler: Callable[..., Awaitable[None] | None]) -> Callable[..., Awaitable[None]]:
+    """Show a DgChatError raised by a UI handler (a locked or full history database, say) as a
+    notice instead of ending the app; anything else is a bug and still ends it."""
+
+    @functools.wraps(handler)
+    async def run(self: DgChatApp, *args: object) -> None:
+        try:
+            result = handler(self, *args)
+            if inspect.isawaitable(result):
+                await result
+        except DgChatError as exc:
+            self.notify(one_line(exc), title="dg-chat", severity="error", timeout=30, markup=False)
+
+    return run
 
 
 class EngineLoaded(Message):
@@ -95,6 +115,8 @@ class Turn:
 class DgChatApp(App[None]):
     CSS_PATH = "app.tcss"
     TITLE = "dg-chat"
+    # Every binding has an id: settings.ui.keymap maps ids to other keys (App.set_keymap).
+    # Keys free in TextArea were chosen, since the prompt has the focus most of the time.
     BINDINGS = [
         Binding("escape", "stop", "Stop", id="stop", tooltip="Stop the answer at the next step"),
         Binding("ctrl+r", "regenerate", "Regenerate", id="regenerate", tooltip="Answer the last message again"),
@@ -103,9 +125,11 @@ class DgChatApp(App[None]):
         Binding("ctrl+t", "toggle_thinking", "Think", id="toggle-thinking", tooltip="Thinking mode on/off"),
         Binding("ctrl+o", "settings", "Settings", id="settings", tooltip="Sampler settings of this chat"),
         Binding("ctrl+l", "replay_last", "Replay", id="replay-last", tooltip="Replay the last answer"),
-        Binding("ctrl+b", "toggle_sidebar", "Chats", id="toggle-sidebar", show=False, tooltip="Show/hide the chat list"),
+        Binding("ctrl+b", "toggle_sidebar", "Chats", id="toggle-sidebar", show=False,
+                tooltip="Show/hide the chat list"),
         Binding("ctrl+f", "search", "Search", id="search-chats", show=False, tooltip="Search the chats"),
-        Binding("ctrl+s", "export", "Export", id="export", show=False, tooltip="Export this chat to Markdown and JSON"),
+        Binding("ctrl+s", "export", "Export", id="export", show=False,
+                tooltip="Export this chat to Markdown and JSON"),
     ]
 
     def __init__(self, settings: Settings | None = None, *, store: Store,
@@ -149,10 +173,10 @@ class DgChatApp(App[None]):
                         markup=False)
         unknown = sorted(set(self.settings.ui.keymap) - binding_ids())
         if unknown:
-            self.notify(f"ui.keymap: unknown binding id(s) {', '.join(unknown)} (see the Footer and the README)",
-                        severity="warning", markup=False)
+            self.notify(f"ui.keymap: unknown binding id(s) {', '.join(unknown)}; "
+                        f"known ids: {', '.join(sorted(binding_ids()))}", severity="warning", timeout=20, markup=False)
         self.query_one(CanvasView).display = False
-        self.query_one("#transcript", VerticalScroll).anchor()
+        self.transcript.anchor()
         self.status.set(thinking=self.chat_settings.sampler.thinking, state="loading the model…")
         chat_id = self.store.last_chat_id() if self.continue_last else None
         await self.show_chat(chat_id)
@@ -270,17 +294,18 @@ class DgChatApp(App[None]):
         return True
 
     @on(Prompt.Submitted)
+    @recoverable
     async def _send(self, message: Prompt.Submitted) -> None:
         if not self._can_answer():
             return
         if self._editing is not None:
             await self._delete_from(self._editing)
             self._editing = None
-        self.query_one(Prompt).clear()
         if self.chat_id is None:
             self.chat_id = self.store.create_chat(title_from(message.text), self.chat_settings)
         # Stored before anything is generated: the question survives whatever happens next.
         message_id = self.store.add_message(self.chat_id, "user", message.text)
+        self.query_one(Prompt).clear()
         await self._start_turn(MessageView("user", message.text, message_id=message_id))
         if self._sidebar_top != self.chat_id:  # a new chat, or an older one that moves to the top
             await self._refresh_sidebar()
@@ -304,7 +329,8 @@ class DgChatApp(App[None]):
     def _history(self) -> list[ChatMessage]:
         """The conversation as the model sees it: answers without text (failed early) are left out."""
         assert self.chat_id is not None
-        messages = [ChatMessage("system", self.chat_settings.system_prompt)] if self.chat_settings.system_prompt else []
+        system = self.chat_settings.system_prompt
+        messages = [ChatMessage("system", system)] if system else []
         for stored in self.store.messages(self.chat_id):
             if stored.role == "user" or stored.content:
                 messages.append(ChatMessage(stored.role, stored.content, stored.thinking))  # type: ignore[arg-type]
@@ -327,6 +353,7 @@ class DgChatApp(App[None]):
             self.query_one(Prompt).clear()
             self.notify("Edit cancelled")
 
+    @recoverable
     async def action_regenerate(self) -> None:
         if not self._can_answer():
             return
@@ -352,6 +379,7 @@ class DgChatApp(App[None]):
         self._editing = users[-1].message_id
         self.notify("Editing your last message: Enter resends it and replaces the answer, Esc cancels.")
 
+    @recoverable
     async def action_new_chat(self) -> None:
         await self.show_chat(None)
         self.query_one(Prompt).focus()
@@ -383,12 +411,14 @@ class DgChatApp(App[None]):
             self.store.set_chat_settings(self.chat_id, self.chat_settings)
         self.status.set(thinking=self.chat_settings.sampler.thinking)
 
+    @recoverable
     def action_toggle_thinking(self) -> None:
         sampler = self.chat_settings.sampler
         sampler.thinking = not sampler.thinking
         self._save_chat_settings()
         self.notify(f"Thinking {'on' if sampler.thinking else 'off'} for this chat")
 
+    @recoverable
     def action_settings(self) -> None:
         def apply(settings: Settings | None) -> None:
             if settings is not None:
@@ -401,6 +431,7 @@ class DgChatApp(App[None]):
     # replay, copy, export
 
     @on(MessageView.ReplayRequested)
+    @recoverable
     def _replay(self, message: MessageView.ReplayRequested) -> None:
         view = message.view
         if view.role != "model" or view.message_id is None:
@@ -423,6 +454,7 @@ class DgChatApp(App[None]):
             return
         answers[-1].action_replay()
 
+    @recoverable
     def action_export(self) -> None:
         if self.chat_id is None:
             self.notify("Nothing to export yet", severity="warning")
@@ -455,11 +487,13 @@ class DgChatApp(App[None]):
         self.query_one("#chat-search").focus()
 
     @on(Sidebar.Search)
+    @recoverable
     async def _search_chats(self, message: Sidebar.Search) -> None:
         self._search = message.text
         await self._refresh_sidebar()
 
     @on(Sidebar.Open)
+    @recoverable
     async def _open_chat(self, message: Sidebar.Open) -> None:
         if message.chat.id != self.chat_id:
             await self.show_chat(message.chat.id)

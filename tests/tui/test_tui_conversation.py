@@ -8,6 +8,7 @@ from textual.widgets import Markdown
 
 from dg_chat.config import Settings
 from dg_chat.engine.events import BlockCommitted, PromptEncoded, TurnFailed, TurnFinished
+from dg_chat.store import StoreError
 from dg_chat.tui.app import TurnEvent
 from dg_chat.tui.screens.replay import ReplayScreen
 from dg_chat.tui.screens.settings import SettingsScreen
@@ -338,3 +339,33 @@ async def test_turn_failed_event_from_the_engine_is_final(make_app):
     async with app.run_test(size=SIZE, message_hook=seen.append) as pilot:
         await send(pilot, "x")
     assert [type(m.event) for m in seen if isinstance(m, TurnEvent)] == [PromptEncoded, TurnFailed]
+
+
+async def test_quitting_mid_answer_stores_it_as_stopped(make_app, store):
+    engine = ScriptedEngine(lambda m: LONG, pause_at=(1, 2))
+    app = make_app(engine)
+    async with app.run_test(size=SIZE) as pilot:
+        await send(pilot, "bye soon", wait=False)
+        await paused(pilot, engine)
+        await pilot.press("ctrl+q")
+    user, model = store.messages(app.chat_id)
+    assert user.content == "bye soon"
+    assert model.status == "stopped" and model.content and LONG.startswith(model.content)
+    assert engine.closed
+
+
+async def test_a_history_write_error_is_a_notice_and_keeps_the_prompt(make_app, store, monkeypatch):
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        def locked(*args, **kwargs):
+            raise StoreError("history database error: database is locked")
+
+        monkeypatch.setattr(store, "add_message", locked)
+        await send(pilot, "important words", wait=False)
+        await pilot.pause()
+        assert "history database error: database is locked" in [n.message for n in app._notifications]
+        assert app.query_one(Prompt).text == "important words" and not app.generating
+        monkeypatch.undo()
+        await pilot.press("enter")
+        await finished(pilot)
+        assert views(app)[0] == ("user", "important words", "complete")

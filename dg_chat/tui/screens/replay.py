@@ -41,6 +41,7 @@ class ReplayScreen(ModalScreen[None]):
             yield Static("Replay", classes="dialog-title")
             yield CanvasView(piece=self._piece, mask_id=self._mask_id, id="replay-canvas")
             yield Static("", id="replay-position", markup=False)
+            yield Static("space: play/pause · ←/→: step · ↑/↓: block · esc: close", classes="hint")
 
     def on_mount(self) -> None:
         self._show()
@@ -54,8 +55,7 @@ class ReplayScreen(ModalScreen[None]):
         self.query_one(CanvasView).paint(frames[self.step])
         state = "playing" if self.playing else "paused"
         self.query_one("#replay-position", Static).update(
-            f"block {self.block + 1}/{len(self.blocks)} · frame {self.step + 1}/{len(frames)} · {state}"
-            "   space: play/pause · ←/→: step · ↑/↓: block · esc: close")
+            f"block {self.block + 1}/{len(self.blocks)} · frame {self.step + 1}/{len(frames)} · {state}")
 
     def action_play_pause(self) -> None:
         if self._timer is not None:

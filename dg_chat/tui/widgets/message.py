@@ -18,6 +18,7 @@ from dg_chat.tui.text import code_blocks, printable
 
 GENERATING = "generating"
 """A status shown only while the answer is produced (the store says "partial")."""
+INCOMPLETE = ("partial", "stopped", "failed")
 
 
 def status_label(status: str, error: str = "") -> str:
@@ -48,6 +49,7 @@ class MessageView(Vertical, can_focus=True):
     def __init__(self, role: str, content: str = "", *, thinking: str = "", status: str = "complete",
                  error: str = "", message_id: int | None = None) -> None:
         super().__init__(classes=f"message {role}")
+        self.set_class(status in INCOMPLETE, "incomplete")
         self.role = role
         self.content = content
         self.thinking = thinking
@@ -68,15 +70,12 @@ class MessageView(Vertical, can_focus=True):
     def _header(self) -> str:
         name = {"user": "You", "model": "Model", "system": "System"}.get(self.role, self.role)
         label = status_label(self.status, self.error)
-        return f"{name} · {label}" if label else name
+        return printable(f"{name} · {label}" if label else name)
 
     def set_status(self, status: str, error: str = "") -> None:
         self.status, self.error = status, error
         self.query_one(".message-header", Static).update(self._header())
-        self.set_class(status in ("stopped", "failed", "partial"), "incomplete")
-
-    def on_mount(self) -> None:
-        self.set_class(self.status in ("stopped", "failed", "partial"), "incomplete")
+        self.set_class(status in INCOMPLETE, "incomplete")
 
     async def show_committed(self, thinking: str, answer: str) -> None:
         """Append what the newest block added to the thinking and the answer."""
