@@ -107,7 +107,8 @@ def test_export_markdown_and_json(store):
     markdown = store.export_markdown(chat)
     assert markdown.startswith("# Export test\n")
     assert "## You\n\nquestion" in markdown
-    assert "## Model (stopped)\n\n<details><summary>Thinking</summary>\n\nhmm\n\n</details>\n\nhalf an answer" in markdown
+    thinking = "<details><summary>Thinking</summary>\n\nhmm\n\n</details>"
+    assert f"## Model (stopped)\n\n{thinking}\n\nhalf an answer" in markdown
     assert "## Model (failed: out of memory)" in markdown
     data = store.export_json(chat)
     assert data["title"] == "Export test" and data["settings"]["sampler"]["max_steps"] == 48

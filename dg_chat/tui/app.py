@@ -27,8 +27,7 @@ from textual.message import Message
 from textual.widgets import Footer
 
 from dg_chat.config import Settings
-from dg_chat.engine.events import (BlockCommitted, CanvasStep, Event, PromptEncoded, TurnFailed,
-                                   TurnFinished)
+from dg_chat.engine.events import BlockCommitted, CanvasStep, Event, PromptEncoded, TurnFailed, TurnFinished
 from dg_chat.errors import DgChatError
 from dg_chat.store import Store, StoreError, title_from
 from dg_chat.text.chat import Message as ChatMessage
@@ -532,8 +531,11 @@ class DgChatApp(App[None]):
             self.engine.close()
 
 
-def binding_ids() -> set[str]:
-    """Every binding id that `ui.keymap` can remap."""
+def key_bindings() -> list[Binding]:
+    """Every binding that has an id, so that `ui.keymap` can remap it (for a key help listing)."""
     owners = (DgChatApp, Prompt, MessageView, ChatListView, SettingsScreen, ReplayScreen, AskText, Confirm)
-    return {binding.id for owner in owners for binding in owner.BINDINGS
-            if isinstance(binding, Binding) and binding.id}
+    return [binding for owner in owners for binding in owner.BINDINGS if isinstance(binding, Binding) and binding.id]
+
+
+def binding_ids() -> set[str]:
+    return {binding.id for binding in key_bindings() if binding.id}

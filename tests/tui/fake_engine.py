@@ -20,8 +20,7 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 
 from dg_chat.config import SamplerSettings, Settings
-from dg_chat.engine.events import (BlockCommitted, CanvasStep, Event, PromptEncoded, Stats, TurnFailed,
-                                   TurnFinished)
+from dg_chat.engine.events import BlockCommitted, CanvasStep, Event, PromptEncoded, Stats, TurnFailed, TurnFinished
 from dg_chat.errors import DgChatError
 from dg_chat.text.chat import Message
 

@@ -77,3 +77,8 @@ async def test_frames_of_another_turn_are_ignored():
         canvas.post_message(CanvasFrame(2, frame(6)))
         await pilot.pause(0.1)
         assert canvas.painted.step == 5
+
+
+def test_wrapping_never_exceeds_the_height_even_when_nothing_fits():
+    assert len(wrap_runs([("日本語", "a")], 1, height=3)) <= 3
+    assert wrap_runs([("abc", "a")], 10, height=0) == []

@@ -33,7 +33,7 @@ def test_replay_rebuilds_every_frame_of_every_block(store):
     replayed = [frame for data in store.frames(message) for frame in decode_block(data)]
     commits = [e for e in events if isinstance(e, BlockCommitted)]
     assert len(replayed) == len(steps) == 6 * len(commits) and len(commits) == 3
-    for step, frame in zip(steps, replayed):
+    for step, frame in zip(steps, replayed, strict=True):
         assert (frame.block, frame.step, frame.max_steps) == (step.block, step.step, step.max_steps)
         assert frame.mean_entropy == step.mean_entropy
         assert np.array_equal(frame.tokens, step.tokens)

@@ -30,7 +30,7 @@ def field_docs(cls: type) -> dict[str, str]:
     except (OSError, TypeError):
         return {}
     return {node.target.id: doc.value.value
-            for node, doc in zip(body, body[1:])
+            for node, doc in zip(body, body[1:], strict=False)
             if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
             and isinstance(doc, ast.Expr) and isinstance(doc.value, ast.Constant) and isinstance(doc.value.value, str)}
 

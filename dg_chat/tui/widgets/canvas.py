@@ -54,7 +54,8 @@ def token_runs(frame: Frame, piece: Callable[[int], str], mask_id: int | None) -
     """(text, kind) per position: kind is "accepted", "changed" (accepted and changed this
     step), or "noise" (cut short; a mask token shows as one glyph)."""
     runs = []
-    for token, accepted, changed in zip(frame.tokens.tolist(), frame.accepted.tolist(), frame.changed.tolist()):
+    for token, accepted, changed in zip(frame.tokens.tolist(), frame.accepted.tolist(), frame.changed.tolist(),
+                                        strict=True):
         if token == mask_id:
             runs.append((MASK_GLYPH, "noise"))
         elif accepted:
@@ -67,6 +68,8 @@ def token_runs(frame: Frame, piece: Callable[[int], str], mask_id: int | None) -
 def wrap_runs(runs: list[tuple[str, Style]], width: int, height: int) -> list[list[Segment]]:
     """Styled runs laid out in at most `height` lines of `width` cells, breaking anywhere (a
     canvas is not prose); what does not fit is left out."""
+    if height <= 0:
+        return []
     lines: list[list[Segment]] = [[]]
     used = 0
     for text, style in runs:
@@ -84,7 +87,7 @@ def wrap_runs(runs: list[tuple[str, Style]], width: int, height: int) -> list[li
             if head:
                 lines[-1].append(Segment(head, style))
                 text = text[len(head):]
-            if len(lines) == height:
+            if len(lines) >= height:
                 return lines
             lines.append([])
             used = 0
