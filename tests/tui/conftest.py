@@ -7,11 +7,13 @@ from typing import Any, Callable
 
 import pytest
 from textual.pilot import Pilot
+from textual.widgets import Markdown
 
 from dg_chat.config import Settings
 from dg_chat.store import Store
 from dg_chat.tui.app import DgChatApp
 from dg_chat.tui.widgets.canvas import CanvasView
+from dg_chat.tui.widgets.message import MessageView
 from dg_chat.tui.widgets.prompt import Prompt
 from tests.tui.fake_engine import ScriptedEngine, factory
 
@@ -70,9 +72,14 @@ async def finished(pilot: Pilot) -> None:
 
 
 async def paused(pilot: Pilot, engine: ScriptedEngine) -> None:
-    """Wait until the engine sits at its pause step and the canvas has painted that step."""
+    """Wait until the engine sits at its pause step, the canvas has painted that step and the
+    blocks committed before it are on screen (they travel through another queue)."""
     block, step = engine.pause_at
     canvas = pilot.app.query_one(CanvasView)
     await wait_until(pilot, lambda: engine.paused.is_set() and canvas.painted is not None
                      and (canvas.painted.block, canvas.painted.step) == (block, step))
+    if block:
+        answer = pilot.app.query(MessageView).last()
+        text = answer.query_one(".message-text", Markdown)
+        await wait_until(pilot, lambda: answer.content and text.source == answer.content and text.children)
     await pilot.pause()
