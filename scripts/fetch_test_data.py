@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """Fetch the public test data the test suite needs, once, into tests/.cache/.
 
-- llama.cpp's Gemma 4 vocabulary GGUF and its tokenizer test cases (.inp/.out), taken from
-  the llama-cpp-python 0.3.36 sdist on PyPI (the sdist that setup.sh builds from is reused).
+- llama.cpp's vocabulary GGUFs (Gemma 4, and the byte-level BPE ones: gpt-2, qwen2, llama-bpe)
+  and their tokenizer test cases (.inp/.out), taken from the llama-cpp-python 0.3.36 sdist on PyPI
+  (the sdist that setup.sh builds from is reused).
 
-Run it directly or let the tests call `ensure_gemma4_vocab()`.
+Run it directly or let the tests call `ensure_llama_vocab(name)` (fixtures in tests/conftest.py).
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / "tests" / ".cache"
 LLAMA_SDIST = "llama_cpp_python-0.3.36.tar.gz"
-VOCAB_FILES = ("ggml-vocab-gemma-4.gguf", "ggml-vocab-gemma-4.gguf.inp", "ggml-vocab-gemma-4.gguf.out")
 
 
 def _sdist() -> Path:
@@ -36,24 +36,31 @@ def _sdist() -> Path:
 
 def ensure_gemma4_vocab() -> Path:
     """Path of ggml-vocab-gemma-4.gguf (its .inp/.out lie beside it)."""
+    return ensure_llama_vocab("gemma-4")
+
+
+def ensure_llama_vocab(name: str) -> Path:
+    """Path of llama.cpp's models/ggml-vocab-NAME.gguf (its .inp/.out lie beside it)."""
+    vocab_files = tuple(f"ggml-vocab-{name}.gguf{suffix}" for suffix in ("", ".inp", ".out"))
     out = CACHE / "vocab"
-    if all((out / name).is_file() for name in VOCAB_FILES):
-        return out / VOCAB_FILES[0]
+    if all((out / file).is_file() for file in vocab_files):
+        return out / vocab_files[0]
     out.mkdir(parents=True, exist_ok=True)
     with tarfile.open(_sdist()) as tar:
         for member in tar.getmembers():
-            name = member.name.rsplit("/", 1)[-1]
-            if name in VOCAB_FILES and "/vendor/llama.cpp/models/" in member.name:
+            file = member.name.rsplit("/", 1)[-1]
+            if file in vocab_files and "/vendor/llama.cpp/models/" in member.name:
                 data = tar.extractfile(member).read()
                 # write then rename, so an interrupted extraction never leaves a half file
                 with tempfile.NamedTemporaryFile(dir=out, delete=False) as tmp:
                     tmp.write(data)
-                os.replace(tmp.name, out / name)
-    missing = [name for name in VOCAB_FILES if not (out / name).is_file()]
+                os.replace(tmp.name, out / file)
+    missing = [file for file in vocab_files if not (out / file).is_file()]
     if missing:
         raise RuntimeError(f"{missing} not found in {LLAMA_SDIST}")
-    return out / VOCAB_FILES[0]
+    return out / vocab_files[0]
 
 
 if __name__ == "__main__":
-    print(ensure_gemma4_vocab())
+    for vocab in ("gemma-4", "gpt-2", "qwen2", "llama-bpe"):
+        print(ensure_llama_vocab(vocab))

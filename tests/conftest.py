@@ -39,3 +39,19 @@ def _load_script(name: str):
 def gemma4_vocab() -> Path:
     """llama.cpp's real Gemma 4 vocabulary GGUF (262,144 tokens, no tensors)."""
     return _load_script("fetch_test_data").ensure_gemma4_vocab()
+
+
+@pytest.fixture(scope="session")
+def llama_vocab():
+    """Function NAME -> path of llama.cpp's models/ggml-vocab-NAME.gguf (.inp/.out beside it)."""
+    return _load_script("fetch_test_data").ensure_llama_vocab
+
+
+@pytest.fixture(scope="session")
+def tiny_chat_gguf(tmp_path_factory, gemma4_vocab) -> Path:
+    """A tiny random DiffusionGemma GGUF with the real Gemma 4 tokenizer and chat template:
+    everything a chat needs, but gibberish answers (16-token canvas, 2 layers)."""
+    from tests.support.tiny_dg import convert, hf_model
+
+    model = hf_model(vocab_size=262144, canvas_length=16)
+    return convert(model, tmp_path_factory.mktemp("tiny-chat"), qtype="f16", vocab=gemma4_vocab)

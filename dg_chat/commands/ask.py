@@ -1,9 +1,98 @@
-"""`dg-chat ask`."""
+"""`dg-chat ask`: answer one prompt and exit; pipe-friendly.
+
+The answer goes to stdout block by block as blocks commit; progress, the live canvas
+(--show-steps) and the thinking go to stderr, so `dg-chat ask "..." > answer.md` keeps only the answer.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+from contextlib import nullcontext
+
+from rich.console import Console
+from rich.live import Live
+from rich.text import Text
+
+from dg_chat.engine.engine import Engine, load_engine
+from dg_chat.engine.events import BlockCommitted, CanvasStep, TurnFailed, TurnFinished
+from dg_chat.errors import DgChatError
+from dg_chat.text.chat import Message
+from dg_chat.text.sanitize import printable
+
+
+def read_prompt(args: argparse.Namespace) -> str:
+    if args.prompt is not None:
+        return args.prompt
+    if sys.stdin is None or sys.stdin.isatty():
+        raise DgChatError("no prompt: give one as an argument or pipe it on stdin")
+    return sys.stdin.read()
+
+
+def canvas_text(step: CanvasStep, engine: Engine) -> Text:
+    """The canvas as the model sees it: accepted tokens bright, noise dim, fresh changes marked."""
+    text = Text(f"block {step.block + 1} · step {step.step}/{step.max_steps} · "
+                f"mean entropy {step.mean_entropy:.3f}\n", style="bold")
+    for token, accepted, changed in zip(step.tokens.tolist(), step.accepted.tolist(), step.changed.tolist()):
+        style = ("bold " if changed else "") + ("bright_white" if accepted else "dim")
+        text.append(engine.tokenizer.piece(token), style=style)
+    return text
 
 
 def run(args: argparse.Namespace) -> int:
-    raise NotImplementedError("dg-chat ask")
+    settings = args.settings
+    prompt = read_prompt(args)
+    if not prompt.strip():
+        raise DgChatError("the prompt is empty")
+    err = Console(stderr=True, highlight=False)
+    with err.status("loading the model…", spinner="dots") if err.is_terminal else nullcontext():
+        engine = load_engine(settings)
+    messages = ([Message("system", settings.system_prompt)] if settings.system_prompt else [])
+    messages.append(Message("user", prompt))
+    try:
+        return _answer(args, engine, messages, err)
+    finally:
+        engine.close()
+
+
+def _answer(args: argparse.Namespace, engine: Engine, messages: list[Message], err: Console) -> int:
+    settings = args.settings
+    live = Live(console=err, transient=True, auto_refresh=False) if args.show_steps else None
+    written = ""
+    finished: TurnFinished | None = None
+    with live or nullcontext():
+        for event in engine.turn(messages, settings.sampler):
+            if isinstance(event, CanvasStep) and live:
+                live.update(canvas_text(event, engine), refresh=True)
+            elif isinstance(event, BlockCommitted) and not args.json:
+                # stream the answer as blocks commit; the text so far may re-tokenise at block edges
+                if event.answer.startswith(written):
+                    sys.stdout.write(printable(event.answer[len(written):]))
+                    sys.stdout.flush()
+                    written = event.answer
+            elif isinstance(event, TurnFailed):
+                raise DgChatError(event.error)
+            elif isinstance(event, TurnFinished):
+                finished = event
+    assert finished is not None
+    if args.json:
+        print(json.dumps({
+            "text": finished.answer, "thinking": finished.thinking,
+            "prompt_ids": engine.prompt_ids(messages, settings.sampler.thinking),
+            "token_ids": finished.token_ids, "backend": engine.backend.name, "model": engine.name,
+            "stats": finished.stats.to_dict(),
+        }, ensure_ascii=False))
+        return 0
+    if finished.answer != written:  # a block edge re-tokenised: print the settled remainder
+        sys.stdout.write(printable(finished.answer[len(written):] if finished.answer.startswith(written)
+                                   else "\n" + finished.answer))
+    sys.stdout.write("\n")
+    sys.stdout.flush()
+    if finished.thinking:
+        err.print(Text(printable(finished.thinking), style="dim"))
+    stats = finished.stats
+    err.print(f"[dim]{stats.tokens} tokens · {stats.blocks} blocks · {stats.steps_per_block:.1f} steps/block · "
+              f"{stats.tokens_per_second:.1f} tok/s · seed {stats.seed}[/dim]")
+    return 0
+

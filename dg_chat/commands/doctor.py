@@ -1,9 +1,136 @@
-"""`dg-chat doctor`."""
+"""`dg-chat doctor`: one line per check (ok / warn / fail, with a hint); exit 1 if one failed."""
 
 from __future__ import annotations
 
 import argparse
+import platform
+import shutil
+import sys
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from huggingface_hub import constants
+from rich.console import Console
+from rich.text import Text
+
+from dg_chat import hub, paths
+from dg_chat.config import Settings
+from dg_chat.engine.backends.choice import choose_backend
+from dg_chat.errors import DgChatError
+from dg_chat.gguf.reader import open_gguf
+
+LLAMA_CPP_VERSION = "0.3.36"
+ENOUGH_DISK = 20 * hub.GB  # DiffusionGemma Q4_K_M plus some room
+_STYLES = {"ok": "green", "warn": "yellow", "fail": "bold red"}
+
+
+@dataclass(frozen=True)
+class Check:
+    status: str
+    """"ok", "warn" or "fail"."""
+    name: str
+    detail: str
+    hint: str = ""
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
+
+
+def check_python() -> Check:
+    ok = sys.version_info >= (3, 11)
+    return Check("ok" if ok else "fail", "python", f"{platform.python_version()} ({sys.executable})",
+                 "" if ok else "dg-chat needs Python 3.11 or newer")
+
+
+def check_torch() -> list[Check]:
+    try:
+        import torch
+    except Exception as exc:  # noqa: BLE001 - a broken install must be reported, not raised
+        return [Check("fail", "torch", f"not importable ({_first_line(exc)})", "run scripts/setup.sh")]
+    checks = [Check("ok", "torch", f"{torch.__version__} (CUDA build: {torch.version.cuda or 'no'})")]
+    if not torch.cuda.is_available():
+        why = "this torch has no CUDA" if torch.version.cuda is None else "no CUDA GPU is visible"
+        return checks + [Check("warn", "gpu", f"{why}; models run on the CPU",
+                               "DiffusionGemma needs an NVIDIA GPU with about 20 GB; the demo model runs anywhere")]
+    for index in range(torch.cuda.device_count()):
+        free, total = torch.cuda.mem_get_info(index)
+        checks.append(Check("ok", f"gpu {index}", f"{torch.cuda.get_device_name(index)}, "
+                                                  f"{hub.gb(free)} free of {hub.gb(total)} VRAM"))
+    return checks
+
+
+def check_llama(cuda: bool) -> Check:
+    try:
+        import llama_cpp
+    except Exception as exc:  # noqa: BLE001 - ImportError, or OSError from a broken libllama
+        return Check("fail", "llama.cpp", f"llama-cpp-python is not importable ({_first_line(exc)})",
+                     "run scripts/setup.sh to build it; Dream, LLaDA, LLaDA-MoE and RND1 run on it")
+    version = getattr(llama_cpp, "__version__", "?")
+    offload = bool(llama_cpp.llama_supports_gpu_offload())
+    detail = f"llama-cpp-python {version}, " + ("GPU offload" if offload else "CPU only (built without GPU offload)")
+    if version != LLAMA_CPP_VERSION:
+        return Check("warn", "llama.cpp", detail, f"dg-chat is tested with {LLAMA_CPP_VERSION}; run scripts/setup.sh")
+    if cuda and not offload:
+        return Check("warn", "llama.cpp", detail, "rebuild it for CUDA: DG_CHAT_CUDA=1 scripts/setup.sh")
+    return Check("ok", "llama.cpp", detail)
+
+
+def _model_check(name: str, path: Path, settings: Settings, hint: str) -> Check:
+    try:
+        with open_gguf(path) as gguf:
+            architecture = gguf.architecture
+        backend = choose_backend(architecture, settings.backend)
+    except DgChatError as exc:
+        return Check("fail", name, str(exc), hint)
+    return Check("ok", name, f"{hub.gb(path.stat().st_size)}, {architecture} on the {backend} backend ({path})")
+
+
+def check_models(settings: Settings) -> list[Check]:
+    local = hub.local_models(settings)
+    redownload = "remove it with `dg-chat models rm` and pull it again"
+    checks = [_model_check(m.spec, m.path, settings, redownload) for m in local]
+    if all(m.spec == hub.DEMO for m in local):
+        checks.append(Check("warn", "downloads", f"no model downloaded to {hub.models_cache(settings)}",
+                            "dg-chat models pull diffusiongemma"))
+    try:
+        chosen = hub.resolve_model(settings.model, settings)
+    except DgChatError as exc:
+        return checks + [Check("fail", "model", str(exc))]
+    check = _model_check("model", chosen, settings, "set `model` in the config file or pass -m")
+    return checks + [replace(check, detail=f"{settings.model or hub.DEMO}: {check.detail}")]
+
+
+def check_paths(settings: Settings) -> list[Check]:
+    config = paths.config_file()
+    models = hub.models_cache(settings)
+    hub_mode = "offline (HF_HUB_OFFLINE)" if constants.HF_HUB_OFFLINE else f"{constants.ENDPOINT}, used by `models pull` only"
+    existing = next(p for p in (models, *models.parents) if p.exists())
+    free = shutil.disk_usage(existing).free
+    return [
+        Check("ok", "config", f"{config}" + ("" if config.exists() else " (not created; defaults apply)")),
+        Check("ok", "data", str(paths.data_dir())),
+        Check("ok", "cache", str(paths.cache_dir())),
+        Check("ok", "models dir", str(models)),
+        Check("ok", "hub", hub_mode),
+        Check("ok" if free >= ENOUGH_DISK else "warn", "disk", f"{hub.gb(free)} free at {existing}",
+              "" if free >= ENOUGH_DISK else "DiffusionGemma Q4_K_M needs about 17 GB"),
+    ]
+
+
+def run_checks(settings: Settings) -> list[Check]:
+    torch_checks = check_torch()
+    cuda = any(c.name.startswith("gpu ") for c in torch_checks)
+    return [check_python(), *torch_checks, check_llama(cuda), *check_models(settings), *check_paths(settings)]
 
 
 def run(args: argparse.Namespace) -> int:
-    raise NotImplementedError("dg-chat doctor")
+    console = Console(highlight=False)
+    checks = run_checks(args.settings)
+    for check in checks:
+        line = Text.assemble((f"{check.status:<5}", _STYLES[check.status]), f"{check.name:<16}", check.detail)
+        if check.hint:
+            line.append(f"  hint: {check.hint}", style="dim")
+        console.print(line, soft_wrap=True)
+    return 1 if any(check.status == "fail" for check in checks) else 0

@@ -70,6 +70,8 @@ class Stats:
     """Denoising steps of each block."""
     seconds: float = 0.0
     """Wall time of the denoising and commits (prompt encoding excluded)."""
+    seed: int | None = None
+    """The seed the turn used: pass it back (--seed) to reproduce the answer."""
 
     @property
     def blocks(self) -> int:

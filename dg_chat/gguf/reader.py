@@ -24,6 +24,7 @@ from dg_chat.errors import DgChatError
 MAGIC = b"GGUF"
 DEFAULT_ALIGNMENT = 32
 MAX_DIMS = 4
+MAX_ARRAY_NESTING = 8
 
 # GGUF value types -> (struct code, numpy dtype)
 _SCALARS: dict[int, tuple[str, str]] = {
@@ -60,6 +61,14 @@ class TensorInfo:
     @property
     def n_elements(self) -> int:
         return int(np.prod(self.shape, dtype=np.int64))
+
+    @property
+    def byte_shape(self) -> tuple[int, ...]:
+        """The shape of the data as rows of bytes: ([...,] bytes per row)."""
+        if not self.shape:
+            return (self.n_bytes,)
+        block, type_size = GGML_QUANT_SIZES[self.type]
+        return (*self.shape[:-1], self.shape[-1] // block * type_size)
 
 
 class _Cursor:
@@ -119,13 +128,15 @@ class _Cursor:
             raise self.fail(f"{what}: unknown value type {vtype}")
         return self.scalar(_SCALARS[vtype][0], what)
 
-    def array(self, what: str) -> Any:
+    def array(self, what: str, depth: int = 0) -> Any:
+        if depth > MAX_ARRAY_NESTING:  # a crafted file could otherwise exhaust the stack
+            raise self.fail(f"{what}: arrays nested more than {MAX_ARRAY_NESTING} deep")
         etype = self.scalar("I", what)
         count = self.scalar("Q", what)
         if etype == _STRING:
             return self.strings(count, what)
         if etype == _ARRAY:
-            return [self.array(what) for _ in range(count)]
+            return [self.array(what, depth + 1) for _ in range(count)]
         if etype not in _SCALARS:
             raise self.fail(f"{what}: unknown array element type {etype}")
         dtype = np.dtype(_SCALARS[etype][1])
@@ -162,7 +173,7 @@ class GGUFFile:
         n_kv = cur.scalar("Q", "header")
         # Smallest possible entries: a KV is 8+0+4+1 bytes, a tensor info 8+0+4+8+4+8.
         if n_kv * 13 > cur.size or n_tensors * 32 > cur.size:
-            raise cur.fail(f"corrupt header: {n_kv} metadata entries and {n_tensors} tensors cannot fit in {cur.size} bytes")
+            raise cur.fail(f"corrupt or truncated header: {n_kv} metadata entries and {n_tensors} tensors cannot fit in {cur.size} bytes")
 
         self.metadata: dict[str, Any] = {}
         for i in range(n_kv):
@@ -204,8 +215,9 @@ class GGUFFile:
         except ValueError:
             raise cur.fail(f"tensor '{name}' has unknown type {raw_type}") from None
         block, type_size = GGML_QUANT_SIZES[qtype]
-        if ne and ne[0] % block:
-            raise cur.fail(f"tensor '{name}': row of {ne[0]} is not a multiple of the {qtype.name} block size {block}")
+        row = ne[0] if ne else 1
+        if row % block:
+            raise cur.fail(f"tensor '{name}': row of {row} is not a multiple of the {qtype.name} block size {block}")
         n_elements = int(np.prod(ne, dtype=object)) if ne else 1
         n_bytes = n_elements // block * type_size
         if rel_offset % self.alignment:
@@ -247,8 +259,7 @@ class GGUFFile:
         data = self.raw(name)
         if info.type in _PLAIN_DTYPES:
             return data.view(_PLAIN_DTYPES[info.type]).reshape(info.shape)
-        block, type_size = GGML_QUANT_SIZES[info.type]
-        return data.reshape(*info.shape[:-1], info.shape[-1] // block * type_size)
+        return data.reshape(info.byte_shape)
 
     def info(self, name: str) -> TensorInfo:
         try:

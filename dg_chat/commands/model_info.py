@@ -1,0 +1,62 @@
+"""`dg-chat models info NAME|PATH`: what a GGUF file is and which backend would run it."""
+
+from __future__ import annotations
+
+import argparse
+
+from rich.console import Console
+from rich.text import Text
+
+from dg_chat.gguf.reader import open_gguf
+from dg_chat.hub import resolve_model
+from dg_chat.gguf.summary import ModelSummary, human_bytes, human_count, summarize
+
+
+def run(args: argparse.Namespace) -> int:
+    path = resolve_model(args.name, args.settings)
+    with open_gguf(path) as gguf:
+        summary = summarize(gguf, args.settings.backend)
+    # soft_wrap: long values (paths) are neither cut nor broken by rich; the terminal wraps them
+    console = Console(highlight=False, soft_wrap=True)
+    rows = _rows(summary)
+    width = max(len(label) for label, _ in rows) + 2
+    for label, value in rows:
+        # Text, not markup: names and types come from the file, which may contain '[' or escapes
+        console.print(Text.assemble((label.ljust(width), "bold"), _printable(value)))
+    return 0
+
+
+def _rows(s: ModelSummary) -> list[tuple[str, str]]:
+    rows = [
+        ("file", f"{s.path} ({human_bytes(s.file_size)})"),
+        ("architecture", s.architecture),
+        ("name", s.name or "(none)"),
+        ("parameters", f"{human_count(s.parameters)} ({s.parameters:,})"),
+        ("file type", s.file_type or "(not set)"),
+    ]
+    for i, group in enumerate(s.quant_mix):
+        plural = "s" if group.tensors != 1 else ""
+        rows.append(("tensor types" if i == 0 else "", f"{group.type}: {group.tensors} tensor{plural}, {human_bytes(group.n_bytes)}"))
+    if not s.quant_mix:
+        rows.append(("tensor types", "(no tensors: vocabulary only)"))
+    rows += [
+        ("context length", _number(s.context_length)),
+        ("canvas length", "n/a (mask diffusion)" if s.mask_diffusion else _number(s.canvas_length)),
+        ("vocabulary", _number(s.vocab_size)),
+    ]
+    if s.experts:
+        rows.append(("experts", f"{s.experts} ({_number(s.experts_used)} used per token)"))
+    rows += [
+        ("chat template", "present" if s.has_chat_template else "absent"),
+        ("backend", s.backend or f"none: {s.backend_error}"),
+    ]
+    return rows
+
+
+def _number(value: int | None) -> str:
+    return "(not set)" if value is None else f"{value:,}"
+
+
+def _printable(text: str) -> str:
+    """Control characters (terminal escapes) shown as \\x.. instead of sent to the terminal."""
+    return "".join(ch if ch.isprintable() else f"\\x{ord(ch):02x}" for ch in text)

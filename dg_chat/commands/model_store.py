@@ -1,0 +1,94 @@
+"""`dg-chat models list|pull|rm`: the catalog, downloads with a progress bar, removal."""
+
+from __future__ import annotations
+
+import argparse
+
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn
+from rich.table import Table
+from rich.text import Text
+
+from dg_chat import hub
+from dg_chat.config import Settings
+from dg_chat.errors import DgChatError
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "--:--"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes:02d}:{secs:02d}"
+
+
+def _pull(spec: str, settings: Settings, console: Console) -> int:
+    plan = hub.plan_pull(spec, settings)
+    console.print(Text(f"{plan.spec}: {plan.model.repo}/{plan.filename} ({hub.gb(plan.size)})"))
+    if plan.reason:
+        console.print(Text(f"chosen {plan.reason}"))
+    columns = (TextColumn("{task.description:<8}"), BarColumn(), DownloadColumn(binary_units=False),
+               TextColumn("{task.fields[speed]:>10}"), TextColumn("ETA {task.fields[eta]}"))
+    with Progress(*columns, console=console, transient=False) as bar:
+        tasks: dict[str, TaskID] = {}
+
+        def show(p: hub.DownloadProgress) -> None:
+            if p.phase not in tasks:
+                tasks[p.phase] = bar.add_task(p.phase, total=p.total, speed="", eta="--:--")
+            bar.update(tasks[p.phase], completed=p.done, speed=f"{p.speed / 1e6:.1f} MB/s", eta=_duration(p.eta))
+
+        try:
+            path = hub.download(plan, settings, show)
+        except KeyboardInterrupt:
+            bar.stop()
+            console.print(Text(f"paused; run `dg-chat models pull {plan.spec}` again to resume"))
+            raise
+    console.print(Text(f"ready: {path}"), soft_wrap=True)
+    console.print(Text(f"chat with it: dg-chat -m {plan.spec}"))
+    return 0
+
+
+def _list(settings: Settings, console: Console) -> int:
+    local = {m.spec: m for m in hub.local_models(settings)}
+    table = Table(title=Text(f"models (downloads: {hub.models_cache(settings)})"), title_justify="left")
+    for column in ("name", "quant", "size", "downloaded"):
+        table.add_column(column)
+    demo = local.get(hub.DEMO)
+    table.add_row(hub.DEMO, "", Text(hub.gb(demo.size) if demo else ""),
+                  Text(str(demo.path)) if demo else Text(f"missing: {hub.demo_file()}", style="yellow"))
+    for model in hub.load_catalog().values():
+        table.add_section()
+        for i, (quant, approx) in enumerate(model.quants.items()):
+            found = local.get(f"{model.name}:{quant}")
+            table.add_row(Text(model.name if i == 0 else ""), Text(quant),
+                          Text(hub.gb(found.size) if found else f"~{hub.gb(approx)}"),
+                          Text(str(found.path), style="green") if found else Text(""))
+    console.print(table)
+    return 0
+
+
+def _rm(spec: str, assume_yes: bool, settings: Settings, console: Console) -> int:
+    removal = hub.plan_removal(spec, settings)
+    console.print(Text(f"{', '.join(removal.specs)}: frees {hub.gb(removal.freed)}"))
+    for path in removal.paths:
+        console.print(Text(f"  {path}"), soft_wrap=True)
+    if not assume_yes:
+        try:
+            answer = input("delete? [y/N] ")
+        except EOFError:
+            raise DgChatError("no answer to the confirmation; pass --yes to delete without asking") from None
+        if answer.strip().lower() not in ("y", "yes"):
+            console.print(Text("kept"))
+            return 0
+    removal.strategy.execute()
+    console.print(Text(f"deleted; freed {hub.gb(removal.freed)}"))
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    console = Console(highlight=False)
+    if args.models_command == "pull":
+        return _pull(args.name, args.settings, console)
+    if args.models_command == "rm":
+        return _rm(args.name, args.yes, args.settings, console)
+    return _list(args.settings, console)

@@ -1,0 +1,59 @@
+"""A loaded model ready to chat: backend + tokenizer + chat format, and the turn API that the
+TUI, `dg-chat ask` and the benchmarks share."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Iterator, Sequence
+
+import torch
+
+from dg_chat.config import SamplerSettings, Settings
+from dg_chat.engine.backends.base import Backend
+from dg_chat.engine.events import Event, TurnFailed
+from dg_chat.engine.generate import generate
+from dg_chat.errors import DgChatError
+from dg_chat.text.chat import ChatFormat, Message
+from dg_chat.text.tokenizer import Tokenizer
+
+log = logging.getLogger(__name__)
+
+
+class Engine:
+    def __init__(self, backend: Backend, tokenizer: Tokenizer, chat: ChatFormat, *,
+                 end_ids: frozenset[int], name: str):
+        self.backend = backend
+        self.tokenizer = tokenizer
+        self.chat = chat
+        self.end_ids = end_ids
+        self.name = name
+
+    def prompt_ids(self, messages: Sequence[Message], thinking: bool) -> list[int]:
+        return self.chat.render(messages, thinking=thinking)
+
+    def turn(self, messages: Sequence[Message], sampler: SamplerSettings,
+             cancel: threading.Event | None = None) -> Iterator[Event]:
+        """Answer the conversation's last user message. Blocking: run it off the UI thread.
+        Always ends with TurnFinished or TurnFailed; never raises for engine failures."""
+        try:
+            yield from generate(self.backend, self.prompt_ids(messages, sampler.thinking), sampler,
+                                end_ids=self.end_ids, parse=self.chat.parse, cancel=cancel)
+        except DgChatError as exc:
+            yield TurnFailed(str(exc))
+        except torch.OutOfMemoryError:
+            yield TurnFailed(f"out of memory on {self.backend.device}: use a smaller quant, fewer "
+                             "canvases, or --device cpu")
+        except Exception as exc:  # noqa: BLE001 - a failed turn must not take the app down
+            log.exception("turn failed")
+            yield TurnFailed(f"internal error: {type(exc).__name__}: {exc}")
+
+    def close(self) -> None:
+        self.backend.close()
+
+
+def load_engine(settings: Settings) -> Engine:
+    """Resolve `settings.model` to a local GGUF, choose its backend and load it (slow)."""
+    from dg_chat.engine.loader import load  # noqa: PLC0415 - keeps `import dg_chat.engine.engine` light
+
+    return load(settings)

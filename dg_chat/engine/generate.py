@@ -1,0 +1,115 @@
+"""The block loop shared by all backends: prompt -> canvases -> events.
+
+    prefill(prompt)
+    for each block: [commit previous canvas] -> denoise a canvas step by step -> cut at the
+    first end token -> BlockCommitted; stop at an end token or after max_canvases blocks.
+
+Cancellation is checked between steps. Semantics follow transformers'
+DiffusionGemmaGenerationMixin.generate: a committed canvas enters the context whole (all its
+argmax tokens), and the output keeps tokens up to and including the first end token.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from typing import Callable, Iterator, Sequence
+
+import torch
+
+from dg_chat.config import SamplerSettings
+from dg_chat.engine.backends.base import Backend
+from dg_chat.engine.events import BlockCommitted, Event, PromptEncoded, Stats, TurnFinished
+from dg_chat.engine.sampling import BlockSampler, EntropyBoundSampler
+from dg_chat.errors import DgChatError
+
+Parse = Callable[[Sequence[int]], tuple[str, str]]
+
+
+class ContextOverflowError(DgChatError):
+    pass
+
+
+def make_generator(seed: int | None, device: str) -> tuple[torch.Generator, int]:
+    """A private generator seeded like `torch.manual_seed(seed)`; a fresh seed if None."""
+    seed = secrets.randbits(63) if seed is None else seed
+    generator = torch.Generator(device=device)
+    generator.manual_seed(seed)
+    return generator, seed
+
+
+def block_sampler(backend: Backend, settings: SamplerSettings, generator: torch.Generator) -> BlockSampler:
+    if backend.noise == "uniform":
+        return EntropyBoundSampler(settings, vocab_size=backend.vocab_size,
+                                   canvas_length=backend.canvas_length, generator=generator)
+    from dg_chat.engine.mask_sampling import MaskSampler  # noqa: PLC0415 - only mask models need it
+
+    return MaskSampler(settings, backend=backend, generator=generator)
+
+
+def cut_at_end(tokens: list[int], end_ids: frozenset[int]) -> tuple[list[int], bool]:
+    """Tokens up to and including the first end token, and whether one was found."""
+    for i, token in enumerate(tokens):
+        if token in end_ids:
+            return tokens[: i + 1], True
+    return tokens, False
+
+
+def check_context(backend: Backend, n_prompt: int, max_canvases: int) -> int:
+    """How many canvases fit after the prompt; an error if not even one does."""
+    room = backend.context_length - n_prompt
+    if room < backend.canvas_length:
+        raise ContextOverflowError(
+            f"the prompt has {n_prompt} tokens; with a {backend.canvas_length}-token canvas it exceeds "
+            f"the model's context of {backend.context_length} tokens (start a new chat or shorten it)")
+    return min(max_canvases, room // backend.canvas_length)
+
+
+def generate(backend: Backend, prompt_ids: Sequence[int], settings: SamplerSettings, *,
+             end_ids: frozenset[int], parse: Parse,
+             cancel: threading.Event | None = None) -> Iterator[Event]:
+    """Run one turn. Raises on backend failures (the Engine turns them into TurnFailed)."""
+    max_canvases = check_context(backend, len(prompt_ids), settings.max_canvases)
+    generator, seed = make_generator(settings.seed, backend.device)
+    stats = Stats(prompt_tokens=len(prompt_ids), seed=seed)
+
+    started = time.perf_counter()
+    encoded = backend.prefill(prompt_ids)
+    stats.prompt_seconds = time.perf_counter() - started
+    yield PromptEncoded(encoded, stats.prompt_seconds)
+
+    sampler = block_sampler(backend, settings, generator)
+    kept: list[int] = []
+    thinking = answer = ""
+    previous: torch.Tensor | None = None
+    started = time.perf_counter()
+    stopped = False
+    for block in range(max_canvases):
+        if previous is not None:
+            backend.commit(previous)
+        result = None
+        denoiser = sampler.denoise_block(backend, block)
+        while not (cancel is not None and cancel.is_set()):
+            try:
+                yield next(denoiser)
+            except StopIteration as done:
+                result = done.value
+                break
+        if result is None:  # cancelled between two steps
+            denoiser.close()
+            stopped = True
+            break
+        tokens, ended = cut_at_end(result.tokens.tolist(), end_ids)
+        kept += tokens
+        stats.steps.append(result.steps)
+        thinking, answer = parse(kept)
+        final = ended or block == max_canvases - 1
+        yield BlockCommitted(block=block, tokens=torch.tensor(tokens, dtype=torch.int32).numpy(),
+                             steps=result.steps, thinking=thinking, answer=answer, final=final)
+        if final:
+            break
+        previous = result.tokens
+    stats.tokens = len(kept)
+    stats.seconds = time.perf_counter() - started
+    yield TurnFinished(answer=answer, thinking=thinking, token_ids=kept, stats=stats, stopped=stopped)

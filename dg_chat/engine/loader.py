@@ -1,0 +1,36 @@
+"""From settings to a running Engine: find the GGUF, choose its backend, build its tokenizer."""
+
+from __future__ import annotations
+
+
+from dg_chat.config import Settings
+from dg_chat.engine.backends.choice import choose_backend
+from dg_chat.engine.engine import Engine
+from dg_chat.gguf.reader import open_gguf
+from dg_chat.hub import resolve_model
+from dg_chat.text.chat import chat_format_for, end_token_ids
+from dg_chat.text.tokenizer import Tokenizer
+
+
+def load(settings: Settings) -> Engine:
+    path = resolve_model(settings.model, settings)  # offline: names, paths, or the demo
+    f = open_gguf(path)
+    try:
+        backend_name = choose_backend(f.architecture, settings.backend)
+        metadata = f.metadata
+        if backend_name == "llama":
+            f.close()
+            from dg_chat.engine.backends.llama import load_llama_engine_parts  # noqa: PLC0415
+
+            backend, tokenizer = load_llama_engine_parts(path, settings)
+        else:
+            from dg_chat.engine.backends.torch_dg.backend import TorchBackend  # noqa: PLC0415
+
+            backend = TorchBackend(f, settings.device)  # keeps the file mapped, closes it on close()
+            tokenizer = Tokenizer.from_metadata(metadata)
+    except BaseException:
+        f.close()
+        raise
+    name = str(metadata.get("general.name") or path.stem)
+    return Engine(backend, tokenizer, chat_format_for(metadata, tokenizer),
+                  end_ids=end_token_ids(metadata, tokenizer), name=name)

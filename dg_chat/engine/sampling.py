@@ -1,0 +1,148 @@
+"""DiffusionGemma's entropy-bound sampler, exactly as transformers 5.23 runs it.
+
+Per denoising step (`remaining` counts down N..1):
+    processed = logits / T(remaining)                     linear temperature schedule
+    candidate ~ Categorical(softmax(processed))           one draw per position
+    accept the lowest-entropy positions while the sum of the entropies before each stays
+        within the bound (the lowest-entropy position is always accepted)
+    canvas    = candidate where accepted, fresh uniform noise everywhere else
+    stop when the argmax canvas repeats (stability) and the mean entropy < confidence
+The block's output is the argmax canvas of the last step executed.
+
+With `reference_draws` (the default) the random draws happen in transformers' order and shapes
+(randint (1, C) for the canvas, multinomial over (C, V), randint (1, C) for the renoise), so that
+a generator seeded like `torch.manual_seed(N)` reproduces `generate()` token for token. Without,
+candidates are drawn by inverse CDF at the accepted positions only: the same distribution, but
+multinomial's C x V exponential draws are what a CPU step spends most of its time on.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from typing import Generator, Protocol
+
+import torch
+
+from dg_chat.config import SamplerSettings
+from dg_chat.engine.backends.base import Backend
+from dg_chat.engine.events import CanvasStep
+
+
+@dataclass(frozen=True, slots=True)
+class SelfCondition:
+    """The previous step's output, fed back into the next decoder step."""
+
+    logits: torch.Tensor
+    """Processed (tempered) logits, float32 [C, V]."""
+    probs: torch.Tensor
+    """softmax(logits) in float32, already computed for the draw: float32 backends reuse it."""
+
+
+@dataclass(frozen=True, slots=True)
+class BlockResult:
+    tokens: torch.Tensor
+    """int64 [C]: the finished canvas."""
+    steps: int
+
+
+BlockDenoiser = Generator[CanvasStep, None, BlockResult]
+
+
+class BlockSampler(Protocol):
+    def denoise_block(self, backend: Backend, block: int) -> BlockDenoiser:
+        """Yield one CanvasStep per denoising step; return the finished canvas."""
+        ...
+
+
+def temperature(settings: SamplerSettings, remaining: int) -> float:
+    """T = t_min + (t_max - t_min) * remaining / N: t_max on the first step, ~t_min on the last."""
+    return settings.t_min + (settings.t_max - settings.t_min) * (remaining / settings.max_steps)
+
+
+def categorical_entropy(logits: torch.Tensor) -> torch.Tensor:
+    """Per-row entropy in nats, computed as torch.distributions.Categorical(logits=...).entropy()
+    does (normalise with logsumexp, clamp -inf), so acceptance decisions match bit for bit;
+    in place where that changes nothing, because [canvas, vocab] temporaries are large."""
+    log_p = logits - logits.logsumexp(dim=-1, keepdim=True)
+    p = torch.softmax(log_p, dim=-1)
+    return -log_p.clamp_(min=torch.finfo(log_p.dtype).min).mul_(p).sum(dim=-1)
+
+
+def draw_accepted(probs: torch.Tensor, accepted: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Categorical draws by inverse CDF, only where a draw is kept (the accepted positions):
+    the same distribution as multinomial over every position, at a fraction of the cost."""
+    candidate = torch.zeros(probs.shape[0], dtype=torch.long, device=probs.device)
+    rows = accepted.nonzero().squeeze(-1)
+    cdf = probs[rows].cumsum(dim=-1)
+    u = torch.rand((rows.shape[0], 1), generator=generator, device=probs.device) * cdf[:, -1:]
+    candidate[rows] = torch.searchsorted(cdf, u).squeeze(-1).clamp_(max=probs.shape[-1] - 1)
+    return candidate
+
+
+def entropy_bound_accept(entropy: torch.Tensor, bound: float) -> torch.Tensor:
+    """Accept positions in ascending entropy while the sum of the strictly lower entropies
+    stays <= bound (Heng et al., arXiv 2505.24857): an upper bound on their joint mutual
+    information, so the accepted tokens are nearly independent."""
+    sorted_entropy, order = torch.sort(entropy, dim=-1)
+    accepted_sorted = torch.cumsum(sorted_entropy, dim=-1) - sorted_entropy <= bound
+    return torch.zeros_like(accepted_sorted).scatter(-1, order, accepted_sorted)
+
+
+class EntropyBoundSampler:
+    """Uniform-noise block denoising of DiffusionGemma (see the module docstring)."""
+
+    def __init__(self, settings: SamplerSettings, *, vocab_size: int, canvas_length: int,
+                 generator: torch.Generator):
+        self.settings = settings
+        self.vocab_size = vocab_size
+        self.canvas_length = canvas_length
+        self.generator = generator
+
+    def _noise(self) -> torch.Tensor:
+        return torch.randint(0, self.vocab_size, (1, self.canvas_length),
+                             generator=self.generator, device=self.generator.device)[0]
+
+    @torch.inference_mode()
+    def _step(self, backend: Backend, canvas: torch.Tensor, self_cond: SelfCondition | None, remaining: int
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, SelfCondition]:
+        """One denoising step: (next canvas, argmax, accepted, entropy, the next self-condition)."""
+        s = self.settings
+        processed = backend.denoise(canvas, self_cond).div_(temperature(s, remaining))  # ours to modify
+        probs = torch.softmax(processed, dim=-1, dtype=torch.float32)
+        if s.reference_draws:
+            candidate = torch.multinomial(probs, 1, generator=self.generator).squeeze(-1)
+        argmax = processed.argmax(dim=-1)
+        entropy = categorical_entropy(processed)
+        accepted = entropy_bound_accept(entropy, s.entropy_bound)
+        if not s.reference_draws:
+            candidate = draw_accepted(probs, accepted, self.generator)
+        canvas = torch.where(accepted, candidate, self._noise())
+        return canvas, argmax, accepted, entropy, SelfCondition(processed, probs)
+
+    def denoise_block(self, backend: Backend, block: int) -> BlockDenoiser:
+        s = self.settings
+        canvas = self._noise()
+        self_cond: SelfCondition | None = None
+        history: deque[torch.Tensor] = deque(maxlen=s.stability)
+        argmax = canvas
+        step = 0
+        for remaining in range(s.max_steps, 0, -1):
+            step += 1
+            canvas, new_argmax, accepted, entropy, self_cond = self._step(backend, canvas, self_cond, remaining)
+            stable = len(history) == s.stability and all(torch.equal(h, new_argmax) for h in history)
+            mean_entropy = entropy.mean()
+            changed = new_argmax != argmax
+            history.append(new_argmax)
+            argmax = new_argmax
+            yield CanvasStep(
+                block=block, step=step, max_steps=s.max_steps,
+                tokens=canvas.to("cpu", torch.int32).numpy(),
+                argmax=argmax.to("cpu", torch.int32).numpy(),
+                accepted=accepted.cpu().numpy(),
+                changed=changed.cpu().numpy(),
+                mean_entropy=float(mean_entropy),
+            )
+            if stable and bool(mean_entropy < s.confidence):  # compared in float32, as transformers does
+                break
+        return BlockResult(argmax, step)

@@ -1,0 +1,504 @@
+"""Models: the catalog, local lookup (never networked), downloads, quant choice, removal.
+
+Downloads land in the standard Hugging Face cache (shared with other tools) or in the
+`models_dir` setting, used as a cache directory of the same layout. huggingface_hub does the
+metadata calls, the HTTP transfer and the cache layout; dg-chat adds what it lacks for 16-50 GB
+files: a partial file that survives the process (`blobs/<etag>.incomplete`) so that a pull
+resumes where it stopped, a free-disk check, a SHA-256 check against the Hub's LFS metadata,
+and one-line errors.
+
+Local lookup (`resolve_model`, `local_models`) only reads the disk, so once a model is
+downloaded dg-chat never touches the network; HF_HUB_OFFLINE=1 makes that explicit.
+"""
+
+from __future__ import annotations
+
+import errno
+import fnmatch
+import hashlib
+import os
+import re
+import shutil
+import time
+import tomllib
+from collections import deque
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import filelock
+import httpx2
+from huggingface_hub import HfApi, constants, get_hf_file_metadata, hf_hub_download, hf_hub_url, scan_cache_dir
+from huggingface_hub.errors import (
+    CacheNotFound,
+    GatedRepoError,
+    HfHubHTTPError,
+    OfflineModeIsEnabled,
+    RemoteEntryNotFoundError,
+    RepositoryNotFoundError,
+    RevisionNotFoundError,
+)
+from huggingface_hub.file_download import http_get, repo_folder_name
+from huggingface_hub.utils import CachedFileInfo, DeleteCacheStrategy, HFCacheInfo, WeakFileLock, build_hf_headers
+
+from dg_chat import paths
+from dg_chat.config import Settings
+from dg_chat.errors import DgChatError
+
+GB = 1_000_000_000
+DEMO = "demo"
+_SPLIT = re.compile(r"-\d{5}-of-\d{5}(?=\.gguf$)", re.IGNORECASE)
+_VERIFY_CHUNK = 16 * 1024 * 1024
+
+
+def gb(n_bytes: float) -> str:
+    return f"{n_bytes / GB:.1f} GB"
+
+
+# -- catalog ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CatalogModel:
+    name: str
+    title: str
+    repo: str
+    architecture: str
+    files: str
+    """Glob of the file of one quant, with {quant} in it."""
+    quants: dict[str, int]
+    """Quant -> approximate size in bytes (exact sizes come from the Hub at pull time)."""
+    headroom: int
+    """Bytes needed beyond the weights: KV cache, canvas, logits, scratch."""
+    revision: str = "main"
+
+    def downloadable(self) -> dict[str, int]:
+        """Quants small enough for one plain HTTP download (bigger ones are published split)."""
+        return {q: size for q, size in self.quants.items() if size <= constants.MAX_HTTP_DOWNLOAD_SIZE}
+
+    def quant_of(self, filename: str) -> str | None:
+        """The quant whose glob matches this file name (split suffix ignored), if any."""
+        name = _SPLIT.sub("", filename.rsplit("/", 1)[-1]).lower()
+        for quant in self.quants:
+            if fnmatch.fnmatchcase(name, self.files.format(quant=quant).lower()):
+                return quant
+        return None
+
+
+def catalog_file() -> Path:
+    return paths.repo_models_dir() / "catalog.toml"
+
+
+def demo_file() -> Path:
+    return paths.repo_models_dir() / _load_catalog_toml()["demo"]["file"]
+
+
+def _load_catalog_toml() -> dict:
+    path = catalog_file()
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise DgChatError(f"cannot read the model catalog {path}: {exc}") from None
+
+
+def load_catalog() -> dict[str, CatalogModel]:
+    """Catalog name -> model, in catalog order."""
+    models = {}
+    for entry in _load_catalog_toml().get("models", []):
+        models[entry["name"]] = CatalogModel(
+            name=entry["name"], title=entry["title"], repo=entry["repo"],
+            architecture=entry["architecture"], files=entry["files"],
+            quants={q: int(size * GB) for q, size in entry["quants"].items()},
+            headroom=int(entry["headroom_gb"] * GB), revision=entry.get("revision", "main"),
+        )
+    return models
+
+
+def parse_spec(spec: str) -> tuple[CatalogModel, str | None]:
+    """"NAME[:QUANT]" -> (catalog model, quant or None); a clear error for anything else."""
+    name, _, quant = spec.partition(":")
+    catalog = load_catalog()
+    model = catalog.get(name.lower())
+    if model is None:
+        raise DgChatError(f"unknown model '{spec}'; known: {', '.join([DEMO, *catalog])}, or a path to a .gguf file")
+    if not quant:
+        return model, None
+    for known in model.quants:
+        if known.lower() == quant.lower():
+            return model, known
+    raise DgChatError(f"{model.name} has no quant '{quant}'; choose one of {', '.join(model.quants)}")
+
+
+# -- local lookup (no network) ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LocalModel:
+    spec: str
+    """"demo" or "NAME:QUANT"."""
+    path: Path
+    size: int
+
+
+def models_cache(settings: Settings) -> Path:
+    """The Hugging Face cache directory that downloads go to."""
+    return Path(settings.models_dir).expanduser() if settings.models_dir else Path(constants.HF_HUB_CACHE)
+
+
+def _looks_like_path(spec: str) -> bool:
+    return spec.lower().endswith(".gguf") or "/" in spec or os.sep in spec or spec.startswith("~")
+
+
+def _refuse_split(path: Path) -> None:
+    if _SPLIT.search(path.name):
+        raise DgChatError(f"{path.name} is one part of a split GGUF, which dg-chat does not load; "
+                          "merge the parts with `llama-gguf-split --merge` and pass the merged file")
+
+
+def _scan(settings: Settings) -> HFCacheInfo | None:
+    try:
+        return scan_cache_dir(models_cache(settings))
+    except CacheNotFound:
+        return None
+
+
+def _downloaded(settings: Settings) -> list[tuple[CatalogModel, str, CachedFileInfo]]:
+    """(model, quant, cached file) of every single-file catalog quant in the cache, newest first."""
+    cache = _scan(settings)
+    by_repo = {m.repo.lower(): m for m in load_catalog().values()}
+    found = [
+        (model, quant, file)
+        for repo in (cache.repos if cache else ())
+        if repo.repo_type == "model" and (model := by_repo.get(repo.repo_id.lower()))
+        for revision in repo.revisions
+        for file in revision.files
+        if (quant := model.quant_of(file.file_name)) and not _SPLIT.search(file.file_name)
+    ]
+    return sorted(found, key=lambda entry: entry[2].blob_last_modified, reverse=True)
+
+
+def local_models(settings: Settings) -> list[LocalModel]:
+    """The demo model (when shipped) and every downloaded catalog quant, newest copy only."""
+    demo = demo_file()
+    found = {DEMO: LocalModel(DEMO, demo, demo.stat().st_size)} if demo.is_file() else {}
+    for model, quant, file in _downloaded(settings):
+        spec = f"{model.name}:{quant}"
+        found.setdefault(spec, LocalModel(spec, file.file_path, file.size_on_disk))
+    return list(found.values())
+
+
+def resolve_model(spec: str, settings: Settings) -> Path:
+    """The local GGUF for a model spec, without any network access.
+
+    "" or "demo": the embedded demo model; "NAME[:QUANT]": a downloaded catalog model (without a
+    quant: the largest downloaded one that fits free memory); anything else: a GGUF path.
+    """
+    spec = spec.strip()
+    if spec in ("", DEMO):
+        path = demo_file()
+        if not path.is_file():
+            raise DgChatError(f"the embedded demo model is missing ({path}); reinstall dg-chat, "
+                              "or download a model: dg-chat models pull diffusiongemma")
+        return path
+    name = spec.partition(":")[0].lower()
+    if name not in load_catalog() and (_looks_like_path(spec) or Path(spec).expanduser().exists()):
+        path = Path(spec).expanduser()
+        if not path.is_file():
+            raise DgChatError(f"no such model file: {path}")
+        _refuse_split(path)
+        return path
+    model, quant = parse_spec(spec)
+    local = {q: file for m, q, file in reversed(_downloaded(settings)) if m.name == model.name}
+    if quant is None and local:
+        sizes = {q: file.size_on_disk for q, file in local.items()}
+        quant, _ = choose_quant(sizes, model.headroom, free_memory(settings.device))
+    if quant not in local:
+        wanted = f"{model.name}:{quant}" if quant else model.name
+        raise DgChatError(f"{wanted} is not downloaded; run: dg-chat models pull {wanted}")
+    return local[quant].file_path
+
+
+# -- quant choice ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Memory:
+    free: int
+    kind: str
+    """"VRAM" or "RAM"."""
+
+
+def _available_ram() -> int:
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+    except (ValueError, OSError):  # macOS has no SC_AVPHYS_PAGES: use total memory
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def free_memory(device: str = "auto") -> Memory:
+    """Free memory where the model will run: VRAM of the CUDA device, else available RAM."""
+    import torch  # slow import, needed only here
+
+    if device != "cpu" and torch.cuda.is_available():
+        free, _total = torch.cuda.mem_get_info(torch.device(device) if device.startswith("cuda") else None)
+        return Memory(free, "VRAM")
+    return Memory(_available_ram(), "RAM")
+
+
+def choose_quant(sizes: dict[str, int], headroom: int, memory: Memory) -> tuple[str, str]:
+    """The largest quant whose size plus headroom fits free memory (else the smallest), and why."""
+    fitting = [q for q, size in sizes.items() if size + headroom <= memory.free]
+    if fitting:
+        quant = max(fitting, key=sizes.__getitem__)
+        return quant, (f"{quant}: {gb(sizes[quant])} fits {gb(memory.free)} free {memory.kind} "
+                       f"with {gb(headroom)} headroom")
+    quant = min(sizes, key=sizes.__getitem__)
+    return quant, (f"{quant}: the smallest quant; {gb(sizes[quant])} plus {gb(headroom)} headroom is more than "
+                   f"the {gb(memory.free)} free {memory.kind}, so it may be slow or fail to load")
+
+
+# -- downloads -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DownloadProgress:
+    filename: str
+    phase: str
+    """"download" or "verify"."""
+    done: int
+    total: int
+    speed: float
+    """Bytes per second over the last few seconds (0 until known)."""
+
+    @property
+    def eta(self) -> float | None:
+        """Seconds left at the current speed, None while unknown."""
+        return (self.total - self.done) / self.speed if self.speed > 0 else None
+
+
+ProgressCallback = Callable[[DownloadProgress], None]
+
+
+class DownloadCancelled(DgChatError):
+    """Raised by a progress callback to stop a download; the partial file is kept for resuming."""
+
+
+@dataclass(frozen=True)
+class PullPlan:
+    model: CatalogModel
+    quant: str
+    filename: str
+    size: int
+    sha256: str
+    commit: str
+    reason: str | None
+    """Why this quant, when it was chosen automatically."""
+
+    @property
+    def spec(self) -> str:
+        return f"{self.model.name}:{self.quant}"
+
+
+class _Meter:
+    """Feeds a ProgressCallback; measures speed over a sliding window of a few seconds."""
+
+    WINDOW = 5.0
+
+    def __init__(self, filename: str, phase: str, total: int, callback: ProgressCallback | None):
+        self.filename, self.phase, self.total, self.callback = filename, phase, total, callback
+        self.done = 0
+        self.samples: deque[tuple[float, int]] = deque()
+
+    def set(self, done: int) -> None:
+        self.done = done
+        now = time.monotonic()
+        self.samples.append((now, done))
+        while len(self.samples) > 2 and now - self.samples[0][0] > self.WINDOW:
+            self.samples.popleft()
+        (t0, d0) = self.samples[0]
+        speed = (done - d0) / (now - t0) if now > t0 else 0.0
+        if self.callback:
+            self.callback(DownloadProgress(self.filename, self.phase, done, self.total, max(speed, 0.0)))
+
+
+class _Bar:
+    """The tqdm-like object huggingface_hub's http_get drives (its `tqdm_class` may be any
+    callable returning an object with update() that is a context manager)."""
+
+    def __init__(self, meter: _Meter, *, initial: int = 0, **_ignored: object):
+        self.meter = meter
+        meter.set(initial)
+
+    def update(self, n: int) -> None:
+        self.meter.set(self.meter.done + n)
+
+    def __enter__(self) -> _Bar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+@contextmanager
+def _hub_errors(what: str) -> Iterator[None]:
+    """Turn huggingface_hub, network and disk errors into one-line DgChatErrors."""
+    try:
+        yield
+    except OfflineModeIsEnabled:
+        raise DgChatError(f"cannot download {what}: offline mode is on (HF_HUB_OFFLINE); unset it to download") from None
+    except GatedRepoError:
+        raise DgChatError(f"{what} is gated: accept its license on the Hub and log in with `hf auth login`") from None
+    except RepositoryNotFoundError:
+        raise DgChatError(f"{what}: repository not found on the Hub (if it is private, log in with `hf auth login`)") from None
+    except RevisionNotFoundError:
+        raise DgChatError(f"{what}: revision not found on the Hub") from None
+    except RemoteEntryNotFoundError:
+        raise DgChatError(f"{what}: file not found on the Hub") from None
+    except HfHubHTTPError as exc:
+        code = exc.response.status_code if exc.response is not None else "error"
+        hint = "log in with `hf auth login`" if code in (401, 403) else "try again later"
+        raise DgChatError(f"the Hub refused {what} (HTTP {code}); {hint}") from None
+    except httpx2.TransportError as exc:
+        raise DgChatError(f"cannot reach {constants.ENDPOINT} for {what} ({type(exc).__name__}: {exc}); "
+                          "check the network and run the pull again, it resumes") from None
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise DgChatError(f"disk full while downloading {what}; free some space and run the pull again, "
+                              "it resumes") from None
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DgChatError(f"download of {what} failed: {first_line}; run the pull again, it resumes") from None
+
+
+def plan_pull(spec: str, settings: Settings) -> PullPlan:
+    """List the model's repository and pick the file to download (one metadata request)."""
+    if spec.strip().lower() in ("", DEMO):
+        raise DgChatError("the demo model ships with dg-chat; there is nothing to download")
+    if _looks_like_path(spec):
+        raise DgChatError(f"'{spec}' is a file path; pull takes a catalog name: {', '.join(load_catalog())}")
+    model, quant = parse_spec(spec)
+    with _hub_errors(model.repo):
+        info = HfApi().model_info(model.repo, revision=model.revision, files_metadata=True)
+    singles, splits = {}, {}
+    for sibling in info.siblings or []:
+        found = model.quant_of(sibling.rfilename)
+        if found and _SPLIT.search(sibling.rfilename):
+            splits.setdefault(found, []).append(sibling)
+        elif found and (found not in singles or len(sibling.rfilename) < len(singles[found].rfilename)):
+            singles[found] = sibling
+    reason = None
+    if quant is None:
+        sizes = {q: s.size for q, s in singles.items() if s.size and s.size <= constants.MAX_HTTP_DOWNLOAD_SIZE}
+        if not sizes:
+            raise DgChatError(f"{model.repo} has no downloadable single-file GGUF of {', '.join(model.quants)}")
+        quant, reason = choose_quant(sizes, model.headroom, free_memory(settings.device))
+    if quant not in singles:
+        if quant in splits:
+            raise DgChatError(f"{model.name}:{quant} is published as {len(splits[quant])} split files, which "
+                              "dg-chat does not load; choose another quant")
+        raise DgChatError(f"{model.repo} has no file for {quant} (looked for {model.files.format(quant=quant)})")
+    sibling = singles[quant]
+    if sibling.lfs is None:
+        raise DgChatError(f"{model.repo}/{sibling.rfilename} has no published SHA-256 (not an LFS file)")
+    return PullPlan(model, quant, sibling.rfilename, sibling.lfs.size, sibling.lfs.sha256, info.sha, reason)
+
+
+def _check_disk(directory: Path, needed: int) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(directory).free
+    if needed > free:
+        raise DgChatError(f"not enough disk space in {directory}: the download needs {gb(needed)} more, "
+                          f"{gb(free)} is free")
+
+
+def _verify(path: Path, plan: PullPlan, progress: ProgressCallback | None) -> None:
+    """Size and SHA-256 against the Hub's metadata; a corrupt file is deleted."""
+    meter = _Meter(plan.filename, "verify", plan.size, progress)
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_VERIFY_CHUNK):
+            digest.update(chunk)
+            meter.set(meter.done + len(chunk))
+    size = path.stat().st_size
+    if size != plan.size or digest.hexdigest() != plan.sha256:
+        path.unlink()
+        found = f"size {size}" if size != plan.size else f"sha256 {digest.hexdigest()[:12]}…"
+        raise DgChatError(f"{plan.filename} is corrupt ({found}, expected size {plan.size} and "
+                          f"sha256 {plan.sha256[:12]}…); it was deleted, run the pull again")
+
+
+def _fetch(url: str, blob: Path, lock: Path, plan: PullPlan, progress: ProgressCallback | None) -> None:
+    """Download into `<blob>.incomplete`, resuming what an earlier run left, then verify and move."""
+    if plan.size > constants.MAX_HTTP_DOWNLOAD_SIZE:
+        raise DgChatError(f"{plan.spec} ({gb(plan.size)}) is larger than a plain HTTP download allows; "
+                          "choose a smaller quant")
+    part = blob.with_name(blob.name + ".incomplete")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with WeakFileLock(lock, timeout=1):
+            done = part.stat().st_size if part.exists() else 0
+            if done > plan.size:  # not a prefix of this file: start over
+                part.unlink()
+                done = 0
+            _check_disk(blob.parent, plan.size - done)
+            meter = _Meter(plan.filename, "download", plan.size, progress)
+            with open(part, "ab") as f:
+                http_get(url, f, resume_size=done, expected_size=plan.size, headers=build_hf_headers(),
+                         tqdm_class=lambda **kw: _Bar(meter, **kw))  # type: ignore[arg-type]
+            _verify(part, plan, progress)
+            part.rename(blob)
+    except filelock.Timeout:
+        raise DgChatError(f"another process is downloading {plan.filename}; wait for it to finish") from None
+
+
+def download(plan: PullPlan, settings: Settings, progress: ProgressCallback | None = None) -> Path:
+    """Download (or resume) the planned file into the cache, verify it, return its path."""
+    cache = models_cache(settings)
+    with _hub_errors(f"{plan.model.repo}/{plan.filename}"):
+        meta = get_hf_file_metadata(hf_hub_url(plan.model.repo, plan.filename, revision=plan.commit))
+        folder = repo_folder_name(repo_id=plan.model.repo, repo_type="model")
+        blob = cache / folder / "blobs" / meta.etag
+        if not blob.exists():
+            _fetch(meta.location, blob, cache / ".locks" / folder / f"{meta.etag}.dg-chat.lock", plan, progress)
+        # huggingface_hub finds the blob in place and writes the snapshot link and the ref.
+        return Path(hf_hub_download(plan.model.repo, plan.filename, revision=plan.model.revision, cache_dir=cache))
+
+
+def pull(spec: str, settings: Settings, progress: ProgressCallback | None = None) -> Path:
+    """Download a catalog model (NAME[:QUANT]) with progress and resume; return its path."""
+    return download(plan_pull(spec, settings), settings, progress)
+
+
+# -- removal ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Removal:
+    specs: list[str]
+    paths: list[Path]
+    strategy: DeleteCacheStrategy
+
+    @property
+    def freed(self) -> int:
+        return self.strategy.expected_freed_size
+
+
+def plan_removal(spec: str, settings: Settings) -> Removal:
+    """What `models rm NAME[:QUANT]` deletes: every cached copy, through the cache deletion API."""
+    if spec.strip().lower() in ("", DEMO):
+        raise DgChatError("the demo model ships with dg-chat and cannot be removed")
+    model, quant = parse_spec(spec)
+    chosen = [(q, file) for m, q, file in _downloaded(settings) if m.name == model.name and quant in (None, q)]
+    cache = _scan(settings)
+    if not chosen or cache is None:
+        raise DgChatError(f"{spec} is not downloaded; nothing to remove")
+    files = [file for _, file in chosen]
+    specs = sorted({f"{model.name}:{q}" for q, _ in chosen})
+    return Removal(specs, sorted(f.file_path for f in files), cache.delete_files(*files))

@@ -1,0 +1,85 @@
+"""`dg-chat doctor`: one line per check, a hint on problems, exit 1 only when a check failed."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import types
+
+import pytest
+from fake_hub import tiny_gguf, write_catalog
+
+from dg_chat import paths
+from dg_chat.cli import main
+from dg_chat.commands import doctor
+from dg_chat.config import Settings
+
+LINE = re.compile(r"^(ok|warn|fail) +\S")
+
+
+@pytest.fixture
+def models_dir(tmp_path, monkeypatch):
+    write_catalog(tmp_path / "models", "test-org/tiny-GGUF")
+    monkeypatch.setattr(paths, "repo_models_dir", lambda: tmp_path / "models")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    return tmp_path / "models"
+
+
+@pytest.fixture
+def llama_ok(monkeypatch):
+    fake = types.SimpleNamespace(__version__=doctor.LLAMA_CPP_VERSION, llama_supports_gpu_offload=lambda: False)
+    monkeypatch.setitem(sys.modules, "llama_cpp", fake)
+
+
+def checks_by_name(settings: Settings) -> dict[str, doctor.Check]:
+    return {check.name: check for check in doctor.run_checks(settings)}
+
+
+def test_healthy_cpu_machine_passes(models_dir, llama_ok, capsys):
+    tiny_gguf(models_dir / "demo.gguf", n_floats=256)
+    assert main(["doctor"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines and all(LINE.match(line) for line in lines)
+    checks = checks_by_name(Settings())
+    assert checks["demo"].status == "ok" and "dream on the llama backend" in checks["demo"].detail
+    assert checks["model"].status == "ok" and checks["model"].detail.startswith("demo: ")
+    assert checks["llama.cpp"].status == "ok" and "CPU only" in checks["llama.cpp"].detail
+    assert checks["downloads"].status == "warn" and checks["downloads"].hint == "dg-chat models pull diffusiongemma"
+    assert checks["models dir"].detail.endswith("hf-cache")
+    assert {"python", "torch", "config", "data", "cache", "hub", "disk"} <= checks.keys()
+
+
+def test_missing_llama_cpp_is_a_failed_check_not_a_traceback(models_dir, monkeypatch, capsys):
+    tiny_gguf(models_dir / "demo.gguf", n_floats=256)
+    monkeypatch.setitem(sys.modules, "llama_cpp", None)  # import raises ImportError
+    assert main(["doctor"]) == 1
+    out, err = capsys.readouterr()
+    (line,) = [line for line in out.splitlines() if "llama.cpp" in line]
+    assert line.startswith("fail") and "not importable" in line and "hint: run scripts/setup.sh" in line
+    assert "Traceback" not in out + err
+
+
+def test_a_broken_model_fails_with_its_reason(models_dir, llama_ok, tmp_path):
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(b"not a gguf at all")
+    check = checks_by_name(Settings(model=str(broken)))["model"]
+    assert check.status == "fail" and "not a GGUF file" in check.detail and check.hint
+    checks = checks_by_name(Settings(model="tiny:Q8_0"))
+    assert checks["model"].status == "fail" and "not downloaded; run: dg-chat models pull tiny:Q8_0" in checks["model"].detail
+
+
+def test_version_mismatch_and_missing_offload_warn(llama_ok, monkeypatch):
+    sys.modules["llama_cpp"].__version__ = "0.3.1"
+    assert doctor.check_llama(cuda=False).status == "warn"
+    sys.modules["llama_cpp"].__version__ = doctor.LLAMA_CPP_VERSION
+    check = doctor.check_llama(cuda=True)
+    assert check.status == "warn" and "DG_CHAT_CUDA=1" in check.hint
+
+
+def test_doctor_runs_on_this_machine():
+    result = subprocess.run([sys.executable, "-m", "dg_chat.cli", "doctor"], capture_output=True, text=True, timeout=120)
+    assert result.returncode in (0, 1) and "Traceback" not in result.stderr + result.stdout
+    lines = result.stdout.splitlines()
+    assert len(lines) >= 10 and all(LINE.match(line) for line in lines)
+    assert (result.returncode == 1) == any(line.startswith("fail") for line in lines)

@@ -1,0 +1,74 @@
+"""`dg-chat models pull|list|rm` against the fake Hub."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from fake_hub import FakeHub, FakeRepo, point_hub_at, tiny_gguf, write_catalog
+
+from dg_chat import hub, paths
+from dg_chat.cli import main
+
+REPO = "test-org/tiny-GGUF"
+
+
+@pytest.fixture
+def fake_hub(monkeypatch, tmp_path):
+    write_catalog(tmp_path / "models", REPO)
+    monkeypatch.setattr(paths, "repo_models_dir", lambda: tmp_path / "models")
+    monkeypatch.setattr(hub, "free_memory", lambda device: hub.Memory(int(1.5e6), "VRAM"))
+    files = {name: tiny_gguf(tmp_path / name, n_floats=n) for name, n in
+             (("tiny-Q4_K_M.gguf", 256 * 1024), ("tiny-Q8_0.gguf", 512 * 1024))}
+    with FakeHub() as server:
+        server.repos[REPO] = FakeRepo(files)
+        point_hub_at(monkeypatch, server.url, tmp_path / "hf-cache")
+        yield server
+
+
+def test_pull_list_rm(fake_hub, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "250")  # long cache paths on one line
+    assert main(["models", "pull", "tiny"]) == 0
+    out = capsys.readouterr().out
+    assert "tiny:Q4_K_M: test-org/tiny-GGUF/tiny-Q4_K_M.gguf (0.0 GB)" in out
+    assert "chosen Q4_K_M: 0.0 GB fits 0.0 GB free VRAM" in out
+    assert "download" in out and "verify" in out and "MB/s" in out
+    assert "ready: " in out and "dg-chat -m tiny:Q4_K_M" in out
+
+    assert main(["models", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "Q4_K_M" in out and "tiny-Q4_K_M.gguf" in out and "~0.0 GB" in out  # Q8_0 listed, not local
+    assert "missing:" in out  # no demo model in this test's models dir
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("n\n"))
+    assert main(["models", "rm", "tiny:Q4_K_M"]) == 0
+    assert "kept" in capsys.readouterr().out
+    assert [m.spec for m in hub.local_models(hub.Settings())] == ["tiny:Q4_K_M"]
+
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))
+    assert main(["models", "rm", "tiny:Q4_K_M"]) == 1
+    assert "pass --yes" in capsys.readouterr().err
+
+    assert main(["models", "rm", "tiny", "--yes"]) == 0
+    assert "deleted; freed 0.0 GB" in capsys.readouterr().out
+    assert hub.local_models(hub.Settings()) == []
+
+
+def test_pull_errors_are_one_line(fake_hub, capsys):
+    fake_hub.repos.clear()
+    assert main(["models", "pull", "tiny:Q8_0"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("dg-chat: error: test-org/tiny-GGUF: repository not found")
+
+
+def test_interrupted_pull_says_how_to_resume(fake_hub, capsys, monkeypatch):
+    real = hub.http_get
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(hub, "http_get", interrupted)
+    assert main(["models", "pull", "tiny:Q8_0"]) == 130
+    assert "run `dg-chat models pull tiny:Q8_0` again to resume" in capsys.readouterr().out
+    monkeypatch.setattr(hub, "http_get", real)
+    assert main(["models", "pull", "tiny:Q8_0"]) == 0

@@ -1,0 +1,214 @@
+"""The entropy-bound sampler: the spec's conformance checklist, and step-by-step parity with
+transformers' own sampler classes on synthetic logits (same seed, same random calls)."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+
+from dg_chat.config import SamplerSettings
+from dg_chat.engine.backends.torch_dg.model import rope_inv_freq
+from dg_chat.engine.events import BlockCommitted, CanvasStep, PromptEncoded, TurnFinished
+from dg_chat.engine.generate import generate
+from dg_chat.engine.sampling import (
+    EntropyBoundSampler,
+    SelfCondition,
+    categorical_entropy,
+    entropy_bound_accept,
+    temperature,
+)
+
+V, C = 50, 6
+
+
+class ScriptedBackend:
+    """Logits that depend on the canvas and the self-conditioning input, deterministically."""
+
+    name, noise, mask_token_id, device = "fake", "uniform", None, "cpu"
+    vocab_size, canvas_length, context_length = V, C, 10_000
+
+    def __init__(self, sharpness: float = 4.0):
+        g = torch.Generator().manual_seed(0)
+        self.base = torch.randn(C, V, generator=g) * sharpness  # what each position "wants"
+        self.table = torch.randn(V, V, generator=g)  # how neighbours sway it
+        self.calls: list[tuple[list[int], bool]] = []
+        self.committed: list[list[int]] = []
+        self.cached_tokens = 0
+
+    def prefill(self, token_ids):
+        self.cached_tokens = len(token_ids)
+        return len(token_ids)
+
+    def denoise(self, canvas, self_cond):
+        self.calls.append((canvas.tolist(), self_cond is not None))
+        logits = self.base + self.table[canvas].roll(1, dims=0)
+        if self_cond is not None:
+            logits = logits + 3.0 * self_cond.probs
+        return logits
+
+    def commit(self, canvas):
+        self.committed.append(canvas.tolist())
+        self.cached_tokens += len(canvas)
+
+    def close(self):
+        pass
+
+
+def run(backend, settings, end_ids=frozenset({49}), cancel=None):
+    return list(generate(backend, [1, 2, 3], settings, end_ids=end_ids,
+                         parse=lambda ids: ("", " ".join(map(str, ids))), cancel=cancel))
+
+
+# -- conformance checklist (diffusiongemma-spec.md, last section) ----------------------------
+
+def test_embed_scale_and_router_scalar():
+    assert torch.tensor(2816 ** 0.5).to(torch.bfloat16).item() == 53.0
+    assert round(2816 ** -0.5, 6) == 0.018844
+
+
+def test_full_layer_proportional_rope_frequencies():
+    factors = torch.tensor([1.0] * 64 + [1e30] * 192)
+    inv_freq = rope_inv_freq(512, 1e6, factors)
+    assert inv_freq.shape == (256,)
+    assert inv_freq[0] == 1.0
+    assert inv_freq[1].item() == pytest.approx(1e6 ** (-2 / 512), rel=1e-6)
+    assert inv_freq[64:].abs().max() < 1e-30  # unrotated pairs: cos 1, sin 0 at any position
+
+
+def test_temperature_schedule():
+    s = SamplerSettings()
+    assert temperature(s, 48) == pytest.approx(0.8)
+    assert temperature(s, 1) == pytest.approx(0.4083, abs=1e-4)
+
+
+def test_entropy_bound_example_from_the_spec():
+    entropy = torch.tensor([0.20, 0.01, 0.05, 0.03, 0.04])  # sorted: .01 .03 .04 .05 .20
+    assert entropy_bound_accept(entropy, 0.1).tolist() == [False, True, True, True, True]
+
+
+def test_lowest_entropy_position_is_always_accepted():
+    entropy = torch.tensor([3.0, 2.5, 4.0])
+    assert entropy_bound_accept(entropy, 0.1).tolist() == [False, True, False]
+
+
+def test_entropy_matches_torch_categorical():
+    logits = torch.randn(7, 30) * 5
+    logits[0, 3] = float("-inf")
+    expected = torch.distributions.Categorical(logits=logits).entropy()
+    assert torch.equal(categorical_entropy(logits), expected)
+
+
+def test_first_step_of_every_canvas_has_no_self_conditioning():
+    backend = ScriptedBackend()
+    run(backend, SamplerSettings(seed=1, max_steps=3, max_canvases=2), end_ids=frozenset())
+    assert [has_sc for _, has_sc in backend.calls] == [False, True, True, False, True, True]
+
+
+def test_stop_needs_two_steps_even_when_confident():
+    backend = ScriptedBackend(sharpness=200.0)  # near-zero entropy from the first step
+    events = run(backend, SamplerSettings(seed=1, max_steps=10, max_canvases=1, confidence=10.0))
+    steps = [e for e in events if isinstance(e, CanvasStep)]
+    assert steps[0].mean_entropy < 10.0
+    assert len(steps) >= 2 and events[-1].stats.steps == [len(steps)]
+
+
+def test_output_is_the_argmax_of_the_last_step_and_is_committed_before_the_next_canvas():
+    backend = ScriptedBackend()
+    events = run(backend, SamplerSettings(seed=3, max_steps=4, max_canvases=3), end_ids=frozenset())
+    blocks = [e for e in events if isinstance(e, BlockCommitted)]
+    last_steps = [[e for e in events if isinstance(e, CanvasStep) and e.block == b][-1] for b in range(3)]
+    for block, last in zip(blocks, last_steps):
+        assert block.tokens.tolist() == last.argmax.tolist()
+    assert backend.committed == [blocks[0].tokens.tolist(), blocks[1].tokens.tolist()]
+
+
+def test_event_stream_shape_and_eos_cut():
+    backend = ScriptedBackend()
+    events = run(backend, SamplerSettings(seed=5, max_steps=3, max_canvases=8), end_ids=frozenset(range(20)))
+    assert isinstance(events[0], PromptEncoded) and isinstance(events[-1], TurnFinished)
+    block = next(e for e in events if isinstance(e, BlockCommitted))
+    assert block.final and block.tokens[-1] < 20 and all(t >= 20 for t in block.tokens[:-1])
+    assert events[-1].token_ids == block.tokens.tolist()
+    step = next(e for e in events if isinstance(e, CanvasStep))
+    assert step.tokens.shape == step.argmax.shape == step.accepted.shape == step.changed.shape == (C,)
+
+
+def test_cancel_between_steps_keeps_what_was_committed():
+    backend = ScriptedBackend()
+    cancel = threading.Event()
+    events = []
+    for event in generate(backend, [1], SamplerSettings(seed=2, max_steps=5, max_canvases=3), end_ids=frozenset(),
+                          parse=lambda ids: ("", str(len(ids))), cancel=cancel):
+        events.append(event)
+        if isinstance(event, CanvasStep) and event.block == 1 and event.step == 2:
+            cancel.set()
+    finished = events[-1]
+    assert finished.stopped and finished.answer == str(C) and finished.stats.steps == [5]
+    assert [e.step for e in events if isinstance(e, CanvasStep) and e.block == 1] == [1, 2]
+
+
+def test_seeded_turns_are_reproducible():
+    a = run(ScriptedBackend(), SamplerSettings(seed=9, max_steps=5, max_canvases=2))[-1]
+    b = run(ScriptedBackend(), SamplerSettings(seed=9, max_steps=5, max_canvases=2))[-1]
+    assert a.token_ids == b.token_ids and a.stats.seed == 9
+
+
+# -- parity with transformers' sampler classes -------------------------------------------------
+
+def test_steps_match_transformers_sampler_classes():
+    gen = pytest.importorskip("transformers.models.diffusion_gemma.generation_diffusion_gemma")
+    settings = SamplerSettings(seed=123, max_steps=12, confidence=1.0)
+    ours = EntropyBoundSampler(settings, vocab_size=V, canvas_length=C,
+                               generator=torch.Generator().manual_seed(123))
+    backend = ScriptedBackend(sharpness=8.0)
+    denoiser = ours.denoise_block(backend, 0)
+    our_steps = []
+    try:
+        while True:
+            our_steps.append(next(denoiser))
+    except StopIteration as done:
+        our_final = done.value
+
+    torch.manual_seed(123)  # transformers draws from the global generator
+    sampler = gen.EntropyBoundSampler(gen.EntropyBoundSamplerConfig(entropy_bound=0.1), C, V, 12)
+    schedule = gen.LinearTemperatureScheduleLogitsProcessor(0.4, 0.8, 12)
+    stopping = gen.StableAndConfidentStoppingCriteria(1, 1.0)
+    canvas = sampler.initialize_canvas(1, torch.device("cpu"))
+    ref = ScriptedBackend(sharpness=8.0)
+    sc = None
+    ref_steps = []
+    for cur_step in range(12, 0, -1):
+        logits = ref.denoise(canvas[0], sc)[None]
+        processed = schedule(None, logits, cur_step=cur_step)
+        probs = torch.softmax(processed, dim=-1, dtype=torch.float32)
+        drawn = torch.multinomial(probs.view(-1, V), num_samples=1).view(1, C)
+        argmax = processed.argmax(-1)
+        accepted = sampler.accept_canvas(canvas, drawn, processed, cur_step)
+        canvas = sampler.renoise_canvas(accepted, cur_step)
+        ref_steps.append((canvas[0].tolist(), argmax[0].tolist(), sampler.accepted_token_mask[0].tolist()))
+        sc = SelfCondition(processed[0], probs[0])
+        if stopping(argmax, processed).all():
+            break
+    assert [(s.tokens.tolist(), s.argmax.tolist(), s.accepted.tolist()) for s in our_steps] == ref_steps
+    assert our_final.tokens.tolist() == ref_steps[-1][1] and our_final.steps == len(ref_steps) < 12
+
+
+def test_fast_draws_sample_the_same_distribution_only_where_kept():
+    from dg_chat.engine.sampling import draw_accepted
+
+    probs = torch.tensor([[0.0, 0.0, 1.0, 0.0], [0.1, 0.2, 0.3, 0.4], [0.25, 0.25, 0.25, 0.25]])
+    accepted = torch.tensor([True, True, False])
+    generator = torch.Generator().manual_seed(0)
+    draws = torch.stack([draw_accepted(probs, accepted, generator) for _ in range(20_000)])
+    assert (draws[:, 0] == 2).all()
+    assert (draws[:, 2] == 0).all()  # not accepted: no draw made
+    frequencies = torch.bincount(draws[:, 1], minlength=4) / draws.shape[0]
+    assert torch.allclose(frequencies, probs[1], atol=0.015)
+
+
+def test_fast_draws_are_reproducible_for_a_seed():
+    settings = SamplerSettings(seed=4, max_steps=5, max_canvases=2, reference_draws=False)
+    a, b = run(ScriptedBackend(), settings)[-1], run(ScriptedBackend(), settings)[-1]
+    assert a.token_ids == b.token_ids
