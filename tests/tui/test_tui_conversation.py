@@ -369,3 +369,20 @@ async def test_a_history_write_error_is_a_notice_and_keeps_the_prompt(make_app, 
         await pilot.press("enter")
         await finished(pilot)
         assert views(app)[0] == ("user", "important words", "complete")
+
+
+async def test_settings_screen_offers_the_mask_algorithms(make_app, store):
+    engine = ScriptedEngine()
+    app = make_app(engine)
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        await pilot.press("ctrl+o")
+        await wait_until(pilot, lambda: isinstance(app.screen, SettingsScreen))
+        app.screen.query_one("#setting-algorithm").value = "entropy"
+        app.screen.query_one("#setting-reference_draws").value = False
+        await pilot.press("ctrl+s")
+        await wait_until(pilot, lambda: not isinstance(app.screen, SettingsScreen))
+        await send(pilot, "hi")
+    sampler = engine.requests[-1][1]
+    assert sampler.algorithm == "entropy" and sampler.reference_draws is False
+    assert store.chat_settings(app.chat_id).sampler.algorithm == "entropy"

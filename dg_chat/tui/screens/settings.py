@@ -18,9 +18,10 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import Button, Input, Label, Static, Switch, TextArea
+from textual.widgets import Button, Input, Label, Select, Static, Switch, TextArea
 
-from dg_chat.config import ConfigError, SamplerSettings, Settings, settings_from_dict, settings_to_dict
+from dg_chat.config import (MASK_ALGORITHMS, ConfigError, SamplerSettings, Settings, settings_from_dict,
+                            settings_to_dict)
 
 
 def field_docs(cls: type) -> dict[str, str]:
@@ -29,7 +30,7 @@ def field_docs(cls: type) -> dict[str, str]:
         body = ast.parse(textwrap.dedent(inspect.getsource(cls))).body[0].body  # type: ignore[attr-defined]
     except (OSError, TypeError):
         return {}
-    return {node.target.id: doc.value.value
+    return {node.target.id: " ".join(doc.value.value.split())
             for node, doc in zip(body, body[1:], strict=False)
             if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
             and isinstance(doc, ast.Expr) and isinstance(doc.value, ast.Constant) and isinstance(doc.value.value, str)}
@@ -58,6 +59,9 @@ class SettingsScreen(ModalScreen[Settings | None]):
                         yield Label(f.name, classes="setting-name")
                         if isinstance(value, bool):
                             yield Switch(value, id=f"setting-{f.name}")
+                        elif f.name == "algorithm":
+                            yield Select([(name, name) for name in MASK_ALGORITHMS], value=value, allow_blank=False,
+                                         id=f"setting-{f.name}", compact=True)
                         else:
                             yield Input("" if value is None else str(value), id=f"setting-{f.name}", compact=True)
                     yield Static(docs.get(f.name, ""), classes="setting-help", markup=False)
@@ -73,7 +77,7 @@ class SettingsScreen(ModalScreen[Settings | None]):
         data = settings_to_dict(copy.deepcopy(self.settings))
         for f in fields(SamplerSettings):
             widget = self.query_one(f"#setting-{f.name}")
-            data["sampler"][f.name] = widget.value if isinstance(widget, Switch) else widget.value.strip()
+            data["sampler"][f.name] = widget.value.strip() if isinstance(widget, Input) else widget.value
         data["system_prompt"] = self.query_one("#setting-system_prompt", TextArea).text
         return settings_from_dict(data)
 
