@@ -20,8 +20,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Select, Static, Switch, TextArea
 
-from dg_chat.config import (MASK_ALGORITHMS, ConfigError, SamplerSettings, Settings, settings_from_dict,
-                            settings_to_dict)
+from dg_chat.config import MASK_ALGORITHMS, ConfigError, SamplerSettings, Settings, settings_from_dict, settings_to_dict
 
 
 def field_docs(cls: type) -> dict[str, str]:
