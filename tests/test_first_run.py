@@ -11,7 +11,8 @@ from textual.widgets import Button, ProgressBar, Static
 
 from dg_chat import hub, paths
 from dg_chat.config import Settings
-from dg_chat.tui.first_run import FirstRunScreen, first_run_needed, record_choice, recorded_choice
+from dg_chat.hub import record_choice, recorded_choice
+from dg_chat.tui.first_run import FirstRunScreen, first_run_needed
 
 REPO = "test-org/tiny-GGUF"
 

@@ -31,6 +31,7 @@ from dg_chat.engine.events import BlockCommitted, CanvasStep, Event, PromptEncod
 from dg_chat.errors import DgChatError
 from dg_chat.store import Store, StoreError, title_from
 from dg_chat.text.chat import Message as ChatMessage
+from dg_chat.tui.first_run import FirstRunScreen, first_run_needed
 from dg_chat.tui.recording import AnswerRecorder, Frame, decode_block
 from dg_chat.tui.screens.dialogs import AskText, Confirm
 from dg_chat.tui.screens.replay import ReplayScreen
@@ -180,6 +181,14 @@ class DgChatApp(App[None]):
         chat_id = self.store.last_chat_id() if self.continue_last else None
         await self.show_chat(chat_id)
         self.query_one(Prompt).focus()
+        if first_run_needed(self.settings):
+            self.push_screen(FirstRunScreen(self.settings), self._start_with)
+        else:
+            self.load_engine()
+
+    def _start_with(self, spec: str | None) -> None:
+        """The first-run screen's choice: the demo, or the model it just downloaded."""
+        self.settings.model = spec or ""
         self.load_engine()
 
     @property

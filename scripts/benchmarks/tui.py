@@ -62,7 +62,8 @@ async def run_both(engine: Any, prompt: str, sampler: SamplerSettings, runs: int
     tui: list[tuple[int, float]] = []
     with tempfile.TemporaryDirectory() as workdir:
         store = Store(Path(workdir) / "bench.sqlite3")
-        app = DgChatApp(Settings(sampler=sampler), store=store, engine_factory=lambda _: engine,
+        # a configured model (the engine is given), so the app skips its first-run screen
+        app = DgChatApp(Settings(model=engine.name, sampler=sampler), store=store, engine_factory=lambda _: engine,
                         export_dir=Path(workdir))
         async with app.run_test(size=(120, 40)):
             while app.engine is None:

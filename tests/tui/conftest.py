@@ -31,6 +31,8 @@ def store() -> Store:
 def make_app(store: Store, tmp_path) -> Callable[..., DgChatApp]:
     def make(engine: ScriptedEngine | None = None, *, settings: Settings | None = None,
              engine_factory: Any = None, continue_last: bool = False) -> DgChatApp:
+        settings = settings or Settings()
+        settings.model = settings.model or "scripted"  # a configured model: no first-run screen
         app = DgChatApp(settings, store=store, engine_factory=engine_factory or factory(engine or ScriptedEngine()),
                         continue_last=continue_last, export_dir=tmp_path)
         app.animation_level = "none"

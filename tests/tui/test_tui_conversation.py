@@ -9,7 +9,7 @@ from textual.widgets import Markdown
 from dg_chat.config import Settings
 from dg_chat.engine.events import BlockCommitted, PromptEncoded, TurnFailed, TurnFinished
 from dg_chat.store import StoreError
-from dg_chat.tui.app import TurnEvent
+from dg_chat.tui.app import DgChatApp, TurnEvent
 from dg_chat.tui.screens.replay import ReplayScreen
 from dg_chat.tui.screens.settings import SettingsScreen
 from dg_chat.tui.widgets.canvas import CanvasFrame, CanvasView
@@ -386,3 +386,26 @@ async def test_settings_screen_offers_the_mask_algorithms(make_app, store):
     sampler = engine.requests[-1][1]
     assert sampler.algorithm == "entropy" and sampler.reference_draws is False
     assert store.chat_settings(app.chat_id).sampler.algorithm == "entropy"
+
+
+async def test_first_run_offers_the_demo_then_starts_it(store, tmp_path, monkeypatch):
+    from dg_chat import hub
+    from dg_chat.tui.first_run import FirstRunScreen
+    from tests.tui.fake_engine import factory
+
+    demo = tmp_path / "demo.gguf"
+    demo.write_bytes(b"GGUF")  # the scripted engine never reads it; the screen only checks it exists
+    monkeypatch.setattr(hub, "demo_file", lambda: demo)
+    loaded_with = []
+
+    def engine_factory(settings):
+        loaded_with.append(settings.model)
+        return factory(ScriptedEngine())(settings)
+
+    app = DgChatApp(Settings(), store=store, engine_factory=engine_factory, export_dir=tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: isinstance(app.screen, FirstRunScreen))
+        assert not loaded_with  # nothing loads before the user chooses
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: app.engine is not None)
+    assert loaded_with == ["demo"] and hub.recorded_choice() == "demo"
