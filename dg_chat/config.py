@@ -84,7 +84,7 @@ class UISettings:
     canvas_fps: int = 30
     """Most canvas repaints per second."""
     keymap: dict[str, str] = field(default_factory=dict)
-    """Key binding overrides: binding id -> key (see `dg-chat --help-keys`)."""
+    """Key binding overrides: binding id -> key (the ids are listed in the README)."""
 
 
 @dataclass
