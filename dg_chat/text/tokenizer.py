@@ -29,6 +29,7 @@ from tokenizers import Regex, decoders, models, normalizers, pre_tokenizers
 from tokenizers import Tokenizer as _HFTokenizer
 
 from dg_chat.errors import DgChatError
+from dg_chat.text.sanitize import visible
 
 # Pre-tokenizer regexes of byte-level BPE vocabularies, as their tokenizer.json files write them,
 # by the `tokenizer.ggml.pre` names llama.cpp's converter gives them. GPT-2's is ByteLevel's own.
@@ -48,20 +49,6 @@ _IGNORE_MERGES_PRE = {"llama-bpe", "llama3", "llama-v3"}
 
 _ADDED_TYPES = [TokenType.CONTROL.value, TokenType.USER_DEFINED.value]
 _HIDDEN_TYPES = [TokenType.CONTROL.value, TokenType.UNUSED.value]
-
-# Model output is untrusted: C0 controls become their Unicode "control pictures" (ESC -> ␛,
-# newline -> ␊), DEL -> ␡; C1 controls (0x9b is a one-byte CSI), bidi overrides and line/paragraph
-# separators become U+FFFD.
-_VISIBLE = {c: 0x2400 + c for c in range(0x20)} | {0x7F: 0x2421} | {
-    c: 0xFFFD for c in [*range(0x80, 0xA0), 0x061C, 0x200E, 0x200F, 0x2028, 0x2029,
-                        *range(0x202A, 0x202F), *range(0x2066, 0x206A)]}
-
-
-def visible(text: str) -> str:
-    """`text` with every character that could move the cursor, start an escape sequence or reorder
-    the display replaced by a visible stand-in. Plain text: show it as such, never as markup."""
-    return text.translate(_VISIBLE)
-
 
 class SpecialTokenText:
     """Prompt building shared by dg-chat's tokenizers: special tokens come only from trusted

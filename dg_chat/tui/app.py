@@ -36,7 +36,8 @@ from dg_chat.tui.recording import AnswerRecorder, Frame, decode_block
 from dg_chat.tui.screens.dialogs import AskText, Confirm
 from dg_chat.tui.screens.replay import ReplayScreen
 from dg_chat.tui.screens.settings import SettingsScreen
-from dg_chat.tui.text import one_line, printable
+from dg_chat.text.sanitize import printable
+from dg_chat.tui.text import one_line
 from dg_chat.tui.widgets.canvas import CanvasFrame, CanvasView
 from dg_chat.tui.widgets.message import GENERATING, MessageView
 from dg_chat.tui.widgets.prompt import Prompt

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from dg_chat.tui.recording import Frame
-from dg_chat.tui.text import code_blocks, printable
+from dg_chat.text.sanitize import printable
+from dg_chat.tui.text import code_blocks
 from dg_chat.tui.widgets.canvas import token_runs
 from dg_chat.tui.widgets.message import MessageView
 from tests.tui.conftest import SIZE, send

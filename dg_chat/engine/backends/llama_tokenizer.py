@@ -12,7 +12,8 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Sequence
 
 from dg_chat.errors import DgChatError
-from dg_chat.text.tokenizer import SpecialTokenText, visible
+from dg_chat.text.sanitize import visible
+from dg_chat.text.tokenizer import SpecialTokenText
 
 if TYPE_CHECKING:
     from dg_chat.engine.backends.llama import LlamaBackend

@@ -9,7 +9,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label
 
-from dg_chat.tui.text import printable
+from dg_chat.text.sanitize import printable
 
 
 class AskText(ModalScreen[str | None]):

@@ -25,7 +25,7 @@ from textual.timer import Timer
 from textual.widget import Widget
 
 from dg_chat.tui.recording import Frame
-from dg_chat.tui.text import printable
+from dg_chat.text.sanitize import printable
 
 NOISE_CHARS = 4
 """Noise tokens are cut to this many characters: they are shown to look scrambled, not read,

@@ -14,7 +14,8 @@ from textual.message import Message
 from textual.widgets import Collapsible, Markdown, Static
 from textual.widgets.markdown import MarkdownStream
 
-from dg_chat.tui.text import code_blocks, printable
+from dg_chat.text.sanitize import printable
+from dg_chat.tui.text import code_blocks
 
 GENERATING = "generating"
 """A status shown only while the answer is produced (the store says "partial")."""

@@ -10,7 +10,7 @@ from textual.message import Message
 from textual.widgets import Input, Label, ListItem, ListView
 
 from dg_chat.store import ChatSummary
-from dg_chat.tui.text import printable
+from dg_chat.text.sanitize import printable
 
 
 class ChatItem(ListItem):

@@ -7,7 +7,7 @@ from typing import Any
 
 from textual.widgets import Static
 
-from dg_chat.tui.text import printable
+from dg_chat.text.sanitize import printable
 
 
 @dataclass(frozen=True, slots=True)
