@@ -75,11 +75,14 @@ def probe(args: argparse.Namespace) -> dict:
     Path("/proc/self/clear_refs").write_text("5")  # restart the peak (VmHWM) from the current RSS
     baseline = rss_mb("VmRSS")
     if args.probe == "ours":
-        run_ours(TorchBackend(open_gguf(args.gguf), "cpu"), args)
+        engine = TorchBackend(open_gguf(args.gguf), "cpu")
+        run_ours(engine, args)
     else:
         from transformers import AutoModelForImageTextToText
 
-        run_reference(AutoModelForImageTextToText.from_pretrained(Path(args.gguf).parent / "checkpoint").eval(), args)
+        engine = AutoModelForImageTextToText.from_pretrained(Path(args.gguf).parent / "checkpoint").eval()
+        run_reference(engine, args)
+    # measured while the engine is still alive: its weights (and caches) are part of what stays
     return {"peak_growth_mb": rss_mb("VmHWM") - baseline, "final_growth_mb": rss_mb("VmRSS") - baseline}
 
 

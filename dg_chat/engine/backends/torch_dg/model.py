@@ -40,6 +40,23 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
     return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
 
 
+def sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, causal: bool) -> torch.Tensor:
+    """Attention ([heads, T, head_dim] in and out, scale 1) called the way transformers' sdpa
+    integration calls it: batched 4-D, grouped K/V heads by `enable_gqa` only without a mask and
+    for head_dim <= 256, repeated otherwise. The same call picks the same kernel, so the results
+    round the same way."""
+    q, k, v = q[None], k[None], v[None]
+    groups = q.shape[1] // k.shape[1]
+    gqa = {}
+    if groups > 1 and mask is None and k.shape[-1] <= 256:
+        gqa["enable_gqa"] = True
+    elif groups > 1:
+        k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=None if mask is None else mask[None, None], scale=1.0,
+                                         is_causal=causal and q.shape[2] > 1, **gqa)
+    return out[0]
+
+
 def gelu_glu(x: torch.Tensor, gate: torch.Tensor, up: torch.Tensor, down: torch.Tensor) -> torch.Tensor:
     """down(gelu_tanh(gate(x)) * up(x)): the dense, expert and self-conditioning MLPs."""
     return F.linear(F.gelu(F.linear(x, gate), approximate="tanh") * F.linear(x, up), down)
@@ -133,12 +150,15 @@ class DiffusionGemma:
             values = torch.cat((cache.values[:, first - cache.start:], v), dim=1)
         else:
             first = int(positions[0])
-        if causal:
-            key_pos = torch.arange(first, first + keys.shape[1], device=self.device)
+        kv = keys.shape[1]
+        # transformers leaves the causal mask to SDPA's is_causal when nothing precedes the chunk
+        # and the window does not bite; doing the same keeps SDPA on the same kernel
+        if causal and ((layer.sliding and kv >= self.hp.window) or not (t == 1 or kv == t or first == 0)):
+            key_pos = torch.arange(first, first + kv, device=self.device)
             mask = key_pos[None, :] <= positions[:, None]
             if layer.sliding:
                 mask &= key_pos[None, :] > positions[:, None] - self.hp.window
-        out = F.scaled_dot_product_attention(q.transpose(0, 1), keys, values, attn_mask=mask, scale=1.0, enable_gqa=True)
+        out = sdpa(q.transpose(0, 1), keys, values, mask, causal=causal and mask is None)
         out = F.linear(out.transpose(0, 1).reshape(t, -1), self.w.get(p + "attn_output.weight"))
         return out, k, v
 
@@ -152,11 +172,9 @@ class DiffusionGemma:
         top_w = top_w * self.w.get(p + "ffn_down_exps.scale")[top_i]
 
         x = rms_norm(residual, self.w.get(p + "pre_ffw_norm_2.weight"), eps)
-        # Group the (token, expert) pairs by expert, run each selected expert once on its rows,
-        # then sum each token's outputs in ascending expert order: the order in which
-        # transformers accumulates them, so the sums round the same way.
-        top_i, by_expert = top_i.sort(dim=-1)
-        top_w = top_w.gather(-1, by_expert)
+        # Group the (token, expert) pairs by expert and run each selected expert once on its
+        # rows, then sum each token's outputs over its top-k slots with one reduction: what
+        # transformers' default ("grouped_mm") experts path does, so the sums round the same way.
         pairs = top_i.flatten()
         order = torch.argsort(pairs, stable=True)
         rows = x[order // hp.experts_used]
@@ -170,11 +188,7 @@ class DiffusionGemma:
                 y = F.linear(F.gelu(gate, approximate="tanh") * up, self.w.expert(p + "ffn_down_exps.weight", e))
                 outputs[start:start + n] = y * top_w.flatten()[order[start:start + n], None]
                 start += n
-        per_token = outputs[torch.argsort(order)].view(*top_i.shape, -1)  # [tokens, used experts, hidden]
-        out = per_token[:, 0].clone()
-        for slot in range(1, hp.experts_used):
-            out += per_token[:, slot]
-        return out
+        return outputs[torch.argsort(order)].view(*top_i.shape, -1).sum(dim=1)  # [tokens, hidden]
 
     def _layer(self, i: int, h: torch.Tensor, pos: Positions, cache: LayerCache | None,
                encoder: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -195,7 +209,7 @@ class DiffusionGemma:
     # -- the two modes ---------------------------------------------------------------------
 
     @torch.inference_mode()
-    def encode(self, ids: torch.Tensor, cache: KVCache, chunk: int = 512) -> None:
+    def encode(self, ids: torch.Tensor, cache: KVCache, chunk: int = 4096) -> None:
         """Append `ids` to the cache (causal; sliding layers keep a window plus ROLLBACK)."""
         for begin in range(0, ids.shape[0], chunk):
             part = ids[begin:begin + chunk]
