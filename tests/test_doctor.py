@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from fake_hub import tiny_gguf, write_catalog
+from tests.support.fake_hub import tiny_gguf, write_catalog
 
 from dg_chat import paths
 from dg_chat.cli import main

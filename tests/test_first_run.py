@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 
 import pytest
-from fake_hub import FakeHub, FakeRepo, point_hub_at, tiny_gguf, write_catalog
+from tests.support.fake_hub import FakeHub, FakeRepo, point_hub_at, tiny_gguf, write_catalog
 from textual.app import App
 from textual.widgets import Button, ProgressBar, Static
 

@@ -11,7 +11,7 @@ from gguf.constants import GGMLQuantizationType as Q
 from dg_chat.cli import main
 from dg_chat.gguf.reader import open_gguf
 from dg_chat.gguf.summary import QuantGroup, human_bytes, human_count, summarize
-from tests.gguf_samples import SAMPLE_TENSORS, write_sample
+from tests.support.gguf_samples import SAMPLE_TENSORS, write_sample
 
 
 def _summary(path: Path, backend: str = "auto"):
