@@ -294,9 +294,9 @@ class MaskSampler:
                 x0 = x0.clone()
                 x0[chosen] = dist.sample(self.generator, chosen)
             return chosen, x0[chosen], x0, dist.entropy
-        if s.temperature > 0:
-            x0 = dist.sample(self.generator)
         if self.algorithm == "maskgit_plus":
+            if s.temperature > 0:
+                x0 = dist.sample(self.generator)
             confidence = dist.probability(x0)
         elif self.algorithm == "topk_margin":
             confidence = dist.margin()
@@ -308,6 +308,10 @@ class MaskSampler:
             chosen = torch.multinomial(weights, count, replacement=False, generator=self.generator)
         else:
             chosen = top_positions(confidence, count)
+        if s.temperature > 0 and self.algorithm != "maskgit_plus" and len(chosen):
+            # margin and entropy do not depend on the draw: draw only where a token is kept
+            x0 = x0.clone()
+            x0[chosen] = dist.sample(self.generator, chosen)
         return chosen, x0[chosen], x0, dist.entropy
 
     def _rnd1(self, rows: torch.Tensor, step: int, n_canvas: int):
