@@ -19,7 +19,7 @@ from dg_chat import __version__, paths
 from dg_chat.config import load_settings
 from dg_chat.errors import DgChatError
 
-EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
+EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 1, 2, 130, 141
 
 
 def _settings_flags(parser: argparse.ArgumentParser, default: Any = None) -> None:
@@ -118,6 +118,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("dg-chat: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # the reader went away (dg-chat ask ... | head): nothing to report
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     except NotImplementedError as exc:
         print(f"dg-chat: '{exc}' is not implemented yet", file=sys.stderr)
         return EXIT_USAGE

@@ -59,9 +59,18 @@ class SamplerSettings:
     thinking: bool = False
     """Let the model think before answering (Gemma 4 thinking channel)."""
     algorithm: str = "auto"
-    """Remasking algorithm of mask-token models: auto, origin, maskgit_plus, topk_margin, entropy, low_confidence."""
+    """Unmasking order of mask-token models (Dream, LLaDA, RND1): auto (the family's own), low_confidence,
+    random (LLaDA), origin, maskgit_plus, topk_margin, entropy (Dream), rnd1 (RND1's entropy ranking)."""
     temperature: float = 0.0
     """Sampling temperature of mask-token models (0 = greedy)."""
+    top_p: float = 1.0
+    """Mask-token models: sample only from the most likely tokens whose probabilities add up to top_p (1 = off)."""
+    top_k: int = 0
+    """Mask-token models: sample only from the top_k most likely tokens (0 = off)."""
+    alg_temp: float = 0.0
+    """Dream's alg_temp: 0 unmasks the most confident positions; > 0 draws them from softmax(confidence / alg_temp)."""
+    eps: float = 1e-3
+    """Dream's schedule ends at time eps: steps walk linspace(1, eps, max_steps + 1)."""
 
 
 @dataclass
@@ -75,7 +84,7 @@ class UISettings:
     canvas_fps: int = 30
     """Most canvas repaints per second."""
     keymap: dict[str, str] = field(default_factory=dict)
-    """Key binding overrides: binding id -> key (see `dg-chat --help-keys`)."""
+    """Key binding overrides: binding id -> key (the ids are listed in the README)."""
 
 
 @dataclass
@@ -97,6 +106,7 @@ class Settings:
 
 
 BACKENDS = ("auto", "torch", "llama")
+MASK_ALGORITHMS = ("auto", "low_confidence", "random", "origin", "maskgit_plus", "topk_margin", "entropy", "rnd1")
 _SECTIONS = {"sampler": SamplerSettings, "ui": UISettings}
 
 
@@ -225,6 +235,11 @@ def _validate(settings: Settings) -> None:
         (s.stability >= 0, "stability must not be negative"),
         (s.confidence >= 0, "confidence must not be negative"),
         (s.temperature >= 0, "temperature must not be negative"),
+        (s.algorithm in MASK_ALGORITHMS, f"algorithm must be one of {', '.join(MASK_ALGORITHMS)}, not {s.algorithm!r}"),
+        (0 < s.top_p <= 1, "top_p must be in (0, 1]"),
+        (s.top_k >= 0, "top_k must not be negative"),
+        (s.alg_temp >= 0, "alg_temp must not be negative"),
+        (0 <= s.eps < 1, "eps must be in [0, 1)"),
         (1 <= settings.ui.canvas_fps <= 120, "canvas_fps must be between 1 and 120"),
     ]
     for ok, message in checks:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import errno
 import fnmatch
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -188,14 +189,33 @@ def local_models(settings: Settings) -> list[LocalModel]:
     return list(found.values())
 
 
+def _choice_file() -> Path:
+    return paths.data_dir() / "first_run.json"
+
+
+def recorded_choice() -> str | None:
+    """The model chosen on the first run (the demo or a download), if any."""
+    try:
+        choice = json.loads(_choice_file().read_text(encoding="utf-8")).get("choice")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return choice if isinstance(choice, str) else None
+
+
+def record_choice(spec: str) -> None:
+    _choice_file().parent.mkdir(parents=True, exist_ok=True)
+    _choice_file().write_text(json.dumps({"choice": spec}) + "\n", encoding="utf-8")
+
+
 def resolve_model(spec: str, settings: Settings) -> Path:
     """The local GGUF for a model spec, without any network access.
 
-    "" or "demo": the embedded demo model; "NAME[:QUANT]": a downloaded catalog model (without a
-    quant: the largest downloaded one that fits free memory); anything else: a GGUF path.
+    "": the first-run choice, else the embedded demo model; "demo": the demo; "NAME[:QUANT]": a
+    downloaded catalog model (without a quant: the largest downloaded one that fits free memory);
+    anything else: a GGUF path.
     """
-    spec = spec.strip()
-    if spec in ("", DEMO):
+    spec = spec.strip() or recorded_choice() or DEMO
+    if spec == DEMO:
         path = demo_file()
         if not path.is_file():
             raise DgChatError(f"the embedded demo model is missing ({path}); reinstall dg-chat, "

@@ -45,3 +45,29 @@ def gemma4_vocab() -> Path:
 def llama_vocab():
     """Function NAME -> path of llama.cpp's models/ggml-vocab-NAME.gguf (.inp/.out beside it)."""
     return _load_script("fetch_test_data").ensure_llama_vocab
+
+
+@pytest.fixture(scope="session")
+def tiny_chat_gguf(tmp_path_factory, gemma4_vocab) -> Path:
+    """A tiny random DiffusionGemma GGUF with the real Gemma 4 tokenizer and chat template:
+    everything a chat needs, but gibberish answers (16-token canvas, 2 layers)."""
+    from tests.support.tiny_dg import convert, hf_model
+
+    model = hf_model(vocab_size=262144, canvas_length=16)
+    return convert(model, tmp_path_factory.mktemp("tiny-chat"), qtype="f16", vocab=gemma4_vocab)
+
+
+@pytest.fixture(scope="session")
+def gemma4_metadata(gemma4_vocab: Path) -> dict:
+    from dg_chat.gguf.reader import open_gguf
+
+    with open_gguf(gemma4_vocab) as f:
+        return f.metadata
+
+
+@pytest.fixture(scope="session")
+def gemma4(gemma4_metadata: dict):
+    """dg-chat's Tokenizer for the real Gemma 4 vocabulary (built once per session)."""
+    from dg_chat.text.tokenizer import Tokenizer
+
+    return Tokenizer.from_metadata(gemma4_metadata)

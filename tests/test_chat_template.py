@@ -13,7 +13,6 @@ from tokenizers import decoders, models, pre_tokenizers, trainers
 from transformers.utils.chat_template_utils import render_jinja_template
 
 from dg_chat.errors import DgChatError
-from dg_chat.gguf.reader import open_gguf
 from dg_chat.text.chat import Gemma4Format, JinjaFormat, Message, PlainFormat, chat_format_for, end_token_ids
 from dg_chat.text.gguf_vocab import bpe_metadata
 from dg_chat.text.tokenizer import Tokenizer
@@ -57,16 +56,6 @@ def render_like_transformers(template: str, messages: list[Message], thinking: b
     rendered, _ = render_jinja_template([jinja_messages(messages)], chat_template=template, add_generation_prompt=True,
                                         enable_thinking=thinking, bos_token="<bos>", eos_token="<eos>")
     return rendered[0]
-
-
-@pytest.fixture(scope="module")
-def gemma4_metadata(gemma4_vocab: Path) -> dict:
-    return open_gguf(gemma4_vocab).metadata
-
-
-@pytest.fixture(scope="module")
-def gemma4(gemma4_metadata: dict) -> Tokenizer:
-    return Tokenizer.from_metadata(gemma4_metadata)
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from gguf.constants import GGMLQuantizationType as Q
 
 from dg_chat.gguf.dequant import SUPPORTED_TYPES, check_supported, dequantize, load_tensor, tensor_bytes
 from dg_chat.gguf.reader import GGUFError, open_gguf
-from tests.gguf_samples import K_SCALE_OFFSETS, QUANTIZABLE, SAMPLE_TENSORS, quantized, write_sample
+from tests.support.gguf_samples import K_SCALE_OFFSETS, QUANTIZABLE, SAMPLE_TENSORS, quantized, write_sample
 
 ALL_TYPES = (*QUANTIZABLE, *K_SCALE_OFFSETS)
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-import types
 
 import pytest
-from fake_hub import tiny_gguf, write_catalog
+from tests.support.fake_hub import tiny_gguf, write_catalog
 
 from dg_chat import paths
 from dg_chat.cli import main
@@ -26,10 +25,15 @@ def models_dir(tmp_path, monkeypatch):
     return tmp_path / "models"
 
 
+def fake_llama_status(monkeypatch, **changes):
+    status = {"llama_cpp_python": doctor.LLAMA_CPP_VERSION, "usable": True, "error": None, "gpu_offload": False,
+              "architectures": {"llama": ["dream", "llada", "llada-moe", "rnd1"], "torch": ["diffusion-gemma"]}}
+    monkeypatch.setattr(doctor, "llama_status", lambda: status | changes)
+
+
 @pytest.fixture
 def llama_ok(monkeypatch):
-    fake = types.SimpleNamespace(__version__=doctor.LLAMA_CPP_VERSION, llama_supports_gpu_offload=lambda: False)
-    monkeypatch.setitem(sys.modules, "llama_cpp", fake)
+    fake_llama_status(monkeypatch)
 
 
 def checks_by_name(settings: Settings) -> dict[str, doctor.Check]:
@@ -52,11 +56,11 @@ def test_healthy_cpu_machine_passes(models_dir, llama_ok, capsys):
 
 def test_missing_llama_cpp_is_a_failed_check_not_a_traceback(models_dir, monkeypatch, capsys):
     tiny_gguf(models_dir / "demo.gguf", n_floats=256)
-    monkeypatch.setitem(sys.modules, "llama_cpp", None)  # import raises ImportError
+    fake_llama_status(monkeypatch, usable=False, error="llama-cpp-python is not installed")
     assert main(["doctor"]) == 1
     out, err = capsys.readouterr()
     (line,) = [line for line in out.splitlines() if "llama.cpp" in line]
-    assert line.startswith("fail") and "not importable" in line and "hint: run scripts/setup.sh" in line
+    assert line.startswith("fail") and "not usable" in line and "hint: run scripts/setup.sh" in line
     assert "Traceback" not in out + err
 
 
@@ -69,10 +73,10 @@ def test_a_broken_model_fails_with_its_reason(models_dir, llama_ok, tmp_path):
     assert checks["model"].status == "fail" and "not downloaded; run: dg-chat models pull tiny:Q8_0" in checks["model"].detail
 
 
-def test_version_mismatch_and_missing_offload_warn(llama_ok, monkeypatch):
-    sys.modules["llama_cpp"].__version__ = "0.3.1"
+def test_version_mismatch_and_missing_offload_warn(monkeypatch):
+    fake_llama_status(monkeypatch, llama_cpp_python="0.3.1")
     assert doctor.check_llama(cuda=False).status == "warn"
-    sys.modules["llama_cpp"].__version__ = doctor.LLAMA_CPP_VERSION
+    fake_llama_status(monkeypatch)
     check = doctor.check_llama(cuda=True)
     assert check.status == "warn" and "DG_CHAT_CUDA=1" in check.hint
 

@@ -15,7 +15,7 @@ import pytest
 from gguf.constants import GGMLQuantizationType as Q
 
 from dg_chat.gguf.reader import GGUFError, open_gguf
-from tests.gguf_samples import write_sample
+from tests.support.gguf_samples import write_sample
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from fake_hub import tiny_gguf, write_catalog
+from tests.support.fake_hub import tiny_gguf, write_catalog
 
 from dg_chat import hub, paths
 from dg_chat.config import Settings

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 
 import pytest
-from fake_hub import FakeHub, FakeRepo, point_hub_at, tiny_gguf, write_catalog
+from tests.support.fake_hub import FakeHub, FakeRepo, point_hub_at, tiny_gguf, write_catalog
 
 from dg_chat import hub, paths
 from dg_chat.cli import main

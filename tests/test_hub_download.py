@@ -6,7 +6,7 @@ import socket
 from pathlib import Path
 
 import pytest
-from fake_hub import FakeHub, FakeRepo, point_hub_at, tiny_gguf, write_catalog
+from tests.support.fake_hub import FakeHub, FakeRepo, point_hub_at, tiny_gguf, write_catalog
 
 from dg_chat import hub, paths
 from dg_chat.config import Settings

@@ -11,7 +11,7 @@ from gguf.constants import GGMLQuantizationType as Q
 from dg_chat.cli import main
 from dg_chat.gguf.reader import open_gguf
 from dg_chat.gguf.summary import QuantGroup, human_bytes, human_count, summarize
-from tests.gguf_samples import SAMPLE_TENSORS, write_sample
+from tests.support.gguf_samples import SAMPLE_TENSORS, write_sample
 
 
 def _summary(path: Path, backend: str = "auto"):
@@ -43,7 +43,7 @@ def test_summary_counts_tensors_per_type(tmp_path):
 def test_backend_choice_and_its_refusals(tmp_path):
     assert _summary(write_sample(tmp_path / "l.gguf", arch="llada", canvas_length=None)).backend == "llama"
     refused = _summary(write_sample(tmp_path / "d.gguf"), backend="llama")
-    assert refused.backend is None and "llama backend cannot run 'diffusion-gemma'" in refused.backend_error
+    assert refused.backend is None and "cannot load 'diffusion-gemma' models" in refused.backend_error
     unknown = _summary(write_sample(tmp_path / "g.gguf", arch="gemma4"))
     assert unknown.backend is None and "no backend runs the 'gemma4' architecture" in unknown.backend_error
 
@@ -91,7 +91,7 @@ def test_models_info_neutralises_escapes_and_markup_from_the_file(tmp_path, caps
     assert main(["models", "info", str(path)]) == 0
     out = capsys.readouterr().out
     assert "\x1b" not in out and "\x07" not in out
-    assert "\\x1b[2J[bold red]pwned[/] \\x07" in out
+    assert "␛[2J[bold red]pwned[/] ␇" in out  # shown, not obeyed
 
 
 def test_models_info_of_the_real_gemma4_vocab(gemma4_vocab, capsys):
@@ -100,8 +100,11 @@ def test_models_info_of_the_real_gemma4_vocab(gemma4_vocab, capsys):
     assert "gemma4" in out and "262,144" in out and "no tensors" in out and "128 (8 used per token)" in out
 
 
-@pytest.mark.parametrize("name", ["no-such-model.gguf", "diffusiongemma:Q4_K_M"])
-def test_models_info_of_something_that_is_not_a_file(name, capsys):
+@pytest.mark.parametrize("name, expected", [
+    ("no-such-model.gguf", "no such model file: no-such-model.gguf"),
+    ("diffusiongemma:Q4_K_M", "diffusiongemma:Q4_K_M is not downloaded; run: dg-chat models pull diffusiongemma:Q4_K_M"),
+])
+def test_models_info_of_something_that_is_not_a_local_model(name, expected, capsys):
     assert main(["models", "info", name]) == 1
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and f"{name}: no such file" in err
+    assert err.count("\n") == 1 and expected in err

@@ -212,3 +212,11 @@ def test_fast_draws_are_reproducible_for_a_seed():
     settings = SamplerSettings(seed=4, max_steps=5, max_canvases=2, reference_draws=False)
     a, b = run(ScriptedBackend(), settings)[-1], run(ScriptedBackend(), settings)[-1]
     assert a.token_ids == b.token_ids
+
+
+def test_fast_entropy_agrees_with_the_reference_formula():
+    from dg_chat.engine.sampling import fast_entropy
+
+    logits = torch.randn(16, 300) * torch.linspace(0.1, 40, 16)[:, None]
+    probs = torch.softmax(logits, dim=-1, dtype=torch.float32)
+    torch.testing.assert_close(fast_entropy(logits, probs), categorical_entropy(logits), atol=2e-5, rtol=1e-5)

@@ -48,16 +48,6 @@ def llama_cases(vocab: Path) -> list[tuple[str, list[int]]]:
 
 
 @pytest.fixture(scope="module")
-def gemma4_metadata(gemma4_vocab: Path) -> dict:
-    return open_gguf(gemma4_vocab).metadata
-
-
-@pytest.fixture(scope="module")
-def gemma4(gemma4_metadata: dict) -> Tokenizer:
-    return Tokenizer.from_metadata(gemma4_metadata)
-
-
-@pytest.fixture(scope="module")
 def trained() -> tuple[HFTokenizer, Tokenizer]:
     """A small byte-level BPE trained with `tokenizers`, and ours built from its GGUF metadata."""
     hf = HFTokenizer(models.BPE())

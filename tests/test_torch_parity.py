@@ -183,3 +183,17 @@ def test_quantized_weights_dequantise_on_the_fly_to_the_same_logits(tmp_path, qt
     ref = model(input_ids=prompt, decoder_input_ids=canvas, past_key_values=cache)
     backend.prefill(prompt[0].tolist())
     assert (backend.denoise(canvas[0], None) - ref.logits[0]).abs().max() <= TOL
+
+
+def test_too_little_gpu_memory_is_one_line_before_loading(model_a, monkeypatch):
+    from dg_chat.engine.backends.torch_dg import backend as torch_backend
+    from dg_chat.engine.backends.torch_dg.weights import device_bytes
+
+    _, path = model_a
+    f = open_gguf(path)
+    cuda = torch.device("cuda")
+    # dense tensors become bf16 on the GPU: the estimate is half the float32 file's tensor bytes
+    assert device_bytes(f, cuda, torch.bfloat16) == sum(t.n_bytes for t in f.tensors.values()) // 2
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (2**30, 24 * 2**30))
+    with pytest.raises(torch_backend.BackendError, match=r"needs about 2\.\d GB of GPU memory but 1\.0 GB are free"):
+        torch_backend.check_gpu_memory(f, cuda, torch.bfloat16)

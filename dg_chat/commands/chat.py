@@ -1,9 +1,16 @@
-"""`dg-chat (chat)`."""
+"""`dg-chat` (the chat TUI); `dg-chat --continue` reopens the last chat."""
 
 from __future__ import annotations
 
 import argparse
+from contextlib import closing
+
+from dg_chat.store import Store
 
 
 def run(args: argparse.Namespace) -> int:
-    raise NotImplementedError("dg-chat (chat)")
+    from dg_chat.tui.app import DgChatApp  # Textual only for this command
+
+    with closing(Store()) as store:
+        DgChatApp(args.settings, store=store, continue_last=args.continue_chat).run()
+    return 0

@@ -15,7 +15,7 @@ from rich.text import Text
 
 from dg_chat import hub, paths
 from dg_chat.config import Settings
-from dg_chat.engine.backends.choice import choose_backend
+from dg_chat.engine.backends.choice import choose_backend, llama_status
 from dg_chat.errors import DgChatError
 from dg_chat.gguf.reader import open_gguf
 
@@ -62,14 +62,14 @@ def check_torch() -> list[Check]:
 
 
 def check_llama(cuda: bool) -> Check:
-    try:
-        import llama_cpp
-    except Exception as exc:  # noqa: BLE001 - ImportError, or OSError from a broken libllama
-        return Check("fail", "llama.cpp", f"llama-cpp-python is not importable ({_first_line(exc)})",
+    status = llama_status()
+    if not status["usable"]:
+        return Check("fail", "llama.cpp", f"llama-cpp-python is not usable ({status['error']})",
                      "run scripts/setup.sh to build it; Dream, LLaDA, LLaDA-MoE and RND1 run on it")
-    version = getattr(llama_cpp, "__version__", "?")
-    offload = bool(llama_cpp.llama_supports_gpu_offload())
-    detail = f"llama-cpp-python {version}, " + ("GPU offload" if offload else "CPU only (built without GPU offload)")
+    version, offload = status["llama_cpp_python"], status["gpu_offload"]
+    runs = ", ".join(status["architectures"]["llama"]) or "no diffusion architecture"
+    detail = (f"llama-cpp-python {version}, " + ("GPU offload" if offload else "CPU only (built without GPU offload)")
+              + f"; runs {runs}")
     if version != LLAMA_CPP_VERSION:
         return Check("warn", "llama.cpp", detail, f"dg-chat is tested with {LLAMA_CPP_VERSION}; run scripts/setup.sh")
     if cuda and not offload:

@@ -1,22 +1,20 @@
-"""`dg-chat models info PATH`: what a GGUF file is and which backend would run it."""
+"""`dg-chat models info NAME|PATH`: what a GGUF file is and which backend would run it."""
 
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from rich.console import Console
 from rich.text import Text
 
-from dg_chat.errors import DgChatError
 from dg_chat.gguf.reader import open_gguf
+from dg_chat.hub import resolve_model
+from dg_chat.text.sanitize import visible
 from dg_chat.gguf.summary import ModelSummary, human_bytes, human_count, summarize
 
 
 def run(args: argparse.Namespace) -> int:
-    path = Path(args.name)
-    if not path.exists():
-        raise DgChatError(f"{args.name}: no such file (give the path of a GGUF file)")
+    path = resolve_model(args.name, args.settings)
     with open_gguf(path) as gguf:
         summary = summarize(gguf, args.settings.backend)
     # soft_wrap: long values (paths) are neither cut nor broken by rich; the terminal wraps them
@@ -25,7 +23,7 @@ def run(args: argparse.Namespace) -> int:
     width = max(len(label) for label, _ in rows) + 2
     for label, value in rows:
         # Text, not markup: names and types come from the file, which may contain '[' or escapes
-        console.print(Text.assemble((label.ljust(width), "bold"), _printable(value)))
+        console.print(Text.assemble((label.ljust(width), "bold"), visible(value)))
     return 0
 
 
@@ -58,8 +56,3 @@ def _rows(s: ModelSummary) -> list[tuple[str, str]]:
 
 def _number(value: int | None) -> str:
     return "(not set)" if value is None else f"{value:,}"
-
-
-def _printable(text: str) -> str:
-    """Control characters (terminal escapes) shown as \\x.. instead of sent to the terminal."""
-    return "".join(ch if ch.isprintable() else f"\\x{ord(ch):02x}" for ch in text)

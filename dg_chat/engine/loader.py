@@ -2,27 +2,18 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 from dg_chat.config import Settings
 from dg_chat.engine.backends.choice import choose_backend
 from dg_chat.engine.engine import Engine
 from dg_chat.gguf.reader import open_gguf
-from dg_chat.text.chat import chat_format_for, end_token_ids
+from dg_chat.hub import resolve_model
+from dg_chat.text.chat import chat_format_for
 from dg_chat.text.tokenizer import Tokenizer
 
 
-def model_path(settings: Settings) -> Path:
-    """An existing file is used as is; names (and the default) are resolved by the hub, offline."""
-    if settings.model and Path(settings.model).expanduser().is_file():
-        return Path(settings.model).expanduser()
-    from dg_chat.hub import resolve_model  # noqa: PLC0415
-
-    return resolve_model(settings.model, settings)
-
-
 def load(settings: Settings) -> Engine:
-    path = model_path(settings)
+    path = resolve_model(settings.model, settings)  # offline: names, paths, or the demo
     f = open_gguf(path)
     try:
         backend_name = choose_backend(f.architecture, settings.backend)
@@ -35,11 +26,10 @@ def load(settings: Settings) -> Engine:
         else:
             from dg_chat.engine.backends.torch_dg.backend import TorchBackend  # noqa: PLC0415
 
-            tokenizer = Tokenizer.from_metadata(metadata)
             backend = TorchBackend(f, settings.device)  # keeps the file mapped, closes it on close()
+            tokenizer = Tokenizer.from_metadata(metadata)
     except BaseException:
         f.close()
         raise
-    name = str(metadata.get("general.name") or path.stem)
-    return Engine(backend, tokenizer, chat_format_for(metadata, tokenizer),
-                  end_ids=end_token_ids(metadata, tokenizer), name=name)
+    chat = chat_format_for(metadata, tokenizer)
+    return Engine(backend, tokenizer, chat, end_ids=chat.end_ids, name=str(metadata.get("general.name") or path.stem))

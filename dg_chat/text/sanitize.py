@@ -1,13 +1,25 @@
-"""Model output is untrusted: make it safe to print on a terminal."""
+"""Model output (and anything read from a model file) is untrusted: make it safe to show.
+
+A model that writes ESC [2J or an OSC 52 sequence could clear the screen or set the clipboard,
+and bidirectional overrides can make text read differently from what it is. Every control
+character is replaced by a visible stand-in: C0 controls by their Unicode "control pictures"
+(ESC -> ␛, newline -> ␊), DEL by ␡, C1 controls (0x9b is a one-byte CSI), bidi marks and
+overrides, and line/paragraph separators by U+FFFD. Show the result as plain text, never as markup.
+"""
 
 from __future__ import annotations
 
-import re
+_STAND_INS = {c: 0x2400 + c for c in range(0x20)} | {0x7F: 0x2421} | {
+    c: 0xFFFD for c in [*range(0x80, 0xA0), 0x061C, 0x200E, 0x200F, 0x2028, 0x2029,
+                        *range(0x202A, 0x202F), *range(0x2066, 0x206A)]}
+_MULTILINE = {c: s for c, s in _STAND_INS.items() if chr(c) not in "\n\t"}
 
-# CSI/OSC/other escape sequences, then any remaining C0/C1 control character except \t and \n.
-_ESCAPES = re.compile(r"\x1b(\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(\x07|\x1b\\)|[@-Z\\-_])|[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+def visible(text: str) -> str:
+    """One-line text (a token on the canvas, a title, a value from a file): every control shown."""
+    return text.translate(_STAND_INS)
 
 
 def printable(text: str) -> str:
-    """`text` without escape sequences or control characters (newlines and tabs kept)."""
-    return _ESCAPES.sub("", text.replace("\r\n", "\n"))
+    """Multi-line text (an answer): like `visible`, but newlines and tabs are kept."""
+    return text.replace("\r\n", "\n").translate(_MULTILINE)

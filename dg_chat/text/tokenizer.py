@@ -29,6 +29,7 @@ from tokenizers import Regex, decoders, models, normalizers, pre_tokenizers
 from tokenizers import Tokenizer as _HFTokenizer
 
 from dg_chat.errors import DgChatError
+from dg_chat.text.sanitize import visible
 
 # Pre-tokenizer regexes of byte-level BPE vocabularies, as their tokenizer.json files write them,
 # by the `tokenizer.ggml.pre` names llama.cpp's converter gives them. GPT-2's is ByteLevel's own.
@@ -49,21 +50,51 @@ _IGNORE_MERGES_PRE = {"llama-bpe", "llama3", "llama-v3"}
 _ADDED_TYPES = [TokenType.CONTROL.value, TokenType.USER_DEFINED.value]
 _HIDDEN_TYPES = [TokenType.CONTROL.value, TokenType.UNUSED.value]
 
-# Model output is untrusted: C0 controls become their Unicode "control pictures" (ESC -> ␛,
-# newline -> ␊), DEL -> ␡; C1 controls (0x9b is a one-byte CSI), bidi overrides and line/paragraph
-# separators become U+FFFD.
-_VISIBLE = {c: 0x2400 + c for c in range(0x20)} | {0x7F: 0x2421} | {
-    c: 0xFFFD for c in [*range(0x80, 0xA0), 0x061C, 0x200E, 0x200F, 0x2028, 0x2029,
-                        *range(0x202A, 0x202F), *range(0x2066, 0x206A)]}
+class SpecialTokenText:
+    """Prompt building shared by dg-chat's tokenizers: special tokens come only from trusted
+    template text (`split_specials`) or as ids, never from `encode` of user text."""
+
+    def __init__(self, special_by_text: Mapping[str, int]):
+        self._special_by_text = dict(special_by_text)
+        # longest first, so that the leftmost match is also the longest (as `tokenizers` matches)
+        alternatives = sorted(self._special_by_text, key=len, reverse=True)
+        self._special_re = re.compile("|".join(map(re.escape, alternatives))) if alternatives else None
+
+    def encode(self, text: str, *, add_bos: bool = False) -> list[int]:
+        raise NotImplementedError
+
+    def split_specials(self, text: str) -> list[int | str]:
+        """Trusted template text split into special-token ids and the plain text between them."""
+        if self._special_re is None:
+            return [text]
+        parts: list[int | str] = []
+        start = 0
+        for match in self._special_re.finditer(text):
+            parts += [text[start:match.start()], self._special_by_text[match.group()]]
+            start = match.end()
+        parts.append(text[start:])
+        return [part for part in parts if part != ""]
+
+    def encode_parts(self, parts: Iterable[int | str]) -> list[int]:
+        """Ids of a prompt given as special-token ids and texts. Adjacent texts are encoded together,
+        so the ids equal those of tokenizing the whole prompt at once, yet no text becomes a special."""
+        ids: list[int] = []
+        run: list[str] = []
+        for part in parts:
+            if isinstance(part, str):
+                run.append(part)
+            else:
+                ids += self.encode("".join(run))
+                ids.append(part)
+                run.clear()
+        return ids + self.encode("".join(run))
+
+    def special_id(self, token: str) -> int | None:
+        """The id of a special (control or user-defined) token with this text, if there is one."""
+        return self._special_by_text.get(token)
 
 
-def visible(text: str) -> str:
-    """`text` with every character that could move the cursor, start an escape sequence or reorder
-    the display replaced by a visible stand-in. Plain text: show it as such, never as markup."""
-    return text.translate(_VISIBLE)
-
-
-class Tokenizer:
+class Tokenizer(SpecialTokenText):
     vocab_size: int
     bos_id: int | None
     eos_id: int | None
@@ -84,11 +115,7 @@ class Tokenizer:
         self.add_bos = add_bos
         self._added = {i: tokens[i] for i in np.flatnonzero(np.isin(token_types, _ADDED_TYPES)).tolist() if tokens[i]}
         self._hidden = frozenset(np.flatnonzero(np.isin(token_types, _HIDDEN_TYPES)).tolist())
-        by_text = {text: i for i, text in self._added.items()}
-        # longest first, so that the leftmost match is also the longest (as `tokenizers` matches)
-        alternatives = sorted(by_text, key=len, reverse=True)
-        self._special_re = re.compile("|".join(map(re.escape, alternatives))) if alternatives else None
-        self._special_by_text = by_text
+        super().__init__({text: i for i, text in self._added.items()})
 
     @classmethod
     def from_metadata(cls, metadata: Mapping[str, Any]) -> "Tokenizer":
@@ -128,42 +155,12 @@ class Tokenizer:
         ids = self._backend.encode(text, add_special_tokens=False).ids
         return [self.bos_id, *ids] if add_bos and self.bos_id is not None else ids
 
-    def split_specials(self, text: str) -> list[int | str]:
-        """Trusted template text split into special-token ids and the plain text between them."""
-        if self._special_re is None:
-            return [text]
-        parts: list[int | str] = []
-        start = 0
-        for match in self._special_re.finditer(text):
-            parts += [text[start:match.start()], self._special_by_text[match.group()]]
-            start = match.end()
-        parts.append(text[start:])
-        return [part for part in parts if part != ""]
-
-    def encode_parts(self, parts: Iterable[int | str]) -> list[int]:
-        """Ids of a prompt given as special-token ids and texts. Adjacent texts are encoded together,
-        so the ids equal those of tokenizing the whole prompt at once, yet no text becomes a special."""
-        ids: list[int] = []
-        run: list[str] = []
-        for part in parts:
-            if isinstance(part, str):
-                run.append(part)
-            else:
-                ids += self.encode("".join(run))
-                ids.append(part)
-                run.clear()
-        return ids + self.encode("".join(run))
-
     def token_id(self, token: str) -> int:
         """The id of one vocabulary entry, e.g. token_id('<|turn>') == 105 for Gemma 4."""
         token_id = self._backend.token_to_id(token)
         if token_id is None:
             raise DgChatError(f"the model's vocabulary has no token {token!r}")
         return token_id
-
-    def special_id(self, token: str) -> int | None:
-        """The id of a special (control or user-defined) token with this text, if there is one."""
-        return self._special_by_text.get(token)
 
     def decode(self, ids: Sequence[int], *, skip_special: bool = True) -> str:
         """Text of `ids`; ids outside the vocabulary are dropped (model output is untrusted)."""

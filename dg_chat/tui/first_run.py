@@ -1,16 +1,14 @@
 """The first-run screen: start the embedded demo model now, or download DiffusionGemma first.
 
 `first_run_needed(settings)` says whether to show it: no model configured and no earlier
-choice. The choice is recorded in the data dir (`first_run.json`), never in the user's config;
-`recorded_choice()` gives it back on later runs. The screen dismisses with the model spec to
-run ("demo" or "diffusiongemma:QUANT").
+choice. The choice is recorded by `hub.record_choice` (in the data dir, never in the user's
+config), and from then on it is what an empty `model` setting means. The screen dismisses with
+the model spec to run ("demo" or "diffusiongemma:QUANT").
 """
 
 from __future__ import annotations
 
-import json
 import threading
-from pathlib import Path
 
 from textual import on
 from textual.app import ComposeResult
@@ -20,7 +18,7 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Button, ProgressBar, Static
 
-from dg_chat import hub, paths
+from dg_chat import hub
 from dg_chat.config import Settings
 from dg_chat.errors import DgChatError
 
@@ -29,26 +27,8 @@ ESTIMATE_BITS_PER_SECOND = 100e6
 """Link speed the download-time estimate assumes, before the real speed is known."""
 
 
-def _state_file() -> Path:
-    return paths.data_dir() / "first_run.json"
-
-
-def recorded_choice() -> str | None:
-    """The model spec chosen on the first run, if any."""
-    try:
-        choice = json.loads(_state_file().read_text(encoding="utf-8")).get("choice")
-    except (OSError, ValueError, AttributeError):
-        return None
-    return choice if isinstance(choice, str) else None
-
-
-def record_choice(spec: str) -> None:
-    _state_file().parent.mkdir(parents=True, exist_ok=True)
-    _state_file().write_text(json.dumps({"choice": spec}) + "\n", encoding="utf-8")
-
-
 def first_run_needed(settings: Settings) -> bool:
-    return not settings.model and recorded_choice() is None
+    return not settings.model and hub.recorded_choice() is None
 
 
 def _duration(seconds: float) -> str:
@@ -142,7 +122,7 @@ class FirstRunScreen(Screen[str]):
 
     @on(Button.Pressed, "#demo")
     def _start_demo(self) -> None:
-        record_choice(hub.DEMO)
+        hub.record_choice(hub.DEMO)
         self.dismiss(hub.DEMO)
 
     @on(Button.Pressed, "#download")
@@ -183,7 +163,7 @@ class FirstRunScreen(Screen[str]):
     @on(Done)
     def _finish(self, message: Done) -> None:
         if message.spec is not None:
-            record_choice(message.spec)
+            hub.record_choice(message.spec)
             self.dismiss(message.spec)
             return
         status = self.query_one("#status", Static)

@@ -19,7 +19,7 @@ from gguf import quants
 from gguf.constants import GGMLQuantizationType as Q
 
 from dg_chat.gguf.dequant import dequantize
-from tests.gguf_samples import K_SCALE_OFFSETS, QUANTIZABLE, quantized
+from tests.support.gguf_samples import K_SCALE_OFFSETS, QUANTIZABLE, quantized
 
 TYPES = [t for t in (*QUANTIZABLE, *K_SCALE_OFFSETS) if t != Q.F32]
 

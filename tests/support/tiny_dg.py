@@ -49,5 +49,5 @@ def convert(model, out_dir: Path, *, qtype: str = "f32", vocab: Path | None = No
     converter = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(converter)
     out = out_dir / f"tiny-{qtype}.gguf"
-    converter.main([str(checkpoint), str(out), "--type", qtype] + (["--vocab", str(vocab)] if vocab else []))
+    converter.convert(checkpoint, out, vocab, converter.TYPES[qtype])
     return out

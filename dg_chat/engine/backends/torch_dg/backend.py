@@ -10,7 +10,7 @@ import torch
 from dg_chat.engine.backends.base import BackendError
 from dg_chat.engine.backends.torch_dg.hparams import HParams
 from dg_chat.engine.backends.torch_dg.model import DiffusionGemma, KVCache
-from dg_chat.engine.backends.torch_dg.weights import Weights
+from dg_chat.engine.backends.torch_dg.weights import Weights, device_bytes
 from dg_chat.engine.sampling import SelfCondition
 from dg_chat.gguf.reader import GGUFFile
 
@@ -28,6 +28,19 @@ def resolve_device(requested: str) -> torch.device:
     return device
 
 
+GPU_HEADROOM = 2 * 2**30
+"""Beyond the weights: the KV cache, a canvas's activations and [canvas, vocab] logits."""
+
+
+def check_gpu_memory(f: GGUFFile, device: torch.device, dtype: torch.dtype) -> None:
+    """A one-line error before loading, instead of running out of memory halfway."""
+    need = device_bytes(f, device, dtype) + GPU_HEADROOM
+    free, _total = torch.cuda.mem_get_info(device)
+    if need > free:
+        raise BackendError(f"{f.path.name} needs about {need / 2**30:.1f} GB of GPU memory but {free / 2**30:.1f} GB "
+                           "are free: use a smaller quant (dg-chat models pull diffusiongemma:Q4_K_M) or --device cpu")
+
+
 class TorchBackend:
     name = "torch"
     noise = "uniform"
@@ -41,6 +54,8 @@ class TorchBackend:
         self.hp.check_tensors(f)
         dev = resolve_device(device)
         dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
+        if dev.type == "cuda":
+            check_gpu_memory(f, dev, dtype)
         try:
             self.model = DiffusionGemma(self.hp, Weights(f, dev, dtype))
         except torch.OutOfMemoryError:

@@ -40,6 +40,23 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
     return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
 
 
+def sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, causal: bool) -> torch.Tensor:
+    """Attention ([heads, T, head_dim] in and out, scale 1) called the way transformers' sdpa
+    integration calls it: batched 4-D, grouped K/V heads by `enable_gqa` only without a mask and
+    for head_dim <= 256, repeated otherwise. The same call picks the same kernel, so the results
+    round the same way."""
+    q, k, v = q[None], k[None], v[None]
+    groups = q.shape[1] // k.shape[1]
+    gqa = {}
+    if groups > 1 and mask is None and k.shape[-1] <= 256:
+        gqa["enable_gqa"] = True
+    elif groups > 1:
+        k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=None if mask is None else mask[None, None], scale=1.0,
+                                         is_causal=causal and q.shape[2] > 1, **gqa)
+    return out[0]
+
+
 def gelu_glu(x: torch.Tensor, gate: torch.Tensor, up: torch.Tensor, down: torch.Tensor) -> torch.Tensor:
     """down(gelu_tanh(gate(x)) * up(x)): the dense, expert and self-conditioning MLPs."""
     return F.linear(F.gelu(F.linear(x, gate), approximate="tanh") * F.linear(x, up), down)
@@ -56,6 +73,15 @@ class LayerCache:
     @property
     def end(self) -> int:
         return self.start + self.keys.shape[1]
+
+
+@dataclass(frozen=True)
+class Positions:
+    """Absolute positions of the tokens in a forward, with their RoPE (cos, sin) per layer kind
+    (keyed by `sliding`), computed once per forward."""
+
+    ids: torch.Tensor
+    rope: dict[bool, tuple[torch.Tensor, torch.Tensor]]
 
 
 @dataclass
@@ -88,19 +114,24 @@ class DiffusionGemma:
 
     # -- building blocks ------------------------------------------------------------------
 
-    def _rope(self, sliding: bool, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        freqs = positions[:, None].float() * self.inv_freq[sliding][None, :]
-        emb = torch.cat((freqs, freqs), dim=-1)
-        return emb.cos().to(self.dtype)[:, None, :], emb.sin().to(self.dtype)[:, None, :]
+    def _positions(self, start: int, n: int) -> Positions:
+        ids = torch.arange(start, start + n, device=self.device)
+        rope = {}
+        for sliding, inv_freq in self.inv_freq.items():
+            freqs = ids[:, None].float() * inv_freq[None, :]
+            emb = torch.cat((freqs, freqs), dim=-1)
+            rope[sliding] = emb.cos().to(self.dtype)[:, None, :], emb.sin().to(self.dtype)[:, None, :]
+        return Positions(ids, rope)
 
     def _embed(self, ids: torch.Tensor) -> torch.Tensor:
         return self.w.rows("token_embd.weight", ids) * self.embed_scale
 
-    def _attention(self, i: int, layer: LayerShape, x: torch.Tensor, positions: torch.Tensor,
+    def _attention(self, i: int, layer: LayerShape, x: torch.Tensor, pos: Positions,
                    cache: LayerCache | None, causal: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Attention output, plus this chunk's K and V ([kv_heads, T, head_dim])."""
         p, eps, hd, t = f"blk.{i}.", self.hp.eps, layer.head_dim, x.shape[0]
-        cos, sin = self._rope(layer.sliding, positions)
+        cos, sin = pos.rope[layer.sliding]
+        positions = pos.ids
         q = rms_norm(F.linear(x, self.w.get(p + "attn_q.weight")).view(t, -1, hd), self.w.get(p + "attn_q_norm.weight"), eps)
         q = q * cos + rotate_half(q) * sin
         k_raw = F.linear(x, self.w.get(p + "attn_k.weight")).view(t, -1, hd)
@@ -119,12 +150,15 @@ class DiffusionGemma:
             values = torch.cat((cache.values[:, first - cache.start:], v), dim=1)
         else:
             first = int(positions[0])
-        if causal:
-            key_pos = torch.arange(first, first + keys.shape[1], device=self.device)
+        kv = keys.shape[1]
+        # transformers leaves the causal mask to SDPA's is_causal when nothing precedes the chunk
+        # and the window does not bite; doing the same keeps SDPA on the same kernel
+        if causal and ((layer.sliding and kv >= self.hp.window) or not (t == 1 or kv == t or first == 0)):
+            key_pos = torch.arange(first, first + kv, device=self.device)
             mask = key_pos[None, :] <= positions[:, None]
             if layer.sliding:
                 mask &= key_pos[None, :] > positions[:, None] - self.hp.window
-        out = F.scaled_dot_product_attention(q.transpose(0, 1), keys, values, attn_mask=mask, scale=1.0, enable_gqa=True)
+        out = sdpa(q.transpose(0, 1), keys, values, mask, causal=causal and mask is None)
         out = F.linear(out.transpose(0, 1).reshape(t, -1), self.w.get(p + "attn_output.weight"))
         return out, k, v
 
@@ -138,19 +172,29 @@ class DiffusionGemma:
         top_w = top_w * self.w.get(p + "ffn_down_exps.scale")[top_i]
 
         x = rms_norm(residual, self.w.get(p + "pre_ffw_norm_2.weight"), eps)
-        out = torch.zeros_like(x)
-        for e in torch.unique(top_i).tolist():
-            token, slot = torch.where(top_i == e)
-            gate, up = F.linear(x[token], self.w.expert(p + "ffn_gate_up_exps.weight", e)).chunk(2, dim=-1)
-            y = F.linear(F.gelu(gate, approximate="tanh") * up, self.w.expert(p + "ffn_down_exps.weight", e))
-            out.index_add_(0, token, (y * top_w[token, slot, None]).to(out.dtype))
-        return out
+        # Group the (token, expert) pairs by expert and run each selected expert once on its
+        # rows, then sum each token's outputs over its top-k slots with one reduction: what
+        # transformers' default ("grouped_mm") experts path does, so the sums round the same way.
+        pairs = top_i.flatten()
+        order = torch.argsort(pairs, stable=True)
+        rows = x[order // hp.experts_used]
+        counts = torch.bincount(pairs, minlength=hp.experts).tolist()
+        outputs = torch.empty_like(rows)
+        start = 0
+        for e, n in enumerate(counts):
+            if n:
+                chunk = rows[start:start + n]
+                gate, up = F.linear(chunk, self.w.expert(p + "ffn_gate_up_exps.weight", e)).chunk(2, dim=-1)
+                y = F.linear(F.gelu(gate, approximate="tanh") * up, self.w.expert(p + "ffn_down_exps.weight", e))
+                outputs[start:start + n] = y * top_w.flatten()[order[start:start + n], None]
+                start += n
+        return outputs[torch.argsort(order)].view(*top_i.shape, -1).sum(dim=1)  # [tokens, hidden]
 
-    def _layer(self, i: int, h: torch.Tensor, positions: torch.Tensor, cache: LayerCache | None,
+    def _layer(self, i: int, h: torch.Tensor, pos: Positions, cache: LayerCache | None,
                encoder: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         p, eps, w = f"blk.{i}.", self.hp.eps, self.w.get
         layer = self.hp.layers[i]
-        attn, k, v = self._attention(i, layer, rms_norm(h, w(p + "attn_norm.weight"), eps), positions, cache, encoder)
+        attn, k, v = self._attention(i, layer, rms_norm(h, w(p + "attn_norm.weight"), eps), pos, cache, encoder)
         h = h + rms_norm(attn, w(p + "post_attention_norm.weight"), eps)
 
         residual = h
@@ -165,16 +209,16 @@ class DiffusionGemma:
     # -- the two modes ---------------------------------------------------------------------
 
     @torch.inference_mode()
-    def encode(self, ids: torch.Tensor, cache: KVCache, chunk: int = 512) -> None:
+    def encode(self, ids: torch.Tensor, cache: KVCache, chunk: int = 4096) -> None:
         """Append `ids` to the cache (causal; sliding layers keep a window plus ROLLBACK)."""
         for begin in range(0, ids.shape[0], chunk):
             part = ids[begin:begin + chunk]
             start = cache.length
-            positions = torch.arange(start, start + part.shape[0], device=self.device)
+            pos = self._positions(start, part.shape[0])
             h = self._embed(part)
             for i in range(self.hp.n_layers):
                 layer_cache = cache.layers[i] if i < len(cache.layers) else None
-                h, k, v = self._layer(i, h, positions, layer_cache, encoder=True)
+                h, k, v = self._layer(i, h, pos, layer_cache, encoder=True)
                 if layer_cache is None:
                     cache.layers.append(LayerCache(k, v, start))
                 else:
@@ -208,7 +252,7 @@ class DiffusionGemma:
         """Logits [canvas, vocab] in float32, soft-capped. `sc_probs` are the previous step's
         probabilities in the compute dtype (None on a block's first step: zero signal)."""
         start = cache.length
-        positions = torch.arange(start, start + canvas.shape[0], device=self.device)
+        pos = self._positions(start, canvas.shape[0])
         embed = self.w.get("token_embd.weight")
         h = self._embed(canvas)
         if sc_probs is not None:
@@ -221,7 +265,7 @@ class DiffusionGemma:
         h = rms_norm(h, None, self.hp.eps)
         for i in range(self.hp.n_layers):
             layer_cache = cache.layers[i] if i < len(cache.layers) else None
-            h, _, _ = self._layer(i, h, positions, layer_cache, encoder=False)
+            h, _, _ = self._layer(i, h, pos, layer_cache, encoder=False)
         h = rms_norm(h, self.w.get("output_norm.weight"), self.hp.eps)
         logits = F.linear(h, embed).float()
         if self.hp.softcap:  # in place: the same arithmetic, without [canvas, vocab] temporaries

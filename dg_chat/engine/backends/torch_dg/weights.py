@@ -13,10 +13,27 @@ from __future__ import annotations
 import torch
 
 from dg_chat.gguf.dequant import check_supported, dequantize, tensor_bytes
-from dg_chat.gguf.reader import GGUFFile
+from dg_chat.gguf.reader import GGUFFile, TensorInfo
 
 _NATIVE = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
 CPU_BUDGET = 4 * 2**30
+
+
+def placement(info: TensorInfo, device: torch.device, dtype: torch.dtype, cpu_budget: int) -> str:
+    """Where a tensor lives: "view" (zero-copy, CPU), "raw" (stored bytes, dequantised when
+    used) or "resident" (dequantised once into the compute dtype on the device)."""
+    expert = "_exps." in info.name
+    if device.type == "cpu":
+        if _NATIVE.get(info.type.name) == dtype:
+            return "view"
+        return "raw" if expert or info.n_elements * dtype.itemsize > cpu_budget else "resident"
+    return "raw" if expert and info.type.name not in _NATIVE else "resident"
+
+
+def device_bytes(f: GGUFFile, device: torch.device, dtype: torch.dtype) -> int:
+    """What `Weights` allocates on an accelerator for this file (checked before loading)."""
+    return sum(info.n_bytes if placement(info, device, dtype, 0) == "raw" else info.n_elements * dtype.itemsize
+               for info in f.tensors.values())
 
 
 class Weights:
@@ -27,16 +44,14 @@ class Weights:
         self._raw: dict[str, torch.Tensor] = {}
         budget = cpu_budget
         for name, info in f.tensors.items():
-            expert = "_exps." in name
-            if device.type == "cpu" and _NATIVE.get(info.type.name) == dtype:
-                self._resident[name] = self._dequantize(name, tensor_bytes(f, name))  # a view, no copy
-            elif device.type == "cpu" and (expert or info.n_elements * dtype.itemsize > budget):
-                self._raw[name] = tensor_bytes(f, name)
-            elif device.type != "cpu" and expert and info.type.name not in _NATIVE:
-                self._raw[name] = tensor_bytes(f, name, device)
-            else:
-                self._resident[name] = self._dequantize(name, tensor_bytes(f, name, device))
-                budget -= info.n_elements * dtype.itemsize if device.type == "cpu" else 0
+            where = placement(info, device, dtype, budget)
+            if where == "raw":
+                self._raw[name] = tensor_bytes(f, name, None if device.type == "cpu" else device)
+            else:  # a view of the mapping for "view": same dtype, nothing to convert
+                raw = tensor_bytes(f, name, None if where == "view" else device)
+                self._resident[name] = self._dequantize(name, raw)
+                if where == "resident" and device.type == "cpu":
+                    budget -= info.n_elements * dtype.itemsize
 
     def _dequantize(self, name: str, raw: torch.Tensor, index: int | torch.Tensor | None = None) -> torch.Tensor:
         info = self.file.info(name)

@@ -1,0 +1,379 @@
+"""llama.cpp backend for Dream, LLaDA, LLaDA-MoE and RND1, on llama-cpp-python's low-level API.
+
+libllama gives these architectures no KV cache and no sampling (both live in its diffusion
+example only), so every denoising step decodes the whole sequence [context | canvas | rest of the
+generation window] in one batch and reads the float32 logits of the canvas rows straight out of
+libllama's output buffer (no copy). Dream and RND1 predict position p from row p - 1
+(`diffusion.shift_logits`, absent = true); LLaDA does not.
+
+libllama aborts the whole process on many inputs it considers impossible (GGML_ASSERT): a decode
+batch larger than n_ubatch, and dozens of metadata values of a GGUF (a block count of 0, more
+experts used than exist, a rope dimension that is not the head size, ...). So a GGUF is loaded in
+three stages, and llama.cpp only sees files that passed the earlier ones:
+  1. `open_gguf` (structure, truncation) and the architecture and mask-token checks;
+  2. a preflight in a child process: libllama loads the metadata without reading the weights
+     (no_alloc), builds the compute graph of the context we are going to create, and runs its
+     tokenizer over the whole vocabulary; an abort there kills the child, not us, and its
+     assertion message becomes our one-line error;
+  3. the real load, with full GPU offload when libllama was built with a GPU backend.
+Decoding checks the batch size in Python before calling libllama.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import logging
+import os
+import re
+import subprocess
+import sys
+import weakref
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from dg_chat.config import Settings
+from dg_chat.engine.backends.choice import LLAMA_ARCHITECTURES
+from dg_chat.engine.backends.llama_tokenizer import LlamaTokenizer
+from dg_chat.errors import DgChatError
+from dg_chat.gguf.reader import open_gguf
+
+log = logging.getLogger(__name__)
+
+CANVAS_LENGTHS = {"llada": 32, "llada-moe": 32, "dream": 256, "rnd1": 256}
+"""Block length per family. LLaDA: 32, the semi-autoregressive block length of its reference
+generate.py and chat demo (and a 32-token window per step keeps its 1-token-per-step default
+cheap). Dream and RND1 denoise their whole answer as one sequence in their references (Dream's
+demos: 256-512 tokens, RND1's: 256): one 256-token canvas is the nearest block loop."""
+PROMPT_BUDGET = 2048
+"""Context tokens reserved for the conversation beyond the generation window, when sizing n_ctx."""
+PREFLIGHT_TIMEOUT_S = 300
+
+
+class LlamaError(DgChatError):
+    """llama.cpp cannot load or run this model (the message says why, in one line)."""
+
+
+# -- the library ----------------------------------------------------------------------------
+
+class _LogCapture:
+    """libllama's log goes to Python logging; error lines are kept to explain failures."""
+
+    ERROR, CONTINUE = 4, 5  # ggml_log_level values (ggml.h)
+
+    def __init__(self, lib: Any):
+        self.errors: deque[str] = deque(maxlen=20)
+        self._partial = ""
+        self._level = 0
+        self.callback = lib.llama_log_callback(self._on_log)  # kept referenced: C holds it
+        lib.llama_log_set(self.callback, ctypes.c_void_p(0))
+
+    def _on_log(self, level: int, text: bytes, _user_data: ctypes.c_void_p) -> None:
+        if level != self.CONTINUE:
+            self._level = level
+        self._partial += text.decode("utf-8", errors="replace")
+        *lines, self._partial = self._partial.split("\n")
+        for line in filter(None, (line.strip() for line in lines)):
+            if self._level == self.ERROR:
+                self.errors.append(line)
+            # debug only: failures reach the user as one-line errors, and stderr belongs to the UI
+            log.debug("%s", line)
+
+    def reason(self) -> str:
+        """The first error logged since the last `clear()`, else a generic phrase."""
+        return _clean(self.errors[0]) if self.errors else "no reason given (see the debug log)"
+
+    def clear(self) -> None:
+        self.errors.clear()
+
+
+def _clean(line: str) -> str:
+    """A libllama log or abort line without its function-name and source-path prefixes."""
+    line = re.sub(r"^.*?(GGML_ASSERT|GGML_ABORT)", r"\1", line)
+    return re.sub(r"\s+", " ", re.sub(r"^(?:\w+: )+", "", line)).strip()
+
+
+@functools.cache
+def _lib() -> tuple[Any, _LogCapture]:
+    """llama-cpp-python's ctypes module, initialised once, with its log captured."""
+    try:
+        import llama_cpp.llama_cpp as lib  # noqa: PLC0415 - heavy, and only the llama backend needs it
+    except Exception as exc:  # noqa: BLE001 - a missing or broken shared library raises OSError etc.
+        raise LlamaError(f"llama-cpp-python is not usable ({type(exc).__name__}: {exc}); "
+                         "reinstall it (pip install llama-cpp-python==0.3.36)") from None
+    capture = _LogCapture(lib)
+    lib.llama_backend_init()
+    return lib, capture
+
+
+def library():
+    """The llama_cpp.llama_cpp module (raises LlamaError if it cannot be imported)."""
+    return _lib()[0]
+
+
+# -- stage 1: what the GGUF says ---------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class ModelInfo:
+    architecture: str
+    n_ctx_train: int | None
+    tokenizer_model: str
+    """`tokenizer.ggml.model` ("gpt2", "llama", ...)."""
+
+
+def read_model_info(path: Path) -> ModelInfo:
+    """What the GGUF metadata says, checked: LlamaError/GGUFError (one line) when the file cannot
+    be a model this backend runs (unsupported architecture, no mask token, no vocabulary)."""
+    with open_gguf(path) as gguf:
+        arch = gguf.architecture
+        if arch not in LLAMA_ARCHITECTURES:
+            raise LlamaError(f"{path}: '{arch}' is not an architecture the llama.cpp backend runs "
+                             f"({', '.join(sorted(LLAMA_ARCHITECTURES))})")
+        tokens = gguf.get("tokenizer.ggml.tokens")
+        if not isinstance(tokens, list) or not tokens:
+            raise LlamaError(f"{path}: the GGUF has no tokenizer vocabulary (tokenizer.ggml.tokens)")
+        mask = gguf.get("tokenizer.ggml.mask_token_id")
+        if not isinstance(mask, int) or not 0 <= mask < len(tokens):
+            raise LlamaError(f"{path}: a {arch} model needs a mask token, but tokenizer.ggml.mask_token_id is "
+                             f"{'missing' if mask is None else f'{mask!r}, outside the vocabulary'}")
+        n_ctx_train = gguf.arch_get("context_length")
+        return ModelInfo(
+            architecture=arch,
+            n_ctx_train=n_ctx_train if isinstance(n_ctx_train, int) and n_ctx_train > 0 else None,
+            tokenizer_model=gguf.get("tokenizer.ggml.model", ""),
+        )
+
+
+# -- stage 2: the preflight child ----------------------------------------------------------
+
+_PREFLIGHT = r"""
+import ctypes, os, sys
+import llama_cpp.llama_cpp as L
+
+@L.llama_log_callback
+def on_log(level, text, _):
+    if level == 4:  # GGML_LOG_LEVEL_ERROR
+        sys.stderr.write(text.decode("utf-8", "replace"))
+
+L.llama_log_set(on_log, None)
+L.llama_backend_init()
+path, n_ctx = sys.argv[1], int(sys.argv[2])
+mp = L.llama_model_default_params()
+mp.n_gpu_layers, mp.no_alloc, mp.load_mode = 0, True, L.LLAMA_LOAD_MODE_NONE
+model = L.llama_model_load_from_file(os.fsencode(path), mp)
+if not model:
+    sys.exit(3)
+cp = L.llama_context_default_params()
+cp.n_ctx = cp.n_batch = cp.n_ubatch = n_ctx
+if not L.llama_init_from_model(model, cp):
+    sys.exit(4)
+vocab = L.llama_model_get_vocab(model)
+n = L.llama_vocab_n_tokens(vocab)
+ids = (L.llama_token * n)(*range(n))
+need = -L.llama_detokenize(vocab, ids, n, None, 0, False, True)
+buf = ctypes.create_string_buffer(max(need, 1))
+L.llama_detokenize(vocab, ids, n, buf, len(buf), False, True)
+text = "Hello\n<|im_start|> world 123 \u00e9\u4e16".encode()
+out = (L.llama_token * 256)()
+for special in (False, True):
+    L.llama_tokenize(vocab, text, len(text), out, 256, False, special)
+"""
+
+
+@functools.cache
+def _preflight_cached(path: str, size: int, mtime_ns: int, n_ctx: int) -> None:
+    env = dict(os.environ, GGML_NO_BACKTRACE="1", CUDA_VISIBLE_DEVICES="")
+    try:
+        done = subprocess.run([sys.executable, "-c", _PREFLIGHT, path, str(n_ctx)], capture_output=True,
+                              text=True, errors="replace", env=env, timeout=PREFLIGHT_TIMEOUT_S, check=False)
+    except subprocess.TimeoutExpired:
+        raise LlamaError(f"{path}: llama.cpp took more than {PREFLIGHT_TIMEOUT_S} s to check the model") from None
+    if done.returncode == 0:
+        return
+    lines = [line.strip() for line in done.stderr.splitlines() if line.strip()]
+    asserts = [line for line in lines if "GGML_ASSERT" in line or "GGML_ABORT" in line or "fatal error" in line]
+    reason = _clean((asserts or lines or [f"exit code {done.returncode}"])[0])
+    raise LlamaError(f"{path}: llama.cpp cannot load this model: {reason}")
+
+
+def preflight(path: Path, n_ctx: int) -> None:
+    """Let a child process load `path` the way we will; LlamaError with libllama's reason if it
+    fails or aborts. Cached per file version and context size."""
+    stat = path.stat()
+    _preflight_cached(str(path), stat.st_size, stat.st_mtime_ns, n_ctx)
+
+
+# -- stage 3: the backend ---------------------------------------------------------------------
+
+def _usable_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _free(lib: Any, handles: dict[str, Any]) -> None:
+    if handles.get("batch") is not None:
+        lib.llama_batch_free(handles.pop("batch"))
+    if handles.get("ctx"):
+        lib.llama_free(handles.pop("ctx"))
+    if handles.get("model"):
+        lib.llama_model_free(handles.pop("model"))
+
+
+class LlamaBackend:
+    """A Dream/LLaDA/LLaDA-MoE/RND1 GGUF in libllama (see the module docstring)."""
+
+    name = "llama"
+    noise = "mask"
+    device = "cpu"
+    """Where logits and sampling live: libllama hands back logits in host memory."""
+
+    def __init__(self, path: str | os.PathLike, *, max_canvases: int = 4, n_ctx: int | None = None,
+                 canvas_length: int | None = None, gpu: bool | None = None, n_threads: int | None = None):
+        """n_ctx (default: max_canvases canvases + PROMPT_BUDGET, at most the training context)
+        is also n_batch and n_ubatch: these architectures decode a whole sequence as one ubatch."""
+        self.path = Path(path)
+        self.info = read_model_info(self.path)
+        self.architecture = self.info.architecture
+        self.canvas_length = canvas_length or CANVAS_LENGTHS[self.architecture]
+        wanted = n_ctx or max_canvases * self.canvas_length + PROMPT_BUDGET
+        self.context_length = min(wanted, self.info.n_ctx_train or wanted)
+        if self.context_length < self.canvas_length + 1:
+            raise LlamaError(f"{self.path}: a context of {self.context_length} tokens cannot hold a "
+                             f"{self.canvas_length}-token canvas")
+        preflight(self.path, self.context_length)
+
+        lib, self._log = _lib()
+        self.lib = lib
+        """llama-cpp-python's ctypes module (the tokenizer shares it)."""
+        self.gpu_offload = bool(lib.llama_supports_gpu_offload()) if gpu is None else gpu
+        self._handles: dict[str, Any] = {}
+        self._finalizer = weakref.finalize(self, _free, lib, self._handles)
+        try:
+            self._load(n_threads or _usable_cores())
+        except BaseException:
+            self._finalizer()
+            raise
+
+    def _load(self, n_threads: int) -> None:
+        lib = self.lib
+        params = lib.llama_model_default_params()
+        params.n_gpu_layers = -1 if self.gpu_offload else 0
+        self._log.clear()
+        model = lib.llama_model_load_from_file(os.fsencode(self.path), params)
+        if not model:
+            raise LlamaError(f"{self.path}: llama.cpp could not load the model: {self._log.reason()}")
+        self._handles["model"] = model
+        self.vocab_handle = lib.llama_model_get_vocab(model)
+        """libllama's llama_vocab pointer (the tokenizer's), valid until close()."""
+        self.vocab_size = lib.llama_vocab_n_tokens(self.vocab_handle)
+        mask = lib.llama_vocab_mask(self.vocab_handle)
+        if mask < 0:
+            raise LlamaError(f"{self.path}: llama.cpp found no usable mask token in the model")
+        self.mask_token_id: int | None = mask
+        self.shift_logits = self._meta("diffusion.shift_logits") in (None, "true")
+
+        cparams = lib.llama_context_default_params()
+        cparams.n_ctx = cparams.n_batch = cparams.n_ubatch = self.context_length
+        cparams.n_seq_max = 1
+        cparams.n_threads = cparams.n_threads_batch = n_threads
+        self._log.clear()
+        ctx = lib.llama_init_from_model(model, cparams)
+        if not ctx:
+            raise LlamaError(f"{self.path}: llama.cpp could not create a {self.context_length}-token context: "
+                             f"{self._log.reason()}")
+        self._handles["ctx"] = ctx
+
+        # One batch for the whole context, filled once; a step only rewrites the canvas tokens.
+        n = self.context_length
+        batch = lib.llama_batch_init(n, 0, 1)
+        self._handles["batch"] = batch
+        self._batch = batch
+        np.ctypeslib.as_array(batch.pos, shape=(n,))[:] = np.arange(n, dtype=np.int32)
+        np.ctypeslib.as_array(batch.n_seq_id, shape=(n,))[:] = 1
+        np.ctypeslib.as_array(batch.logits, shape=(n,))[:] = 1
+        for i in range(n):
+            batch.seq_id[i][0] = 0
+        self._tokens = np.ctypeslib.as_array(batch.token, shape=(n,))
+        self._context: list[int] = []
+
+    def _meta(self, key: str) -> str | None:
+        buf = ctypes.create_string_buffer(256)
+        n = self.lib.llama_model_meta_val_str(self._handles["model"], key.encode(), buf, len(buf))
+        return None if n < 0 else buf.value.decode("utf-8", errors="replace")
+
+    @property
+    def closed(self) -> bool:
+        return "model" not in self._handles
+
+    @property
+    def cached_tokens(self) -> int:
+        return len(self._context)
+
+    def _check_ids(self, ids: Sequence[int]) -> None:
+        bad = next((t for t in ids if not 0 <= t < self.vocab_size), None)
+        if bad is not None:
+            raise LlamaError(f"token id {bad} is outside the model's {self.vocab_size}-token vocabulary")
+
+    def prefill(self, token_ids: Sequence[int]) -> int:
+        """No KV cache: the context is only remembered; returns how many tokens are new."""
+        ids = [int(t) for t in token_ids]
+        if len(ids) > self.context_length:
+            raise LlamaError(f"the prompt has {len(ids)} tokens, more than the {self.context_length}-token context")
+        self._check_ids(ids)
+        common = 0
+        for old, new in zip(self._context, ids):
+            if old != new:
+                break
+            common += 1
+        self._context = ids
+        self._tokens[:len(ids)] = ids
+        return len(ids) - common
+
+    def denoise(self, canvas: torch.Tensor, self_cond: torch.Tensor | None) -> torch.Tensor:
+        """Logits [len(canvas), vocab_size] of `canvas` placed after the context: a view into
+        libllama's buffer, valid until the next call. `canvas` may run past canvas_length: the
+        extra tokens are the rest of the generation window (mask tokens), as the reference
+        samplers present it. `self_cond` is ignored (mask models have none)."""
+        if self.closed:
+            raise LlamaError("the llama.cpp backend is closed")
+        start = len(self._context)
+        n = start + len(canvas)
+        if n > self.context_length:  # libllama would abort: its batch must fit in one ubatch
+            raise LlamaError(f"{n} tokens do not fit the {self.context_length}-token llama.cpp context")
+        self._tokens[start:n] = canvas.numpy()
+        self._batch.n_tokens = n
+        self._log.clear()
+        rc = self.lib.llama_decode(self._handles["ctx"], self._batch)
+        if rc != 0:
+            raise LlamaError(f"llama.cpp failed to decode {n} tokens (code {rc}): {self._log.reason()}")
+        pointer = self.lib.llama_get_logits(self._handles["ctx"])
+        if not pointer:
+            raise LlamaError("llama.cpp returned no logits")
+        logits = torch.from_numpy(np.ctypeslib.as_array(pointer, shape=(n, self.vocab_size)))
+        if not self.shift_logits:
+            return logits[start:n]
+        if start > 0:
+            return logits[start - 1:n - 1]
+        return torch.cat([logits[:1], logits[:n - 1]])  # no context: position 0 reads its own row
+
+    def commit(self, canvas: torch.Tensor) -> None:
+        ids = canvas.tolist()
+        start = len(self._context)
+        if start + len(ids) > self.context_length:
+            raise LlamaError(f"the context is full ({self.context_length} tokens)")
+        self._tokens[start:start + len(ids)] = ids
+        self._context += ids
+
+    def close(self) -> None:
+        self._finalizer()
+
+
+def load_llama_engine_parts(path: str | os.PathLike, settings: Settings) -> tuple[LlamaBackend, LlamaTokenizer]:
+    """What the model loader needs from this backend: the backend, sized for the sampler's
+    canvases, and the model's own tokenizer (its `end_ids` are the turn's end tokens)."""
+    backend = LlamaBackend(path, max_canvases=settings.sampler.max_canvases)
+    return backend, LlamaTokenizer(backend)

@@ -1,0 +1,256 @@
+"""Conversation history in SQLite: chats, messages, per-chat settings, stats and replay frames.
+
+Written so that nothing is lost when the process dies: the connection is in autocommit mode
+with WAL journaling, so every call below is durable once it returns (a killed process keeps
+it; only a power cut may lose the last WAL frames, as synchronous=NORMAL allows). The TUI
+stores the user message before generation starts and rewrites the model message at every
+committed block.
+
+One Store may be used from several threads (the UI and the engine worker): calls are
+serialised by a lock. The schema evolves through MIGRATIONS, tracked by PRAGMA user_version.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from dg_chat import paths
+from dg_chat.config import ConfigError, Settings, settings_from_dict, settings_to_dict
+from dg_chat.errors import DgChatError
+
+Status = Literal["complete", "partial", "stopped", "failed"]
+"""complete: finished normally; partial: being generated, or interrupted by a crash;
+stopped: cancelled by the user; failed: the engine reported an error."""
+
+
+class StoreError(DgChatError):
+    """The history database cannot be opened or used."""
+
+
+MIGRATIONS: list[str] = [
+    # 1: the initial schema
+    """
+    CREATE TABLE chats (
+        id INTEGER PRIMARY KEY,
+        title TEXT NOT NULL,
+        created REAL NOT NULL,
+        updated REAL NOT NULL,
+        settings TEXT NOT NULL
+    );
+    CREATE TABLE messages (
+        id INTEGER PRIMARY KEY,
+        chat_id INTEGER NOT NULL REFERENCES chats(id) ON DELETE CASCADE,
+        role TEXT NOT NULL CHECK (role IN ('system', 'user', 'model')),
+        content TEXT NOT NULL,
+        thinking TEXT NOT NULL DEFAULT '',
+        status TEXT NOT NULL CHECK (status IN ('complete', 'partial', 'stopped', 'failed')),
+        error TEXT NOT NULL DEFAULT '',
+        stats TEXT,
+        created REAL NOT NULL
+    );
+    CREATE INDEX messages_by_chat ON messages(chat_id, id);
+    CREATE TABLE frames (
+        message_id INTEGER NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
+        block INTEGER NOT NULL,
+        data BLOB NOT NULL,
+        PRIMARY KEY (message_id, block)
+    );
+    """,
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+@dataclass(frozen=True, slots=True)
+class ChatSummary:
+    id: int
+    title: str
+    created: float
+    updated: float
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    id: int
+    chat_id: int
+    role: str
+    content: str
+    thinking: str
+    status: Status
+    error: str
+    stats: dict[str, Any] | None
+
+
+def title_from(text: str, limit: int = 48) -> str:
+    """A chat title from its first user message: the first line, shortened."""
+    line = next((part.strip() for part in text.splitlines() if part.strip()), "") or "New chat"
+    return line if len(line) <= limit else line[: limit - 1].rstrip() + "…"
+
+
+class Store:
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path or paths.history_db()
+        self._lock = threading.RLock()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"cannot open the history database {self.path}: {exc}") from None
+        try:
+            self._db.row_factory = sqlite3.Row
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            self._db.close()
+            raise StoreError(f"the history database {self.path} is unreadable ({exc}); "
+                             "move it away to start a new history") from None
+
+    def _migrate(self) -> None:
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise StoreError(f"the history database {self.path} was written by a newer dg-chat "
+                             f"(schema {version}, this one knows {SCHEMA_VERSION})")
+        for number in range(version, SCHEMA_VERSION):
+            # executescript commits first; BEGIN makes each migration all-or-nothing.
+            self._db.executescript(f"BEGIN; {MIGRATIONS[number]}; PRAGMA user_version = {number + 1}; COMMIT;")
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def _query(self, sql: str, params: tuple = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            try:
+                return self._db.execute(sql, params).fetchall()
+            except sqlite3.Error as exc:
+                raise StoreError(f"history database error: {exc}") from None
+
+    def _write(self, *statements: tuple[str, tuple]) -> int:
+        """Run statements as one transaction; returns the last inserted row id."""
+        with self._lock:
+            try:
+                with self._db:  # BEGIN ... COMMIT, or ROLLBACK on error
+                    self._db.execute("BEGIN")
+                    for sql, params in statements:
+                        cursor = self._db.execute(sql, params)
+                return int(cursor.lastrowid or 0)
+            except sqlite3.Error as exc:
+                raise StoreError(f"history database error: {exc}") from None
+
+    # chats
+
+    def create_chat(self, title: str, settings: Settings) -> int:
+        now = time.time()
+        return self._write(("INSERT INTO chats (title, created, updated, settings) VALUES (?, ?, ?, ?)",
+                            (title, now, now, json.dumps(settings_to_dict(settings)))))
+
+    def chats(self, search: str = "") -> list[ChatSummary]:
+        """All chats, most recently used first; `search` keeps those whose title or any
+        message contains it (case-insensitive for ASCII letters)."""
+        sql = "SELECT id, title, created, updated FROM chats"
+        params: tuple = ()
+        if search:
+            pattern = "%" + search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            sql += (" WHERE title LIKE ?1 ESCAPE '\\' OR id IN (SELECT chat_id FROM messages"
+                    " WHERE content LIKE ?1 ESCAPE '\\' OR thinking LIKE ?1 ESCAPE '\\')")
+            params = (pattern,)
+        return [ChatSummary(**dict(row)) for row in self._query(sql + " ORDER BY updated DESC, id DESC", params)]
+
+    def chat(self, chat_id: int) -> ChatSummary:
+        rows = self._query("SELECT id, title, created, updated FROM chats WHERE id = ?", (chat_id,))
+        if not rows:
+            raise StoreError(f"no chat with id {chat_id}")
+        return ChatSummary(**dict(rows[0]))
+
+    def last_chat_id(self) -> int | None:
+        rows = self._query("SELECT id FROM chats ORDER BY updated DESC, id DESC LIMIT 1")
+        return int(rows[0][0]) if rows else None
+
+    def rename_chat(self, chat_id: int, title: str) -> None:
+        self._write(("UPDATE chats SET title = ? WHERE id = ?", (title, chat_id)))
+
+    def delete_chat(self, chat_id: int) -> None:
+        self._write(("DELETE FROM chats WHERE id = ?", (chat_id,)))
+
+    def chat_settings(self, chat_id: int) -> Settings:
+        rows = self._query("SELECT settings FROM chats WHERE id = ?", (chat_id,))
+        if not rows:
+            raise StoreError(f"no chat with id {chat_id}")
+        try:
+            return settings_from_dict(json.loads(rows[0][0]))
+        except (ValueError, ConfigError):
+            return Settings()  # damaged or from an incompatible version: the defaults are safe
+
+    def set_chat_settings(self, chat_id: int, settings: Settings) -> None:
+        self._write(("UPDATE chats SET settings = ? WHERE id = ?", (json.dumps(settings_to_dict(settings)), chat_id)))
+
+    # messages
+
+    def add_message(self, chat_id: int, role: str, content: str, *, thinking: str = "",
+                    status: Status = "complete") -> int:
+        now = time.time()
+        return self._write(
+            ("UPDATE chats SET updated = ? WHERE id = ?", (now, chat_id)),
+            ("INSERT INTO messages (chat_id, role, content, thinking, status, created) VALUES (?, ?, ?, ?, ?, ?)",
+             (chat_id, role, content, thinking, status, now)),
+        )
+
+    def update_message(self, message_id: int, *, content: str, thinking: str, status: Status,
+                       error: str = "", stats: dict[str, Any] | None = None) -> None:
+        self._write(("UPDATE messages SET content = ?, thinking = ?, status = ?, error = ?, stats = ? WHERE id = ?",
+                     (content, thinking, status, error, None if stats is None else json.dumps(stats), message_id)))
+
+    def messages(self, chat_id: int) -> list[StoredMessage]:
+        rows = self._query("SELECT id, chat_id, role, content, thinking, status, error, stats FROM messages"
+                           " WHERE chat_id = ? ORDER BY id", (chat_id,))
+        return [StoredMessage(**{**dict(row), "stats": json.loads(row["stats"]) if row["stats"] else None})
+                for row in rows]
+
+    def delete_messages_from(self, message_id: int) -> None:
+        """Delete a message and every later message of its chat (regenerate, edit and resend)."""
+        self._write(("DELETE FROM messages WHERE chat_id = (SELECT chat_id FROM messages WHERE id = ?1)"
+                     " AND id >= ?1", (message_id,)))
+
+    # replay frames
+
+    def save_frames(self, message_id: int, block: int, data: bytes) -> None:
+        self._write(("INSERT OR REPLACE INTO frames (message_id, block, data) VALUES (?, ?, ?)",
+                     (message_id, block, data)))
+
+    def frames(self, message_id: int) -> list[bytes]:
+        """The recorded blocks of a model message, in block order."""
+        rows = self._query("SELECT data FROM frames WHERE message_id = ? ORDER BY block", (message_id,))
+        return [bytes(row[0]) for row in rows]
+
+    # export
+
+    def export_json(self, chat_id: int) -> dict[str, Any]:
+        chat = self.chat(chat_id)
+        return {
+            "title": chat.title,
+            "created": chat.created,
+            "updated": chat.updated,
+            "settings": settings_to_dict(self.chat_settings(chat_id)),
+            "messages": [{"role": m.role, "content": m.content, "thinking": m.thinking, "status": m.status,
+                          "error": m.error, "stats": m.stats} for m in self.messages(chat_id)],
+        }
+
+    def export_markdown(self, chat_id: int) -> str:
+        chat = self.chat(chat_id)
+        parts = [f"# {chat.title}", ""]
+        for message in self.messages(chat_id):
+            heading = {"user": "You", "model": "Model", "system": "System"}[message.role]
+            if message.status != "complete":
+                heading += f" ({message.status}{': ' + message.error if message.error else ''})"
+            parts += [f"## {heading}", ""]
+            if message.thinking:
+                parts += ["<details><summary>Thinking</summary>", "", message.thinking, "", "</details>", ""]
+            parts += [message.content, ""]
+        return "\n".join(parts)

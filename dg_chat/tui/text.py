@@ -1,0 +1,20 @@
+"""Text helpers of the TUI. Untrusted text goes through dg_chat.text.sanitize.printable before
+it reaches a widget, because Textual's Markdown and Static pass control characters straight to
+the terminal; widgets show it with markup disabled (Rich markup such as "[bold]" stays literal)."""
+
+from __future__ import annotations
+
+from markdown_it import MarkdownIt
+
+
+
+def code_blocks(markdown: str) -> list[str]:
+    """The contents of the fenced and indented code blocks of a Markdown text, in order."""
+    return [token.content for token in MarkdownIt("commonmark").parse(markdown)
+            if token.type in ("fence", "code_block")]
+
+
+def one_line(error: BaseException | str) -> str:
+    """An error as one readable line (engines should raise one-line errors; this is the fallback)."""
+    text = str(error).strip() or type(error).__name__
+    return " ".join(text.split())

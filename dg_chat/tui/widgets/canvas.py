@@ -1,0 +1,207 @@
+"""The live canvas: every position of the block being denoised, repainted at most `fps` times a second.
+
+Frames arrive as `CanvasFrame` messages posted to this widget's own queue by the engine
+thread; a frame that is still queued when a newer one arrives is dropped (`can_replace`),
+so a slow terminal skips frames instead of falling behind. The newest frame received is
+always painted. The widget has a fixed height: tokens change every step but nothing around
+it moves.
+
+It draws with the line API (precomputed segments per line, no Markdown or Content wrapping):
+the UI thread must stay nearly idle, since it shares the GIL with the engine thread.
+"""
+
+from __future__ import annotations
+
+import time
+from functools import lru_cache
+from typing import Callable
+
+from rich.cells import cell_len, chop_cells
+from rich.segment import Segment
+from rich.style import Style
+from textual.message import Message
+from textual.strip import Strip
+from textual.timer import Timer
+from textual.widget import Widget
+
+from dg_chat.tui.recording import Frame
+from dg_chat.text.sanitize import printable
+
+NOISE_CHARS = 4
+"""Noise tokens are cut to this many characters: they are shown to look scrambled, not read,
+and random vocabulary pieces can be long."""
+MASK_GLYPH = "░"
+HEADER_LINES = 2  # the title line and the step bar
+
+
+class CanvasFrame(Message, bubble=False):
+    """A denoising frame for the canvas of turn `turn`."""
+
+    def __init__(self, turn: int, frame: Frame) -> None:
+        super().__init__()
+        self.turn = turn
+        self.frame = frame
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, CanvasFrame)
+
+
+def frame_header(frame: Frame) -> str:
+    return f"block {frame.block + 1} · step {frame.step}/{frame.max_steps} · mean entropy {frame.mean_entropy:.3f}"
+
+
+def token_runs(frame: Frame, piece: Callable[[int], str], mask_id: int | None) -> list[tuple[str, str]]:
+    """(text, kind) per position: kind is "accepted", "changed" (accepted and changed this
+    step), or "noise" (cut short; a mask token shows as one glyph)."""
+    runs = []
+    for token, accepted, changed in zip(frame.tokens.tolist(), frame.accepted.tolist(), frame.changed.tolist(),
+                                        strict=True):
+        if token == mask_id:
+            runs.append((MASK_GLYPH, "noise"))
+        elif accepted:
+            runs.append((piece(token), "changed" if changed else "accepted"))
+        else:
+            runs.append((piece(token)[:NOISE_CHARS], "noise"))
+    return runs
+
+
+def wrap_runs(runs: list[tuple[str, Style]], width: int, height: int) -> list[list[Segment]]:
+    """Styled runs laid out in at most `height` lines of `width` cells, breaking anywhere (a
+    canvas is not prose); what does not fit is left out."""
+    if height <= 0:
+        return []
+    lines: list[list[Segment]] = [[]]
+    used = 0
+    for text, style in runs:
+        while text:
+            size = cell_len(text)
+            if used + size <= width:
+                line = lines[-1]
+                if line and line[-1].style is style:  # fewer, longer segments are cheaper to draw
+                    line[-1] = Segment(line[-1].text + text, style)
+                else:
+                    line.append(Segment(text, style))
+                used += size
+                break
+            head = chop_cells(text, width - used)[0] if used < width else ""
+            if head:
+                lines[-1].append(Segment(head, style))
+                text = text[len(head):]
+            if len(lines) >= height:
+                return lines
+            lines.append([])
+            used = 0
+    return lines
+
+
+class CanvasView(Widget):
+    """Header, step bar and tokens of one block; shows live frames or replayed ones."""
+
+    COMPONENT_CLASSES = {"canvas--header", "canvas--bar", "canvas--bar-todo", "canvas--noise",
+                         "canvas--accepted", "canvas--changed"}
+    DEFAULT_CSS = """
+    CanvasView {
+        height: 14;
+        & > .canvas--header { color: $text-muted; }
+        & > .canvas--bar { color: $primary; }
+        & > .canvas--bar-todo { color: $panel-lighten-2; }
+        & > .canvas--noise { color: $text-disabled; }
+        & > .canvas--accepted { color: $text; text-style: bold; }
+        & > .canvas--changed { color: $warning; text-style: bold underline; }
+    }
+    """
+
+    def __init__(self, *, piece: Callable[[int], str] = str, mask_id: int | None = None, fps: int = 30,
+                 id: str | None = None) -> None:
+        self._style_cache: dict[str, Style] | None = None
+        super().__init__(id=id)
+        self.set_vocabulary(piece, mask_id)
+        self._interval = 1.0 / fps
+        self.turn: int | None = None
+        self.painted: Frame | None = None
+        self._title = ""
+        self._pending: Frame | None = None
+        self._last_paint = 0.0
+        self._timer: Timer | None = None
+        self._lines: list[Strip] = []
+
+    def set_vocabulary(self, piece: Callable[[int], str], mask_id: int | None) -> None:
+        # Pieces repeat across steps and blocks: look each one up (and clean it) once.
+        self._piece = lru_cache(maxsize=65536)(lambda token: printable(piece(token)))
+        self._mask_id = mask_id
+
+    def start(self, turn: int) -> None:
+        """Accept the frames of `turn` from now on."""
+        self.turn = turn
+        self._pending = None
+        self.painted = None
+        self._title = "encoding the prompt…"
+        self._layout()
+
+    def stop(self) -> None:
+        self.turn = None
+        self._pending = None
+
+    def on_canvas_frame(self, message: CanvasFrame) -> None:
+        if message.turn == self.turn:
+            self.show(message.frame)
+
+    def show(self, frame: Frame) -> None:
+        """Paint `frame` now, or when the frame interval has passed (then the newest one wins)."""
+        self._pending = frame
+        wait = self._last_paint + self._interval - time.monotonic()
+        if wait <= 0:
+            self.flush()
+        elif self._timer is None:
+            self._timer = self.set_timer(wait, self.flush)
+
+    def flush(self) -> None:
+        """Paint the newest frame received, if it is not painted yet."""
+        self._timer = None
+        frame, self._pending = self._pending, None
+        if frame is not None:
+            self.paint(frame)
+
+    def paint(self, frame: Frame) -> None:
+        self._last_paint = time.monotonic()
+        self.painted = frame
+        self._title = frame_header(frame)
+        self._layout()
+
+    def on_resize(self) -> None:
+        self._layout()
+
+    def _layout(self) -> None:
+        """Lay the current frame out in lines of segments; render_line only hands them out."""
+        width, height = self.size
+        if not width or not height:
+            return  # hidden: laid out on the next resize
+        style = self.rich_style
+        styles = self._styles()
+        frame = self.painted
+        lines = [[Segment(self._title, styles["header"])]]
+        if frame is not None:
+            counter = f" {frame.step}/{frame.max_steps}"
+            room = max(width - len(counter), 0)
+            done = room * frame.step // max(frame.max_steps, 1)
+            lines.append([Segment("━" * done, styles["bar"]), Segment("━" * (room - done), styles["bar-todo"]),
+                          Segment(counter, styles["header"])])
+            runs = token_runs(frame, self._piece, self._mask_id)
+            lines += wrap_runs([(text, styles[kind]) for text, kind in runs], width, height - HEADER_LINES)
+        self._lines = [Strip(line).adjust_cell_length(width, style) for line in lines]
+        self.refresh()
+
+    def _styles(self) -> dict[str, Style]:
+        if self._style_cache is None:
+            self._style_cache = {name: self.get_component_rich_style(f"canvas--{name}")
+                                 for name in ("header", "bar", "bar-todo", "noise", "accepted", "changed")}
+        return self._style_cache
+
+    def notify_style_update(self) -> None:
+        super().notify_style_update()
+        self._style_cache = None  # the theme or the CSS changed
+
+    def render_line(self, y: int) -> Strip:
+        if y < len(self._lines):
+            return self._lines[y]
+        return Strip.blank(self.size.width, self.rich_style)

@@ -1,0 +1,133 @@
+"""One message of the transcript: a header, the model's thinking (dim, collapsible) and Markdown.
+
+While a model answer is generated, each committed block is appended through a
+`MarkdownStream` (only the last Markdown block is re-parsed); when the turn ends the whole
+text is set once with `Markdown.update`. All text passes through `printable`.
+"""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.message import Message
+from textual.widgets import Collapsible, Markdown, Static
+from textual.widgets.markdown import MarkdownStream
+
+from dg_chat.text.sanitize import printable
+from dg_chat.tui.text import code_blocks
+
+GENERATING = "generating"
+"""A status shown only while the answer is produced (the store says "partial")."""
+INCOMPLETE = ("partial", "stopped", "failed")
+
+
+def status_label(status: str, error: str = "") -> str:
+    return {
+        "complete": "",
+        GENERATING: "generating…",
+        "partial": "interrupted",
+        "stopped": "stopped",
+        "failed": f"failed: {error}" if error else "failed",
+    }.get(status, status)
+
+
+class MessageView(Vertical, can_focus=True):
+    BINDINGS = [
+        Binding("c", "copy", "Copy", id="copy-message", tooltip="Copy this message to the clipboard"),
+        Binding("y", "copy_code", "Copy code", id="copy-code",
+                tooltip="Copy a code block of this message (again: the next one)"),
+        Binding("p", "replay", "Replay", id="replay", tooltip="Replay the denoising of this answer"),
+        Binding("up", "focus_neighbour(-1)", "Previous", id="previous-message", show=False),
+        Binding("down", "focus_neighbour(1)", "Next", id="next-message", show=False),
+    ]
+
+    class ReplayRequested(Message):
+        def __init__(self, view: MessageView) -> None:
+            super().__init__()
+            self.view = view
+
+    def __init__(self, role: str, content: str = "", *, thinking: str = "", status: str = "complete",
+                 error: str = "", message_id: int | None = None) -> None:
+        super().__init__(classes=f"message {role}")
+        self.set_class(status in INCOMPLETE, "incomplete")
+        self.role = role
+        self.content = content
+        self.thinking = thinking
+        self.status = status
+        self.error = error
+        self.message_id = message_id
+        self._streams: dict[str, MarkdownStream] = {}
+        self._next_code_block = 0
+
+    def compose(self) -> ComposeResult:
+        yield Static(self._header(), classes="message-header", markup=False)
+        if self.role == "model":
+            with Collapsible(title="Thinking", collapsed=False, classes="thinking") as thinking:
+                thinking.display = bool(self.thinking)
+                yield Markdown(printable(self.thinking), classes="thinking-text")
+        yield Markdown(printable(self.content), classes="message-text")
+
+    def _header(self) -> str:
+        name = {"user": "You", "model": "Model", "system": "System"}.get(self.role, self.role)
+        label = status_label(self.status, self.error)
+        return printable(f"{name} · {label}" if label else name)
+
+    def set_status(self, status: str, error: str = "") -> None:
+        self.status, self.error = status, error
+        self.query_one(".message-header", Static).update(self._header())
+        self.set_class(status in INCOMPLETE, "incomplete")
+
+    async def show_committed(self, thinking: str, answer: str) -> None:
+        """Append what the newest block added to the thinking and the answer."""
+        if thinking != self.thinking:
+            self.query_one(".thinking", Collapsible).display = True
+            await self._stream("thinking", self.query_one(".thinking-text", Markdown), self.thinking, thinking)
+            self.thinking = thinking
+        if answer != self.content:
+            await self._stream("content", self.query_one(".message-text", Markdown), self.content, answer)
+            self.content = answer
+
+    async def _stream(self, name: str, markdown: Markdown, old: str, new: str) -> None:
+        if new.startswith(old):
+            if name not in self._streams:
+                self._streams[name] = Markdown.get_stream(markdown)
+            await self._streams[name].write(printable(new[len(old):]))
+        else:  # a later block changed earlier text (the thinking/answer split moved): redo it whole
+            if name in self._streams:
+                await self._streams.pop(name).stop()
+            await markdown.update(printable(new))
+
+    async def finish(self, thinking: str, answer: str, status: str, error: str = "") -> None:
+        """End of the turn: stop streaming and set the final text in one update."""
+        for stream in self._streams.values():
+            await stream.stop()
+        self._streams.clear()
+        self.thinking, self.content = thinking, answer
+        self.query_one(".thinking", Collapsible).display = bool(thinking)
+        await self.query_one(".thinking-text", Markdown).update(printable(thinking))
+        await self.query_one(".message-text", Markdown).update(printable(answer))
+        self.set_status(status, error)
+
+    def action_copy(self) -> None:
+        self.app.copy_to_clipboard(self.content)
+        self.notify("Message copied to the clipboard")
+
+    def action_copy_code(self) -> None:
+        blocks = code_blocks(self.content)
+        if not blocks:
+            self.notify("This message has no code block", severity="warning")
+            return
+        index = self._next_code_block % len(blocks)
+        self._next_code_block = index + 1
+        self.app.copy_to_clipboard(blocks[index])
+        self.notify(f"Code block {index + 1} of {len(blocks)} copied to the clipboard")
+
+    def action_replay(self) -> None:
+        self.post_message(self.ReplayRequested(self))
+
+    def action_focus_neighbour(self, direction: int) -> None:
+        if direction < 0:
+            self.screen.focus_previous(MessageView)
+        else:
+            self.screen.focus_next(MessageView)

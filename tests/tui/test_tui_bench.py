@@ -1,0 +1,24 @@
+"""scripts/benchmarks/tui.py against the scripted engine (the real engine is not available here)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+from dg_chat.config import SamplerSettings
+from tests.tui.fake_engine import ScriptedEngine
+
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "benchmarks" / "tui.py"
+
+
+def test_tui_benchmark_compares_the_app_with_the_bare_engine():
+    spec = importlib.util.spec_from_file_location("bench_tui", SCRIPT)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    engine = ScriptedEngine(lambda m: "word " * 60, step_delay=0.002)
+    result = bench.measure(engine, "hello", SamplerSettings(seed=0), runs=2)
+    assert result["tokens_bare"] == result["tokens_tui"] == [62, 62]  # 61 words and spaces + end token
+    assert result["bare_tokens_per_second"] > 0 and result["tui_tokens_per_second"] > 0
+    assert result["ratio"] == round(result["tui_tokens_per_second"] / result["bare_tokens_per_second"], 4)
+    assert len(engine.requests) == 6  # warm-up + 2 runs, each once bare and once through the app
+    assert engine.closed  # the app closes the engine it was given

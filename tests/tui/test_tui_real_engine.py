@@ -1,0 +1,33 @@
+"""The app on the real PyTorch engine: a tiny random DiffusionGemma GGUF with the Gemma 4
+tokenizer, loaded through load_engine, answers (gibberish) live and is stored and replayable."""
+
+from __future__ import annotations
+
+from dg_chat.config import Settings
+from dg_chat.engine.engine import load_engine
+from dg_chat.tui.recording import decode_block
+from dg_chat.tui.screens.replay import ReplayScreen
+from dg_chat.tui.widgets.canvas import CanvasFrame
+from dg_chat.tui.widgets.message import MessageView
+from tests.tui.conftest import SIZE, send, wait_until
+
+
+async def test_a_turn_on_the_torch_engine(make_app, store, tiny_chat_gguf):
+    settings = Settings(model=str(tiny_chat_gguf), device="cpu")
+    settings.sampler.max_steps, settings.sampler.max_canvases, settings.sampler.seed = 3, 2, 5
+    frames = []
+    app = make_app(settings=settings, engine_factory=load_engine)
+    async with app.run_test(size=SIZE, message_hook=lambda m: isinstance(m, CanvasFrame) and frames.append(m)) as pilot:
+        await send(pilot, "Why is the sky blue?")
+        assert not app.engine_error
+        assert app.status.status.backend == "torch" and app.status.status.tokens_per_second
+        answer = app.query(MessageView).last()
+        assert answer.status == "complete"
+        assert frames and all(len(m.frame.tokens) == 16 for m in frames)  # the tiny model's canvas
+        await pilot.press("ctrl+l")
+        await wait_until(pilot, lambda: isinstance(app.screen, ReplayScreen))
+    stored = store.messages(app.chat_id)[-1]
+    assert stored.status == "complete" and stored.content == answer.content
+    blocks = [decode_block(data) for data in store.frames(stored.id)]
+    assert 1 <= len(blocks) <= 2 and all(1 <= len(frames) <= 3 for frames in blocks)
+    assert stored.stats["seed"] == 5

@@ -1,0 +1,68 @@
+"""SVG snapshots of the main states (pytest-textual-snapshot; update with --snapshot-update after
+looking at the report). Fixed terminal size, animations off, cursor blink off, a deterministic
+engine whose stats do not depend on timing."""
+
+from __future__ import annotations
+
+from dg_chat.config import Settings
+from dg_chat.tui.screens.settings import SettingsScreen
+from tests.tui.conftest import SIZE, paused, ready, send, wait_until
+from tests.tui.fake_engine import ScriptedEngine, failing_factory
+
+CODE_ANSWER = ("Here is a function:\n\n```python\ndef add(a, b):\n    return a + b\n```\n\n"
+               "It returns the **sum** of `a` and `b`.")
+LONG = "The quick brown fox jumps over the lazy dog. " * 10
+
+
+def test_mid_denoise_canvas(snap_compare, make_app):
+    engine = ScriptedEngine(lambda m: LONG, canvas_length=64, steps=8, pause_at=(1, 3))
+
+    async def run_before(pilot):
+        await send(pilot, "tell me about foxes", wait=False)
+        await paused(pilot, engine)
+
+    assert snap_compare(make_app(engine), terminal_size=SIZE, run_before=run_before)
+
+
+def test_finished_answer_with_code_block(snap_compare, make_app):
+    async def run_before(pilot):
+        await send(pilot, "add two numbers in python")
+
+    assert snap_compare(make_app(ScriptedEngine(lambda m: CODE_ANSWER)), terminal_size=SIZE, run_before=run_before)
+
+
+def test_thinking_shown(snap_compare, make_app):
+    settings = Settings()
+    settings.sampler.thinking = True
+
+    async def run_before(pilot):
+        await send(pilot, "why is the sky blue?")
+
+    app = make_app(ScriptedEngine(lambda m: "Rayleigh scattering."), settings=settings)
+    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+
+
+def test_stopped_answer(snap_compare, make_app):
+    engine = ScriptedEngine(lambda m: LONG, pause_at=(1, 2))
+
+    async def run_before(pilot):
+        await send(pilot, "go on and on", wait=False)
+        await paused(pilot, engine)
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: not pilot.app.generating)
+
+    assert snap_compare(make_app(engine), terminal_size=SIZE, run_before=run_before)
+
+
+def test_error_notice(snap_compare, make_app):
+    app = make_app(engine_factory=failing_factory("not a GGUF file: /models/broken.gguf (bad magic)"))
+    assert snap_compare(app, terminal_size=SIZE, run_before=ready)
+
+
+def test_settings_screen(snap_compare, make_app):
+    async def run_before(pilot):
+        await ready(pilot)
+        await pilot.press("ctrl+o")
+        await wait_until(pilot, lambda: isinstance(pilot.app.screen, SettingsScreen))
+
+    assert snap_compare(make_app(), terminal_size=(100, 44), run_before=run_before)
