@@ -45,9 +45,15 @@ def convert(model, out_dir: Path, *, qtype: str = "f32", vocab: Path | None = No
     """save_pretrained + scripts/hf_to_gguf.py: the GGUF our engine loads."""
     checkpoint = out_dir / "checkpoint"
     model.save_pretrained(checkpoint)
-    spec = importlib.util.spec_from_file_location("hf_to_gguf", ROOT / "scripts" / "hf_to_gguf.py")
-    converter = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(converter)
+    converter = hf_to_gguf()
     out = out_dir / f"tiny-{qtype}.gguf"
     converter.convert(checkpoint, out, vocab, converter.TYPES[qtype])
     return out
+
+
+def hf_to_gguf():
+    """scripts/hf_to_gguf.py as a module."""
+    spec = importlib.util.spec_from_file_location("hf_to_gguf", ROOT / "scripts" / "hf_to_gguf.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
