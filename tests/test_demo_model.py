@@ -8,7 +8,6 @@ scripts/train_demo.py `words()`; the training text's word list ships as models/d
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -18,20 +17,14 @@ from dg_chat import hub, paths
 from dg_chat.cli import main
 from dg_chat.config import Settings
 from dg_chat.gguf.reader import open_gguf
+from tests.support.scripts import load_script
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "models" / "demo.gguf"
 WORDS = ROOT / "models" / "demo-words.txt.gz"
 
 
-def _train_demo():
-    spec = importlib.util.spec_from_file_location("train_demo", ROOT / "scripts" / "train_demo.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-train_demo = _train_demo()
+train_demo = load_script("train_demo")
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import sys
 import time
 from pathlib import Path
 
@@ -20,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def _prompts() -> list[str]:
     spec = importlib.util.spec_from_file_location("train_demo", ROOT / "scripts" / "train_demo.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look the module up while they are made
     spec.loader.exec_module(module)
     return module.PROMPTS
 

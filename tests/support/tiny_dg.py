@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support.scripts import load_script
 
 
 def hf_model(*, vocab_size: int = 512, layer_types=("sliding_attention", "full_attention"), sliding_window: int = 16,
@@ -52,8 +51,4 @@ def convert(model, out_dir: Path, *, qtype: str = "f32", vocab: Path | None = No
 
 
 def hf_to_gguf():
-    """scripts/hf_to_gguf.py as a module."""
-    spec = importlib.util.spec_from_file_location("hf_to_gguf", ROOT / "scripts" / "hf_to_gguf.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("hf_to_gguf")

@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 from dg_chat.config import SamplerSettings
+from tests.support.scripts import load_script
 from tests.tui.fake_engine import ScriptedEngine
-
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "benchmarks" / "tui.py"
 
 
 def test_tui_benchmark_compares_the_app_with_the_bare_engine():
-    spec = importlib.util.spec_from_file_location("bench_tui", SCRIPT)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_script("benchmarks/tui")
     engine = ScriptedEngine(lambda m: "word " * 60, step_delay=0.002)
     result = bench.measure(engine, "hello", SamplerSettings(seed=0), runs=2)
     assert result["tokens_bare"] == result["tokens_tui"] == [62, 62]  # 61 words and spaces + end token
