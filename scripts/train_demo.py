@@ -71,11 +71,9 @@ MAX_PROMPT = 48  # tokens of the user's speech
 SLIDING_WINDOW = 128  # more than prompt + answer: one exchange is seen whole, as at inference
 
 BATCH = 8
-AR_BATCH, AR_LENGTH = 16, SLIDING_WINDOW  # next-token pretraining: windows of whole conversations
-PRETRAIN_FRACTION = 0.25  # of the steps
 PEAK_LR = 4e-3
 WARMUP = 40
-STEPS_PER_MINUTE = 75  # on the 2-core development machine (1 torch thread), 60-90 by load
+STEPS_PER_MINUTE = 94  # on the 2-core development machine, 1 torch thread, another run beside it
 SELF_CONDITIONING_P = 0.5
 T_MIN = 0.001
 
@@ -139,18 +137,6 @@ def exchanges(plays: Sequence[str]) -> list[tuple[list[str], list[str]]]:
                 if replier != speaker:
                     pairs.append((said, reply))
     return pairs
-
-
-def conversation_windows(plays: Sequence[str], chat: JinjaFormat) -> torch.Tensor:
-    """Every scene as one chat (speeches alternate between the user and the model turns), rendered
-    by dg-chat, concatenated and cut into AR_LENGTH-token windows for next-token pretraining."""
-    stream: list[int] = []
-    for play in plays:
-        for scene in scenes(play):
-            stream += chat.render([Message("user" if i % 2 == 0 else "model", "\n".join(lines))
-                                   for i, (_, lines) in enumerate(scene)], thinking=False)
-    usable = len(stream) // AR_LENGTH * AR_LENGTH
-    return torch.tensor(stream[:usable]).view(-1, AR_LENGTH)
 
 
 def train_tokenizer(texts: Sequence[str], vocab_size: int = VOCAB_SIZE):
@@ -314,21 +300,6 @@ def losses(model, batch: dict[str, torch.Tensor], generator: torch.Generator) ->
     return F.cross_entropy(second.reshape(-1, vocab), clean.reshape(-1), reduction="sum") / answer_tokens, ar_loss
 
 
-def next_token_loss(model, windows: torch.Tensor) -> torch.Tensor:
-    """The encoder's causal next-token loss alone (the pretraining stage)."""
-    hidden = model.model.encoder(input_ids=windows, use_cache=False).last_hidden_state
-    logits = softcapped_logits(model, hidden[:, :-1])
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), windows[:, 1:].reshape(-1))
-
-
-def window_batches(windows: torch.Tensor, rng: random.Random) -> Iterator[torch.Tensor]:
-    while True:
-        order = list(range(len(windows)))
-        rng.shuffle(order)
-        for start in range(0, len(order) - AR_BATCH + 1, AR_BATCH):
-            yield windows[order[start:start + AR_BATCH]]
-
-
 def learning_rate(step: int, steps: int) -> float:
     if step < WARMUP:
         return PEAK_LR * (step + 1) / WARMUP
@@ -336,17 +307,15 @@ def learning_rate(step: int, steps: int) -> float:
     return PEAK_LR * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def train(model, windows: torch.Tensor, examples: list[Example], *, pretrain_steps: int, steps: int, seed: int,
-          budget_s: float, log_path: Path) -> int:
-    """Next-token pretraining for `pretrain_steps`, then the full objective; one learning-rate
-    schedule over all `steps`. Returns the number of steps done."""
+def train(model, examples: list[Example], *, steps: int, seed: int, budget_s: float, log_path: Path) -> int:
+    """The full objective for `steps` (or until `budget_s` is spent). Returns the number of steps done."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     rng = random.Random(seed)
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=PEAK_LR, betas=(0.9, 0.98), weight_decay=0.01)
     model.train()
-    pretrain_feed, feed = window_batches(windows, rng), batches(examples, rng)
+    feed = batches(examples, rng)
     started = time.perf_counter()
     done = 0
     with open(log_path, "w", newline="") as log_file, Progress(
@@ -362,22 +331,18 @@ def train(model, windows: torch.Tensor, examples: list[Example], *, pretrain_ste
             lr = learning_rate(step, steps)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            if step < pretrain_steps:
-                diffusion_loss, ar_loss = None, next_token_loss(model, next(pretrain_feed))
-                loss = ar_loss
-            else:
-                diffusion_loss, ar_loss = losses(model, collate(next(feed)), generator)
-                loss = diffusion_loss + 1.0 * ar_loss
+            diffusion_loss, ar_loss = losses(model, collate(next(feed)), generator)
+            loss = diffusion_loss + 1.0 * ar_loss
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
             done = step + 1
-            diffusion = "" if diffusion_loss is None else f"{diffusion_loss.item():.4f}"
-            log.writerow([done, f"{time.perf_counter() - started:.1f}", f"{lr:.6f}", diffusion, f"{ar_loss.item():.4f}"])
+            log.writerow([done, f"{time.perf_counter() - started:.1f}", f"{lr:.6f}", f"{diffusion_loss.item():.4f}",
+                          f"{ar_loss.item():.4f}"])
             log_file.flush()
-            stage = "pretraining" if diffusion_loss is None else f"diffusion {diffusion}"
-            progress.update(task, advance=1, description=f"{stage}  next-token {ar_loss.item():.3f}")
+            progress.update(task, advance=1,
+                            description=f"diffusion {diffusion_loss.item():.3f}  next-token {ar_loss.item():.3f}")
     model.eval()
     return done
 
@@ -534,17 +499,15 @@ def main(argv: list[str] | None = None) -> int:
     tokenizer = Tokenizer.from_metadata(metadata)
     chat = JinjaFormat(ChatTemplate(CHAT_TEMPLATE), tokenizer, end_token_ids(metadata, tokenizer))
     examples = build_examples(pairs, hf, tokenizer, chat, tokenizer.token_id("<|end|>"))
-    windows = conversation_windows(plays, chat)
     write_word_list(pairs, word_list)
 
     model = make_model(tokenizer.vocab_size)
     params = sum(p.numel() for name, p in model.named_parameters() if "vision" not in name)
     steps = args.steps or round(args.minutes * STEPS_PER_MINUTE)
-    pretrain_steps = round(steps * PRETRAIN_FRACTION)
-    print(f"{len(pairs)} exchanges -> {len(examples)} examples, {len(windows)} pretraining windows; vocabulary "
-          f"{tokenizer.vocab_size}; {params / 1e6:.2f}M parameters; {pretrain_steps} + {steps - pretrain_steps} steps")
+    print(f"{len(pairs)} exchanges -> {len(examples)} examples; vocabulary {tokenizer.vocab_size}; "
+          f"{params / 1e6:.2f}M parameters; {steps} steps of {BATCH}")
     started = time.perf_counter()
-    done = train(model, windows, examples, pretrain_steps=pretrain_steps, steps=steps, seed=args.seed,
+    done = train(model, examples, steps=steps, seed=args.seed,
                  budget_s=args.minutes * 60 * 1.35, log_path=log_path)
     minutes = (time.perf_counter() - started) / 60
     print(f"trained {done} steps in {minutes:.1f} min")
