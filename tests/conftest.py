@@ -13,7 +13,6 @@ from tests.support.scripts import load_script
 torch.set_num_threads(1)  # 2-core CI machines: two intra-op threads oversubscribe badly
 
 
-
 @pytest.fixture(autouse=True)
 def isolated_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Every test gets its own config/data/cache dirs and never reaches the real Hub."""

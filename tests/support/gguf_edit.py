@@ -8,14 +8,14 @@ import gguf
 import numpy as np
 
 from dg_chat.gguf.reader import open_gguf
-from tests.support.tiny_dg import hf_to_gguf
+from tests.support.scripts import load_script
 
 
 def rewrite(src: Path, dst: Path, *, drop: str | None = None, replace: dict[str, np.ndarray] | None = None) -> Path:
     with open_gguf(src) as f:
         w = gguf.GGUFWriter(str(dst), f.architecture)
-        hf_to_gguf().write_kvs(w, {key: value for key, value in f.metadata.items()
-                                   if key not in ("general.architecture", "GGUF.version")})
+        load_script("hf_to_gguf").write_kvs(w, {key: value for key, value in f.metadata.items()
+                                            if key not in ("general.architecture", "GGUF.version")})
         for name, info in f.tensors.items():
             if name == drop:
                 continue

@@ -44,11 +44,8 @@ def convert(model, out_dir: Path, *, qtype: str = "f32", vocab: Path | None = No
     """save_pretrained + scripts/hf_to_gguf.py: the GGUF our engine loads."""
     checkpoint = out_dir / "checkpoint"
     model.save_pretrained(checkpoint)
-    converter = hf_to_gguf()
+    converter = load_script("hf_to_gguf")
     out = out_dir / f"tiny-{qtype}.gguf"
     converter.convert(checkpoint, out, vocab, converter.TYPES[qtype])
     return out
 
-
-def hf_to_gguf():
-    return load_script("hf_to_gguf")
