@@ -203,8 +203,9 @@ def recorded_choice() -> str | None:
 
 
 def record_choice(spec: str) -> None:
-    _choice_file().parent.mkdir(parents=True, exist_ok=True)
-    _choice_file().write_text(json.dumps({"choice": spec}) + "\n", encoding="utf-8")
+    path = _choice_file()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"choice": spec}) + "\n", encoding="utf-8")
 
 
 def resolve_model(spec: str, settings: Settings) -> Path:

@@ -8,9 +8,9 @@ from rich.console import Console
 from rich.text import Text
 
 from dg_chat.gguf.reader import open_gguf
+from dg_chat.gguf.summary import ModelSummary, human_bytes, human_count, summarize
 from dg_chat.hub import resolve_model
 from dg_chat.text.sanitize import visible
-from dg_chat.gguf.summary import ModelSummary, human_bytes, human_count, summarize
 
 
 def run(args: argparse.Namespace) -> int:

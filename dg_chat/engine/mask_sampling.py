@@ -290,9 +290,7 @@ class MaskSampler:
         if self.algorithm == "origin":
             move = torch.rand(len(rows), generator=self.generator) < dream_transfer_probability(step, self.timesteps)
             chosen = move.nonzero().squeeze(-1)
-            if s.temperature > 0 and len(chosen):
-                x0 = x0.clone()
-                x0[chosen] = dist.sample(self.generator, chosen)
+            x0 = self._sampled_at(dist, x0, chosen)
             return chosen, x0[chosen], x0, dist.entropy
         if self.algorithm == "maskgit_plus":
             if s.temperature > 0:
@@ -308,11 +306,18 @@ class MaskSampler:
             chosen = torch.multinomial(weights, count, replacement=False, generator=self.generator)
         else:
             chosen = top_positions(confidence, count)
-        if s.temperature > 0 and self.algorithm != "maskgit_plus" and len(chosen):
-            # margin and entropy do not depend on the draw: draw only where a token is kept
-            x0 = x0.clone()
-            x0[chosen] = dist.sample(self.generator, chosen)
+        if self.algorithm != "maskgit_plus":  # margin and entropy do not depend on the draw
+            x0 = self._sampled_at(dist, x0, chosen)
         return chosen, x0[chosen], x0, dist.entropy
+
+    def _sampled_at(self, dist, x0: torch.Tensor, chosen: torch.Tensor) -> torch.Tensor:
+        """`x0` with tokens drawn at the `chosen` positions only (at T > 0): the others are not
+        kept, so drawing them would only cost time (same distribution at the kept positions)."""
+        if self.settings.temperature <= 0 or not len(chosen):
+            return x0
+        x0 = x0.clone()
+        x0[chosen] = dist.sample(self.generator, chosen)
+        return x0
 
     def _rnd1(self, rows: torch.Tensor, step: int, n_canvas: int):
         s = self.settings

@@ -31,12 +31,12 @@ from dg_chat.engine.events import BlockCommitted, CanvasStep, Event, PromptEncod
 from dg_chat.errors import DgChatError
 from dg_chat.store import Store, StoreError, title_from
 from dg_chat.text.chat import Message as ChatMessage
+from dg_chat.text.sanitize import printable
 from dg_chat.tui.first_run import FirstRunScreen, first_run_needed
 from dg_chat.tui.recording import AnswerRecorder, Frame, decode_block
 from dg_chat.tui.screens.dialogs import AskText, Confirm
 from dg_chat.tui.screens.replay import ReplayScreen
 from dg_chat.tui.screens.settings import SettingsScreen
-from dg_chat.text.sanitize import printable
 from dg_chat.tui.text import one_line
 from dg_chat.tui.widgets.canvas import CanvasFrame, CanvasView
 from dg_chat.tui.widgets.message import GENERATING, MessageView

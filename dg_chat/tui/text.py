@@ -7,7 +7,6 @@ from __future__ import annotations
 from markdown_it import MarkdownIt
 
 
-
 def code_blocks(markdown: str) -> list[str]:
     """The contents of the fenced and indented code blocks of a Markdown text, in order."""
     return [token.content for token in MarkdownIt("commonmark").parse(markdown)
