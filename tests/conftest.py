@@ -5,6 +5,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+# Triton decides at import time whether kernels are interpreted: set it before any kernel module
+# loads (CPU-only CI; a GPU machine can run the suite with TRITON_INTERPRET=0).
+os.environ.setdefault("TRITON_INTERPRET", "1")
+
 import pytest
 import torch
 
