@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Any, Sequence
 
 from dg_chat import __version__, paths
-from dg_chat.config import load_settings
+from dg_chat.config import BACKENDS, KERNELS, load_settings
 from dg_chat.errors import DgChatError
 
 EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 1, 2, 130, 141
@@ -29,8 +29,10 @@ def _settings_flags(parser: argparse.ArgumentParser, default: Any = None) -> Non
     add = lambda *names, **kw: g.add_argument(*names, default=default, **kw)  # noqa: E731
     add("--model", "-m", metavar="NAME|PATH", help="catalog name (demo, diffusiongemma:Q4_K_M) or GGUF path")
     add("--demo", action="store_true", help="use the embedded demo model")
-    add("--backend", choices=("auto", "torch", "llama"), help="engine to run the model on (default: auto)")
+    add("--backend", choices=BACKENDS, help="engine to run the model on (default: auto)")
     add("--device", metavar="DEV", help="auto, cpu, cuda or cuda:N (default: auto)")
+    add("--kernels", choices=KERNELS, help="PyTorch engine: triton (GGUF blocks as stored; CUDA) or reference "
+                                           "(plain torch); default: auto, triton on CUDA")
     add("--seed", type=int, metavar="N", help="random seed, for reproducible answers")
     add("--steps", dest="max_steps", type=int, metavar="N", help="most denoising steps per block (default 48)")
     add("--max-canvases", type=int, metavar="N", help="most blocks per answer")
@@ -84,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def settings_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """The settings fields given on the command line (None = not given)."""
-    names = ("model", "backend", "device", "seed", "max_steps", "max_canvases", "thinking", "system_prompt")
+    names = ("model", "backend", "device", "kernels", "seed", "max_steps", "max_canvases", "thinking", "system_prompt")
     overrides = {name: getattr(args, name, None) for name in names}
     if getattr(args, "demo", False):
         overrides["model"] = "demo"

@@ -97,6 +97,10 @@ class Settings:
     """auto, torch (PyTorch engine) or llama (llama.cpp)."""
     device: str = "auto"
     """auto (CUDA if available, else CPU), cpu, cuda or cuda:N."""
+    kernels: str = "auto"
+    """How the PyTorch engine computes: auto (triton on CUDA, reference on the CPU); triton (the Triton
+    kernels reading GGUF blocks as stored; on the CPU only under TRITON_INTERPRET=1, a slow interpreter
+    for tests); reference (plain torch, dequantise when used, bit-exact with transformers)."""
     models_dir: str = ""
     """Where downloads go; empty means the shared Hugging Face cache."""
     system_prompt: str = ""
@@ -106,6 +110,7 @@ class Settings:
 
 
 BACKENDS = ("auto", "torch", "llama")
+KERNELS = ("auto", "triton", "reference")
 MASK_ALGORITHMS = ("auto", "low_confidence", "random", "origin", "maskgit_plus", "topk_margin", "entropy", "rnd1")
 _SECTIONS = {"sampler": SamplerSettings, "ui": UISettings}
 
@@ -228,6 +233,7 @@ def _validate(settings: Settings) -> None:
     s = settings.sampler
     checks = [
         (settings.backend in BACKENDS, f"backend must be one of {', '.join(BACKENDS)}, not {settings.backend!r}"),
+        (settings.kernels in KERNELS, f"kernels must be one of {', '.join(KERNELS)}, not {settings.kernels!r}"),
         (s.max_steps >= 1, "max_steps must be at least 1"),
         (s.max_canvases >= 1, "max_canvases must be at least 1"),
         (s.entropy_bound >= 0, "entropy_bound must not be negative"),

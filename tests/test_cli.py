@@ -24,3 +24,21 @@ def test_bad_config_is_one_line_and_exit_1(tmp_path, monkeypatch, capsys):
     assert main(["doctor"]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "max_steps" in err
+
+
+@pytest.mark.parametrize("argv", [["--kernels", "reference", "ask", "hi"], ["ask", "--kernels", "reference", "hi"]])
+def test_kernels_flag_before_or_after_ask(argv):
+    from dg_chat.cli import build_parser, settings_overrides
+
+    assert settings_overrides(build_parser().parse_args(argv))["kernels"] == "reference"
+
+
+def test_kernels_flag_is_optional_and_checked(capsys):
+    from dg_chat.cli import build_parser, settings_overrides
+
+    assert settings_overrides(build_parser().parse_args(["ask", "hi"]))["kernels"] is None
+    with pytest.raises(SystemExit) as info:
+        build_parser().parse_args(["--kernels", "fast"])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and "argument --kernels: invalid choice: 'fast'" in err
+    assert all(choice in err for choice in ("auto", "triton", "reference"))

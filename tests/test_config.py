@@ -61,3 +61,19 @@ def test_round_trip_through_dict():
     s.sampler.max_steps = 12
     s.ui.keymap = {"send": "ctrl+s"}
     assert settings_from_dict(settings_to_dict(s)) == s
+
+
+def test_kernels_from_file_env_and_flags(tmp_path):
+    assert load_settings(environ={}).kernels == "auto"
+    path = write(tmp_path, 'kernels = "reference"\n')
+    assert load_settings(path=path, environ={}).kernels == "reference"
+    assert load_settings(path=path, environ={"DG_CHAT_KERNELS": "triton"}).kernels == "triton"
+    assert load_settings({"kernels": "auto"}, path=path, environ={"DG_CHAT_KERNELS": "triton"}).kernels == "auto"
+
+
+@pytest.mark.parametrize("where", ["file", "env"])
+def test_unknown_kernels_is_one_line_listing_the_choices(tmp_path, where):
+    path = write(tmp_path, 'kernels = "cuda"\n' if where == "file" else "")
+    with pytest.raises(ConfigError) as info:
+        load_settings(path=path, environ={"DG_CHAT_KERNELS": "cuda"} if where == "env" else {})
+    assert str(info.value) == "invalid settings: kernels must be one of auto, triton, reference, not 'cuda'"

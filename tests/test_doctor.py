@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from tests.support.fake_hub import tiny_gguf, write_catalog
 
 from dg_chat import paths
@@ -87,3 +88,35 @@ def test_doctor_runs_on_this_machine():
     lines = result.stdout.splitlines()
     assert len(lines) >= 10 and all(LINE.match(line) for line in lines)
     assert (result.returncode == 1) == any(line.startswith("fail") for line in lines)
+
+
+def test_kernels_on_the_cpu_resolve_to_reference_and_say_why_triton_is_not_usable(monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    check = doctor.check_kernels(Settings(device="cpu"))
+    assert check.status == "ok" and check.detail.startswith("auto → reference on cpu; Triton not usable: ")
+    assert "TRITON_INTERPRET=1" in check.detail
+
+
+def test_kernels_triton_where_it_cannot_run_fails_with_a_hint(monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    check = doctor.check_kernels(Settings(device="cpu", kernels="triton"))
+    assert check.status == "fail" and check.detail.startswith("triton on cpu; Triton not usable: ")
+    assert "--kernels reference" in check.hint
+    monkeypatch.setenv("TRITON_INTERPRET", "1")  # Triton's interpreter runs the kernels on the CPU
+    assert doctor.check_kernels(Settings(device="cpu", kernels="triton")) == doctor.Check(
+        "ok", "kernels", "triton on cpu; Triton usable")
+
+
+def test_kernels_auto_on_cuda_without_triton_warns(monkeypatch):
+    from dg_chat.engine.backends.torch_dg.kernels import runtime
+
+    monkeypatch.setattr("dg_chat.engine.backends.torch_dg.backend.resolve_device", lambda requested: torch.device("cuda"))
+    monkeypatch.setattr(runtime, "triton", None)
+    check = doctor.check_kernels(Settings())
+    assert check.status == "warn" and check.detail.startswith("auto → reference on cuda; Triton not usable: the triton")
+    monkeypatch.setattr(runtime, "triton", object())
+    assert doctor.check_kernels(Settings()).detail == "auto → triton on cuda; Triton usable"
+
+
+def test_doctor_lists_the_kernels_check(models_dir, llama_ok):
+    assert "kernels" in checks_by_name(Settings())

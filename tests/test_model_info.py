@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 from gguf import GGUFWriter
 from gguf.constants import GGMLQuantizationType as Q
@@ -11,7 +12,8 @@ from gguf.constants import GGMLQuantizationType as Q
 from dg_chat.cli import main
 from dg_chat.gguf.reader import open_gguf
 from dg_chat.gguf.summary import QuantGroup, human_bytes, human_count, summarize
-from tests.support.gguf_samples import SAMPLE_TENSORS, write_sample
+from tests.support.gguf_samples import SAMPLE_TENSORS, quantized, write_sample
+from tests.support.published_layout import ARCH, HIDDEN, published_metadata
 
 
 def _summary(path: Path, backend: str = "auto"):
@@ -108,3 +110,45 @@ def test_models_info_of_something_that_is_not_a_local_model(name, expected, caps
     assert main(["models", "info", name]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and expected in err
+
+
+def write_published_header(path: Path, tensors: dict[str, tuple[Q, tuple[int, ...]]]) -> Path:
+    """A GGUF with the published DiffusionGemma's metadata and a few small tensors."""
+    rng = np.random.default_rng(0)
+    w = GGUFWriter(path, ARCH)
+    for key, value in published_metadata().items():
+        if key == "general.architecture":
+            continue
+        if isinstance(value, list):
+            w.add_array(key, value)
+        elif isinstance(value, int):
+            w.add_uint32(key, value)
+        else:
+            w.add_float32(key, value)
+    for name, (qtype, shape) in tensors.items():
+        w.add_tensor(name, quantized(qtype, shape, rng), raw_dtype=qtype)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
+def test_models_info_shows_the_cuda_memory_of_both_kernel_choices(tmp_path, capsys):
+    path = write_published_header(tmp_path / "dg.gguf", {"token_embd.weight": (Q.Q8_0, (64, HIDDEN))})
+    assert main(["models", "info", str(path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    (at,) = [i for i, line in enumerate(lines) if line.startswith("VRAM on CUDA")]
+    triton, reference = " ".join(lines[at].split()), " ".join(lines[at + 1].split())
+    # the published shapes at a 32k context: 1.35 GB of KV cache, 0.8 GB of CUDA runtime
+    assert triton.startswith("VRAM on CUDA 32k context: 2.2 GB with triton kernels (weights 0.0, KV cache 1.4, "
+                             "activations 0.0, CUDA runtime 0.8)")
+    assert reference.endswith("GB with reference kernels (weights 0.0, KV cache 1.4, activations 0.0, CUDA runtime 0.8)")
+
+
+def test_models_info_says_why_it_cannot_estimate_the_memory(tmp_path, capsys):
+    assert main(["models", "info", str(write_sample(tmp_path / "dg.gguf"))]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "VRAM on CUDA unknown: per-layer metadata does not have 1 entries" in out
+    assert main(["models", "info", str(write_sample(tmp_path / "l.gguf", arch="llada", canvas_length=None))]) == 0
+    assert "VRAM" not in capsys.readouterr().out

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from dg_chat.config import SamplerSettings
-from dg_chat.engine.backends.torch_dg.model import rope_inv_freq
+from dg_chat.engine.backends.torch_dg.functional import rope_inv_freq
 from dg_chat.engine.events import BlockCommitted, CanvasStep, PromptEncoded, TurnFinished
 from dg_chat.engine.generate import generate
 from dg_chat.engine.sampling import (

@@ -77,6 +77,33 @@ def check_llama(cuda: bool) -> Check:
     return Check("ok", "llama.cpp", detail)
 
 
+def check_kernels(settings: Settings) -> Check:
+    """The `kernels` setting, what it resolves to on the configured device, and whether Triton can run there."""
+    try:
+        from dg_chat.engine.backends.base import BackendError
+        from dg_chat.engine.backends.torch_dg.backend import resolve_device
+        from dg_chat.engine.backends.torch_dg.kernel_choice import choose_kernels
+        from dg_chat.engine.backends.torch_dg.kernels.runtime import unavailable_reason
+    except Exception as exc:  # noqa: BLE001 - a broken install must be reported, not raised
+        return Check("fail", "kernels", f"the PyTorch engine is not importable ({_first_line(exc)})", "run scripts/setup.sh")
+    try:
+        device = resolve_device(settings.device)
+    except BackendError as exc:
+        return Check("warn", "kernels", f"{settings.kernels}; {exc}")
+    reason = unavailable_reason(device)
+    triton = "Triton usable" if reason is None else f"Triton not usable: {reason}"
+    try:
+        chosen = choose_kernels(settings.kernels, device)
+    except BackendError:
+        return Check("fail", "kernels", f"{settings.kernels} on {device}; {triton}",
+                     "set kernels = \"auto\" or \"reference\" (or --kernels reference)")
+    resolved = chosen if settings.kernels == chosen else f"{settings.kernels} → {chosen}"
+    detail = f"{resolved} on {device}; {triton}"
+    if settings.kernels == "auto" and device.type == "cuda" and chosen == "reference":
+        return Check("warn", "kernels", detail, "the reference path is slower and needs more GPU memory")
+    return Check("ok", "kernels", detail)
+
+
 def _model_check(name: str, path: Path, settings: Settings, hint: str) -> Check:
     try:
         with open_gguf(path) as gguf:
@@ -122,7 +149,8 @@ def check_paths(settings: Settings) -> list[Check]:
 def run_checks(settings: Settings) -> list[Check]:
     torch_checks = check_torch()
     cuda = any(c.name.startswith("gpu ") for c in torch_checks)
-    return [check_python(), *torch_checks, check_llama(cuda), *check_models(settings), *check_paths(settings)]
+    return [check_python(), *torch_checks, check_kernels(settings), check_llama(cuda), *check_models(settings),
+            *check_paths(settings)]
 
 
 def run(args: argparse.Namespace) -> int:

@@ -7,7 +7,8 @@ import argparse
 from rich.console import Console
 from rich.text import Text
 
-from dg_chat.gguf.reader import open_gguf
+from dg_chat.engine.backends.torch_dg.hparams import ARCH, HParams
+from dg_chat.gguf.reader import GGUFError, GGUFFile, open_gguf
 from dg_chat.gguf.summary import ModelSummary, human_bytes, human_count, summarize
 from dg_chat.hub import resolve_model
 from dg_chat.text.sanitize import visible
@@ -17,9 +18,9 @@ def run(args: argparse.Namespace) -> int:
     path = resolve_model(args.name, args.settings)
     with open_gguf(path) as gguf:
         summary = summarize(gguf, args.settings.backend)
+        rows = _rows(summary) + _memory_rows(gguf)
     # soft_wrap: long values (paths) are neither cut nor broken by rich; the terminal wraps them
     console = Console(highlight=False, soft_wrap=True)
-    rows = _rows(summary)
     width = max(len(label) for label, _ in rows) + 2
     for label, value in rows:
         # Text, not markup: names and types come from the file, which may contain '[' or escapes
@@ -52,6 +53,21 @@ def _rows(s: ModelSummary) -> list[tuple[str, str]]:
         ("backend", s.backend or f"none: {s.backend_error}"),
     ]
     return rows
+
+
+def _memory_rows(gguf: GGUFFile) -> list[tuple[str, str]]:
+    """DiffusionGemma only: the CUDA memory it needs with each kernel choice, from the header alone."""
+    if gguf.architecture != ARCH:
+        return []
+    from dg_chat.engine.backends.torch_dg.memory import context_label, cuda_memory, default_context  # imports torch
+
+    try:
+        hp = HParams.from_gguf(gguf)
+    except (GGUFError, ValueError, TypeError) as exc:  # missing or malformed hyper-parameters
+        return [("VRAM on CUDA", f"unknown: {str(exc).removeprefix(f'{gguf.path}: ')}")]
+    context = default_context(hp)
+    triton, reference = (cuda_memory(gguf, hp, kernels, context) for kernels in ("triton", "reference"))
+    return [("VRAM on CUDA", f"{context_label(context)} context: {triton.describe()}"), ("", reference.describe())]
 
 
 def _number(value: int | None) -> str:

@@ -26,7 +26,7 @@ def load(settings: Settings) -> Engine:
         else:
             from dg_chat.engine.backends.torch_dg.backend import TorchBackend  # noqa: PLC0415
 
-            backend = TorchBackend(f, settings.device)  # keeps the file mapped, closes it on close()
+            backend = TorchBackend(f, settings.device, settings.kernels)  # keeps the file mapped, closes it on close()
             tokenizer = Tokenizer.from_metadata(metadata)
     except BaseException:
         f.close()

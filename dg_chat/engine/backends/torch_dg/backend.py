@@ -9,8 +9,12 @@ import torch
 
 from dg_chat.engine.backends.base import BackendError
 from dg_chat.engine.backends.torch_dg.hparams import HParams
-from dg_chat.engine.backends.torch_dg.model import DiffusionGemma, KVCache
-from dg_chat.engine.backends.torch_dg.weights import Weights, device_bytes
+from dg_chat.engine.backends.torch_dg.cache import GrowingKVCache, KVCache, StaticKVCache
+from dg_chat.engine.backends.torch_dg.kernel_choice import choose_kernels
+from dg_chat.engine.backends.torch_dg.memory import GB, context_label, cuda_memory, default_context
+from dg_chat.engine.backends.torch_dg.model import DiffusionGemma
+from dg_chat.engine.backends.torch_dg.ops import Ops, ReferenceOps
+from dg_chat.engine.backends.torch_dg.weights import Weights
 from dg_chat.engine.sampling import SelfCondition
 from dg_chat.gguf.reader import GGUFFile
 
@@ -28,17 +32,16 @@ def resolve_device(requested: str) -> torch.device:
     return device
 
 
-GPU_HEADROOM = 2 * 2**30
-"""Beyond the weights: the KV cache, a canvas's activations and [canvas, vocab] logits."""
-
-
-def check_gpu_memory(f: GGUFFile, device: torch.device, dtype: torch.dtype) -> None:
-    """A one-line error before loading, instead of running out of memory halfway."""
-    need = device_bytes(f, device, dtype) + GPU_HEADROOM
+def check_gpu_memory(f: GGUFFile, hp: HParams, device: torch.device, kernels: str) -> None:
+    """A one-line error before loading, instead of running out of memory halfway: the estimate of
+    `memory.cuda_memory` for `kernels` ("triton" or "reference") at the default context."""
+    estimate = cuda_memory(f, hp, kernels, default_context(hp))
     free, _total = torch.cuda.mem_get_info(device)
-    if need > free:
-        raise BackendError(f"{f.path.name} needs about {need / 2**30:.1f} GB of GPU memory but {free / 2**30:.1f} GB "
-                           "are free: use a smaller quant (dg-chat models pull diffusiongemma:Q4_K_M) or --device cpu")
+    if estimate.total > free:
+        way_out = "--kernels triton, " if kernels == "reference" else ""
+        raise BackendError(f"{f.path.name} needs about {estimate.describe()} for a {context_label(estimate.context)} "
+                           f"context, but {free / GB:.1f} GB of GPU memory are free: use {way_out}a smaller quant "
+                           "(dg-chat models pull diffusiongemma:Q4_K_M) or --device cpu")
 
 
 class TorchBackend:
@@ -46,18 +49,22 @@ class TorchBackend:
     noise = "uniform"
     mask_token_id = None
 
-    def __init__(self, f: GGUFFile, device: str = "auto"):
+    def __init__(self, f: GGUFFile, device: str = "auto", kernels: str = "auto"):
         self.file = f
         self.path: Path = f.path
         self.architecture = f.architecture
         self.hp = HParams.from_gguf(f)
         self.hp.check_tensors(f)
         dev = resolve_device(device)
+        self.kernels = choose_kernels(kernels, dev)
+        self.fused_sampling = self.kernels == "triton"
+        """Sample with the fused on-device sampler (fused_sampler.py) instead of the reference one."""
         dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
         if dev.type == "cuda":
-            check_gpu_memory(f, dev, dtype)
+            check_gpu_memory(f, self.hp, dev, self.kernels)
         try:
-            self.model = DiffusionGemma(self.hp, Weights(f, dev, dtype))
+            weights = Weights(f, dev, dtype, raw_matrices=self.kernels == "triton")
+            self.model = DiffusionGemma(self.hp, weights, self._ops(weights))
         except torch.OutOfMemoryError:
             raise BackendError(f"not enough memory on {dev} to load {f.path.name}: try a smaller quant "
                                "or --device cpu") from None
@@ -65,8 +72,25 @@ class TorchBackend:
         self.canvas_length = self.hp.canvas_length
         self.vocab_size = self.hp.vocab_size
         self.context_length = self.hp.context_length
-        self.cache = KVCache()
+        self.cache = self._new_cache()
         self.tokens: list[int] = []
+        self._graphs = None
+        if self.kernels == "triton" and dev.type == "cuda":
+            from dg_chat.engine.backends.torch_dg.graphs import DecodeGraphs  # noqa: PLC0415 - CUDA only
+
+            self._graphs = DecodeGraphs(self.model)
+
+    def _ops(self, weights: Weights) -> Ops:
+        if self.kernels == "reference":
+            return ReferenceOps(self.hp, weights)
+        from dg_chat.engine.backends.torch_dg.kernels.triton_ops import TritonOps  # noqa: PLC0415 - needs triton
+
+        return TritonOps(self.hp, weights)
+
+    def _new_cache(self) -> KVCache:
+        if self.kernels == "reference":
+            return GrowingKVCache(self.hp)
+        return StaticKVCache(self.hp, self.model.device, self.model.dtype)
 
     @property
     def cached_tokens(self) -> int:
@@ -81,8 +105,8 @@ class TorchBackend:
             if cached != new:
                 break
             common += 1
-        if common < len(self.tokens) and not self.model.truncate(self.cache, common):
-            self.cache, common = KVCache(), 0
+        if common < len(self.tokens) and not self.cache.truncate(common):
+            self.cache, common = self._new_cache(), 0
         self.tokens = list(token_ids[:common])
         new = list(token_ids[common:])
         if new:
@@ -91,14 +115,10 @@ class TorchBackend:
         return len(new)
 
     def denoise(self, canvas: torch.Tensor, self_cond: SelfCondition | None) -> torch.Tensor:
-        probs = None
-        if self_cond is not None:
-            if self.model.dtype == torch.float32:
-                probs = self_cond.probs  # bit-identical to softmax(logits) recomputed from float32
-            else:  # transformers rounds the logits to the embedding dtype before the softmax
-                probs = torch.softmax(self_cond.logits.to(self.model.dtype), dim=-1, dtype=torch.float32)
-            probs = probs.to(self.model.dtype)
-        return self.model.decode(self._tensor(canvas), self.cache, probs)
+        canvas = self._tensor(canvas)
+        if self._graphs is not None:
+            return self._graphs.decode(canvas, self.cache, self_cond)
+        return self.model.decode(canvas, self.cache, self_cond)
 
     def commit(self, canvas: torch.Tensor) -> None:
         ids = canvas.tolist()
@@ -107,6 +127,7 @@ class TorchBackend:
 
     def close(self) -> None:
         self.model.w.release()
-        self.cache = KVCache()
+        self._graphs = None
+        self.cache = GrowingKVCache(self.hp)
         self.tokens = []
         self.file.close()

@@ -6,6 +6,8 @@ dequantised.
   dequantised once at load, on the CPU only while they fit `cpu_budget` bytes.
 - The rest stays as stored (quantised in VRAM on CUDA) and is dequantised when used: experts one
   selected expert at a time, embedding rows only for the ids looked up.
+- For the Triton kernels (`raw_matrices`), every matrix stays as stored and only vectors (norms,
+  scales) are converted: the kernels read the blocks themselves.
 """
 
 from __future__ import annotations
@@ -19,9 +21,12 @@ _NATIVE = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
 CPU_BUDGET = 4 * 2**30
 
 
-def placement(info: TensorInfo, device: torch.device, dtype: torch.dtype, cpu_budget: int) -> str:
+def placement(info: TensorInfo, device: torch.device, dtype: torch.dtype, cpu_budget: int,
+              raw_matrices: bool = False) -> str:
     """Where a tensor lives: "view" (zero-copy, CPU), "raw" (stored bytes, dequantised when
     used) or "resident" (dequantised once into the compute dtype on the device)."""
+    if raw_matrices:
+        return "raw" if len(info.shape) > 1 else "resident"
     expert = "_exps." in info.name
     if device.type == "cpu":
         if _NATIVE.get(info.type.name) == dtype:
@@ -37,14 +42,15 @@ def device_bytes(f: GGUFFile, device: torch.device, dtype: torch.dtype) -> int:
 
 
 class Weights:
-    def __init__(self, f: GGUFFile, device: torch.device, dtype: torch.dtype, cpu_budget: int = CPU_BUDGET):
+    def __init__(self, f: GGUFFile, device: torch.device, dtype: torch.dtype, cpu_budget: int = CPU_BUDGET,
+                 raw_matrices: bool = False):
         check_supported(f)
         self.file, self.device, self.dtype = f, device, dtype
         self._resident: dict[str, torch.Tensor] = {}
         self._raw: dict[str, torch.Tensor] = {}
         budget = cpu_budget
         for name, info in f.tensors.items():
-            where = placement(info, device, dtype, budget)
+            where = placement(info, device, dtype, budget, raw_matrices)
             if where == "raw":
                 self._raw[name] = tensor_bytes(f, name, None if device.type == "cpu" else device)
             else:  # a view of the mapping for "view": same dtype, nothing to convert
@@ -70,6 +76,10 @@ class Weights:
         if name in self._resident:
             return self._resident[name][index]
         return self._dequantize(name, self._raw[name], index)
+
+    def raw(self, name: str) -> torch.Tensor:
+        """The stored bytes of a matrix kept raw: uint8 [..., rows, bytes per row]."""
+        return self._raw[name]
 
     def rows(self, name: str, ids: torch.Tensor) -> torch.Tensor:
         """Rows `ids` of a 2-D tensor (an embedding lookup), dequantising only those rows."""

@@ -4,7 +4,9 @@ benchmarks can count launches per decode step)."""
 from __future__ import annotations
 
 import os
+from collections import Counter
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 import torch
@@ -34,42 +36,43 @@ def unavailable_reason(device: torch.device) -> str | None:
     return f"no Triton kernels for device {device}"
 
 
+@dataclass
 class LaunchCounter:
-    """Counts kernel launches while active (see `counting`)."""
+    """Launches counted by `counting`, by kernel name."""
 
-    def __init__(self) -> None:
-        self.launches = 0
-        self.active = False
+    by_kernel: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def launches(self) -> int:
+        return sum(self.by_kernel.values())
 
 
-COUNTER = LaunchCounter()
+_counters: list[LaunchCounter] = []
 
 
 @contextmanager
 def counting() -> Iterator[LaunchCounter]:
-    """Count the Triton launches made inside the block."""
-    previous = COUNTER.launches, COUNTER.active
-    COUNTER.launches, COUNTER.active = 0, True
+    """Count the Triton launches made inside the block (the counter stays readable after it)."""
+    counter = LaunchCounter()
+    _counters.append(counter)
     try:
-        yield COUNTER
+        yield counter
     finally:
-        COUNTER.active = previous[1]
-        if not previous[1]:
-            COUNTER.launches = previous[0]
+        _counters.remove(counter)
+
+
+in_launch = False
+"""True while `launch` runs a kernel: under the interpreter a launch copies tensors with aten ops
+of its own, which dispatch-mode checks of a decode step must tell apart from the step's ops."""
 
 
 def launch(kernel: Any, grid: tuple[int, ...], *args: Any, **meta: Any) -> None:
-    """kernel[grid](*args, **meta), counted. Under the interpreter the launch copies tensors
-    with aten ops of its own; `in_launch` lets dispatch-mode checks tell those apart."""
-    if COUNTER.active:
-        COUNTER.launches += 1
+    """kernel[grid](*args, **meta), counted."""
     global in_launch
+    for counter in _counters:
+        counter.by_kernel[kernel.__name__] += 1
     in_launch = True
     try:
         kernel[grid](*args, **meta)
     finally:
         in_launch = False
-
-
-in_launch = False
-"""True while `launch` runs a kernel (the interpreter's own tensor copies are not the step's ops)."""

@@ -1,0 +1,82 @@
+"""`Ops` (torch_dg/ops.py) on Triton kernels: every matrix is read as stored GGUF blocks and the
+glue between the matmuls is fused, about 20 launches per layer (gpu-engine.md §6)."""
+
+from __future__ import annotations
+
+import torch
+
+from dg_chat.engine.backends.torch_dg.hparams import HParams
+from dg_chat.engine.backends.torch_dg.kernels import fused_ops, gemm, moe
+from dg_chat.engine.backends.torch_dg.kernels.gguf_tiles import RawWeight
+from dg_chat.engine.backends.torch_dg.weights import Weights
+from dg_chat.engine.sampling import SelfCondition
+
+
+class TritonOps:
+    def __init__(self, hp: HParams, weights: Weights):
+        self.hp, self.w = hp, weights
+        self.eps = hp.eps
+        self.embed_scale = torch.tensor([hp.hidden ** 0.5], device=weights.device).to(weights.dtype).float()
+        self._raw: dict[str, RawWeight] = {}
+
+    def _weight(self, name: str) -> RawWeight:
+        if name not in self._raw:
+            info = self.w.file.info(name)
+            self._raw[name] = RawWeight(self.w.raw(name), int(info.type), info.shape[-1])
+        return self._raw[name]
+
+    def _vector(self, name: str | None) -> torch.Tensor | None:
+        return None if name is None else self.w.get(name)
+
+    def embed(self, ids: torch.Tensor) -> torch.Tensor:
+        return gemm.embedding(ids, self._weight("token_embd.weight"), self.embed_scale, self.w.dtype)
+
+    def soft_embed(self, self_cond: SelfCondition) -> torch.Tensor:
+        lse = self_cond.lse if self_cond.lse is not None else self_cond.logits.logsumexp(dim=-1)
+        soft = gemm.softmax_matmul(self_cond.logits, lse, self._weight("token_embd.weight"))
+        return (soft * self.embed_scale).to(self.w.dtype)
+
+    def rms_norm(self, x: torch.Tensor, weight: str | None) -> torch.Tensor:
+        return fused_ops.rms_norm(x, self._vector(weight), self.eps)
+
+    def linear(self, x: torch.Tensor, name: str) -> torch.Tensor:
+        return gemm.linear(x, self._weight(name))
+
+    def mlp(self, x: torch.Tensor, prefix: str) -> torch.Tensor:
+        hidden = gemm.linear_glu(x, self._weight(f"{prefix}_gate.weight"), self._weight(f"{prefix}_up.weight"))
+        return gemm.linear(hidden, self._weight(f"{prefix}_down.weight"))
+
+    def head_norm_rope(self, x: torch.Tensor, weight: str | None, rope: tuple[torch.Tensor, torch.Tensor] | None,
+                       out: torch.Tensor | None = None) -> torch.Tensor:
+        cos, sin = rope if rope is not None else (None, None)
+        if out is None:
+            out = torch.empty(x.shape[1], x.shape[0], x.shape[2], dtype=x.dtype, device=x.device)
+        return fused_ops.head_norm_rope(x, self._vector(weight), cos, sin, self.eps, out=out)
+
+    def post_attention(self, attn: torch.Tensor, h: torch.Tensor, i: int
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        p, w = f"blk.{i}.", self.w.get
+        return fused_ops.post_attention(attn, h, w(p + "post_attention_norm.weight"), w(p + "ffn_norm.weight"),
+                                        w(p + "pre_ffw_norm_2.weight"), w(p + "ffn_gate_inp.scale"), self.eps)
+
+    def route(self, router_in: torch.Tensor, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        p = f"blk.{i}."
+        logits = gemm.linear(router_in, self._weight(p + "ffn_gate_inp.weight"), out_dtype=torch.float32)
+        return fused_ops.route(logits, self.hp.experts_used, self.w.get(p + "ffn_down_exps.scale").float())
+
+    def experts(self, x: torch.Tensor, i: int, top_w: torch.Tensor, top_i: torch.Tensor) -> torch.Tensor:
+        p = f"blk.{i}."
+        return moe.experts(x, self._weight(p + "ffn_gate_up_exps.weight"), self._weight(p + "ffn_down_exps.weight"),
+                           top_i, top_w)
+
+    def layer_tail(self, residual: torch.Tensor, dense: torch.Tensor, experts: torch.Tensor, i: int,
+                   encoder: bool) -> torch.Tensor:
+        p, w = f"blk.{i}.", self.w.get
+        scale = w(p + ("enc_layer_output_scale.weight" if encoder else "layer_output_scale.weight"))
+        h, _ = fused_ops.layer_tail(residual, dense, experts, w(p + "post_ffw_norm_1.weight"),
+                                    w(p + "post_ffw_norm_2.weight"), w(p + "post_ffw_norm.weight"), scale, self.eps,
+                                    None)
+        return h
+
+    def lm_head(self, h: torch.Tensor) -> torch.Tensor:
+        return gemm.linear(h, self._weight("token_embd.weight"), softcap=self.hp.softcap, out_dtype=torch.float32)

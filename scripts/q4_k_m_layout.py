@@ -1,0 +1,120 @@
+#!/usr/bin/env python3
+"""DiffusionGemma GGUFs with the tensor types of the published Q4_K_M, for tests and benchmarks
+of the fast path without downloading 16.8 GB.
+
+    scripts/q4_k_m_layout.py SRC.gguf OUT.gguf [--seed N]
+
+Types follow llama.cpp's Q4_K_M rules (src/llama-quant.cpp; gpu-engine.md §5.7): Q6_K for the
+tied embedding and for the attn_v of the "more bits" sliding layers, Q8_0 for ffn_down and
+ffn_down_exps of the "more bits" layers and Q5_0 for the others (and self_cond_down), Q4_K for
+the remaining matrices, F32 for vectors and the router; a K-quant whose rows are not whole
+256-value super-blocks falls back as llama.cpp does (Q4_K -> Q5_0, Q6_K -> Q8_0). Weights are
+random valid blocks with the spread of the source tensor (the kernels and the reference path
+must agree on any valid blocks); vectors and F32 matrices keep their values.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import gguf
+import numpy as np
+from gguf import GGMLQuantizationType as Q
+from gguf.constants import GGML_QUANT_SIZES
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from dg_chat.gguf.dequant import load_tensor  # noqa: E402
+from dg_chat.gguf.reader import open_gguf  # noqa: E402
+
+# Standard deviation of the values of random blocks whose fp16 scale d is 1, per type: the
+# arithmetic of each format over uniformly random quants and 6-bit/8-bit scales (Q4_K with
+# dmin = 7.5 d, which centres it on zero).
+UNIT_STD = {Q.Q4_K: 257.0, Q.Q6_K: 1366.0, Q.Q5_0: 9.2, Q.Q8_0: 73.9}
+FALLBACK = {Q.Q4_K: Q.Q5_0, Q.Q6_K: Q.Q8_0}
+
+
+def use_more_bits(i: int, n: int) -> bool:
+    """llama.cpp's choice of the layers (of n) that get more bits."""
+    return i < n // 8 or i >= 7 * n // 8 or (i - n // 8) % 3 == 2
+
+
+def q4_k_m_types(shapes: dict[str, tuple[int, ...]], n_layers: int) -> dict[str, Q]:
+    """The storage type of each tensor (name -> numpy-order shape) under Q4_K_M."""
+    attn_v = [name for name in shapes if name.endswith(".attn_v.weight")]
+    attn_v.sort(key=lambda name: int(name.split(".")[1]))
+    types: dict[str, Q] = {}
+    for name, shape in shapes.items():
+        if len(shape) < 2 or name.endswith("ffn_gate_inp.weight"):
+            qtype = Q.F32
+        elif name == "token_embd.weight":
+            qtype = Q.Q6_K
+        elif name.endswith(".attn_v.weight"):
+            qtype = Q.Q6_K if use_more_bits(attn_v.index(name), len(attn_v)) else Q.Q4_K
+        elif name.endswith(("ffn_down.weight", "ffn_down_exps.weight")):
+            qtype = Q.Q8_0 if use_more_bits(int(name.split(".")[1]), n_layers) else Q.Q5_0
+        elif name == "self_cond_down.weight":
+            qtype = Q.Q5_0
+        else:
+            qtype = Q.Q4_K
+        if shape[-1] % GGML_QUANT_SIZES[qtype][0]:
+            qtype = FALLBACK.get(qtype, Q.F16)
+        types[name] = qtype
+    return types
+
+
+def random_blocks(qtype: Q, shape: tuple[int, ...], std: float, rng: np.random.Generator) -> np.ndarray:
+    """Random valid `qtype` data for numpy `shape` with values of about `std`: uint8 rows."""
+    block, type_size = GGML_QUANT_SIZES[qtype]
+    blocks = rng.integers(0, 256, (*shape[:-1], shape[-1] // block, type_size), dtype=np.uint8)
+    d = np.float16(std / UNIT_STD[qtype])
+    offsets = {Q.Q4_K: {0: d, 2: np.float16(7.5 * d)}, Q.Q6_K: {208: d}}.get(qtype, {0: d})
+    for offset, value in offsets.items():
+        blocks[..., offset:offset + 2] = np.full(blocks.shape[:-1] + (1,), value, np.float16).view(np.uint8)
+    return blocks.reshape(*shape[:-1], -1)
+
+
+def write_q4_k_m(src: Path, out: Path, seed: int = 0) -> Path:
+    """OUT: SRC's metadata with its tensors stored in the Q4_K_M types (see the module docstring)."""
+    converter = _converter()
+    rng = np.random.default_rng(seed)
+    with open_gguf(src) as f:
+        types = q4_k_m_types({name: info.shape for name, info in f.tensors.items()}, int(f.arch_get("block_count")))
+        w = gguf.GGUFWriter(str(out), f.architecture)
+        converter.write_kvs(w, {k: v for k, v in f.metadata.items()
+                                if not k.startswith(("GGUF.", "general.architecture"))})
+        for name, info in f.tensors.items():
+            values = load_tensor(f, name).numpy()
+            qtype = types[name]
+            if qtype in UNIT_STD:
+                data = random_blocks(qtype, info.shape, float(values.std()), rng)
+            else:
+                data = values.astype(np.float32 if qtype == Q.F32 else np.float16)
+            w.add_tensor(name, data, raw_dtype=qtype)
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_tensors_to_file()
+        w.close()
+    return out
+
+
+def _converter():
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import hf_to_gguf  # noqa: PLC0415 - a sibling script
+
+    return hf_to_gguf
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("src", type=Path)
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    print(write_q4_k_m(args.src, args.out, args.seed))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
