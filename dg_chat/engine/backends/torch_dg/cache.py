@@ -175,7 +175,7 @@ class StaticKVCache:
     def __init__(self, hp: HParams, device: torch.device, dtype: torch.dtype, capacity: int = BUCKET):
         self.hp, self.device, self.dtype = hp, device, dtype
         self.canvas = self.encode_chunk = hp.canvas_length
-        self.ring = hp.window - 1 + self.canvas
+        self.ring = self.ring_slots(hp)
         self._length = 0
         self.length_t = torch.zeros((), dtype=torch.int64, device=device)
         """The length as a device scalar: what a captured decoder step reads."""
@@ -183,6 +183,11 @@ class StaticKVCache:
         self.keys: list[torch.Tensor] = []
         self.values: list[torch.Tensor] = []
         self._allocate(min(self._bucket(capacity), hp.context_length))
+
+    @staticmethod
+    def ring_slots(hp: HParams) -> int:
+        """Positions a sliding layer's ring holds: the window before a chunk, plus the chunk."""
+        return hp.window - 1 + hp.canvas_length
 
     @property
     def length(self) -> int:

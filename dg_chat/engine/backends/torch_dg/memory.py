@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
-from dg_chat.engine.backends.torch_dg.cache import GrowingKVCache
+from dg_chat.engine.backends.torch_dg.cache import GrowingKVCache, StaticKVCache
 from dg_chat.engine.backends.torch_dg.hparams import HParams
 from dg_chat.engine.backends.torch_dg.weights import device_bytes
 from dg_chat.gguf.reader import GGUFFile
@@ -64,29 +64,34 @@ def weight_bytes(f: GGUFFile, kernels: str) -> int:
     return device_bytes(f, torch.device("cuda"), torch.bfloat16)
 
 
-def kv_cache_bytes(hp: HParams, context: int) -> int:
-    """bf16 K and V: kv_heads · head_dim · 2 · 2 bytes per position and layer. A sliding layer keeps
-    its window, a canvas and the rollback over the last answer (window − 1 + canvas + ROLLBACK
-    positions, at most `context`); a full-attention layer keeps `context` positions."""
-    ring = min(context, hp.window - 1 + hp.canvas_length + GrowingKVCache.ROLLBACK)
-    return sum((ring if layer.sliding else context) * layer.kv_heads * layer.head_dim * 2 * KV_BYTES
+def kv_cache_bytes(hp: HParams, kernels: str, context: int) -> int:
+    """bf16 K and V: kv_heads · head_dim · 2 · 2 bytes per position and layer, for the cache each
+    path keeps (cache.py). triton (StaticKVCache): a sliding layer holds a ring of window − 1 +
+    canvas positions, a full-attention layer `context`, each plus a canvas of decoder scratch;
+    reference (GrowingKVCache): a sliding layer holds its window and the rollback over the last
+    answer (window − 1 + ROLLBACK), a full-attention layer `context`."""
+    if kernels == "triton":
+        sliding, full = StaticKVCache.ring_slots(hp) + hp.canvas_length, context + hp.canvas_length
+    else:
+        sliding, full = hp.window - 1 + GrowingKVCache.ROLLBACK, context
+    return sum((min(context, sliding) if layer.sliding else full) * layer.kv_heads * layer.head_dim * 2 * KV_BYTES
                for layer in hp.layers)
 
 
 def activation_bytes(hp: HParams, kernels: str) -> int:
     """The largest buffers of a decode step, C = canvas, V = vocabulary, k = experts used:
-    fp32 logits C·V·4, the bf16 self-conditioning probabilities C·V·2, the MoE intermediates
-    C·k·(hidden + 2·expert_ff)·4, and on the reference path 2 more fp32 [C, V] sampler buffers
-    (the Triton path fuses the sampler into passes over the logits)."""
+    fp32 logits C·V·4, the MoE intermediates C·k·(hidden + 2·expert_ff)·4, and on the reference
+    path the bf16 self-conditioning probabilities C·V·2 and 2 more fp32 [C, V] sampler buffers
+    (the Triton path reads the logits for self-conditioning and fuses the sampler)."""
     canvas_vocab = hp.canvas_length * hp.vocab_size
     moe = hp.canvas_length * hp.experts_used * (hp.hidden + 2 * hp.expert_ff) * 4
-    sampler = 2 * canvas_vocab * 4 if kernels == "reference" else 0
-    return canvas_vocab * 4 + canvas_vocab * 2 + moe + sampler
+    reference_only = canvas_vocab * 2 + 2 * canvas_vocab * 4 if kernels == "reference" else 0
+    return canvas_vocab * 4 + moe + reference_only
 
 
 def cuda_memory(f: GGUFFile, hp: HParams, kernels: str, context: int) -> MemoryEstimate:
     """What DiffusionGemma in `f` needs on a CUDA GPU with `kernels` ("triton" or "reference")
     and a KV cache of `context` tokens."""
     return MemoryEstimate(kernels=kernels, context=context, weights=weight_bytes(f, kernels),
-                          kv_cache=kv_cache_bytes(hp, context), activations=activation_bytes(hp, kernels),
+                          kv_cache=kv_cache_bytes(hp, kernels, context), activations=activation_bytes(hp, kernels),
                           runtime=RUNTIME_OVERHEAD)
