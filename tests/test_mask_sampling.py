@@ -42,6 +42,7 @@ class ToyBackend:
     """The Backend protocol over ToyModel, decoding [context | canvas] like LlamaBackend."""
 
     name, noise, device, vocab_size, mask_token_id = "toy", "mask", "cpu", VOCAB, MASK
+    fused_sampling = False
 
     def __init__(self, architecture: str, *, canvas_length: int = 8, context_length: int = 256,
                  shift: bool = False, model: ToyModel | None = None):

@@ -26,7 +26,7 @@ V, C = 50, 6
 class ScriptedBackend:
     """Logits that depend on the canvas and the self-conditioning input, deterministically."""
 
-    name, noise, mask_token_id, device = "fake", "uniform", None, "cpu"
+    name, noise, mask_token_id, device, fused_sampling = "fake", "uniform", None, "cpu", False
     vocab_size, canvas_length, context_length = V, C, 10_000
 
     def __init__(self, sharpness: float = 4.0):

@@ -40,6 +40,11 @@ def make_generator(seed: int | None, device: str) -> tuple[torch.Generator, int]
 
 
 def block_sampler(backend: Backend, settings: SamplerSettings, generator: torch.Generator) -> BlockSampler:
+    if backend.noise == "uniform" and backend.fused_sampling:
+        from dg_chat.engine.backends.torch_dg.fused_sampler import FusedEntropyBoundSampler  # noqa: PLC0415
+
+        return FusedEntropyBoundSampler(settings, vocab_size=backend.vocab_size,
+                                        canvas_length=backend.canvas_length, generator=generator)
     if backend.noise == "uniform":
         return EntropyBoundSampler(settings, vocab_size=backend.vocab_size,
                                    canvas_length=backend.canvas_length, generator=generator)

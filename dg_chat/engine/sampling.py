@@ -35,8 +35,28 @@ class SelfCondition:
 
     logits: torch.Tensor
     """Processed (tempered) logits, float32 [C, V]."""
-    probs: torch.Tensor
-    """softmax(logits) in float32, already computed for the draw: float32 backends reuse it."""
+    probs: torch.Tensor | None = None
+    """softmax(logits) in float32 [C, V] where the sampler computed it for the draw (the reference
+    sampler): float32 backends reuse it. None from the fused sampler, which never materialises it."""
+    lse: torch.Tensor | None = None
+    """logsumexp(logits) in float32 [C] where the sampler has it (the fused sampler): softmax(logits)
+    is then exp(logits - lse), so a fused kernel can compute softmax(logits) @ E in one pass."""
+
+
+@dataclass(frozen=True, slots=True)
+class DenoisingStep:
+    """What one denoising step produced, on the backend's device (every block sampler's record)."""
+
+    canvas: torch.Tensor
+    """int64 [C]: the canvas the next step starts from (accepted draws, fresh noise elsewhere)."""
+    argmax: torch.Tensor
+    """int64 [C]: argmax of the processed logits; the block's output if it stops now."""
+    accepted: torch.Tensor
+    """bool [C]: positions whose draw the entropy bound kept."""
+    entropy: torch.Tensor
+    """float32 [C]: entropy of each position's tempered distribution, in nats."""
+    self_cond: SelfCondition
+    """What the next step is conditioned on."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,8 +134,8 @@ class EntropyBoundSampler:
 
     @torch.inference_mode()
     def _step(self, backend: Backend, canvas: torch.Tensor, self_cond: SelfCondition | None, remaining: int
-              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, SelfCondition]:
-        """One denoising step: (next canvas, argmax, accepted, entropy, the next self-condition)."""
+              ) -> DenoisingStep:
+        """One denoising step from `canvas`, `remaining` steps before the schedule's end."""
         s = self.settings
         logits = backend.denoise(canvas, self_cond)
         processed = logits.div_(temperature(s, remaining, logits.device))  # ours to modify
@@ -128,7 +148,7 @@ class EntropyBoundSampler:
         if not s.reference_draws:
             candidate = draw_accepted(probs, accepted, self.generator)
         canvas = torch.where(accepted, candidate, self._noise())
-        return canvas, argmax, accepted, entropy, SelfCondition(processed, probs)
+        return DenoisingStep(canvas, argmax, accepted, entropy, SelfCondition(processed, probs))
 
     def denoise_block(self, backend: Backend, block: int) -> BlockDenoiser:
         s = self.settings
@@ -139,17 +159,18 @@ class EntropyBoundSampler:
         step = 0
         for remaining in range(s.max_steps, 0, -1):
             step += 1
-            canvas, new_argmax, accepted, entropy, self_cond = self._step(backend, canvas, self_cond, remaining)
-            stable = len(history) == s.stability and all(torch.equal(h, new_argmax) for h in history)
-            mean_entropy = entropy.mean()
-            changed = new_argmax != argmax
-            history.append(new_argmax)
-            argmax = new_argmax
+            record = self._step(backend, canvas, self_cond, remaining)
+            canvas, self_cond = record.canvas, record.self_cond
+            stable = len(history) == s.stability and all(torch.equal(h, record.argmax) for h in history)
+            mean_entropy = record.entropy.mean()
+            changed = record.argmax != argmax
+            history.append(record.argmax)
+            argmax = record.argmax
             yield CanvasStep(
                 block=block, step=step, max_steps=s.max_steps,
                 tokens=canvas.to("cpu", torch.int32).numpy(),
                 argmax=argmax.to("cpu", torch.int32).numpy(),
-                accepted=accepted.cpu().numpy(),
+                accepted=record.accepted.cpu().numpy(),
                 changed=changed.cpu().numpy(),
                 mean_entropy=float(mean_entropy),
             )

@@ -11,6 +11,8 @@ from typing import Literal, Protocol, Sequence
 
 import torch
 
+from dg_chat.errors import DgChatError
+
 
 class Backend(Protocol):
     name: str
@@ -31,6 +33,9 @@ class Backend(Protocol):
     """"uniform": canvases start as random tokens (DiffusionGemma); "mask": as mask tokens (Dream, LLaDA)."""
     mask_token_id: int | None
     """The mask token of "mask" models."""
+    fused_sampling: bool
+    """Sample with the fused on-device sampler (the Triton path of DiffusionGemma) instead of the
+    reference one."""
     cached_tokens: int
     """Tokens currently held as context."""
 
@@ -55,5 +60,5 @@ class Backend(Protocol):
         ...
 
 
-class BackendError(Exception):
-    """Raised by backends for failures the user can act on (message: one line)."""
+class BackendError(DgChatError):
+    """Raised by backends for failures the user can act on (message: one line, shown as is)."""

@@ -41,7 +41,8 @@ from dg_chat.config import Settings
 from dg_chat.engine.backends.choice import LLAMA_ARCHITECTURES
 from dg_chat.engine.backends.llama_tokenizer import LlamaTokenizer
 from dg_chat.errors import DgChatError
-from dg_chat.gguf.reader import open_gguf
+from dg_chat.gguf.checks import check_divisors, check_token_ids, meta_float, meta_int, meta_ints, vocabulary_size
+from dg_chat.gguf.reader import GGUFError, GGUFFile, open_gguf
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,7 @@ CANVAS_LENGTHS = {"llada": 32, "llada-moe": 32, "dream": 256, "rnd1": 256}
 generate.py and chat demo (and a 32-token window per step keeps its 1-token-per-step default
 cheap). Dream and RND1 denoise their whole answer as one sequence in their references (Dream's
 demos: 256-512 tokens, RND1's: 256): one 256-token canvas is the nearest block loop."""
+MOE_ARCHITECTURES = frozenset({"llada-moe", "rnd1"})
 PROMPT_BUDGET = 2048
 """Context tokens reserved for the conversation beyond the generation window, when sizing n_ctx."""
 PREFLIGHT_TIMEOUT_S = 300
@@ -128,25 +130,45 @@ class ModelInfo:
 
 def read_model_info(path: Path) -> ModelInfo:
     """What the GGUF metadata says, checked: LlamaError/GGUFError (one line) when the file cannot
-    be a model this backend runs (unsupported architecture, no mask token, no vocabulary)."""
+    be a model this backend runs (unsupported architecture, no mask token, no vocabulary, or an
+    impossible or wrongly typed value of a key that libllama or the sampler reads)."""
     with open_gguf(path) as gguf:
         arch = gguf.architecture
         if arch not in LLAMA_ARCHITECTURES:
             raise LlamaError(f"{path}: '{arch}' is not an architecture the llama.cpp backend runs "
                              f"({', '.join(sorted(LLAMA_ARCHITECTURES))})")
-        tokens = gguf.get("tokenizer.ggml.tokens")
-        if not isinstance(tokens, list) or not tokens:
-            raise LlamaError(f"{path}: the GGUF has no tokenizer vocabulary (tokenizer.ggml.tokens)")
-        mask = gguf.get("tokenizer.ggml.mask_token_id")
-        if not isinstance(mask, int) or not 0 <= mask < len(tokens):
-            raise LlamaError(f"{path}: a {arch} model needs a mask token, but tokenizer.ggml.mask_token_id is "
-                             f"{'missing' if mask is None else f'{mask!r}, outside the vocabulary'}")
-        n_ctx_train = gguf.arch_get("context_length")
+        n_vocab = vocabulary_size(gguf)
+        check_token_ids(gguf, n_vocab)
+        if gguf.get("tokenizer.ggml.mask_token_id") is None:
+            raise LlamaError(f"{path}: a {arch} model needs a mask token, but tokenizer.ggml.mask_token_id is missing")
+        _check_hyperparameters(gguf, arch)
         return ModelInfo(
             architecture=arch,
-            n_ctx_train=n_ctx_train if isinstance(n_ctx_train, int) and n_ctx_train > 0 else None,
+            n_ctx_train=meta_int(gguf, f"{arch}.context_length"),
             tokenizer_model=gguf.get("tokenizer.ggml.model", ""),
         )
+
+
+def _check_hyperparameters(gguf: GGUFFile, arch: str) -> None:
+    """The hyper-parameters libllama reads for these architectures (it would abort on many)."""
+    n_layers = meta_int(gguf, f"{arch}.block_count")
+    heads = meta_ints(gguf, f"{arch}.attention.head_count", n_layers)
+    if f"{arch}.attention.head_count_kv" in gguf.metadata:
+        kv_heads = meta_ints(gguf, f"{arch}.attention.head_count_kv", n_layers)
+        if any(h % kv for h, kv in zip(heads, kv_heads)):
+            raise GGUFError(f"{gguf.path}: metadata '{arch}.attention.head_count_kv' is {kv_heads}, "
+                            f"expected divisors of the attention heads {heads}")
+    meta_int(gguf, f"{arch}.embedding_length")
+    meta_float(gguf, f"{arch}.attention.layer_norm_rms_epsilon")
+    if f"{arch}.feed_forward_length" in gguf.metadata:
+        meta_ints(gguf, f"{arch}.feed_forward_length", n_layers)
+    if f"{arch}.rope.freq_base" in gguf.metadata:
+        meta_float(gguf, f"{arch}.rope.freq_base")
+    if arch in MOE_ARCHITECTURES or f"{arch}.expert_count" in gguf.metadata:
+        experts = meta_int(gguf, f"{arch}.expert_count")
+        meta_int(gguf, f"{arch}.expert_used_count", maximum=experts)
+    if "rope_freqs.weight" in gguf.tensors:
+        check_divisors(gguf, "rope_freqs.weight")
 
 
 # -- stage 2: the preflight child ----------------------------------------------------------
@@ -228,6 +250,7 @@ class LlamaBackend:
 
     name = "llama"
     noise = "mask"
+    fused_sampling = False
     device = "cpu"
     """Where logits and sampling live: libllama hands back logits in host memory."""
 
@@ -375,5 +398,21 @@ class LlamaBackend:
 def load_llama_engine_parts(path: str | os.PathLike, settings: Settings) -> tuple[LlamaBackend, LlamaTokenizer]:
     """What the model loader needs from this backend: the backend, sized for the sampler's
     canvases, and the model's own tokenizer (its `end_ids` are the turn's end tokens)."""
-    backend = LlamaBackend(path, max_canvases=settings.sampler.max_canvases)
+    backend = LlamaBackend(path, max_canvases=settings.sampler.max_canvases, gpu=gpu_offload(settings.device))
     return backend, LlamaTokenizer(backend)
+
+
+def gpu_offload(device: str) -> bool | None:
+    """The `device` setting for libllama: None (auto: offload when it can), False (cpu) or True
+    (cuda, cuda:N: a LlamaError when this libllama cannot offload to a GPU)."""
+    if device in ("", "auto"):
+        return None
+    if device == "cpu":
+        return False
+    if not re.fullmatch(r"cuda(:\d+)?", device):
+        raise LlamaError(f"unknown device '{device}' (use auto, cpu, cuda or cuda:N)")
+    if not library().llama_supports_gpu_offload():
+        raise LlamaError(f"device '{device}' requested but this llama.cpp has no usable GPU (built without "
+                         "GPU offload, or no GPU visible): use --device cpu, or rebuild it with "
+                         "DG_CHAT_CUDA=1 scripts/setup.sh")
+    return True

@@ -18,7 +18,9 @@ from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType as Q
 
 from dg_chat.engine.backends.torch_dg.kernels.runtime import tl, triton
 
-F32, F16, Q5_0, Q8_0, Q4_K, Q6_K, BF16 = int(Q.F32), int(Q.F16), int(Q.Q5_0), int(Q.Q8_0), int(Q.Q4_K), int(Q.Q6_K), int(Q.BF16)
+# constexpr: a compiled kernel may read only constexpr globals (the interpreter reads any)
+F32, F16, BF16 = tl.constexpr(int(Q.F32)), tl.constexpr(int(Q.F16)), tl.constexpr(int(Q.BF16))
+Q5_0, Q8_0, Q4_K, Q6_K = tl.constexpr(int(Q.Q5_0)), tl.constexpr(int(Q.Q8_0)), tl.constexpr(int(Q.Q4_K)), tl.constexpr(int(Q.Q6_K))
 KERNEL_TYPES = frozenset({Q.F32, Q.F16, Q.BF16, Q.Q5_0, Q.Q8_0, Q.Q4_K, Q.Q6_K})
 """The types the kernels read (the published DiffusionGemma quants use only these)."""
 

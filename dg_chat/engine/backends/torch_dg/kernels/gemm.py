@@ -1,0 +1,337 @@
+"""Dense GEMMs on GGUF weights as stored (gpu-engine.md §6.2, §6.3): every weight tile is
+dequantised in registers by `gguf_tiles.dequant_tile`, never into a copy of the weight.
+
+- `linear`: y = x @ Wᵀ, optionally soft-capped (the tied LM head).
+- `linear_glu`: gelu_tanh(x @ gateᵀ) * (x @ upᵀ) in one launch (the dense GeGLU MLPs).
+- `softmax_matmul`: softmax(logits) @ E over the vocabulary (dense self-conditioning).
+- `embedding`: rows of E, scaled.
+
+All accumulate in fp32. fp32 activations meet fp32 weights in IEEE products (never TF32);
+fp16/bf16 activations meet the weight tile rounded to their type (tensor cores on a GPU). Under
+the interpreter, whose bf16 `tl.dot` is broken (§7.1), both operands are upcast to fp32 after that
+rounding. Shapes are static and nothing synchronises with the host, so the functions can be
+captured in a CUDA graph.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from dg_chat.engine.backends.torch_dg.kernels.gguf_tiles import RawWeight, dequant_tile
+from dg_chat.engine.backends.torch_dg.kernels.runtime import (interpreting, launch, tl, triton,
+                                                               unavailable_reason)
+
+ACTIVATION_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+_TL_DTYPES = {torch.float32: tl.float32, torch.float16: tl.float16, torch.bfloat16: tl.bfloat16}
+
+
+# ---------------------------------------------------------------------------------------------
+# Device helpers
+
+
+@triton.jit
+def _mma(acc, a, b, UPCAST: tl.constexpr):
+    """acc + a @ b with fp32 accumulation; a and b have the same dtype."""
+    if a.dtype == tl.float32:
+        acc = tl.dot(a, b, acc, input_precision="ieee")
+    elif UPCAST:  # interpreter: its bf16 dot multiplies bit patterns (§7.1)
+        acc = tl.dot(a.to(tl.float32), b.to(tl.float32), acc, input_precision="ieee")
+    else:
+        acc = tl.dot(a, b, acc)
+    return acc
+
+
+@triton.jit
+def _x_tile(x_ptr, rows, cols, n_rows, n_cols):
+    """x[rows, cols] of a row-major [n_rows, n_cols] matrix, 0 outside it."""
+    mask = (rows[:, None] < n_rows) & (cols[None, :] < n_cols)
+    return tl.load(x_ptr + rows[:, None].to(tl.int64) * n_cols + cols[None, :], mask=mask, other=0.0)
+
+
+@triton.jit
+def _store(y_ptr, y, rows, cols, n_rows, n_cols):
+    """y[rows, cols] = y (fp32, rounded once to y_ptr's type) in a row-major [n_rows, n_cols]."""
+    mask = (rows[:, None] < n_rows) & (cols[None, :] < n_cols)
+    offsets = rows[:, None].to(tl.int64) * n_cols + cols[None, :]
+    tl.store(y_ptr + offsets, y.to(y_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _tile_ids(n_rows, BLOCK_M: tl.constexpr):
+    """(row tile, column tile) of this program; consecutive programs share a weight tile, so
+    that the row tiles after the first find it in L2."""
+    m_tiles = tl.cdiv(n_rows, BLOCK_M)
+    pid = tl.program_id(0)
+    return pid % m_tiles, pid // m_tiles
+
+
+@triton.jit
+def _tanh(x):
+    """tanh in fp32 (tl has none, and libdevice's returns None under the interpreter): an odd
+    Taylor series below 0.125, where (1 - e)/(1 + e) would lose bits to cancellation."""
+    a = tl.abs(x)
+    e = tl.exp(-2.0 * a)
+    far = (1.0 - e) / (1.0 + e)
+    x2 = x * x
+    near = x * (1.0 + x2 * (-1.0 / 3.0 + x2 * (2.0 / 15.0 + x2 * (-17.0 / 315.0))))
+    return tl.where(a < 0.125, near, tl.where(x < 0, -far, far))
+
+
+@triton.jit
+def _gelu_tanh(x):
+    """F.gelu(x, approximate="tanh") = 0.5·x·(1 + tanh(u)), u = √(2/π)·(x + 0.044715·x³), written
+    as x·σ(2u): the same function, without a tanh and without cancellation for u ≪ 0. σ takes
+    exp(-|z|) only, which never overflows."""
+    z = 1.5957691216057308 * (x + 0.044715 * x * x * x)  # 2u
+    e = tl.exp(-tl.abs(z))
+    return x * tl.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
+# ---------------------------------------------------------------------------------------------
+# Kernels
+
+
+@triton.jit
+def _linear_kernel(x_ptr, w_ptr, y_ptr, M, N, K, row_bytes, softcap,
+                   QTYPE: tl.constexpr, SOFTCAP: tl.constexpr, UPCAST: tl.constexpr,
+                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    pid_m, pid_n = _tile_ids(M, BLOCK_M)
+    rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    acc = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
+    for k0 in range(0, K, BLOCK_K):
+        ks = k0 + tl.arange(0, BLOCK_K)
+        a = _x_tile(x_ptr, rows, ks, M, K)
+        w = dequant_tile(w_ptr, row_bytes, cols, ks, N, K, QTYPE)
+        acc = _mma(acc, a, w.to(a.dtype), UPCAST)
+    if SOFTCAP:
+        acc = softcap * _tanh(acc / softcap)
+    _store(y_ptr, acc, rows, cols, M, N)
+
+
+@triton.jit
+def _linear_glu_kernel(x_ptr, gate_ptr, up_ptr, y_ptr, M, F, K, gate_row_bytes, up_row_bytes,
+                       GATE_QTYPE: tl.constexpr, UP_QTYPE: tl.constexpr, UPCAST: tl.constexpr,
+                       BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    pid_m, pid_n = _tile_ids(M, BLOCK_M)
+    rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    gate = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
+    up = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
+    for k0 in range(0, K, BLOCK_K):
+        ks = k0 + tl.arange(0, BLOCK_K)
+        a = _x_tile(x_ptr, rows, ks, M, K)
+        w = dequant_tile(gate_ptr, gate_row_bytes, cols, ks, F, K, GATE_QTYPE)
+        gate = _mma(gate, a, w.to(a.dtype), UPCAST)
+        w = dequant_tile(up_ptr, up_row_bytes, cols, ks, F, K, UP_QTYPE)
+        up = _mma(up, a, w.to(a.dtype), UPCAST)
+    _store(y_ptr, _gelu_tanh(gate) * up, rows, cols, M, F)
+
+
+@triton.jit
+def _softmax_matmul_kernel(logits_ptr, lse_ptr, w_ptr, part_ptr, M, V, K, row_bytes, v_per_split,
+                           QTYPE: tl.constexpr, OPERAND: tl.constexpr, UPCAST: tl.constexpr,
+                           BLOCK_M: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_K: tl.constexpr):
+    # Computes the transposed partial sum Eᵀ·Pᵀ [BLOCK_K, BLOCK_M]: dequant_tile already returns
+    # Eᵀ tiles, so neither operand needs a transpose.
+    pid_k = tl.program_id(0)
+    split = tl.program_id(1)
+    rows = tl.program_id(2) * BLOCK_M + tl.arange(0, BLOCK_M)
+    ks = pid_k * BLOCK_K + tl.arange(0, BLOCK_K)
+    lse = tl.load(lse_ptr + rows, mask=rows < M, other=0.0)
+    row_start = rows.to(tl.int64) * V
+    acc = tl.zeros((BLOCK_K, BLOCK_M), tl.float32)
+    v_start = split * v_per_split
+    for v0 in range(v_start, v_start + v_per_split, BLOCK_V):
+        vs = v0 + tl.arange(0, BLOCK_V)
+        mask = (vs[:, None] < V) & (rows[None, :] < M)
+        logits = tl.load(logits_ptr + row_start[None, :] + vs[:, None], mask=mask, other=-float("inf"))
+        p = tl.exp(logits - lse[None, :])  # [BLOCK_V, BLOCK_M]; 0 where masked
+        e = dequant_tile(w_ptr, row_bytes, vs, ks, V, K, QTYPE)  # [BLOCK_K, BLOCK_V]
+        acc = _mma(acc, e.to(OPERAND), p.to(OPERAND), UPCAST)
+    part = part_ptr + split.to(tl.int64) * M * K
+    _store(part, tl.trans(acc), rows, ks, M, K)
+
+
+@triton.jit
+def _embedding_kernel(ids_ptr, w_ptr, y_ptr, scale_ptr, scale_value, M, V, K, row_bytes,
+                      QTYPE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr):
+    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    ks = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)
+    ids = tl.load(ids_ptr + rows, mask=rows < M, other=V)  # V: past the table, dequantised as 0
+    scale = scale_value
+    if scale_ptr is not None:
+        scale = tl.load(scale_ptr).to(tl.float32)
+    e = dequant_tile(w_ptr, row_bytes, ids, ks, V, K, QTYPE)  # [BLOCK_K, BLOCK_M]
+    _store(y_ptr, tl.trans(e * scale), rows, ks, M, K)
+
+
+# ---------------------------------------------------------------------------------------------
+# Block sizes: big tiles under the interpreter (each program iteration costs milliseconds of
+# numpy), GPU-sane ones otherwise: tl.dot dims >= 16, powers of two, <= 40 KB of shared memory,
+# and no register spills in an offline sm_89 compile (fp16/bf16 activations). They are untuned
+# first cuts: timing needs a GPU (§7.3).
+
+
+def _pow2(n: int, lo: int, hi: int) -> int:
+    """The power of two >= n, clamped to [lo, hi]."""
+    return max(lo, min(hi, triton.next_power_of_2(n)))
+
+
+def _linear_config(m: int, n: int) -> dict[str, int]:
+    if interpreting():
+        return dict(BLOCK_M=_pow2(m, 16, 64), BLOCK_N=_pow2(n, 16, 128), BLOCK_K=256)
+    return dict(BLOCK_M=_pow2(m, 16, 64), BLOCK_N=64, BLOCK_K=32, num_warps=8, num_stages=3)
+
+
+def _linear_glu_config(m: int, f: int) -> dict[str, int]:
+    if interpreting():
+        return dict(BLOCK_M=_pow2(m, 16, 64), BLOCK_N=_pow2(f, 16, 128), BLOCK_K=256)
+    # two weight tiles and two accumulators per step: half the columns of `linear`
+    return dict(BLOCK_M=_pow2(m, 16, 64), BLOCK_N=32, BLOCK_K=32, num_warps=8, num_stages=3)
+
+
+def _softmax_matmul_config(m: int, v: int) -> dict[str, int]:
+    if interpreting():
+        # SPLIT 2 keeps the split path covered (V of a few thousand in the tests)
+        return dict(BLOCK_M=_pow2(m, 16, 64), BLOCK_V=256, BLOCK_K=256, SPLIT=2)
+    # K = 2816 gives 44 column tiles; splitting V = 262144 into 16 chunks of 16,384 gives
+    # 44 x 16 x (row tiles) programs: several waves on 128-132 SMs.
+    return dict(BLOCK_M=_pow2(m, 16, 64), BLOCK_V=32, BLOCK_K=64, SPLIT=max(1, min(16, v // 16384)),
+                num_warps=8, num_stages=3)
+
+
+def _embedding_config(m: int, k: int) -> dict[str, int]:
+    if interpreting():
+        return dict(BLOCK_M=_pow2(m, 1, 16), BLOCK_K=_pow2(k, 16, 4096))
+    return dict(BLOCK_M=_pow2(m, 1, 16), BLOCK_K=256, num_warps=4)
+
+
+# ---------------------------------------------------------------------------------------------
+# Host side
+
+
+def _check_device(device: torch.device) -> None:
+    reason = unavailable_reason(device)
+    if reason is not None:
+        raise RuntimeError(reason)
+
+
+def _check_weight(w: RawWeight, device: torch.device, what: str) -> None:
+    if w.data.dim() != 2 or not w.data.is_contiguous():
+        raise ValueError(f"{what}: expected contiguous uint8 rows [N, row_bytes], got {tuple(w.data.shape)}")
+    if w.data.device != device:
+        raise ValueError(f"{what}: weight on {w.data.device}, input on {device}")
+
+
+def _check_input(x: torch.Tensor, k: int) -> None:
+    _check_device(x.device)
+    if x.dim() != 2 or x.shape[1] != k or x.dtype not in ACTIVATION_DTYPES or not x.is_contiguous():
+        raise ValueError(f"expected contiguous float32/float16/bfloat16 [M, {k}], "
+                         f"got {x.dtype} {tuple(x.shape)}")
+
+
+def linear(x: torch.Tensor, w: RawWeight, *, softcap: float = 0.0,
+           out_dtype: torch.dtype | None = None) -> torch.Tensor:
+    """y = x @ Wᵀ, reading W's GGUF blocks as stored (one launch).
+
+    x: [M, K] float32/float16/bfloat16, contiguous. w: [N, K] raw blocks. Returns [M, N] in
+    `out_dtype` (default x.dtype). Accumulates in fp32; with `softcap` c > 0 the epilogue returns
+    c·tanh(y/c), in fp32 before the final rounding (Gemma's final logit soft-capping).
+    """
+    _check_input(x, w.cols)
+    _check_weight(w, x.device, "linear")
+    m, n = x.shape[0], w.rows
+    y = torch.empty(m, n, dtype=out_dtype or x.dtype, device=x.device)
+    meta = _linear_config(m, n)
+    grid = (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(n, meta["BLOCK_N"]),)
+    launch(_linear_kernel, grid, x, w.data, y, m, n, w.cols, w.row_bytes, float(softcap),
+           QTYPE=w.qtype, SOFTCAP=softcap > 0, UPCAST=interpreting(), **meta)
+    return y
+
+
+def linear_glu(x: torch.Tensor, gate: RawWeight, up: RawWeight) -> torch.Tensor:
+    """gelu_tanh(x @ gateᵀ) * (x @ upᵀ) in one launch with two accumulators (GeGLU MLP).
+
+    x: [M, K] float32/float16/bfloat16, contiguous. gate, up: [F, K] raw blocks, of any kernel
+    types (they may differ). Returns [M, F] in x.dtype. The GELU is torch's
+    F.gelu(approximate="tanh"), evaluated in fp32 on the fp32 accumulators.
+    """
+    _check_input(x, gate.cols)
+    _check_weight(gate, x.device, "linear_glu gate")
+    _check_weight(up, x.device, "linear_glu up")
+    if up.rows != gate.rows or up.cols != gate.cols:
+        raise ValueError(f"gate is [{gate.rows}, {gate.cols}] but up is [{up.rows}, {up.cols}]")
+    m, f = x.shape[0], gate.rows
+    y = torch.empty(m, f, dtype=x.dtype, device=x.device)
+    meta = _linear_glu_config(m, f)
+    grid = (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(f, meta["BLOCK_N"]),)
+    launch(_linear_glu_kernel, grid, x, gate.data, up.data, y, m, f, gate.cols, gate.row_bytes,
+           up.row_bytes, GATE_QTYPE=gate.qtype, UP_QTYPE=up.qtype, UPCAST=interpreting(), **meta)
+    return y
+
+
+def softmax_matmul(logits: torch.Tensor, lse: torch.Tensor, w: RawWeight, *,
+                   operand_dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Dense self-conditioning: soft[m, :] = Σ_v exp(logits[m, v] - lse[m]) · E[v, :].
+
+    logits: float32 [M, V], contiguous; lse: float32 [M], their log-sum-exp per row (so the
+    weights are the softmax). w: E, [V, K] raw blocks (the embedding: one row per vocabulary
+    entry, quantised along K); the contraction runs over its rows. Returns float32 [M, K].
+
+    The V reduction is split into contiguous chunks (16 on a GPU at V = 262144), one program per
+    (column tile, chunk, row tile), so that a GPU has enough programs for K = 2816; each chunk
+    writes its own fp32 partial [M, K] and one torch sum adds them (no atomics, deterministic).
+    That is one Triton launch plus that sum (none with a single chunk).
+
+    `operand_dtype` float16/bfloat16 rounds the probabilities and E to that type before the
+    products (tensor cores on a GPU); the default float32 keeps IEEE fp32 products.
+    """
+    _check_device(logits.device)
+    _check_weight(w, logits.device, "softmax_matmul")
+    m, v = logits.shape
+    if logits.dtype != torch.float32 or not logits.is_contiguous() or v != w.rows:
+        raise ValueError(f"expected contiguous float32 logits [M, {w.rows}], "
+                         f"got {logits.dtype} {tuple(logits.shape)}")
+    if lse.dtype != torch.float32 or lse.shape != (m,) or not lse.is_contiguous():
+        raise ValueError(f"expected contiguous float32 lse [{m}], got {lse.dtype} {tuple(lse.shape)}")
+    if operand_dtype not in ACTIVATION_DTYPES:
+        raise ValueError(f"operand_dtype must be float32, float16 or bfloat16, not {operand_dtype}")
+    k = w.cols
+    meta = _softmax_matmul_config(m, v)
+    split = meta.pop("SPLIT")
+    v_per_split = triton.cdiv(triton.cdiv(v, split), meta["BLOCK_V"]) * meta["BLOCK_V"]
+    partial = torch.empty(split, m, k, dtype=torch.float32, device=logits.device)
+    grid = (triton.cdiv(k, meta["BLOCK_K"]), split, triton.cdiv(m, meta["BLOCK_M"]))
+    launch(_softmax_matmul_kernel, grid, logits, lse, w.data, partial, m, v, k, w.row_bytes,
+           v_per_split, QTYPE=w.qtype, OPERAND=_TL_DTYPES[operand_dtype], UPCAST=interpreting(), **meta)
+    return partial[0] if split == 1 else partial.sum(0)
+
+
+def embedding(ids: torch.Tensor, w: RawWeight, scale: float | torch.Tensor,
+              dtype: torch.dtype) -> torch.Tensor:
+    """Rows `ids` of W dequantised, times `scale`: [M, K] in `dtype` (one launch).
+
+    ids: int64 [M], each in [0, V) (not checked: that would need a host sync). w: [V, K] raw
+    blocks. scale: a Python float or a one-element tensor on the device (read by the kernel, so
+    it may change between CUDA-graph replays). The product is taken in fp32 and rounded once to
+    `dtype`.
+    """
+    _check_device(ids.device)
+    _check_weight(w, ids.device, "embedding")
+    if ids.dtype != torch.int64 or ids.dim() != 1 or not ids.is_contiguous():
+        raise ValueError(f"expected contiguous int64 ids [M], got {ids.dtype} {tuple(ids.shape)}")
+    scale_ptr, scale_value = (scale, 1.0) if isinstance(scale, torch.Tensor) else (None, float(scale))
+    if scale_ptr is not None and (scale_ptr.numel() != 1 or scale_ptr.device != ids.device):
+        raise ValueError(f"scale: expected one element on {ids.device}, "
+                         f"got {tuple(scale_ptr.shape)} on {scale_ptr.device}")
+    m, k = ids.shape[0], w.cols
+    y = torch.empty(m, k, dtype=dtype, device=ids.device)
+    meta = _embedding_config(m, k)
+    grid = (triton.cdiv(m, meta["BLOCK_M"]), triton.cdiv(k, meta["BLOCK_K"]))
+    launch(_embedding_kernel, grid, ids, w.data, y, scale_ptr, scale_value, m, w.rows, k,
+           w.row_bytes, QTYPE=w.qtype, **meta)
+    return y
+
+
+__all__ = ["ACTIVATION_DTYPES", "embedding", "linear", "linear_glu", "softmax_matmul"]

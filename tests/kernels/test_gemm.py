@@ -1,0 +1,218 @@
+"""The GEMM kernels (kernels/gemm.py) against the reference path: `dg_chat.gguf.dequant.dequantize`
+and torch ops in float64, on CPU tensors under Triton's interpreter (tests/conftest.py sets
+TRITON_INTERPRET=1).
+
+Error measure: relative error = max|ours - ref| / max|ref| over the whole output. Budgets:
+fp32 activations 1e-5 (fp32 accumulation over K <= 2816 gives ~1e-7), fp16 activations 3e-3
+(the weight tile is rounded to fp16: ~3e-4). bf16 is checked loosely: the interpreter truncates
+fp32 -> bf16 instead of rounding (gpu-engine.md §7.1), so its real numerics are GPU-only.
+
+The interpreter dequantises ~3 M weights a second, so shapes are the real layer shapes
+(K = 2816, 2112, 704; N = 1408, 704, 2816 and a ragged 40) spread over the types rather than
+their full cross product.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from gguf.constants import GGMLQuantizationType as Q
+
+from dg_chat.engine.backends.torch_dg.kernels import runtime
+from dg_chat.engine.backends.torch_dg.kernels.gemm import embedding, linear, linear_glu, softmax_matmul
+from dg_chat.engine.backends.torch_dg.kernels.gguf_tiles import RawWeight
+from dg_chat.gguf.dequant import dequantize
+from tests.support.gguf_samples import quantized
+from tests.support.host_sync import NoHostSync
+
+FP32_BUDGET, FP16_BUDGET, BF16_BUDGET = 1e-5, 3e-3, 2e-2
+BUDGETS = {torch.float32: FP32_BUDGET, torch.float16: FP16_BUDGET, torch.bfloat16: BF16_BUDGET}
+
+
+def raw_weight(qtype: Q, rows: int, cols: int, seed: int = 0) -> RawWeight:
+    """Random valid GGUF blocks of `qtype` for a [rows, cols] weight."""
+    data = quantized(qtype, (rows, cols), np.random.default_rng(seed))
+    return RawWeight(torch.from_numpy(np.ascontiguousarray(data)), int(qtype), cols)
+
+
+def reference(w: RawWeight) -> torch.Tensor:
+    """The weight's values in float64, through the reference dequantiser."""
+    return dequantize(w.data, w.qtype).double()
+
+
+def identity(n: int) -> RawWeight:
+    """An F32 identity weight: linear(x, I) = x exactly, so the epilogue can be checked alone."""
+    return RawWeight(torch.eye(n).view(torch.uint8), int(Q.F32), n)
+
+
+def relative_error(ours: torch.Tensor, ref: torch.Tensor) -> float:
+    """max|ours - ref| / max|ref| (the measure of this file's budgets)."""
+    return ((ours.double() - ref).abs().max() / ref.abs().max()).item()
+
+
+def activations(m: int, k: int, dtype: torch.dtype, seed: int = 1) -> torch.Tensor:
+    return torch.randn(m, k, generator=torch.Generator().manual_seed(seed)).to(dtype)
+
+
+def gelu_tanh(x: torch.Tensor) -> torch.Tensor:
+    return F.gelu(x, approximate="tanh")
+
+
+# (type, N, K, M): every kernel type at a real K it allows (K-quants need K % 256 == 0) and
+# every real N once or more, including one that is not a multiple of the block.
+LINEAR_CASES = {
+    torch.float32: [(Q.Q4_K, 1408, 2816, 4), (Q.Q6_K, 40, 2816, 3), (Q.Q8_0, 2816, 704, 5),
+                    (Q.Q5_0, 704, 2112, 4), (Q.F32, 40, 2112, 3), (Q.F16, 704, 704, 5),
+                    (Q.BF16, 1408, 704, 4)],
+    torch.float16: [(Q.Q4_K, 40, 2816, 5), (Q.Q6_K, 704, 2816, 4), (Q.Q8_0, 704, 2112, 3),
+                    (Q.Q5_0, 2816, 704, 4), (Q.F32, 704, 704, 4), (Q.F16, 40, 2112, 5),
+                    (Q.BF16, 40, 2816, 3)],
+    torch.bfloat16: [(Q.Q4_K, 40, 2816, 4), (Q.Q5_0, 40, 704, 3)],
+}
+
+
+@pytest.mark.parametrize(("dtype", "qtype", "n", "k", "m"), [
+    pytest.param(dtype, *case, id=f"{str(dtype)[6:]}-{case[0].name}-{case[1]}x{case[2]}")
+    for dtype, cases in LINEAR_CASES.items() for case in cases])
+def test_linear_matches_the_reference(dtype: torch.dtype, qtype: Q, n: int, k: int, m: int) -> None:
+    w = raw_weight(qtype, n, k)
+    x = activations(m, k, dtype)
+    y = linear(x, w)
+    assert y.shape == (m, n) and y.dtype == dtype
+    assert relative_error(y, x.double() @ reference(w).T) <= BUDGETS[dtype]
+
+
+def test_linear_out_dtype() -> None:
+    w = raw_weight(Q.Q6_K, 40, 2816)
+    x = activations(3, 2816, torch.float16)
+    y = linear(x, w, out_dtype=torch.float32)
+    assert y.dtype == torch.float32
+    assert relative_error(y, x.double() @ reference(w).T) <= FP16_BUDGET
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_softcapped_lm_head(dtype: torch.dtype) -> None:
+    """The tied LM head: the Q6_K embedding, c·tanh(y/c) with c = 30, logits well past the cap."""
+    w = raw_weight(Q.Q6_K, 300, 2816)
+    e = reference(w)
+    x = activations(4, 2816, torch.float32)
+    x = (x * (100 / (x.double() @ e.T).abs().max())).to(dtype)  # |x @ Eᵀ| up to 100
+    y = linear(x, w, softcap=30.0, out_dtype=torch.float32)
+    ref = 30 * torch.tanh(x.double() @ e.T / 30)
+    assert relative_error(y, ref) <= BUDGETS[dtype]
+
+
+def test_softcap_epilogue_is_accurate_elementwise() -> None:
+    """Through an identity weight y = x exactly, so each output is c·tanh(x/c) alone: a few ulp
+    relative, also near 0 where tanh(t) ≈ t."""
+    signs = torch.tensor([-1.0, 1.0]).repeat(128)
+    x = (signs * torch.logspace(-6, 3, 256)).to(torch.float32)[None, :].repeat(16, 1)
+    y = linear(x.contiguous(), identity(256), softcap=30.0)
+    ref = 30 * torch.tanh(x.double() / 30)
+    assert ((y.double() - ref).abs() / ref.abs()).max().item() <= 1e-6
+
+
+GLU_CASES = [(torch.float32, Q.Q4_K, Q.Q4_K, 704, 2816, 4), (torch.float16, Q.Q8_0, Q.Q6_K, 40, 2816, 3),
+             (torch.float32, Q.F16, Q.Q5_0, 40, 2112, 5), (torch.float16, Q.BF16, Q.F32, 40, 704, 4)]
+
+
+@pytest.mark.parametrize(("dtype", "gate_type", "up_type", "f", "k", "m"), GLU_CASES,
+                         ids=[f"{str(d)[6:]}-{g.name}-{u.name}-{f}x{k}" for d, g, u, f, k, _ in GLU_CASES])
+def test_linear_glu_matches_the_reference(dtype: torch.dtype, gate_type: Q, up_type: Q,
+                                          f: int, k: int, m: int) -> None:
+    gate, up = raw_weight(gate_type, f, k, seed=2), raw_weight(up_type, f, k, seed=3)
+    g = reference(gate)
+    x = activations(m, k, torch.float32)
+    # |x @ gateᵀ| up to 4 spans the GELU's bend; random K-quant blocks would overflow fp16
+    x = (x * (4 / (x.double() @ g.T).abs().max())).to(dtype)
+    y = linear_glu(x, gate, up)
+    assert y.shape == (m, f) and y.dtype == dtype
+    ref = gelu_tanh(x.double() @ g.T) * (x.double() @ reference(up).T)
+    assert relative_error(y, ref) <= BUDGETS[dtype]
+
+
+def test_glu_epilogue_is_torch_gelu_tanh() -> None:
+    """Identity gate and up: y = gelu_tanh(x)·x, elementwise to 1e-5 of the float64 value, also
+    on the negative side where gelu_tanh(x) ≈ 1e-7 x. Below x = -5 torch's own float64 formula
+    loses its digits (1 + tanh(u) cancels), so the range stops there; at x = -5 the fp32
+    conditioning of σ(z), |z|·ε ≈ 1e-6, sets the floor."""
+    x = torch.linspace(-5, 9, 16 * 256, dtype=torch.float32).reshape(16, 256)
+    y = linear_glu(x, identity(256), identity(256))
+    ref = gelu_tanh(x.double()) * x.double()
+    assert ((y.double() - ref).abs() / ref.abs()).nan_to_num().max().item() <= 1e-5  # x = 0: 0/0
+
+
+SOFTMAX_MATMUL_CASES = [
+    (Q.Q6_K, 2000, 2816, 4, torch.float32),  # the real embedding type and width; V ragged
+    (Q.Q8_0, 2000, 704, 3, torch.float32),
+    (Q.BF16, 1500, 704, 5, torch.float32),
+    (Q.Q6_K, 1000, 2816, 3, torch.float16),
+]
+
+
+@pytest.mark.parametrize(("qtype", "v", "k", "m", "operand_dtype"), SOFTMAX_MATMUL_CASES,
+                         ids=[f"{q.name}-{v}x{k}-{str(d)[6:]}" for q, v, k, _, d in SOFTMAX_MATMUL_CASES])
+def test_softmax_matmul_matches_the_reference(qtype: Q, v: int, k: int, m: int,
+                                              operand_dtype: torch.dtype) -> None:
+    w = raw_weight(qtype, v, k)
+    logits = activations(m, v, torch.float32) * 3
+    lse = torch.logsumexp(logits, dim=1)
+    soft = softmax_matmul(logits, lse, w, operand_dtype=operand_dtype)
+    assert soft.shape == (m, k) and soft.dtype == torch.float32
+    ref = torch.exp(logits.double() - lse.double()[:, None]) @ reference(w)
+    assert relative_error(soft, ref) <= BUDGETS[operand_dtype]
+
+
+EMBEDDING_CASES = [(Q.Q4_K, 2816), (Q.Q6_K, 2816), (Q.Q8_0, 2112), (Q.Q5_0, 704), (Q.F32, 704), (Q.F16, 2112),
+                   (Q.BF16, 704)]
+
+
+@pytest.mark.parametrize(("qtype", "k"), EMBEDDING_CASES, ids=[q.name for q, _ in EMBEDDING_CASES])
+def test_embedding_is_bit_exact_in_fp32(qtype: Q, k: int) -> None:
+    w = raw_weight(qtype, 300, k)
+    ids = torch.tensor([0, 299, 7, 7, 150])
+    expected = reference(w)[ids].float() * 53.0
+    assert torch.equal(embedding(ids, w, 53.0, torch.float32), expected)
+    assert torch.equal(embedding(ids, w, torch.tensor([53.0]), torch.float32), expected)
+
+
+def test_embedding_scale_tensor_and_low_precision() -> None:
+    """A device-side scale (any float dtype) and fp16/bf16 output: one rounding of the fp32
+    product (bf16 only to within truncation under the interpreter)."""
+    w = raw_weight(Q.Q6_K, 100, 2816)
+    ids = torch.tensor([3, 99, 0])
+    scale = torch.tensor(2816 ** 0.5, dtype=torch.bfloat16)
+    exact = reference(w)[ids].float() * scale.float()
+    assert torch.equal(embedding(ids, w, scale, torch.float16), exact.half())
+    assert relative_error(embedding(ids, w, scale, torch.bfloat16), exact.double()) <= 2 ** -7
+
+
+def test_one_launch_each_and_no_host_sync() -> None:
+    w = raw_weight(Q.Q8_0, 64, 64)
+    x = activations(3, 64, torch.float32)
+    ids, lse = torch.tensor([1, 2]), torch.logsumexp(x, 1)
+    calls = [lambda: linear(x, w, softcap=30.0), lambda: linear_glu(x, w, w),
+             lambda: softmax_matmul(x, lse, w), lambda: embedding(ids, w, 2.0, torch.float32),
+             lambda: embedding(ids, w, torch.tensor(2.0), torch.float32)]
+    for call in calls:
+        with runtime.counting() as counter, NoHostSync():
+            call()
+            assert counter.launches == 1  # read inside: leaving `counting` restores the outer count
+
+
+def test_rejects_mismatched_inputs() -> None:
+    w = raw_weight(Q.Q8_0, 64, 64)
+    with pytest.raises(ValueError, match=r"\[M, 64\]"):
+        linear(activations(3, 32, torch.float32), w)
+    with pytest.raises(ValueError, match="float32/float16/bfloat16"):
+        linear(torch.ones(3, 64, dtype=torch.float64), w)
+    with pytest.raises(ValueError, match="gate is"):
+        linear_glu(activations(3, 64, torch.float32), w, raw_weight(Q.Q8_0, 32, 64))
+    with pytest.raises(ValueError, match="lse"):
+        softmax_matmul(activations(3, 64, torch.float32), torch.zeros(4), w)
+    with pytest.raises(ValueError, match="operand_dtype"):
+        softmax_matmul(activations(3, 64, torch.float32), torch.zeros(3), w, operand_dtype=torch.float64)
+    with pytest.raises(ValueError, match="int64 ids"):
+        embedding(torch.tensor([1, 2], dtype=torch.int32), w, 1.0, torch.float32)
