@@ -21,6 +21,8 @@ import dataclasses
 import os
 import re
 import tomllib
+import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
@@ -52,8 +54,9 @@ class SamplerSettings:
     seed: int | None = None
     """Random seed; unset means a fresh one per turn."""
     reference_draws: bool = True
-    """Draw random numbers exactly as transformers does (same seed, same tokens). Off: draw only
-    where a token is kept, by inverse CDF: same distribution, much faster on the CPU."""
+    """Reference kernels: draw random numbers exactly as transformers does (same seed, same tokens).
+    Off: draw only where a token is kept, by inverse CDF: same distribution, much faster on the CPU.
+    (The Triton kernels always use their fused on-device sampler.)"""
     max_canvases: int = 4
     """Most canvases (blocks) per answer."""
     thinking: bool = False
@@ -185,13 +188,48 @@ def _key_line(text: str, section: str | None, key: str) -> int | None:
     return None
 
 
-def _apply(settings: Settings, name: str, value: Any, where: str) -> None:
+Origins = dict[str, str]
+"""Setting name -> where its value came from ("FILE, line N, key 'sampler.max_steps'", an environment
+variable, an option); names missing from it hold their defaults."""
+
+
+def _apply(settings: Settings, name: str, value: Any, where: str, origins: Origins) -> None:
     section, f = LEAVES[name]
     target = getattr(settings, section) if section else settings
     setattr(target, name, _coerce(value, f, where))
+    origins[name] = where
 
 
-def _load_file(settings: Settings, path: Path) -> None:
+_NAMED_KEYS = frozenset({"backspace", "delete", "down", "end", "enter", "escape", "home", "insert", "left",
+                         "pagedown", "pageup", "return", "right", "space", "tab", "up", "newline",
+                         *(f"f{n}" for n in range(1, 25))})
+_MODIFIERS = frozenset({"ctrl", "shift", "alt", "meta", "super", "hyper"})
+
+
+def key_problem(spec: str) -> str | None:
+    """Why `spec` is not a Textual key ("ctrl+r", "f5", "question_mark", "ctrl+c,escape"); None if it is."""
+    for key in spec.split(","):
+        *modifiers, name = key.strip().split("+")
+        unknown = [m for m in modifiers if m not in _MODIFIERS]
+        if unknown:
+            return f"'{unknown[0]}' is not a modifier ({', '.join(sorted(_MODIFIERS))})"
+        if not name:
+            return f"{key.strip()!r} names no key"
+        if len(name) > 1 and name not in _NAMED_KEYS and not _is_character_name(name):
+            return f"'{name}' is not a key name (a character, f1-f24, enter, escape, tab, space, up, ...)"
+    return None
+
+
+def _is_character_name(name: str) -> bool:
+    """Textual names a punctuation key by its Unicode name in snake case (question_mark, full_stop)."""
+    try:
+        unicodedata.lookup(name.replace("_", " "))
+    except KeyError:
+        return False
+    return True
+
+
+def _load_file(settings: Settings, path: Path, origins: Origins) -> None:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -215,42 +253,76 @@ def _load_file(settings: Settings, path: Path) -> None:
             for sub_key, sub_value in value.items():
                 if LEAVES.get(sub_key, (None,))[0] != key:
                     raise ConfigError(f"{where(key, sub_key)}: unknown setting")
-                _apply(settings, sub_key, sub_value, where(key, sub_key))
+                _apply(settings, sub_key, sub_value, where(key, sub_key), origins)
         elif key in LEAVES and LEAVES[key][0] is None:
-            _apply(settings, key, value, where(None, key))
+            _apply(settings, key, value, where(None, key), origins)
         else:
             raise ConfigError(f"{where(None, key)}: unknown setting")
+    for binding, spec in settings.ui.keymap.items():
+        if (problem := key_problem(spec)) is not None:
+            raise ConfigError(f"{where('ui.keymap', binding)}: {spec!r} is not a usable key: {problem}")
 
 
-def _load_env(settings: Settings, environ: Mapping[str, str]) -> None:
+def _load_env(settings: Settings, environ: Mapping[str, str], origins: Origins) -> None:
     for name, (_section, f) in LEAVES.items():
         var = f"DG_CHAT_{name.upper()}"
         if var in environ and not str(f.type).startswith("dict"):
-            _apply(settings, name, environ[var], f"environment variable {var}")
+            _apply(settings, name, environ[var], f"environment variable {var}", origins)
 
 
-def _validate(settings: Settings) -> None:
+def _one_of(choices: tuple[str, ...]) -> tuple[Callable[[Any], bool], str]:
+    return (lambda value: value in choices), f"must be one of {', '.join(choices)}, not {{value!r}}"
+
+
+RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "backend": _one_of(BACKENDS),
+    "kernels": _one_of(KERNELS),
+    "max_steps": (lambda v: v >= 1, "must be at least 1"),
+    "max_canvases": (lambda v: v >= 1, "must be at least 1"),
+    "entropy_bound": (lambda v: v >= 0, "must not be negative"),
+    "t_max": (lambda v: v > 0, "must be greater than 0"),
+    "t_min": (lambda v: v > 0, "must be greater than 0"),
+    "stability": (lambda v: v >= 0, "must not be negative"),
+    "confidence": (lambda v: v >= 0, "must not be negative"),
+    "temperature": (lambda v: v >= 0, "must not be negative"),
+    "algorithm": _one_of(MASK_ALGORITHMS),
+    "top_p": (lambda v: 0 < v <= 1, "must be in (0, 1]"),
+    "top_k": (lambda v: v >= 0, "must not be negative"),
+    "alg_temp": (lambda v: v >= 0, "must not be negative"),
+    "eps": (lambda v: 0 <= v < 1, "must be in [0, 1)"),
+    "canvas_fps": (lambda v: 1 <= v <= 120, "must be between 1 and 120"),
+}
+"""The range check of every setting that has one: setting name -> (test, message; {value} is the value)."""
+
+
+def _value(settings: Settings, name: str) -> Any:
+    section = LEAVES[name][0]
+    return getattr(getattr(settings, section) if section else settings, name)
+
+
+def _origin(origins: Origins, name: str) -> str:
+    section = LEAVES[name][0]
+    return origins.get(name, f"default of {section + '.' if section else ''}{name}")
+
+
+def _validate(settings: Settings, origins: Origins) -> None:
+    """Every range check; the message names where the bad value came from (file and line, variable, option)."""
+    for name, (ok, message) in RANGES.items():
+        value = _value(settings, name)
+        if not ok(value):
+            raise ConfigError(f"{_origin(origins, name)}: {message.format(value=value)}")
     s = settings.sampler
-    checks = [
-        (settings.backend in BACKENDS, f"backend must be one of {', '.join(BACKENDS)}, not {settings.backend!r}"),
-        (settings.kernels in KERNELS, f"kernels must be one of {', '.join(KERNELS)}, not {settings.kernels!r}"),
-        (s.max_steps >= 1, "max_steps must be at least 1"),
-        (s.max_canvases >= 1, "max_canvases must be at least 1"),
-        (s.entropy_bound >= 0, "entropy_bound must not be negative"),
-        (0 < s.t_min <= s.t_max, "temperatures need 0 < t_min <= t_max"),
-        (s.stability >= 0, "stability must not be negative"),
-        (s.confidence >= 0, "confidence must not be negative"),
-        (s.temperature >= 0, "temperature must not be negative"),
-        (s.algorithm in MASK_ALGORITHMS, f"algorithm must be one of {', '.join(MASK_ALGORITHMS)}, not {s.algorithm!r}"),
-        (0 < s.top_p <= 1, "top_p must be in (0, 1]"),
-        (s.top_k >= 0, "top_k must not be negative"),
-        (s.alg_temp >= 0, "alg_temp must not be negative"),
-        (0 <= s.eps < 1, "eps must be in [0, 1)"),
-        (1 <= settings.ui.canvas_fps <= 120, "canvas_fps must be between 1 and 120"),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise ConfigError(f"invalid settings: {message}")
+    if s.t_min > s.t_max:
+        name = "t_min" if "t_min" in origins else "t_max"
+        raise ConfigError(f"{_origin(origins, name)}: needs t_min <= t_max (t_min {s.t_min}, t_max {s.t_max})")
+    for binding, spec in settings.ui.keymap.items():
+        if (problem := key_problem(spec)) is not None:
+            raise ConfigError(f"{_origin(origins, 'keymap')}, binding '{binding}': {spec!r} is not a usable key: "
+                              f"{problem}")
+
+
+_OPTIONS = {"max_steps": "steps", "thinking": "think", "system_prompt": "system"}
+"""Command-line options not named after their setting."""
 
 
 def load_settings(
@@ -260,13 +332,13 @@ def load_settings(
     environ: Mapping[str, str] | None = None,
 ) -> Settings:
     """Defaults < config file < environment < `overrides` (CLI flags; None values are skipped)."""
-    settings = Settings()
-    _load_file(settings, path or paths.config_file())
-    _load_env(settings, os.environ if environ is None else environ)
+    settings, origins = Settings(), Origins()
+    _load_file(settings, path or paths.config_file(), origins)
+    _load_env(settings, os.environ if environ is None else environ, origins)
     for name, value in (overrides or {}).items():
         if value is not None:
-            _apply(settings, name, value, f"option --{name.replace('_', '-')}")
-    _validate(settings)
+            _apply(settings, name, value, f"option --{_OPTIONS.get(name, name).replace('_', '-')}", origins)
+    _validate(settings, origins)
     return settings
 
 
@@ -276,13 +348,13 @@ def settings_to_dict(settings: Settings) -> dict[str, Any]:
 
 def settings_from_dict(data: Mapping[str, Any]) -> Settings:
     """Rebuild settings saved with `settings_to_dict` (unknown keys are ignored: older versions)."""
-    settings = Settings()
+    settings, origins = Settings(), Origins()
     for key, value in data.items():
         if key in _SECTIONS and isinstance(value, Mapping):
             for sub_key, sub_value in value.items():
                 if LEAVES.get(sub_key, (None,))[0] == key:
-                    _apply(settings, sub_key, sub_value, f"saved setting {key}.{sub_key}")
+                    _apply(settings, sub_key, sub_value, f"saved setting {key}.{sub_key}", origins)
         elif key in LEAVES and LEAVES[key][0] is None:
-            _apply(settings, key, value, f"saved setting {key}")
-    _validate(settings)
+            _apply(settings, key, value, f"saved setting {key}", origins)
+    _validate(settings, origins)
     return settings

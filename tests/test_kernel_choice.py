@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -62,3 +67,21 @@ def test_triton_without_the_package_names_it(monkeypatch):
     with pytest.raises(BackendError, match=r"^--kernels triton on cuda: the triton package is not installed .*"
                                            r"use --kernels reference$"):
         choose_kernels("triton", CUDA)
+
+
+def ask(env: dict[str, str], *argv: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "dg_chat.cli", "ask", *argv], capture_output=True, text=True,
+                          timeout=600, env=env)
+
+
+def test_ask_with_triton_kernels_on_the_cpu(tiny_chat_gguf):
+    """Without the interpreter: one line and exit 1; under it: the answer, from the Triton path."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    argv = ("Hi", "--model", str(tiny_chat_gguf), "--device", "cpu", "--kernels", "triton", "--seed", "1",
+            "--steps", "1", "--max-canvases", "1", "--json")
+    refused = ask(env, *argv)
+    assert refused.returncode == 1 and refused.stdout == ""
+    assert refused.stderr.strip().count("\n") == 0 and "TRITON_INTERPRET=1" in refused.stderr
+    answered = ask({**env, "TRITON_INTERPRET": "1"}, *argv)
+    assert answered.returncode == 0, answered.stderr
+    assert len(json.loads(answered.stdout)["token_ids"]) > 0

@@ -54,6 +54,10 @@ class KVCache(Protocol):
         """Make room for `n` more positions (before encoding them)."""
         ...
 
+    def begin_decode(self) -> None:
+        """A decoder step starts: what its layers share (masks) is computed once here."""
+        ...
+
     def scratch(self, i: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """Where a decoder step should write layer i's K and V ([kv_heads, canvas, head_dim]),
         or (None, None) when the cache takes them in `attend`."""
@@ -110,6 +114,9 @@ class GrowingKVCache:
 
     def reserve(self, n: int) -> None:
         pass  # grows as it goes
+
+    def begin_decode(self) -> None:
+        pass
 
     def scratch(self, i: int) -> tuple[None, None]:
         return None, None
@@ -180,6 +187,7 @@ class StaticKVCache:
         self.length_t = torch.zeros((), dtype=torch.int64, device=device)
         """The length as a device scalar: what a captured decoder step reads."""
         self.capacity = 0
+        self._masks: dict[bool, torch.Tensor] = {}
         self.keys: list[torch.Tensor] = []
         self.values: list[torch.Tensor] = []
         self._allocate(min(self._bucket(capacity), hp.context_length))
@@ -235,6 +243,10 @@ class StaticKVCache:
             return torch.where(s < length, s, -1)
         return length - 1 - torch.remainder(length - 1 - s, self.ring)
 
+    def begin_decode(self) -> None:
+        kinds = {layer.sliding: layer for layer in self.hp.layers}
+        self._masks = {sliding: self.decoder_mask(layer) for sliding, layer in kinds.items()}
+
     def decoder_mask(self, layer: LayerShape) -> torch.Tensor:
         """bool [canvas, slots + canvas]: the visible prefix (the window's worth on sliding
         layers), then the whole canvas. Built from `length_t` on the device."""
@@ -246,7 +258,7 @@ class StaticKVCache:
         return torch.cat((prefix, torch.ones(self.canvas, self.canvas, dtype=torch.bool, device=self.device)), dim=1)
 
     def attend(self, i: int, layer: LayerShape, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-               pos: Positions, encoder: bool, mask: torch.Tensor | None = None) -> torch.Tensor:
+               pos: Positions, encoder: bool) -> torch.Tensor:
         slots = self.slots(layer)
         keys, values = self.keys[i], self.values[i]
         if encoder:
@@ -263,8 +275,7 @@ class StaticKVCache:
             if scratch_k.data_ptr() != k.data_ptr():
                 scratch_k.copy_(k)
                 scratch_v.copy_(v)
-            if mask is None:
-                mask = self.decoder_mask(layer)
+            mask = self._masks[layer.sliding]
         out = F.scaled_dot_product_attention(q[None], keys[None], values[None], attn_mask=mask[None, None],
                                              scale=1.0, enable_gqa=True)
         return out[0]

@@ -2,15 +2,14 @@
 self-conditioning signal), captured from outside the model (gpu-engine.md §6.7).
 
 A replay reads its inputs from persistent buffers (the canvas ids, the previous step's processed
-logits and their log-sum-exp, the cache's device-side length), so each step only copies the new
-canvas in and replays ~600 kernels with one launch. The logits come back in the graph's own
-output buffer; the fused sampler tempers them in place and hands the same buffer back as the next
-step's self-conditioning, so nothing of size [canvas, vocab] is copied.
+logits and their log-sum-exp, the cache's device-side length), so each step copies only the new
+canvas in and replays ~600 kernels with one launch. Every graph writes its logits into one
+buffer that is also the self-conditioning input of the graph with the signal: the fused sampler
+tempers the logits in place and hands that same buffer back, so nothing of size [canvas, vocab]
+is ever copied between steps.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import torch
 
@@ -22,58 +21,47 @@ WARMUP_STEPS = 2
 """Eager runs before a capture: Triton compiles (and autotunes) its kernels outside the graph."""
 
 
-@dataclass
-class _Captured:
-    graph: torch.cuda.CUDAGraph
-    canvas: torch.Tensor
-    self_cond: SelfCondition | None
-    logits: torch.Tensor
-
-
 class DecodeGraphs:
     def __init__(self, model: DiffusionGemma):
         self.model = model
+        hp, device = model.hp, model.device
+        self.canvas = torch.zeros(hp.canvas_length, dtype=torch.int64, device=device)
+        self.logits = torch.zeros(hp.canvas_length, hp.vocab_size, dtype=torch.float32, device=device)
+        """The graphs' output, and the processed logits the next step is conditioned on."""
+        self.self_cond = SelfCondition(self.logits, lse=torch.zeros(hp.canvas_length, device=device))
         self.pool = torch.cuda.graph_pool_handle()
-        self._graphs: dict[tuple[int, int, bool], _Captured] = {}
+        self._graphs: dict[tuple[int, int, bool], torch.cuda.CUDAGraph] = {}
 
     def decode(self, canvas: torch.Tensor, cache: StaticKVCache, self_cond: SelfCondition | None) -> torch.Tensor:
-        """`model.decode(canvas, cache, self_cond)` by graph replay; the result is the graph's
-        output buffer (valid until the next replay)."""
+        """`model.decode(canvas, cache, self_cond)` by graph replay; the result is `self.logits`
+        (overwritten by the next replay)."""
         key = (id(cache), cache.capacity, self_cond is not None)
-        captured = self._graphs.get(key)
-        if captured is None:
+        self.canvas.copy_(canvas)
+        if self_cond is not None:
+            if self_cond.logits.data_ptr() != self.logits.data_ptr():
+                self.logits.copy_(self_cond.logits)
+            assert self.self_cond.lse is not None
+            self.self_cond.lse.copy_(self_cond.lse if self_cond.lse is not None else self_cond.logits.logsumexp(-1))
+        graph = self._graphs.get(key)
+        if graph is None:
             # buffers of another cache or of a smaller bucket are gone: so are their graphs
             self._graphs = {k: g for k, g in self._graphs.items() if k[:2] == key[:2]}
-            captured = self._graphs[key] = self._capture(canvas, cache, self_cond)
-        captured.canvas.copy_(canvas)
-        if self_cond is not None and captured.self_cond is not None:
-            _copy_into(captured.self_cond.logits, self_cond.logits)
-            _copy_into(captured.self_cond.lse, _lse(self_cond))
-        captured.graph.replay()
-        return captured.logits
+            graph = self._graphs[key] = self._capture(cache, self_cond is not None)
+        graph.replay()
+        return self.logits
 
     @torch.inference_mode()
-    def _capture(self, canvas: torch.Tensor, cache: StaticKVCache, self_cond: SelfCondition | None) -> _Captured:
-        static_canvas = canvas.clone()
-        static_sc = None
-        if self_cond is not None:
-            static_sc = SelfCondition(logits=self_cond.logits.clone(), probs=None, lse=_lse(self_cond).clone())
+    def _capture(self, cache: StaticKVCache, with_signal: bool) -> torch.cuda.CUDAGraph:
+        self_cond = self.self_cond if with_signal else None
+        signal = self.logits.clone()  # the warm-up overwrites the input it reads
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream):
             for _ in range(WARMUP_STEPS):
-                self.model.decode(static_canvas, cache, static_sc)
+                self.model.decode(self.canvas, cache, self_cond, self.logits)
         torch.cuda.current_stream().wait_stream(stream)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph, pool=self.pool):
-            logits = self.model.decode(static_canvas, cache, static_sc)
-        return _Captured(graph, static_canvas, static_sc, logits)
-
-
-def _lse(self_cond: SelfCondition) -> torch.Tensor:
-    return self_cond.lse if self_cond.lse is not None else self_cond.logits.logsumexp(dim=-1)
-
-
-def _copy_into(dst: torch.Tensor | None, src: torch.Tensor) -> None:
-    if dst is not None and dst.data_ptr() != src.data_ptr():
-        dst.copy_(src)
+            self.model.decode(self.canvas, cache, self_cond, self.logits)
+        self.logits.copy_(signal)
+        return graph

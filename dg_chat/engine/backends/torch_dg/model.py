@@ -82,11 +82,14 @@ class DiffusionGemma:
             cache.advance(part.shape[0])
 
     @torch.inference_mode()
-    def decode(self, canvas: torch.Tensor, cache: KVCache, self_cond: SelfCondition | None) -> torch.Tensor:
+    def decode(self, canvas: torch.Tensor, cache: KVCache, self_cond: SelfCondition | None,
+               out: torch.Tensor | None = None) -> torch.Tensor:
         """Logits [canvas, vocab] in float32, soft-capped, for int64 `canvas` [C] right after the
-        cache. `self_cond` is the previous step's output (None on a block's first step: zero
-        signal). With a static cache nothing here reads a value back to the host."""
+        cache (written into `out` when given; it may be `self_cond.logits`, read before it is
+        overwritten). `self_cond` is the previous step's output (None on a block's first step:
+        zero signal). With a static cache nothing here reads a value back to the host."""
         ops = self.ops
+        cache.begin_decode()
         pos = self._positions(cache.decode_start, canvas.shape[0])
         h = ops.embed(canvas)
         if self_cond is not None:
@@ -95,4 +98,4 @@ class DiffusionGemma:
         h = ops.rms_norm(h, None)
         for i in range(self.hp.n_layers):
             h = self._layer(i, h, pos, cache, encoder=False)
-        return ops.lm_head(ops.rms_norm(h, "output_norm.weight"))
+        return ops.lm_head(ops.rms_norm(h, "output_norm.weight"), out)

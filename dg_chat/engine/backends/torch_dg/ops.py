@@ -63,8 +63,9 @@ class Ops(Protocol):
         """The layer's output: residual + norm(norm(dense) + norm(experts)), times the layer scalar."""
         ...
 
-    def lm_head(self, h: torch.Tensor) -> torch.Tensor:
-        """Soft-capped float32 logits [T, vocab] of the final hidden states (tied embedding)."""
+    def lm_head(self, h: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """Soft-capped float32 logits [T, vocab] of the final hidden states (tied embedding),
+        written into `out` when given."""
         ...
 
 
@@ -148,8 +149,8 @@ class ReferenceOps:
         # separate encoder / decoder scalars (numerically equal in the released checkpoint)
         return h * self.w.get(p + ("enc_layer_output_scale.weight" if encoder else "layer_output_scale.weight"))
 
-    def lm_head(self, h: torch.Tensor) -> torch.Tensor:
+    def lm_head(self, h: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         logits = F.linear(h, self.w.get("token_embd.weight")).float()
         if self.hp.softcap:  # in place: the same arithmetic, without [canvas, vocab] temporaries
             logits.div_(self.hp.softcap).tanh_().mul_(self.hp.softcap)
-        return logits
+        return logits if out is None else out.copy_(logits)

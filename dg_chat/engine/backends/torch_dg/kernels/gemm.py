@@ -232,17 +232,19 @@ def _check_input(x: torch.Tensor, k: int) -> None:
 
 
 def linear(x: torch.Tensor, w: RawWeight, *, softcap: float = 0.0,
-           out_dtype: torch.dtype | None = None) -> torch.Tensor:
+           out_dtype: torch.dtype | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
     """y = x @ Wᵀ, reading W's GGUF blocks as stored (one launch).
 
     x: [M, K] float32/float16/bfloat16, contiguous. w: [N, K] raw blocks. Returns [M, N] in
-    `out_dtype` (default x.dtype). Accumulates in fp32; with `softcap` c > 0 the epilogue returns
+    `out_dtype` (default x.dtype), or into `out` (contiguous [M, N]). Accumulates in fp32; with `softcap` c > 0 the epilogue returns
     c·tanh(y/c), in fp32 before the final rounding (Gemma's final logit soft-capping).
     """
     _check_input(x, w.cols)
     _check_weight(w, x.device, "linear")
     m, n = x.shape[0], w.rows
-    y = torch.empty(m, n, dtype=out_dtype or x.dtype, device=x.device)
+    y = torch.empty(m, n, dtype=out_dtype or x.dtype, device=x.device) if out is None else out
+    if y.shape != (m, n) or not y.is_contiguous():
+        raise ValueError(f"out: expected a contiguous [{m}, {n}] tensor, got {tuple(y.shape)}")
     meta = _linear_config(m, n)
     grid = (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(n, meta["BLOCK_N"]),)
     launch(_linear_kernel, grid, x, w.data, y, m, n, w.cols, w.row_bytes, float(softcap),

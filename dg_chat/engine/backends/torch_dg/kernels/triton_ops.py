@@ -78,5 +78,6 @@ class TritonOps:
                                     None)
         return h
 
-    def lm_head(self, h: torch.Tensor) -> torch.Tensor:
-        return gemm.linear(h, self._weight("token_embd.weight"), softcap=self.hp.softcap, out_dtype=torch.float32)
+    def lm_head(self, h: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        return gemm.linear(h, self._weight("token_embd.weight"), softcap=self.hp.softcap, out_dtype=torch.float32,
+                           out=out)
