@@ -80,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     doctor = sub.add_parser("doctor", help="check Python, GPU, backends, models and paths",
                             description="Check this machine and installation; one line per check with a hint.")
+    doctor.add_argument("--repair-history", action="store_true",
+                        help="copy what SQLite can still read of a damaged chat history into a fresh one "
+                             "(the damaged file is kept beside it)")
     doctor.set_defaults(command="doctor")
     return parser
 

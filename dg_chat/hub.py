@@ -46,6 +46,7 @@ from huggingface_hub.utils import CachedFileInfo, DeleteCacheStrategy, HFCacheIn
 from dg_chat import paths
 from dg_chat.config import Settings
 from dg_chat.errors import DgChatError
+from dg_chat.gguf.reader import SPLIT_NAME
 
 GB = 1_000_000_000
 DEMO = "demo"
@@ -151,10 +152,10 @@ def _looks_like_path(spec: str) -> bool:
     return spec.lower().endswith(".gguf") or "/" in spec or os.sep in spec or spec.startswith("~")
 
 
-def _refuse_split(path: Path) -> None:
-    if _SPLIT.search(path.name):
-        raise DgChatError(f"{path.name} is one part of a split GGUF, which dg-chat does not load; "
-                          "merge the parts with `llama-gguf-split --merge` and pass the merged file")
+def _is_later_split_part(filename: str) -> bool:
+    """Part 2+ of a split download: listed through its first part, which loads the others."""
+    named = SPLIT_NAME.match(filename.rsplit("/", 1)[-1])
+    return bool(named) and int(named["no"]) != 1
 
 
 def _scan(settings: Settings) -> HFCacheInfo | None:
@@ -174,7 +175,7 @@ def _downloaded(settings: Settings) -> list[tuple[CatalogModel, str, CachedFileI
         if repo.repo_type == "model" and (model := by_repo.get(repo.repo_id.lower()))
         for revision in repo.revisions
         for file in revision.files
-        if (quant := model.quant_of(file.file_name)) and not _SPLIT.search(file.file_name)
+        if (quant := model.quant_of(file.file_name)) and not _is_later_split_part(file.file_name)
     ]
     return sorted(found, key=lambda entry: entry[2].blob_last_modified, reverse=True)
 
@@ -227,8 +228,7 @@ def resolve_model(spec: str, settings: Settings) -> Path:
         path = Path(spec).expanduser()
         if not path.is_file():
             raise DgChatError(f"no such model file: {path}")
-        _refuse_split(path)
-        return path
+        return path  # a part of a split GGUF is recognised by its metadata when it is opened
     model, quant = parse_spec(spec)
     local = {q: file for m, q, file in reversed(_downloaded(settings)) if m.name == model.name}
     if quant is None and local:
@@ -313,12 +313,18 @@ class DownloadCancelled(DgChatError):
 
 
 @dataclass(frozen=True)
-class PullPlan:
-    model: CatalogModel
-    quant: str
+class HubFile:
     filename: str
     size: int
     sha256: str
+
+
+@dataclass(frozen=True)
+class PullPlan:
+    model: CatalogModel
+    quant: str
+    files: tuple[HubFile, ...]
+    """The GGUF, or the parts of a split one in order (the first part loads the others)."""
     commit: str
     reason: str | None
     """Why this quant, when it was chosen automatically."""
@@ -326,6 +332,14 @@ class PullPlan:
     @property
     def spec(self) -> str:
         return f"{self.model.name}:{self.quant}"
+
+    @property
+    def filename(self) -> str:
+        return self.files[0].filename + (f" (+{len(self.files) - 1} parts)" if len(self.files) > 1 else "")
+
+    @property
+    def size(self) -> int:
+        return sum(file.size for file in self.files)
 
 
 class _Meter:
@@ -414,21 +428,38 @@ def plan_pull(spec: str, settings: Settings) -> PullPlan:
             splits.setdefault(found, []).append(sibling)
         elif found and (found not in singles or len(sibling.rfilename) < len(singles[found].rfilename)):
             singles[found] = sibling
+    choices = {q: [s] for q, s in singles.items() if s.size and s.size <= constants.MAX_HTTP_DOWNLOAD_SIZE}
+    choices |= {q: _complete_parts(model, q, parts) for q, parts in splits.items() if q not in choices}
     reason = None
     if quant is None:
-        sizes = {q: s.size for q, s in singles.items() if s.size and s.size <= constants.MAX_HTTP_DOWNLOAD_SIZE}
+        sizes = {q: sum(s.size or 0 for s in files) for q, files in choices.items()}
         if not sizes:
-            raise DgChatError(f"{model.repo} has no downloadable single-file GGUF of {', '.join(model.quants)}")
+            raise DgChatError(f"{model.repo} has no downloadable GGUF of {', '.join(model.quants)}")
         quant, reason = choose_quant(sizes, model.headroom, free_memory(settings.device))
-    if quant not in singles:
-        if quant in splits:
-            raise DgChatError(f"{model.name}:{quant} is published as {len(splits[quant])} split files, which "
-                              "dg-chat does not load; choose another quant")
+    if quant not in choices and quant not in singles:
         raise DgChatError(f"{model.repo} has no file for {quant} (looked for {model.files.format(quant=quant)})")
-    sibling = singles[quant]
+    files = tuple(_hub_file(model, sibling) for sibling in choices.get(quant, [singles.get(quant)]))
+    return PullPlan(model, quant, files, info.sha, reason)
+
+
+def _complete_parts(model: CatalogModel, quant: str, parts: list) -> list:
+    """The parts of a split quant in order; a one-line error if one is missing."""
+    by_number = {}
+    for sibling in parts:
+        named = SPLIT_NAME.match(sibling.rfilename.rsplit("/", 1)[-1])
+        by_number[int(named["no"])] = (sibling, int(named["count"]))
+    count = by_number[min(by_number)][1]
+    missing = [n for n in range(1, count + 1) if n not in by_number]
+    if missing:
+        raise DgChatError(f"{model.name}:{quant} is published split in {count} parts, but part {missing[0]} is "
+                          f"missing from {model.repo}")
+    return [by_number[n][0] for n in range(1, count + 1)]
+
+
+def _hub_file(model: CatalogModel, sibling) -> HubFile:
     if sibling.lfs is None:
         raise DgChatError(f"{model.repo}/{sibling.rfilename} has no published SHA-256 (not an LFS file)")
-    return PullPlan(model, quant, sibling.rfilename, sibling.lfs.size, sibling.lfs.sha256, info.sha, reason)
+    return HubFile(sibling.rfilename, sibling.lfs.size, sibling.lfs.sha256)
 
 
 def _check_disk(directory: Path, needed: int) -> None:
@@ -439,57 +470,64 @@ def _check_disk(directory: Path, needed: int) -> None:
                           f"{gb(free)} is free")
 
 
-def _verify(path: Path, plan: PullPlan, progress: ProgressCallback | None) -> None:
+def _verify(path: Path, file: HubFile, progress: ProgressCallback | None) -> None:
     """Size and SHA-256 against the Hub's metadata; a corrupt file is deleted."""
-    meter = _Meter(plan.filename, "verify", plan.size, progress)
+    meter = _Meter(file.filename, "verify", file.size, progress)
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         while chunk := f.read(_VERIFY_CHUNK):
             digest.update(chunk)
             meter.set(meter.done + len(chunk))
     size = path.stat().st_size
-    if size != plan.size or digest.hexdigest() != plan.sha256:
+    if size != file.size or digest.hexdigest() != file.sha256:
         path.unlink()
-        found = f"size {size}" if size != plan.size else f"sha256 {digest.hexdigest()[:12]}…"
-        raise DgChatError(f"{plan.filename} is corrupt ({found}, expected size {plan.size} and "
-                          f"sha256 {plan.sha256[:12]}…); it was deleted, run the pull again")
+        found = f"size {size}" if size != file.size else f"sha256 {digest.hexdigest()[:12]}…"
+        raise DgChatError(f"{file.filename} is corrupt ({found}, expected size {file.size} and "
+                          f"sha256 {file.sha256[:12]}…); it was deleted, run the pull again")
 
 
-def _fetch(url: str, blob: Path, lock: Path, plan: PullPlan, progress: ProgressCallback | None) -> None:
+def _fetch(url: str, blob: Path, lock: Path, file: HubFile, spec: str, progress: ProgressCallback | None) -> None:
     """Download into `<blob>.incomplete`, resuming what an earlier run left, then verify and move."""
-    if plan.size > constants.MAX_HTTP_DOWNLOAD_SIZE:
-        raise DgChatError(f"{plan.spec} ({gb(plan.size)}) is larger than a plain HTTP download allows; "
+    if file.size > constants.MAX_HTTP_DOWNLOAD_SIZE:
+        raise DgChatError(f"{spec} ({gb(file.size)}) is larger than a plain HTTP download allows; "
                           "choose a smaller quant")
     part = blob.with_name(blob.name + ".incomplete")
     lock.parent.mkdir(parents=True, exist_ok=True)
     try:
         with WeakFileLock(lock, timeout=1):
             done = part.stat().st_size if part.exists() else 0
-            if done > plan.size:  # not a prefix of this file: start over
+            if done > file.size:  # not a prefix of this file: start over
                 part.unlink()
                 done = 0
-            _check_disk(blob.parent, plan.size - done)
-            meter = _Meter(plan.filename, "download", plan.size, progress)
+            _check_disk(blob.parent, file.size - done)
+            meter = _Meter(file.filename, "download", file.size, progress)
             with open(part, "ab") as f:
-                http_get(url, f, resume_size=done, expected_size=plan.size, headers=build_hf_headers(),
+                http_get(url, f, resume_size=done, expected_size=file.size, headers=build_hf_headers(),
                          tqdm_class=lambda **kw: _Bar(meter, **kw))  # type: ignore[arg-type]
-            _verify(part, plan, progress)
+            _verify(part, file, progress)
             part.rename(blob)
     except filelock.Timeout:
-        raise DgChatError(f"another process is downloading {plan.filename}; wait for it to finish") from None
+        raise DgChatError(f"another process is downloading {file.filename}; wait for it to finish") from None
 
 
 def download(plan: PullPlan, settings: Settings, progress: ProgressCallback | None = None) -> Path:
-    """Download (or resume) the planned file into the cache, verify it, return its path."""
+    """Download (or resume) the planned file, or every part of a split one, into the cache, verify
+    it, return its path (a split model's first part, with the others beside it)."""
+    paths = [_download_file(plan, file, settings, progress) for file in plan.files]
+    return paths[0]
+
+
+def _download_file(plan: PullPlan, file: HubFile, settings: Settings, progress: ProgressCallback | None) -> Path:
     cache = models_cache(settings)
-    with _hub_errors(f"{plan.model.repo}/{plan.filename}"):
-        meta = get_hf_file_metadata(hf_hub_url(plan.model.repo, plan.filename, revision=plan.commit))
+    with _hub_errors(f"{plan.model.repo}/{file.filename}"):
+        meta = get_hf_file_metadata(hf_hub_url(plan.model.repo, file.filename, revision=plan.commit))
         folder = repo_folder_name(repo_id=plan.model.repo, repo_type="model")
         blob = cache / folder / "blobs" / meta.etag
         if not blob.exists():
-            _fetch(meta.location, blob, cache / ".locks" / folder / f"{meta.etag}.dg-chat.lock", plan, progress)
+            _fetch(meta.location, blob, cache / ".locks" / folder / f"{meta.etag}.dg-chat.lock", file, plan.spec,
+                   progress)
         # huggingface_hub finds the blob in place and writes the snapshot link and the ref.
-        return Path(hf_hub_download(plan.model.repo, plan.filename, revision=plan.model.revision, cache_dir=cache))
+        return Path(hf_hub_download(plan.model.repo, file.filename, revision=plan.model.revision, cache_dir=cache))
 
 
 def pull(spec: str, settings: Settings, progress: ProgressCallback | None = None) -> Path:
@@ -521,5 +559,17 @@ def plan_removal(spec: str, settings: Settings) -> Removal:
     if not chosen or cache is None:
         raise DgChatError(f"{spec} is not downloaded; nothing to remove")
     files = [file for _, file in chosen]
+    files += [other for file in files for other in _later_parts(cache, file)]
     specs = sorted({f"{model.name}:{q}" for q, _ in chosen})
     return Removal(specs, sorted(f.file_path for f in files), cache.delete_files(*files))
+
+
+def _later_parts(cache: HFCacheInfo, first: CachedFileInfo) -> list[CachedFileInfo]:
+    """The other parts of a split GGUF whose first part is `first`, in the same snapshot."""
+    named = SPLIT_NAME.match(first.file_name)
+    if not named:
+        return []
+    return [file for repo in cache.repos for revision in repo.revisions for file in revision.files
+            if file.file_path.parent == first.file_path.parent and _is_later_split_part(file.file_name)
+            and (other := SPLIT_NAME.match(file.file_name))
+            and (other["prefix"], other["count"]) == (named["prefix"], named["count"])]

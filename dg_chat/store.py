@@ -33,6 +33,30 @@ class StoreError(DgChatError):
     """The history database cannot be opened or used."""
 
 
+_CORRUPT, _NOT_A_DATABASE = 11, 26  # SQLITE_CORRUPT, SQLITE_NOTADB (primary result codes)
+REPAIR_HINT = "move it away or run `dg-chat doctor --repair-history`"
+
+
+def damaged(path: Path, reason: str) -> StoreError:
+    return StoreError(f"the history {path} is damaged ({reason}); {REPAIR_HINT}")
+
+
+def _is_damage(exc: sqlite3.Error) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF in (_CORRUPT, _NOT_A_DATABASE)
+
+
+def integrity_problems(db: sqlite3.Connection, *, quick: bool = False, limit: int = 5) -> list[str]:
+    """What SQLite's integrity check finds wrong ([] when the database is sound)."""
+    pragma = "quick_check" if quick else "integrity_check"
+    try:
+        rows = db.execute(f"PRAGMA {pragma}({limit})").fetchall()
+    except sqlite3.DatabaseError as exc:
+        return [str(exc)]
+    problems = [" ".join(str(row[0]).replace("*** in database main ***", "").split()) for row in rows]
+    return [] if problems == ["ok"] else [problem for problem in problems if problem]
+
+
 MIGRATIONS: list[str] = [
     # 1: the initial schema
     """
@@ -106,11 +130,16 @@ class Store:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA foreign_keys=ON")
+            problems = integrity_problems(self._db, quick=True, limit=1)
+            if problems:  # found now, not as a failure in the middle of a chat
+                raise damaged(self.path, problems[0])
             self._migrate()
         except sqlite3.DatabaseError as exc:
             self._db.close()
-            raise StoreError(f"the history database {self.path} is unreadable ({exc}); "
-                             "move it away to start a new history") from None
+            raise damaged(self.path, str(exc)) from None
+        except StoreError:
+            self._db.close()
+            raise
 
     def _migrate(self) -> None:
         version = self._db.execute("PRAGMA user_version").fetchone()[0]
@@ -130,7 +159,7 @@ class Store:
             try:
                 return self._db.execute(sql, params).fetchall()
             except sqlite3.Error as exc:
-                raise StoreError(f"history database error: {exc}") from None
+                raise self._error(exc) from None
 
     def _write(self, *statements: tuple[str, tuple]) -> int:
         """Run statements as one transaction; returns the last inserted row id."""
@@ -142,7 +171,10 @@ class Store:
                         cursor = self._db.execute(sql, params)
                 return int(cursor.lastrowid or 0)
             except sqlite3.Error as exc:
-                raise StoreError(f"history database error: {exc}") from None
+                raise self._error(exc) from None
+
+    def _error(self, exc: sqlite3.Error) -> StoreError:
+        return damaged(self.path, str(exc)) if _is_damage(exc) else StoreError(f"history database error: {exc}")
 
     # chats
 
@@ -254,3 +286,113 @@ class Store:
                 parts += ["<details><summary>Thinking</summary>", "", message.thinking, "", "</details>", ""]
             parts += [message.content, ""]
         return "\n".join(parts)
+
+
+# -- health and repair --------------------------------------------------------------------
+
+_TABLES = {  # in the order a repair copies them: parents before children
+    "chats": "id, title, created, updated, settings",
+    "messages": "id, chat_id, role, content, thinking, status, error, stats, created",
+    "frames": "message_id, block, data",
+}
+_MAX_SKIP = 100_000
+"""Unreadable row ids a repair steps over, past the last readable one, when the highest id is unknown."""
+
+
+def history_problems(path: Path) -> list[str]:
+    """`PRAGMA integrity_check` of the history at `path` ([] when sound or not created yet)."""
+    if not path.exists():
+        return []
+    try:
+        db = sqlite3.connect(path)
+    except sqlite3.Error as exc:
+        return [str(exc)]
+    try:
+        return integrity_problems(db)
+    finally:
+        db.close()
+
+
+@dataclass(frozen=True)
+class Repair:
+    backup: Path
+    """Where the damaged file now is (kept, untouched)."""
+    kept: dict[str, int]
+    """Rows copied into the new history, per table."""
+    damaged_tables: tuple[str, ...]
+    """Tables with rows SQLite could not read (or that no longer fit the schema)."""
+
+
+def _readable_rows(db: sqlite3.Connection, table: str) -> tuple[list[tuple], bool]:
+    """Every row of `table` that SQLite can still read, in rowid order, stepping over damaged
+    pages one rowid at a time; and whether anything was unreadable."""
+    lost = False
+    try:
+        top = db.execute(f"SELECT max(rowid) FROM {table}").fetchone()[0] or 0
+    except sqlite3.DatabaseError:
+        top, lost = None, True
+    rows: list[tuple] = []
+    after, last_read = -(2 ** 63), 0
+    while True:
+        try:
+            for rowid, *row in db.execute(f"SELECT rowid, {_TABLES[table]} FROM {table} WHERE rowid > ? "
+                                          "ORDER BY rowid", (after,)):
+                rows.append(tuple(row))
+                after = last_read = rowid
+            return rows, lost
+        except sqlite3.DatabaseError:
+            lost = True
+            after = max(after, 0) + 1
+            if after > (top if top is not None else last_read + _MAX_SKIP):
+                return rows, lost
+
+
+def _move_aside(path: Path) -> Path:
+    """Move the database (and its -wal/-shm files) to a dated backup name; return it."""
+    backup = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
+    for suffix in ("", "-wal", "-shm"):
+        source = Path(f"{path}{suffix}")
+        if source.exists():
+            source.rename(f"{backup}{suffix}")
+    return backup
+
+
+def repair_history(path: Path | None = None) -> Repair:
+    """Keep what SQLite can still read: the damaged file moves to a backup, and its readable rows
+    go into a fresh history at `path` (rows whose chat or message was lost are left out)."""
+    path = path or paths.history_db()
+    if not path.exists():
+        raise StoreError(f"there is no history at {path} to repair")
+    backup = _move_aside(path)
+    kept: dict[str, int] = {}
+    damaged_tables: list[str] = []
+    try:
+        source = sqlite3.connect(backup)  # read only: nothing is written to it
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot read the damaged history {backup}: {exc}") from None
+    fresh = Store(path)
+    try:
+        for table, columns in _TABLES.items():
+            rows, lost = _readable_rows(source, table)
+            kept[table] = _insert_rows(fresh, table, columns, rows)
+            if lost or kept[table] < len(rows):
+                damaged_tables.append(table)
+    finally:
+        source.close()
+        fresh.close()
+    return Repair(backup, kept, tuple(damaged_tables))
+
+
+def _insert_rows(store: Store, table: str, columns: str, rows: list[tuple]) -> int:
+    """Insert each row on its own; a row that no longer fits (damaged values, lost parent) is left out."""
+    sql = f"INSERT INTO {table} ({columns}) VALUES ({', '.join('?' * len(rows[0]))})" if rows else ""
+    inserted = 0
+    with store._db:  # one transaction; a failing row only undoes its own statement
+        store._db.execute("BEGIN")
+        for row in rows:
+            try:
+                store._db.execute(sql, row)
+                inserted += 1
+            except sqlite3.Error:
+                continue
+    return inserted

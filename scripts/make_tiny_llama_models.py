@@ -114,10 +114,11 @@ def write_model(path: str | Path, architecture: str, *, vocab_size: int = 384, n
     for key, value in (metadata or {}).items():
         if value is None:
             w.kv_data[0].pop(key, None)
-        else:  # keep the written type, so a test can change a value without changing its type
+        else:  # keep the written type (unless a string replaces a number), so a test can change a value
             old = w.kv_data[0].get(key)
             new_type = GGUFValueType.UINT32 if isinstance(value, int) else GGUFValueType.get_type(value)
-            w.kv_data[0][key] = GGUFValue(value, old.type, old.sub_type) if old else GGUFValue(value, new_type)
+            same_kind = old and isinstance(value, str) == (old.type == GGUFValueType.STRING)
+            w.kv_data[0][key] = GGUFValue(value, old.type, old.sub_type) if same_kind else GGUFValue(value, new_type)
 
     rng = np.random.default_rng(seed)
     head_dim = n_embd // n_head

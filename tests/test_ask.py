@@ -5,11 +5,15 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
+from dg_chat import cli
+from dg_chat.engine.events import BlockCommitted, Stats, TurnFailed, TurnFinished
 from dg_chat.gguf.reader import open_gguf
+from dg_chat.text.sanitize import printable
 from tests.support.gguf_edit import rewrite
 
 
@@ -104,3 +108,75 @@ def test_broken_pipe_is_quiet(tiny_chat_gguf):
     proc = subprocess.run(f"{sys.executable} -m dg_chat.cli ask hi --model {tiny_chat_gguf} --seed 1 --steps 1 "
                           "--max-canvases 3 | head -c 1", shell=True, capture_output=True, text=True, timeout=300)
     assert "Traceback" not in proc.stderr and "error" not in proc.stderr
+
+
+# -- what `ask` prints is exactly the answer -------------------------------------------------
+
+def block(answer: str, final: bool = False) -> BlockCommitted:
+    return BlockCommitted(block=0, tokens=np.zeros(0, np.int32), steps=1, thinking="", answer=answer, final=final)
+
+
+def finished(answer: str) -> TurnFinished:
+    return TurnFinished(answer=answer, thinking="", token_ids=[], stats=Stats())
+
+
+class FakeEngine:
+    """Replays events; records what stdout had received before each one."""
+
+    def __init__(self, events, capsys):
+        self.events, self.capsys, self.printed = events, capsys, []
+        self.backend, self.name = SimpleNamespace(name="fake"), "fake"
+
+    def turn(self, messages, sampler):
+        for event in self.events:
+            self.printed.append(self.capsys.readouterr().out)
+            if isinstance(event, BaseException):
+                raise event
+            yield event
+
+    def close(self):
+        pass
+
+
+def run_ask(monkeypatch, engine, *argv: str) -> int:
+    monkeypatch.setattr("dg_chat.commands.ask.load_engine", lambda settings: engine)
+    return cli.main(["ask", "question", *argv])
+
+
+@pytest.mark.parametrize("answers, final, printed_before", [
+    # 'é' (2 bytes) and '世' (3 bytes) split across blocks: held back until complete
+    (["Caf\ufffd", "Café \u4e16\ufffd\ufffd", "Café \u4e16\u754c"], "Café \u4e16\u754c!", ["Caf", "é \u4e16", "\u754c"]),
+    # a CR whose LF comes in the next block: never shown as a stray control picture
+    (["one\r", "one\r\ntwo"], "one\r\ntwo", ["one", "\ntwo"]),
+    # nothing settled before the end: everything comes at the end, once
+    (["\ufffd"], "\u00e9", [""]),
+])
+def test_the_streamed_text_is_exactly_the_final_answer(monkeypatch, capsys, answers, final, printed_before):
+    engine = FakeEngine([*map(block, answers), finished(final)], capsys)
+    assert run_ask(monkeypatch, engine) == 0
+    rest = capsys.readouterr().out
+    assert engine.printed[1:] == printed_before  # after each block, only settled text
+    assert "".join(engine.printed) + rest == printable(final) + "\n"
+
+
+def test_after_an_interrupt_the_message_starts_on_its_own_line(monkeypatch, capsys):
+    engine = FakeEngine([block("partial ans"), KeyboardInterrupt()], capsys)
+    assert run_ask(monkeypatch, engine) == 130
+    out, err = capsys.readouterr()
+    assert "".join(engine.printed) + out == "partial ans\n"
+    assert err == "dg-chat: interrupted\n"
+
+
+def test_a_failed_turn_keeps_the_partial_answer_and_reports_below_it(monkeypatch, capsys):
+    engine = FakeEngine([block("partial"), TurnFailed("the model produced NaN")], capsys)
+    assert run_ask(monkeypatch, engine) == 1
+    out, err = capsys.readouterr()
+    assert "".join(engine.printed) + out == "partial\n" and err == "dg-chat: error: the model produced NaN\n"
+
+
+def test_models_info_into_a_closed_pipe_exits_141_quietly():
+    proc = subprocess.Popen([sys.executable, "-m", "dg_chat.cli", "models", "info", "demo"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # the reader is gone before the first line is written (`| head -0`)
+    assert proc.wait(timeout=120) == 141
+    assert proc.stderr.read() == b""

@@ -2,7 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from dg_chat.config import ConfigError, Settings, load_settings, settings_from_dict, settings_to_dict
+from dg_chat import cli
+from dg_chat.config import LEAVES, RANGES, ConfigError, Settings, load_settings, settings_from_dict, settings_to_dict
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -37,7 +38,7 @@ def test_keymap_and_ui_section(tmp_path):
     ('[sampler]\nmax_steps = "many"\n', "line 2, key 'sampler.max_steps': expected int"),
     ('model = "x"\ncolour = 3\n', "line 2, key 'colour': unknown setting"),
     ('[sampler]\n\nbogus = 1\n', "line 3, key 'sampler.bogus': unknown setting"),
-    ('backend = "gpu"\n', "backend must be one of"),
+    ('backend = "gpu"\n', "line 1, key 'backend': must be one of auto, torch, llama, not 'gpu'"),
     ('model = \n', "line 1"),
     ('[sampler]\nthinking = 1\n', "key 'sampler.thinking': expected bool"),
 ])
@@ -76,4 +77,102 @@ def test_unknown_kernels_is_one_line_listing_the_choices(tmp_path, where):
     path = write(tmp_path, 'kernels = "cuda"\n' if where == "file" else "")
     with pytest.raises(ConfigError) as info:
         load_settings(path=path, environ={"DG_CHAT_KERNELS": "cuda"} if where == "env" else {})
-    assert str(info.value) == "invalid settings: kernels must be one of auto, triton, reference, not 'cuda'"
+    where = f"{path}, line 1, key 'kernels'" if where == "file" else "environment variable DG_CHAT_KERNELS"
+    assert str(info.value) == f"{where}: must be one of auto, triton, reference, not 'cuda'"
+
+
+def test_precedence_on_one_key_set_in_the_file_the_environment_and_a_flag(tmp_path):
+    path = write(tmp_path, "[sampler]\nmax_steps = 30\n")
+    assert load_settings(path=path, environ={}).sampler.max_steps == 30
+    assert load_settings(path=path, environ={"DG_CHAT_MAX_STEPS": "20"}).sampler.max_steps == 20
+    assert load_settings({"max_steps": 5}, path=path, environ={"DG_CHAT_MAX_STEPS": "20"}).sampler.max_steps == 5
+    assert load_settings({"max_steps": None}, path=path, environ={"DG_CHAT_MAX_STEPS": "20"}).sampler.max_steps == 20
+
+
+def test_precedence_through_dg_chat_ask(tmp_path, monkeypatch, isolated_dirs):
+    config = isolated_dirs / "config" / "config.toml"
+    config.parent.mkdir(parents=True)
+    config.write_text("[sampler]\nmax_steps = 30\n")
+    monkeypatch.setenv("DG_CHAT_MAX_STEPS", "20")
+    seen = []
+
+    def fake_load_engine(settings):
+        seen.append(settings.sampler.max_steps)
+        raise ConfigError("stop here")
+
+    monkeypatch.setattr("dg_chat.engine.engine.load_engine", fake_load_engine)
+    monkeypatch.setattr("dg_chat.commands.ask.load_engine", fake_load_engine)
+    assert cli.main(["ask", "hi", "--steps", "5"]) == 1
+    assert cli.main(["--steps", "7", "ask", "hi"]) == 1  # a flag before the command counts too
+    assert cli.main(["ask", "hi"]) == 1
+    assert seen == [5, 7, 20]
+
+
+BAD_VALUES = {"backend": "gpu", "kernels": "cuda", "max_steps": 0, "max_canvases": 0, "entropy_bound": -0.1,
+              "t_max": 0.0, "t_min": -1.0, "stability": -1, "confidence": -1.0, "temperature": -0.5,
+              "algorithm": "bogus", "top_p": 0.0, "top_k": -1, "alg_temp": -1.0, "eps": 1.0, "canvas_fps": 0}
+
+
+def test_every_range_check_is_covered():
+    assert set(BAD_VALUES) == set(RANGES)
+
+
+def toml_value(value) -> str:
+    return f'"{value}"' if isinstance(value, str) else str(value)
+
+
+@pytest.mark.parametrize("name", sorted(BAD_VALUES))
+def test_every_range_check_names_file_line_and_key(tmp_path, name):
+    section = LEAVES[name][0]
+    value = BAD_VALUES[name]
+    header = f"[{section}]\n" if section else ""
+    path = write(tmp_path, f'model = "demo"\n{header}{name} = {toml_value(value)}\n')
+    with pytest.raises(ConfigError) as info:
+        load_settings(path=path, environ={})
+    line = 3 if section else 2
+    dotted = f"{section}.{name}" if section else name
+    assert str(info.value).startswith(f"{path}, line {line}, key '{dotted}': must ")
+    with pytest.raises(ConfigError) as info:
+        load_settings(path=write(tmp_path, ""), environ={f"DG_CHAT_{name.upper()}": str(value)})
+    assert str(info.value).startswith(f"environment variable DG_CHAT_{name.upper()}: must ")
+
+
+def test_the_issue_example_and_a_flag(tmp_path):
+    path = write(tmp_path, "[sampler]\nmax_steps = 0\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(path=path, environ={})
+    assert str(info.value) == f"{path}, line 2, key 'sampler.max_steps': must be at least 1"
+    with pytest.raises(ConfigError) as info:
+        load_settings({"max_steps": 0}, environ={})
+    assert str(info.value) == "option --steps: must be at least 1"
+
+
+def test_temperatures_out_of_order_name_where_t_min_came_from(tmp_path):
+    path = write(tmp_path, "[sampler]\nt_max = 0.5\nt_min = 0.6\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(path=path, environ={})
+    assert str(info.value) == f"{path}, line 3, key 'sampler.t_min': needs t_min <= t_max (t_min 0.6, t_max 0.5)"
+
+
+@pytest.mark.parametrize("spec, problem", [
+    ("ctrl+nonsense+key", "'nonsense' is not a modifier"),
+    ("ctrl+", "names no key"),
+    ("bogus", "'bogus' is not a key name"),
+])
+def test_an_unusable_key_in_the_keymap_names_file_line_and_binding(tmp_path, spec, problem):
+    path = write(tmp_path, f'[ui]\ncanvas_fps = 20\n[ui.keymap]\nstop = "escape"\nregenerate = "{spec}"\n')
+    with pytest.raises(ConfigError) as info:
+        load_settings(path=path, environ={})
+    assert str(info.value).startswith(f"{path}, line 5, key 'ui.keymap.regenerate': '{spec}' is not a usable key: ")
+    assert problem in str(info.value)
+
+
+@pytest.mark.parametrize("spec", ["f5", "ctrl+r", "ctrl+shift+up", "question_mark", "a", "ctrl+c,escape", "pageup"])
+def test_usable_keys_pass(tmp_path, spec):
+    path = write(tmp_path, f'[ui.keymap]\nregenerate = "{spec}"\n')
+    assert load_settings(path=path, environ={}).ui.keymap == {"regenerate": spec}
+
+
+def test_a_saved_unusable_key_names_the_saved_setting():
+    with pytest.raises(ConfigError, match=r"^saved setting ui.keymap, binding 'stop': 'ctrl\+nonsense' is not"):
+        settings_from_dict({"ui": {"keymap": {"stop": "ctrl+nonsense"}}})

@@ -88,10 +88,9 @@ def test_paths_resolve_as_themselves(tmp_path, models_dir):
     assert hub.resolve_model(str(model), Settings()) == model
     with pytest.raises(DgChatError, match="no such model file: .*missing.gguf"):
         hub.resolve_model(str(tmp_path / "missing.gguf"), Settings())
-    split = tmp_path / "big-Q8_0-00001-of-00003.gguf"
-    split.write_bytes(b"GGUF")
-    with pytest.raises(DgChatError, match="one part of a split GGUF.*llama-gguf-split --merge"):
-        hub.resolve_model(str(split), Settings())
+    split_name = tmp_path / "big-Q8_0-00001-of-00001.gguf"  # split or not: decided from its metadata on opening
+    split_name.write_bytes(b"GGUF")
+    assert hub.resolve_model(str(split_name), Settings()) == split_name
 
 
 def test_pull_refuses_the_demo_and_paths(models_dir):

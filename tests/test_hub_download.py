@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from tests.support.fake_hub import FakeHub, FakeRepo, point_hub_at, tiny_gguf, write_catalog
+from tests.support.gguf_edit import split
 
 from dg_chat import hub, paths
 from dg_chat.config import Settings
@@ -148,13 +149,40 @@ def test_a_quant_missing_from_the_repository(fake_hub):
     assert "has no file for Q8_0 (looked for tiny-Q8_0.gguf)" in one_line(exc)
 
 
-def test_split_files_are_refused(fake_hub):
+def split_q8(fake_hub, tmp_path, gguf_files) -> list[bytes]:
+    """Publish Q8_0 as two parts written the way llama.cpp's gguf-split writes them."""
+    whole = tmp_path / "whole.gguf"
+    whole.write_bytes(gguf_files[Q8])
+    parts = split(whole, tmp_path / "parts" / "tiny-Q8_0-00001-of-00002.gguf", 2)
     files = fake_hub.repos[REPO].files
-    data = files.pop(Q8)
-    files["Q8/tiny-Q8_0-00001-of-00002.gguf"], files["Q8/tiny-Q8_0-00002-of-00002.gguf"] = data[:1000], data[1000:]
+    del files[Q8]
+    for part in parts:
+        files[f"Q8/{part.name}"] = part.read_bytes()
+    return [part.read_bytes() for part in parts]
+
+
+def test_a_split_quant_downloads_every_part_and_loads_from_the_first(fake_hub, tmp_path, gguf_files):
+    parts = split_q8(fake_hub, tmp_path, gguf_files)
+    plan = hub.plan_pull("tiny:Q8_0", Settings())
+    assert [f.filename for f in plan.files] == ["Q8/tiny-Q8_0-00001-of-00002.gguf", "Q8/tiny-Q8_0-00002-of-00002.gguf"]
+    assert plan.size == sum(map(len, parts))
+    path = hub.pull("tiny:Q8_0", Settings())
+    assert path.name == "tiny-Q8_0-00001-of-00002.gguf" and path.read_bytes() == parts[0]
+    assert (path.parent / "tiny-Q8_0-00002-of-00002.gguf").read_bytes() == parts[1]
+    with open_gguf(path) as model:
+        assert model.split_position() == (1, 2) and "token_embd.weight" in model.tensors
+    assert [m.spec for m in hub.local_models(Settings())] == ["tiny:Q8_0"]  # listed once, by its first part
+    assert hub.resolve_model("tiny:Q8_0", Settings()) == path
+    removal = hub.plan_removal("tiny:Q8_0", Settings())
+    assert [p.name for p in removal.paths] == ["tiny-Q8_0-00001-of-00002.gguf", "tiny-Q8_0-00002-of-00002.gguf"]
+
+
+def test_a_split_quant_with_a_missing_part_is_refused(fake_hub, tmp_path, gguf_files):
+    split_q8(fake_hub, tmp_path, gguf_files)
+    del fake_hub.repos[REPO].files["Q8/tiny-Q8_0-00002-of-00002.gguf"]
     with pytest.raises(DgChatError) as exc:
         hub.pull("tiny:Q8_0", Settings())
-    assert "published as 2 split files" in one_line(exc)
+    assert "tiny:Q8_0 is published split in 2 parts, but part 2 is missing" in one_line(exc)
 
 
 def test_no_network_is_one_clear_line(fake_hub, monkeypatch, cache):

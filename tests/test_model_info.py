@@ -149,6 +149,7 @@ def test_models_info_shows_the_cuda_memory_of_both_kernel_choices(tmp_path, caps
 def test_models_info_says_why_it_cannot_estimate_the_memory(tmp_path, capsys):
     assert main(["models", "info", str(write_sample(tmp_path / "dg.gguf"))]) == 0
     out = " ".join(capsys.readouterr().out.split())
-    assert "VRAM on CUDA unknown: per-layer metadata does not have 1 entries" in out
+    assert ("VRAM on CUDA unknown: metadata 'diffusion-gemma.attention.sliding_window_pattern' is an array of 3, "
+            "expected 1 booleans (one per layer)") in out
     assert main(["models", "info", str(write_sample(tmp_path / "l.gguf", arch="llada", canvas_length=None))]) == 0
     assert "VRAM" not in capsys.readouterr().out

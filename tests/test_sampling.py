@@ -4,12 +4,13 @@ transformers' own sampler classes on synthetic logits (same seed, same random ca
 from __future__ import annotations
 
 import threading
+from types import SimpleNamespace
 
 import pytest
 import torch
 
 from dg_chat.config import SamplerSettings
-from dg_chat.engine.backends.torch_dg.functional import rope_inv_freq
+from dg_chat.engine.backends.torch_dg.functional import rms_norm, rope_inv_freq
 from dg_chat.engine.events import BlockCommitted, CanvasStep, PromptEncoded, TurnFinished
 from dg_chat.engine.generate import generate
 from dg_chat.engine.sampling import (
@@ -64,8 +65,16 @@ def run(backend, settings, end_ids=frozenset({49}), cancel=None):
 # -- conformance checklist (diffusiongemma-spec.md, last section) ----------------------------
 
 def test_embed_scale_and_router_scalar():
-    assert torch.tensor(2816 ** 0.5).to(torch.bfloat16).item() == 53.0
-    assert round(2816 ** -0.5, 6) == 0.018844
+    """The model's own scales at the 26B-A4B width: bf16(sqrt(2816)) = 53.0, and 2816^-0.5 = 0.018844."""
+    from dg_chat.engine.backends.torch_dg.ops import ReferenceOps
+
+    hp = SimpleNamespace(hidden=2816, eps=1e-6)
+    bf16 = ReferenceOps(hp, SimpleNamespace(dtype=torch.bfloat16))
+    assert bf16.embed_scale.dtype == torch.bfloat16 and bf16.embed_scale.item() == 53.0
+    ops = ReferenceOps(hp, SimpleNamespace(dtype=torch.float32, get=lambda name: torch.ones(2816)))
+    h = torch.randn(3, 2816, generator=torch.Generator().manual_seed(0))
+    _, _, _, router_in = ops.post_attention(torch.zeros(3, 2816), h, 0)
+    assert (router_in / rms_norm(h, None, 1e-6)).sub(0.018844).abs().max() < 1e-6
 
 
 def test_full_layer_proportional_rope_frequencies():
@@ -88,6 +97,38 @@ def test_entropy_bound_example_from_the_spec():
     assert entropy_bound_accept(entropy, 0.1).tolist() == [False, True, True, True, True]
 
 
+def test_entropy_bound_zero_accepts_exactly_the_lowest_entropy_position():
+    entropy = torch.tensor([0.30, 0.02, 0.20, 0.01, 0.50])
+    assert entropy_bound_accept(entropy, 0.0).tolist() == [False, False, False, True, False]
+
+
+def test_entropy_bound_at_an_exact_tie_accepts_it():
+    # sum of the strictly lower entropies: 0, 0.25, 0.5 -- the last one equals the bound, and <= accepts it
+    assert entropy_bound_accept(torch.tensor([0.25, 0.25, 1.0]), 0.5).tolist() == [True, True, True]
+    assert entropy_bound_accept(torch.tensor([0.25, 0.25, 1.0]), 0.4999).tolist() == [True, True, False]
+
+
+def transformers_accepts(logits: torch.Tensor, bound: float) -> list[bool]:
+    gen = pytest.importorskip("transformers.models.diffusion_gemma.generation_diffusion_gemma")
+    sampler = gen.EntropyBoundSampler(gen.EntropyBoundSamplerConfig(entropy_bound=0.1), logits.shape[0],
+                                      logits.shape[1], 12)
+    sampler.entropy_bound = bound  # its config refuses 0, its comparison does not
+    canvas = torch.zeros(1, logits.shape[0], dtype=torch.long)
+    sampler.accept_canvas(canvas, canvas, logits[None], 12)
+    return sampler.accepted_token_mask[0].tolist()
+
+
+def test_acceptance_at_bound_zero_and_at_exact_ties_compares_like_transformers():
+    flat, sharp = torch.zeros(V), torch.arange(V, dtype=torch.float32) / 4
+    logits = torch.stack([flat, sharp, sharp, flat * 2, sharp * 2])  # exact ties: rows 1 and 2, rows 0 and 3
+    entropy = categorical_entropy(logits)
+    ordered = entropy.sort().values
+    tie_bounds = (torch.cumsum(ordered, 0) - ordered).tolist()  # each position's own threshold, exactly
+    for bound in [0.0, *tie_bounds]:
+        assert entropy_bound_accept(entropy, bound).tolist() == transformers_accepts(logits, bound), bound
+    assert sum(entropy_bound_accept(entropy, 0.0).tolist()) == 1
+
+
 def test_lowest_entropy_position_is_always_accepted():
     entropy = torch.tensor([3.0, 2.5, 4.0])
     assert entropy_bound_accept(entropy, 0.1).tolist() == [False, True, False]
@@ -104,6 +145,13 @@ def test_first_step_of_every_canvas_has_no_self_conditioning():
     backend = ScriptedBackend()
     run(backend, SamplerSettings(seed=1, max_steps=3, max_canvases=2), end_ids=frozenset())
     assert [has_sc for _, has_sc in backend.calls] == [False, True, True, False, True, True]
+
+
+@pytest.mark.parametrize("stability", [0, 1, 2, 3])
+def test_a_confident_stable_canvas_stops_after_stability_plus_one_steps(stability):
+    backend = ScriptedBackend(sharpness=200.0)  # near-zero entropy and the same argmax from the first step
+    events = run(backend, SamplerSettings(seed=1, max_steps=10, max_canvases=1, confidence=10.0, stability=stability))
+    assert events[-1].stats.steps == [stability + 1]
 
 
 def test_stop_needs_two_steps_even_when_confident():
@@ -157,9 +205,10 @@ def test_seeded_turns_are_reproducible():
 
 # -- parity with transformers' sampler classes -------------------------------------------------
 
-def test_steps_match_transformers_sampler_classes():
+@pytest.mark.parametrize("stability, confidence", [(0, 1.0), (1, 1.0), (2, 1.0), (2, 0.5)])
+def test_steps_match_transformers_sampler_classes(stability, confidence):
     gen = pytest.importorskip("transformers.models.diffusion_gemma.generation_diffusion_gemma")
-    settings = SamplerSettings(seed=123, max_steps=12, confidence=1.0)
+    settings = SamplerSettings(seed=123, max_steps=12, confidence=confidence, stability=stability)
     ours = EntropyBoundSampler(settings, vocab_size=V, canvas_length=C,
                                generator=torch.Generator().manual_seed(123))
     backend = ScriptedBackend(sharpness=8.0)
@@ -174,7 +223,7 @@ def test_steps_match_transformers_sampler_classes():
     torch.manual_seed(123)  # transformers draws from the global generator
     sampler = gen.EntropyBoundSampler(gen.EntropyBoundSamplerConfig(entropy_bound=0.1), C, V, 12)
     schedule = gen.LinearTemperatureScheduleLogitsProcessor(0.4, 0.8, 12)
-    stopping = gen.StableAndConfidentStoppingCriteria(1, 1.0)
+    stopping = gen.StableAndConfidentStoppingCriteria(stability, confidence)
     canvas = sampler.initialize_canvas(1, torch.device("cpu"))
     ref = ScriptedBackend(sharpness=8.0)
     sc = None
@@ -193,6 +242,7 @@ def test_steps_match_transformers_sampler_classes():
             break
     assert [(s.tokens.tolist(), s.argmax.tolist(), s.accepted.tolist()) for s in our_steps] == ref_steps
     assert our_final.tokens.tolist() == ref_steps[-1][1] and our_final.steps == len(ref_steps) < 12
+    assert len(ref_steps) > stability  # the rule needed `stability` earlier steps to compare with
 
 
 def test_fast_draws_sample_the_same_distribution_only_where_kept():

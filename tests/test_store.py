@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from dg_chat import paths
+from dg_chat.cli import main as cli_main
 from dg_chat.config import Settings
 from dg_chat.store import SCHEMA_VERSION, Store, StoreError, title_from
 
@@ -154,9 +155,105 @@ def test_migrates_an_empty_database_and_refuses_a_newer_one(tmp_path):
 def test_a_corrupt_file_is_a_one_line_error(tmp_path):
     path = tmp_path / "h.sqlite3"
     path.write_bytes(b"this is not a database" * 100)
-    with pytest.raises(StoreError, match="unreadable") as info:
+    with pytest.raises(StoreError) as info:
         Store(path)
-    assert "\n" not in str(info.value)
+    assert str(info.value) == (f"the history {path} is damaged (file is not a database); "
+                               "move it away or run `dg-chat doctor --repair-history`")
+
+
+N_CHATS, N_MESSAGES = 40, 5
+
+
+def damaged_history(path: Path) -> dict[int, str]:
+    """A real history file with a valid header and one overwritten leaf page of the messages table;
+    returns every message id -> content as written."""
+    store = Store(path)
+    written = {}
+    for i in range(N_CHATS):
+        chat = store.create_chat(f"chat {i}", Settings())
+        for j in range(N_MESSAGES):
+            content = f"message {i}.{j} " + "x" * 700
+            written[store.add_message(chat, "user", content)] = content
+    store.close()  # the last connection checkpoints the WAL into the file
+    with sqlite3.connect(path) as db:
+        leaves = [row[0] for row in db.execute("SELECT pageno FROM dbstat WHERE name = 'messages' "
+                                               "AND pagetype = 'leaf' ORDER BY pageno")]
+        page_size = db.execute("PRAGMA page_size").fetchone()[0]
+    data = bytearray(path.read_bytes())
+    victim = leaves[len(leaves) // 2] - 1  # page numbers start at 1
+    data[victim * page_size:(victim + 1) * page_size] = b"\x5a" * page_size
+    path.write_bytes(bytes(data))
+    assert data[:16] == b"SQLite format 3\x00"
+    return written
+
+
+def test_a_damaged_history_is_one_line_naming_the_repair(tmp_path):
+    path = tmp_path / "h.sqlite3"
+    damaged_history(path)
+    with pytest.raises(StoreError) as info:
+        Store(path)
+    message = str(info.value)
+    assert message.startswith(f"the history {path} is damaged (") and "\n" not in message
+    assert message.endswith("); move it away or run `dg-chat doctor --repair-history`")
+
+
+def test_the_chat_app_refuses_a_damaged_history_in_one_line():
+    damaged_history(paths.history_db())
+    result = subprocess.run([sys.executable, "-m", "dg_chat.cli", "--demo"], capture_output=True, text=True,
+                            stdin=subprocess.DEVNULL, timeout=120)
+    assert result.returncode == 1
+    assert result.stderr.startswith("dg-chat: error: the history ") and result.stderr.count("\n") == 1
+    assert "dg-chat doctor --repair-history" in result.stderr
+    assert not (paths.cache_dir() / "crashes").exists()
+
+
+def test_doctor_reports_history_health_and_repairs_what_sqlite_can_read(capsys):
+    from dg_chat.commands import doctor
+
+    path = paths.history_db()
+    assert doctor.check_history().status == "ok"  # not created yet
+    Store().close()
+    assert doctor.check_history() == doctor.Check("ok", "history", f"{path}, integrity check ok")
+    path.unlink()
+    written = damaged_history(path)
+    damaged_bytes = path.read_bytes()
+    check = doctor.check_history()
+    assert check.status == "fail" and check.detail.startswith(f"{path} is damaged (")
+    assert "--repair-history" in check.hint
+
+    assert cli_main(["doctor", "--repair-history"]) == 0
+    out = capsys.readouterr().out
+    [backup] = [p for p in path.parent.glob("history.sqlite3.damaged-*") if not p.name.endswith(("-wal", "-shm"))]
+    assert backup.read_bytes() == damaged_bytes  # the damaged file is kept as it was
+    assert f"the damaged file is kept as {backup}" in out and "some rows of messages could not be read" in out
+    assert doctor.check_history().status == "ok"
+
+    store = Store(path)
+    chats = store.chats()
+    recovered = {m.id: m.content for chat in chats for m in store.messages(chat.id)}
+    store.close()
+    assert len(chats) == N_CHATS  # only a page of messages was damaged
+    assert 0 < len(written) - len(recovered) < N_CHATS * N_MESSAGES // 4  # one page lost, no more
+    assert all(written[i] == content for i, content in recovered.items())  # nothing garbled
+    assert f"kept {N_CHATS} chats, {len(recovered)} messages, 0 frames in {path}" in out
+
+
+def test_repair_of_a_sound_history_changes_nothing(capsys):
+    Store().close()
+    before = paths.history_db().read_bytes()
+    assert cli_main(["doctor", "--repair-history"]) == 0
+    assert "nothing to repair" in capsys.readouterr().out
+    assert paths.history_db().read_bytes() == before
+
+
+def test_the_statements_of_a_write_are_one_transaction(store, monkeypatch):
+    chat = store.create_chat("t", Settings())
+    before = store.chat(chat)
+    monkeypatch.setattr("dg_chat.store.time.time", lambda: before.updated + 1000)
+    with pytest.raises(StoreError, match="CHECK constraint failed"):  # the second statement fails
+        store.add_message(chat, "robot", "hello")
+    assert store.chat(chat).updated == before.updated  # so the first one is undone
+    assert store.messages(chat) == []
 
 
 def test_damaged_chat_settings_fall_back_to_defaults(store):

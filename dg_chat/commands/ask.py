@@ -56,25 +56,60 @@ def run(args: argparse.Namespace) -> int:
         engine.close()
 
 
+class AnswerStream:
+    """The answer on stdout as blocks commit: only text that can no longer change is written, so
+    what is printed is exactly the final answer, once. Held back until a later block or the end:
+    an incomplete character (its bytes split across blocks decode to U+FFFD) and a trailing CR
+    (of a CRLF whose LF is still to come)."""
+
+    HELD_BACK = "\ufffd\r"
+
+    def __init__(self) -> None:
+        self.written = ""
+
+    def _write(self, text: str) -> None:
+        sys.stdout.write(printable(text))
+        sys.stdout.flush()
+        self.written += text
+
+    def block(self, answer: str) -> None:
+        settled = answer.rstrip(self.HELD_BACK)
+        if settled.startswith(self.written):
+            self._write(settled[len(self.written):])
+
+    def finish(self, answer: str) -> None:
+        if answer.startswith(self.written):
+            self._write(answer[len(self.written):])
+        else:  # earlier text changed after it was printed (never seen): print the answer whole
+            self._write("\n" + answer)
+        self.end_line()
+
+    def end_line(self) -> None:
+        """End the line that the answer left open, so that what follows (a final newline, or an
+        error or "interrupted" on stderr) starts on its own line."""
+        if self.written and not self.written.endswith("\n"):
+            self._write("\n")
+
+
 def _answer(args: argparse.Namespace, engine: Engine, messages: list[Message], err: Console) -> int:
     settings = args.settings
     live = Live(console=err, transient=True, auto_refresh=False) if args.show_steps else None
-    written = ""
+    stream = AnswerStream()
     finished: TurnFinished | None = None
-    with live or nullcontext():
-        for event in engine.turn(messages, settings.sampler):
-            if isinstance(event, CanvasStep) and live:
-                live.update(canvas_text(event, engine), refresh=True)
-            elif isinstance(event, BlockCommitted) and not args.json:
-                # stream the answer as blocks commit; the text so far may re-tokenise at block edges
-                if event.answer.startswith(written):
-                    sys.stdout.write(printable(event.answer[len(written):]))
-                    sys.stdout.flush()
-                    written = event.answer
-            elif isinstance(event, TurnFailed):
-                raise DgChatError(event.error)
-            elif isinstance(event, TurnFinished):
-                finished = event
+    try:
+        with live or nullcontext():
+            for event in engine.turn(messages, settings.sampler):
+                if isinstance(event, CanvasStep) and live:
+                    live.update(canvas_text(event, engine), refresh=True)
+                elif isinstance(event, BlockCommitted) and not args.json:
+                    stream.block(event.answer)
+                elif isinstance(event, TurnFailed):
+                    raise DgChatError(event.error)
+                elif isinstance(event, TurnFinished):
+                    finished = event
+    except (DgChatError, KeyboardInterrupt):
+        stream.end_line()  # the partial answer stays; the error or "interrupted" goes below it
+        raise
     assert finished is not None
     if args.json:
         print(json.dumps({
@@ -84,15 +119,12 @@ def _answer(args: argparse.Namespace, engine: Engine, messages: list[Message], e
             "stats": finished.stats.to_dict(),
         }, ensure_ascii=False))
         return 0
-    if finished.answer != written:  # a block edge re-tokenised: print the settled remainder
-        sys.stdout.write(printable(finished.answer[len(written):] if finished.answer.startswith(written)
-                                   else "\n" + finished.answer))
-    sys.stdout.write("\n")
-    sys.stdout.flush()
+    stream.finish(finished.answer)
+    if not stream.written:
+        sys.stdout.write("\n")
     if finished.thinking:
         err.print(Text(printable(finished.thinking), style="dim"))
     stats = finished.stats
     err.print(f"[dim]{stats.tokens} tokens · {stats.blocks} blocks · {stats.steps_per_block:.1f} steps/block · "
               f"{stats.tokens_per_second:.1f} tok/s · seed {stats.seed}[/dim]")
     return 0
-

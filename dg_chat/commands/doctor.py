@@ -10,14 +10,15 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from huggingface_hub import constants
-from rich.console import Console
 from rich.text import Text
 
 from dg_chat import hub, paths
+from dg_chat.commands.output import StdoutConsole
 from dg_chat.config import Settings
 from dg_chat.engine.backends.choice import choose_backend, llama_status
 from dg_chat.errors import DgChatError
 from dg_chat.gguf.reader import open_gguf
+from dg_chat.store import history_problems, repair_history
 
 LLAMA_CPP_VERSION = "0.3.36"
 ENOUGH_DISK = 20 * hub.GB  # DiffusionGemma Q4_K_M plus some room
@@ -146,15 +147,45 @@ def check_paths(settings: Settings) -> list[Check]:
     ]
 
 
+def check_history() -> Check:
+    """SQLite's integrity check of the chat history."""
+    path = paths.history_db()
+    if not path.exists():
+        return Check("ok", "history", f"{path} (not created yet)")
+    problems = history_problems(path)
+    if problems:
+        return Check("fail", "history", f"{path} is damaged ({problems[0]})",
+                     "dg-chat doctor --repair-history keeps what SQLite can still read")
+    return Check("ok", "history", f"{path}, integrity check ok")
+
+
 def run_checks(settings: Settings) -> list[Check]:
     torch_checks = check_torch()
     cuda = any(c.name.startswith("gpu ") for c in torch_checks)
     return [check_python(), *torch_checks, check_kernels(settings), check_llama(cuda), *check_models(settings),
-            *check_paths(settings)]
+            *check_paths(settings), check_history()]
+
+
+def repair(console: StdoutConsole) -> int:
+    """`doctor --repair-history`: a fresh history with every row SQLite can still read."""
+    path = paths.history_db()
+    if path.exists() and not history_problems(path):
+        console.print(Text(f"the history {path} passes SQLite's integrity check; nothing to repair"), soft_wrap=True)
+        return 0
+    result = repair_history(path)
+    kept = ", ".join(f"{count} {table}" for table, count in result.kept.items())
+    console.print(Text(f"kept {kept} in {path}"), soft_wrap=True)
+    if result.damaged_tables:
+        console.print(Text(f"some rows of {', '.join(result.damaged_tables)} could not be read and are lost"),
+                      soft_wrap=True)
+    console.print(Text(f"the damaged file is kept as {result.backup}"), soft_wrap=True)
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
-    console = Console(highlight=False)
+    console = StdoutConsole(highlight=False)
+    if args.repair_history:
+        return repair(console)
     checks = run_checks(args.settings)
     for check in checks:
         line = Text.assemble((f"{check.status:<5}", _STYLES[check.status]), f"{check.name:<16}", check.detail)

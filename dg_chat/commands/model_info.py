@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from rich.console import Console
 from rich.text import Text
 
+from dg_chat.commands.output import StdoutConsole
 from dg_chat.engine.backends.torch_dg.hparams import ARCH, HParams
 from dg_chat.gguf.reader import GGUFError, GGUFFile, open_gguf
 from dg_chat.gguf.summary import ModelSummary, human_bytes, human_count, summarize
@@ -20,7 +20,7 @@ def run(args: argparse.Namespace) -> int:
         summary = summarize(gguf, args.settings.backend)
         rows = _rows(summary) + _memory_rows(gguf)
     # soft_wrap: long values (paths) are neither cut nor broken by rich; the terminal wraps them
-    console = Console(highlight=False, soft_wrap=True)
+    console = StdoutConsole(highlight=False, soft_wrap=True)
     width = max(len(label) for label, _ in rows) + 2
     for label, value in rows:
         # Text, not markup: names and types come from the file, which may contain '[' or escapes

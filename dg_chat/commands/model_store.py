@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 
-from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn
 from rich.table import Table
 from rich.text import Text
 
 from dg_chat import hub
+from dg_chat.commands.output import StdoutConsole
 from dg_chat.config import Settings
 from dg_chat.errors import DgChatError
 
@@ -22,7 +22,7 @@ def _duration(seconds: float | None) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes:02d}:{secs:02d}"
 
 
-def _pull(spec: str, settings: Settings, console: Console) -> int:
+def _pull(spec: str, settings: Settings, console: StdoutConsole) -> int:
     plan = hub.plan_pull(spec, settings)
     console.print(Text(f"{plan.spec}: {plan.model.repo}/{plan.filename} ({hub.gb(plan.size)})"))
     if plan.reason:
@@ -30,12 +30,13 @@ def _pull(spec: str, settings: Settings, console: Console) -> int:
     columns = (TextColumn("{task.description:<8}"), BarColumn(), DownloadColumn(binary_units=False),
                TextColumn("{task.fields[speed]:>10}"), TextColumn("ETA {task.fields[eta]}"))
     with Progress(*columns, console=console, transient=False) as bar:
-        tasks: dict[str, TaskID] = {}
+        tasks: dict[tuple[str, str], TaskID] = {}
 
         def show(p: hub.DownloadProgress) -> None:
-            if p.phase not in tasks:
-                tasks[p.phase] = bar.add_task(p.phase, total=p.total, speed="", eta="--:--")
-            bar.update(tasks[p.phase], completed=p.done, speed=f"{p.speed / 1e6:.1f} MB/s", eta=_duration(p.eta))
+            key = (p.filename, p.phase)  # a split model: one bar per part and phase
+            if key not in tasks:
+                tasks[key] = bar.add_task(p.phase, total=p.total, speed="", eta="--:--")
+            bar.update(tasks[key], completed=p.done, speed=f"{p.speed / 1e6:.1f} MB/s", eta=_duration(p.eta))
 
         try:
             path = hub.download(plan, settings, show)
@@ -48,7 +49,7 @@ def _pull(spec: str, settings: Settings, console: Console) -> int:
     return 0
 
 
-def _list(settings: Settings, console: Console) -> int:
+def _list(settings: Settings, console: StdoutConsole) -> int:
     local = {m.spec: m for m in hub.local_models(settings)}
     table = Table(title=Text(f"models (downloads: {hub.models_cache(settings)})"), title_justify="left")
     for column in ("name", "quant", "size", "downloaded"):
@@ -67,7 +68,7 @@ def _list(settings: Settings, console: Console) -> int:
     return 0
 
 
-def _rm(spec: str, assume_yes: bool, settings: Settings, console: Console) -> int:
+def _rm(spec: str, assume_yes: bool, settings: Settings, console: StdoutConsole) -> int:
     removal = hub.plan_removal(spec, settings)
     console.print(Text(f"{', '.join(removal.specs)}: frees {hub.gb(removal.freed)}"))
     for path in removal.paths:
@@ -86,7 +87,7 @@ def _rm(spec: str, assume_yes: bool, settings: Settings, console: Console) -> in
 
 
 def run(args: argparse.Namespace) -> int:
-    console = Console(highlight=False)
+    console = StdoutConsole(highlight=False)
     if args.models_command == "pull":
         return _pull(args.name, args.settings, console)
     if args.models_command == "rm":

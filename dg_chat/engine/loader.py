@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 
 from dg_chat.config import Settings
 from dg_chat.engine.backends.choice import choose_backend
 from dg_chat.engine.engine import Engine
-from dg_chat.gguf.reader import open_gguf
+from dg_chat.errors import DgChatError
+from dg_chat.gguf.checks import check_divisors
+from dg_chat.gguf.reader import GGUFError, open_gguf
 from dg_chat.hub import resolve_model
 from dg_chat.text.chat import chat_format_for
 from dg_chat.text.tokenizer import Tokenizer
+
+
+def _tokenizer(path: Path, metadata: dict) -> Tokenizer:
+    try:
+        return Tokenizer.from_metadata(metadata)
+    except DgChatError as exc:  # its messages name the key, not the file
+        raise GGUFError(f"{path}: {exc}") from None
 
 
 def load(settings: Settings) -> Engine:
@@ -26,8 +36,10 @@ def load(settings: Settings) -> Engine:
         else:
             from dg_chat.engine.backends.torch_dg.backend import TorchBackend  # noqa: PLC0415
 
+            if "rope_freqs.weight" in f.tensors:  # the engine divides by them
+                check_divisors(f, "rope_freqs.weight")
             backend = TorchBackend(f, settings.device, settings.kernels)  # keeps the file mapped, closes it on close()
-            tokenizer = Tokenizer.from_metadata(metadata)
+            tokenizer = _tokenizer(path, metadata)
     except BaseException:
         f.close()
         raise

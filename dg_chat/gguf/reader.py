@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import mmap
 import os
+import re
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,8 @@ MAGIC = b"GGUF"
 DEFAULT_ALIGNMENT = 32
 MAX_DIMS = 4
 MAX_ARRAY_NESTING = 8
+SPLIT_NAME = re.compile(r"^(?P<prefix>.+)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$", re.IGNORECASE)
+"""How llama.cpp's gguf-split names the parts of a split model (llama_split_path)."""
 
 # GGUF value types -> (struct code, numpy dtype)
 _SCALARS: dict[int, tuple[str, str]] = {
@@ -57,6 +60,8 @@ class TensorInfo:
     offset: int
     """Absolute byte offset of the data in the file."""
     n_bytes: int
+    part: int = 0
+    """Which file of a split GGUF holds the data (0: the first, or the only one)."""
 
     @property
     def n_elements(self) -> int:
@@ -147,15 +152,22 @@ class _Cursor:
 
 
 class GGUFFile:
-    """An open GGUF file. Use as a context manager or call `close()`."""
+    """An open GGUF file. Use as a context manager or call `close()`.
 
-    def __init__(self, path: str | os.PathLike):
+    A model split by llama.cpp's gguf-split (`split.count` > 1) opens from its first part, with
+    the other parts beside it under their split names; its tensors then come from all parts.
+    Whether a file is split is decided from its `split.*` metadata, never from its name."""
+
+    def __init__(self, path: str | os.PathLike, *, part_of_split: bool = False):
         self.path = Path(path)
         self._map = _map_file(self.path)
+        self._parts: list[GGUFFile] = []
         try:
             self._parse()
+            if not part_of_split:
+                self._open_other_parts()
         except Exception:
-            self._map.close()
+            self.close()
             raise
 
     def _parse(self) -> None:
@@ -229,6 +241,54 @@ class GGUFFile:
                 f"but the file has {cur.size} (incomplete download?)")
         return TensorInfo(name, qtype, tuple(reversed(ne)), offset, n_bytes)
 
+    # -- split models ------------------------------------------------------------------
+
+    def split_position(self) -> tuple[int, int]:
+        """(part number from 1, number of parts) from `split.no` and `split.count`; (1, 1) if not split."""
+        count, no = self.metadata.get("split.count", 1), self.metadata.get("split.no", 0)
+        if not _is_index(count) or count < 1:
+            raise GGUFError(f"{self.path}: metadata 'split.count' is {count!r}, expected an integer >= 1")
+        if not _is_index(no) or not 0 <= no < count:
+            raise GGUFError(f"{self.path}: metadata 'split.no' is {no!r}, expected an integer in 0..{count - 1}")
+        return no + 1, count
+
+    def _split_error(self, reason: str) -> GGUFError:
+        number, count = self.split_position()
+        return GGUFError(f"{self.path}: part {number} of {count} of a split GGUF: {reason}")
+
+    def _open_other_parts(self) -> None:
+        number, count = self.split_position()
+        if count == 1:
+            return
+        named = SPLIT_NAME.match(self.path.name)
+        if number != 1:
+            first = f" ({named['prefix']}-00001-of-{count:05d}.gguf)" if named else ""
+            raise self._split_error(f"load the model from its first part{first}, with the others beside it")
+        if not named or int(named["no"]) != 1 or int(named["count"]) != count:
+            raise self._split_error(
+                f"its name is not the split name llama.cpp looks for (NAME-00001-of-{count:05d}.gguf); "
+                "rename it and its other parts back, or merge them with `llama-gguf-split --merge`")
+        for index in range(1, count):
+            sibling = self.path.with_name(f"{named['prefix']}-{index + 1:05d}-of-{count:05d}.gguf")
+            if not sibling.is_file():
+                raise self._split_error(f"part {index + 1} is missing (looked for {sibling.name} beside it)")
+            self._add_part(GGUFFile(sibling, part_of_split=True), index, count)
+        expected = self.metadata.get("split.tensors.count")
+        if expected is not None and expected != len(self.tensors):
+            raise self._split_error(f"its {count} parts hold {len(self.tensors)} tensors, "
+                                    f"but 'split.tensors.count' is {expected!r}")
+
+    def _add_part(self, part: GGUFFile, index: int, count: int) -> None:
+        self._parts.append(part)
+        if part.split_position() != (index + 1, count):
+            raise GGUFError(f"{part.path}: metadata says part {part.split_position()[0]} of "
+                            f"{part.split_position()[1]}, expected part {index + 1} of {count} of {self.path.name}")
+        for name, info in part.tensors.items():
+            if name in self.tensors:
+                raise GGUFError(f"{part.path}: duplicate tensor '{name}' (also in another part)")
+            self.tensors[name] = replace(info, part=len(self._parts))
+        self.file_size += part.file_size
+
     # -- metadata ---------------------------------------------------------------------
 
     @property
@@ -250,7 +310,8 @@ class GGUFFile:
     def raw(self, name: str) -> np.ndarray:
         """The tensor's bytes as a uint8 view into the mapping (no copy)."""
         info = self.info(name)
-        return np.frombuffer(self._map, dtype=np.uint8, count=info.n_bytes, offset=info.offset)
+        mapping = self._parts[info.part - 1]._map if info.part else self._map
+        return np.frombuffer(mapping, dtype=np.uint8, count=info.n_bytes, offset=info.offset)
 
     def array(self, name: str) -> np.ndarray:
         """A view of the tensor: typed and shaped for plain types, or uint8 rows of blocks
@@ -268,6 +329,8 @@ class GGUFFile:
             raise GGUFError(f"{self.path}: tensor '{name}' is missing") from None
 
     def close(self) -> None:
+        for part in self._parts:
+            part.close()
         try:
             self._map.close()
         except BufferError:
@@ -278,6 +341,10 @@ class GGUFFile:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _is_index(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _map_file(path: Path) -> mmap.mmap:

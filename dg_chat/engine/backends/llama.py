@@ -255,7 +255,8 @@ class LlamaBackend:
     """Where logits and sampling live: libllama hands back logits in host memory."""
 
     def __init__(self, path: str | os.PathLike, *, max_canvases: int = 4, n_ctx: int | None = None,
-                 canvas_length: int | None = None, gpu: bool | None = None, n_threads: int | None = None):
+                 canvas_length: int | None = None, gpu: bool | None = None, main_gpu: int | None = None,
+                 n_threads: int | None = None):
         """n_ctx (default: max_canvases canvases + PROMPT_BUDGET, at most the training context)
         is also n_batch and n_ubatch: these architectures decode a whole sequence as one ubatch."""
         self.path = Path(path)
@@ -273,6 +274,8 @@ class LlamaBackend:
         self.lib = lib
         """llama-cpp-python's ctypes module (the tokenizer shares it)."""
         self.gpu_offload = bool(lib.llama_supports_gpu_offload()) if gpu is None else gpu
+        self.main_gpu = main_gpu
+        """The one GPU to use (cuda:N); None: libllama's default placement."""
         self._handles: dict[str, Any] = {}
         self._finalizer = weakref.finalize(self, _free, lib, self._handles)
         try:
@@ -285,6 +288,8 @@ class LlamaBackend:
         lib = self.lib
         params = lib.llama_model_default_params()
         params.n_gpu_layers = -1 if self.gpu_offload else 0
+        if self.main_gpu is not None:
+            params.split_mode, params.main_gpu = lib.LLAMA_SPLIT_MODE_NONE, self.main_gpu
         self._log.clear()
         model = lib.llama_model_load_from_file(os.fsencode(self.path), params)
         if not model:
@@ -398,21 +403,23 @@ class LlamaBackend:
 def load_llama_engine_parts(path: str | os.PathLike, settings: Settings) -> tuple[LlamaBackend, LlamaTokenizer]:
     """What the model loader needs from this backend: the backend, sized for the sampler's
     canvases, and the model's own tokenizer (its `end_ids` are the turn's end tokens)."""
-    backend = LlamaBackend(path, max_canvases=settings.sampler.max_canvases, gpu=gpu_offload(settings.device))
+    gpu, main_gpu = llama_device(settings.device)
+    backend = LlamaBackend(path, max_canvases=settings.sampler.max_canvases, gpu=gpu, main_gpu=main_gpu)
     return backend, LlamaTokenizer(backend)
 
 
-def gpu_offload(device: str) -> bool | None:
-    """The `device` setting for libllama: None (auto: offload when it can), False (cpu) or True
-    (cuda, cuda:N: a LlamaError when this libllama cannot offload to a GPU)."""
+def llama_device(device: str) -> tuple[bool | None, int | None]:
+    """The `device` setting for libllama: (offload, the one GPU to use). auto: offload when it can;
+    cpu: no offload; cuda, cuda:N: offload (to GPU N), a LlamaError when this libllama cannot."""
     if device in ("", "auto"):
-        return None
+        return None, None
     if device == "cpu":
-        return False
-    if not re.fullmatch(r"cuda(:\d+)?", device):
+        return False, None
+    named = re.fullmatch(r"cuda(?::(\d+))?", device)
+    if not named:
         raise LlamaError(f"unknown device '{device}' (use auto, cpu, cuda or cuda:N)")
     if not library().llama_supports_gpu_offload():
         raise LlamaError(f"device '{device}' requested but this llama.cpp has no usable GPU (built without "
                          "GPU offload, or no GPU visible): use --device cpu, or rebuild it with "
                          "DG_CHAT_CUDA=1 scripts/setup.sh")
-    return True
+    return True, None if named[1] is None else int(named[1])

@@ -29,6 +29,9 @@ def resolve_device(requested: str) -> torch.device:
         raise BackendError(f"unknown device '{requested}' (use auto, cpu, cuda or cuda:N)") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise BackendError(f"device '{requested}' requested but no CUDA GPU is available (use --device cpu)")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise BackendError(f"device '{requested}' requested but only {torch.cuda.device_count()} CUDA GPU(s) "
+                           "are visible (use cuda:0)")
     return device
 
 

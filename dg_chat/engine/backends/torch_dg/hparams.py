@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from dg_chat.gguf.checks import check_token_ids, meta_flags, meta_float, meta_int, meta_ints
 from dg_chat.gguf.reader import GGUFError, GGUFFile
 
 ARCH = "diffusion-gemma"
@@ -38,46 +39,48 @@ class HParams:
 
     @classmethod
     def from_gguf(cls, f: GGUFFile) -> HParams:
+        """Every key the engine reads, type- and range-checked (one-line GGUFError naming file and key)."""
         if f.architecture != ARCH:
             raise GGUFError(f"{f.path}: architecture '{f.architecture}' is not {ARCH}")
 
-        def need(key: str, full_key: bool = False):
-            name = key if full_key else f"{ARCH}.{key}"
-            if name not in f.metadata:
-                raise GGUFError(f"{f.path}: metadata key '{name}' is missing")
-            return f.metadata[name]
+        def key(name: str) -> str:
+            return f"{ARCH}.{name}"
 
-        n_layers = int(need("block_count"))
-        pattern = [bool(x) for x in need("attention.sliding_window_pattern")]
-        kv_heads = need("attention.head_count_kv")
-        kv_heads = [int(x) for x in kv_heads] if hasattr(kv_heads, "__len__") else [int(kv_heads)] * n_layers
-        if len(pattern) != n_layers or len(kv_heads) != n_layers:
-            raise GGUFError(f"{f.path}: per-layer metadata does not have {n_layers} entries")
-        layers = tuple(
-            LayerShape(
-                sliding=pattern[i],
-                head_dim=int(need("attention.key_length_swa" if pattern[i] else "attention.key_length")),
-                kv_heads=kv_heads[i],
-                rope_base=float(need("rope.freq_base_swa" if pattern[i] else "rope.freq_base")),
-            )
-            for i in range(n_layers)
-        )
-        return cls(
+        n_layers = meta_int(f, key("block_count"))
+        pattern = meta_flags(f, key("attention.sliding_window_pattern"), n_layers)
+        heads = meta_int(f, key("attention.head_count"))
+        kv_heads = meta_ints(f, key("attention.head_count_kv"), n_layers)
+        if any(heads % n for n in kv_heads):
+            raise GGUFError(f"{f.path}: metadata '{key('attention.head_count_kv')}' is {kv_heads}, expected "
+                            f"divisors of the {heads} attention heads")
+        head_dims = {sliding: meta_int(f, key("attention.key_length_swa" if sliding else "attention.key_length"))
+                     for sliding in set(pattern)}
+        rope_bases = {sliding: meta_float(f, key("rope.freq_base_swa" if sliding else "rope.freq_base"))
+                      for sliding in set(pattern)}
+        layers = tuple(LayerShape(sliding, head_dims[sliding], kv_heads[i], rope_bases[sliding])
+                       for i, sliding in enumerate(pattern))
+        context_length = meta_int(f, key("context_length"))
+        experts = meta_int(f, key("expert_count"))
+        hp = cls(
             n_layers=n_layers,
-            hidden=int(need("embedding_length")),
-            ff=int(need("feed_forward_length")),
-            heads=int(need("attention.head_count")),
+            hidden=meta_int(f, key("embedding_length")),
+            ff=meta_int(f, key("feed_forward_length")),
+            heads=heads,
             layers=layers,
-            window=int(need("attention.sliding_window")),
-            eps=float(need("attention.layer_norm_rms_epsilon")),
-            experts=int(need("expert_count")),
-            experts_used=int(need("expert_used_count")),
-            expert_ff=int(need("expert_feed_forward_length")),
-            softcap=float(f.metadata.get(f"{ARCH}.final_logit_softcapping", 0.0)),
-            canvas_length=int(need("diffusion.canvas_length", full_key=True)),
-            context_length=int(need("context_length")),
+            window=meta_int(f, key("attention.sliding_window"), maximum=context_length),
+            eps=meta_float(f, key("attention.layer_norm_rms_epsilon")),
+            experts=experts,
+            experts_used=meta_int(f, key("expert_used_count"), maximum=experts),
+            expert_ff=meta_int(f, key("expert_feed_forward_length")),
+            softcap=meta_float(f, key("final_logit_softcapping"), positive=False, default=0.0),
+            canvas_length=meta_int(f, "diffusion.canvas_length", maximum=context_length),
+            context_length=context_length,
             vocab_size=f.info("token_embd.weight").shape[0],
         )
+        tokens = f.metadata.get("tokenizer.ggml.tokens")
+        if tokens:  # the engine needs none, but an id outside them would break the turn later
+            check_token_ids(f, len(tokens))
+        return hp
 
     def expected_shapes(self) -> dict[str, tuple[int, ...]]:
         """Every tensor the model needs, with its numpy-order shape."""

@@ -1,0 +1,37 @@
+"""The sanitiser of untrusted text (model output, file metadata): only newline and tab pass."""
+
+from __future__ import annotations
+
+import pytest
+
+from dg_chat.text.sanitize import printable, visible
+
+FORMATTING = [0x061C, 0x200E, 0x200F, 0x2028, 0x2029, *range(0x202A, 0x202F), *range(0x2066, 0x206A)]
+"""Bidi marks, embeddings, overrides and isolates, and the line and paragraph separators."""
+
+
+def passes(code: int) -> bool:
+    return code in (0x09, 0x0A) or 0x20 <= code <= 0x7E
+
+
+@pytest.mark.parametrize("code", [*range(0xA0), *FORMATTING], ids=lambda code: f"U+{code:04X}")
+def test_only_newline_tab_and_printable_ascii_pass(code):
+    text = f"a{chr(code)}b"
+    safe = printable(text)
+    if passes(code):
+        assert safe == text
+    else:
+        assert len(safe) == 3 and safe[0] == "a" and safe[2] == "b" and safe[1] != chr(code)
+        assert not passes(ord(safe[1])) and ord(safe[1]) >= 0x2400  # a visible stand-in, not a control
+
+
+@pytest.mark.parametrize("code", [*range(0xA0), *FORMATTING], ids=lambda code: f"U+{code:04X}")
+def test_one_line_text_lets_no_control_through(code):
+    safe = visible(f"a{chr(code)}b")
+    assert safe == f"a{chr(code)}b" if 0x20 <= code <= 0x7E else safe[1] != chr(code) and len(safe) == 3
+
+
+def test_a_carriage_return_cannot_overwrite_a_printed_line():
+    assert printable("done\rFAKE") == "done\u240dFAKE"
+    assert printable("trailing\r") == "trailing\u240d"
+    assert printable("windows\r\nline") == "windows\nline"  # a CRLF line end is a newline
