@@ -199,3 +199,48 @@ def test_a_cuda_index_past_the_visible_gpus(monkeypatch):
     assert resolve_device("cuda:0") == torch.device("cuda:0")
     with pytest.raises(BackendError, match=r"^device 'cuda:3' requested but only 1 CUDA GPU\(s\) are visible"):
         resolve_device("cuda:3")
+
+
+# -- 3. non-finite numbers ---------------------------------------------------------------------
+
+def nan_output_norm(src: Path, dst: Path) -> Path:
+    with open_gguf(src) as f:
+        shape = f.info("output_norm.weight").shape
+    return rewrite(src, dst, replace={"output_norm.weight": np.full(shape, np.nan, dtype=np.float32)})
+
+
+@pytest.mark.parametrize("kernels", ["reference", "triton"])
+def test_nan_logits_stop_the_turn_with_one_line_on_the_torch_path(tmp_path, capsys, kernels):
+    broken = nan_output_norm(DEMO, tmp_path / "nan.gguf")
+    status, out, err = run(capsys, *ASK, "--model", str(broken), "--device", "cpu", "--kernels", kernels)
+    assert out == ""  # no block was committed: nothing of an answer to keep
+    assert_one_line_error(status, err, f"the model produced NaN/inf values (damaged or mis-converted weights: {broken})")
+
+
+def test_nan_logits_stop_the_turn_with_one_line_on_the_llama_path(tmp_path, capsys):
+    from scripts import make_tiny_llama_models as tiny
+
+    broken = nan_output_norm(tiny.write_model(tmp_path / "llada.gguf", "llada"), tmp_path / "nan-llada.gguf")
+    status, out, err = run(capsys, *ASK, "--model", str(broken))
+    assert_one_line_error(status, err, f"the model produced NaN/inf values (damaged or mis-converted weights: {broken})")
+
+
+def test_a_failed_block_keeps_the_answer_of_the_blocks_before(monkeypatch):
+    """The check runs per step, so the blocks committed before a non-finite step stay the answer."""
+    from dg_chat.config import SamplerSettings
+    from dg_chat.engine.events import BlockCommitted
+    from dg_chat.engine.generate import generate
+    from dg_chat.engine.sampling import NonFiniteLogits
+    from tests.test_sampling import ScriptedBackend
+
+    backend = ScriptedBackend()
+    denoise = backend.denoise
+    monkeypatch.setattr(backend, "denoise", lambda canvas, sc: denoise(canvas, sc) * (
+        float("nan") if len(backend.committed) else 1.0), raising=False)
+    backend.path = Path("scripted.gguf")
+    events = []
+    with pytest.raises(NonFiniteLogits, match="scripted.gguf"):
+        for event in generate(backend, [1, 2], SamplerSettings(seed=1, max_steps=3, max_canvases=3),
+                              end_ids=frozenset(), parse=lambda ids: ("", str(ids))):
+            events.append(event)
+    assert [type(e) for e in events if isinstance(e, BlockCommitted)] == [BlockCommitted]

@@ -46,7 +46,7 @@ import torch
 from dg_chat.config import SamplerSettings
 from dg_chat.engine.backends.base import Backend
 from dg_chat.engine.events import CanvasStep
-from dg_chat.engine.sampling import BlockDenoiser, BlockResult
+from dg_chat.engine.sampling import BlockDenoiser, BlockResult, NonFiniteLogits
 from dg_chat.errors import DgChatError
 
 LLADA_ALGORITHMS = frozenset({"low_confidence", "random"})
@@ -223,6 +223,8 @@ class MaskSampler:
         for step in range(1, self.steps + 1):
             masked = (canvas == self.mask_id).nonzero().squeeze(-1)
             logits = backend.denoise(window, None)[:n]
+            if not torch.isfinite(logits.sum()):  # one pass, one scalar per step
+                raise NonFiniteLogits(backend.path)
             rows = logits if len(masked) == n else torch.index_select(logits, 0, masked, out=self._rows(len(masked)))
             chosen, tokens, predicted, row_entropy = self._step(rows, step, n, llada_counts)
             canvas[masked[chosen]] = tokens

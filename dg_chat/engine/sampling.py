@@ -27,6 +27,14 @@ import torch
 from dg_chat.config import SamplerSettings
 from dg_chat.engine.backends.base import Backend
 from dg_chat.engine.events import CanvasStep
+from dg_chat.errors import DgChatError
+
+
+class NonFiniteLogits(DgChatError):
+    """A denoising step produced NaN or infinite values: the weights are damaged or mis-converted."""
+
+    def __init__(self, path: object):
+        super().__init__(f"the model produced NaN/inf values (damaged or mis-converted weights: {path})")
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,10 +148,14 @@ class EntropyBoundSampler:
         logits = backend.denoise(canvas, self_cond)
         processed = logits.div_(temperature(s, remaining, logits.device))  # ours to modify
         probs = torch.softmax(processed, dim=-1, dtype=torch.float32)
+        # the entropy before the draw (it takes no random numbers): NaN/inf logits make it
+        # non-finite, and one scalar check per step stops the turn before multinomial fails
+        entropy = categorical_entropy(processed) if s.reference_draws else fast_entropy(processed, probs)
+        if not torch.isfinite(entropy.sum()):
+            raise NonFiniteLogits(backend.path)
         if s.reference_draws:
             candidate = torch.multinomial(probs, 1, generator=self.generator).squeeze(-1)
         argmax = processed.argmax(dim=-1)
-        entropy = categorical_entropy(processed) if s.reference_draws else fast_entropy(processed, probs)
         accepted = entropy_bound_accept(entropy, s.entropy_bound)
         if not s.reference_draws:
             candidate = draw_accepted(probs, accepted, self.generator)

@@ -12,6 +12,7 @@ matching transformers' tokens stays the reference sampler's job (`reference_draw
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,6 +26,7 @@ from dg_chat.engine.sampling import (
     BlockDenoiser,
     BlockResult,
     DenoisingStep,
+    NonFiniteLogits,
     SelfCondition,
     entropy_bound_accept,
     temperature,
@@ -149,6 +151,8 @@ class FusedEntropyBoundSampler:
         for step in range(1, s.max_steps + 1):
             record = self._step(backend, canvas, self_cond, step)
             view = HostStep.unpack(self._summary(record).cpu().numpy())  # the step's one device->host copy
+            if not math.isfinite(view.mean_entropy):  # NaN/inf logits make every statistic non-finite
+                raise NonFiniteLogits(backend.path)
             canvas, argmax, self_cond = record.canvas, record.argmax, record.self_cond
             yield CanvasStep(block=block, step=step, max_steps=s.max_steps, tokens=view.tokens, argmax=view.argmax,
                              accepted=view.accepted, changed=view.changed, mean_entropy=view.mean_entropy)

@@ -66,9 +66,9 @@ def _i8(ptr, offset, mask):
 
 @triton.jit
 def _f16(ptr, offset, mask):
-    """The little-endian fp16 at byte `offset` (only 2-byte aligned in most blocks), as fp32."""
-    bits = _u8(ptr, offset, mask) | (_u8(ptr, offset + 1, mask) << 8)
-    return bits.to(tl.uint16).to(tl.float16, bitcast=True).to(tl.float32)
+    """The fp16 at byte `offset`, as fp32. Every fp16 field of the kernels' types sits at an even
+    offset of a block of even size (§5.5: 2-byte aligned), so one typed load reads it."""
+    return tl.load((ptr + offset).to(tl.pointer_type(tl.float16)), mask=mask, other=0).to(tl.float32)
 
 
 @triton.jit
@@ -79,14 +79,12 @@ def dequant_tile(w_ptr, row_bytes, rows, cols, n_rows, n_cols, QTYPE: tl.constex
     c = cols[:, None]
     mask = (r < n_rows) & (c < n_cols)
     row = w_ptr + r * row_bytes
-    if QTYPE == F32:
-        bits = _u8(row, c * 4, mask) | (_u8(row, c * 4 + 1, mask) << 8) | (_u8(row, c * 4 + 2, mask) << 16) \
-            | (_u8(row, c * 4 + 3, mask) << 24)
-        w = bits.to(tl.float32, bitcast=True)
+    if QTYPE == F32:  # rows start 4-byte aligned (GGUF aligns tensors to 32 bytes)
+        w = tl.load((row + c * 4).to(tl.pointer_type(tl.float32)), mask=mask, other=0)
     elif QTYPE == F16:
         w = _f16(row, c * 2, mask)
     elif QTYPE == BF16:
-        bits = _u8(row, c * 2, mask) | (_u8(row, c * 2 + 1, mask) << 8)
+        bits = tl.load((row + c * 2).to(tl.pointer_type(tl.uint16)), mask=mask, other=0).to(tl.int32)
         w = (bits << 16).to(tl.float32, bitcast=True)
     elif QTYPE == Q8_0:  # d: f16, qs: int8[32]
         base = (c // 32) * 34

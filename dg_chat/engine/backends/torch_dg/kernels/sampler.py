@@ -111,6 +111,7 @@ def _row_partials_kernel(logits_ptr, temperature_ptr, seed_ptr, counter_ptr,
     dev = tl.zeros((BLOCK_R,), tl.float32)  # Σ e^(y - best) * (y - best)
     gumbel = tl.full((BLOCK_R,), float("-inf"), tl.float32)
     draw = tl.zeros((BLOCK_R,), tl.int64)
+    n_bad = tl.zeros((BLOCK_R,), tl.int32)  # NaN/inf logits: damaged weights, reported through `dev`
     start = chunk * chunk_cols
     end = tl.minimum(start + chunk_cols, n_cols)
     for col0 in range(start, end, BLOCK_V):
@@ -120,6 +121,11 @@ def _row_partials_kernel(logits_ptr, temperature_ptr, seed_ptr, counter_ptr,
         y = tl.math.div_rn(tl.load(logits_ptr + offsets, mask=mask, other=float("-inf")), temperature)
         if WRITE_PROCESSED:
             tl.store(logits_ptr + offsets, y, mask=mask)
+        # non-finite values leave the max/argmax/draw (a GPU's max would drop NaN anyway) and turn
+        # the row's entropy into NaN below, which the sampler reports
+        bad = mask & ~(tl.abs(y) < float("inf"))
+        n_bad += tl.sum(bad.to(tl.int32), axis=1)
+        y = tl.where(bad, float("-inf"), y)
         # the tile's own (max, rest, dev), then merged into the running values
         tile_best = tl.max(y, axis=1)
         tile_at = tl.argmax(y, axis=1, tie_break_left=True)
@@ -138,6 +144,7 @@ def _row_partials_kernel(logits_ptr, temperature_ptr, seed_ptr, counter_ptr,
         tile_gumbel = tl.max(z, axis=1)
         draw = tl.where(tile_gumbel > gumbel, col0 + tl.argmax(z, axis=1), draw)
         gumbel = tl.maximum(gumbel, tile_gumbel)
+    dev = tl.where(n_bad > 0, float("nan"), dev)
     out = rows * n_chunks + chunk
     tl.store(max_ptr + out, best, mask=row_ok)
     tl.store(arg_ptr + out, best_at, mask=row_ok)
@@ -171,7 +178,8 @@ def _combine_kernel(max_ptr, arg_ptr, rest_ptr, dev_ptr, gumbel_ptr, draw_ptr, s
     dev = tl.sum(scale * (part_dev + gap * (1.0 + part_rest)), axis=1)
     argmax = tl.sum(tl.where(winner, tl.load(arg_ptr + at, mask=mask, other=0), 0), axis=1)
     log_sum = _log1p(rest)
-    entropy = tl.maximum(log_sum - dev / (1.0 + rest), 0.0)
+    entropy = log_sum - dev / (1.0 + rest)
+    entropy = tl.where(entropy < 0.0, 0.0, entropy)  # not tl.maximum, which would drop a NaN
     part_gumbel = tl.load(gumbel_ptr + at, mask=mask, other=float("-inf"))
     drawn = chunks[None, :] == tl.argmax(part_gumbel, axis=1, tie_break_left=True)[:, None]
     sample = tl.sum(tl.where(drawn, tl.load(draw_ptr + at, mask=mask, other=0), 0), axis=1)
