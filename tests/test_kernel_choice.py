@@ -74,11 +74,11 @@ def ask(env: dict[str, str], *argv: str) -> subprocess.CompletedProcess:
                           timeout=600, env=env)
 
 
-def test_ask_with_triton_kernels_on_the_cpu(tiny_chat_gguf):
+def test_ask_with_triton_kernels_on_the_cpu():
     """Without the interpreter: one line and exit 1; under it: the answer, from the Triton path."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    argv = ("Hi", "--model", str(tiny_chat_gguf), "--device", "cpu", "--kernels", "triton", "--seed", "1",
-            "--steps", "1", "--max-canvases", "1", "--json")
+    argv = ("Hi", "--demo", "--device", "cpu", "--kernels", "triton", "--seed", "1", "--steps", "1",
+            "--max-canvases", "1", "--json")
     refused = ask(env, *argv)
     assert refused.returncode == 1 and refused.stdout == ""
     assert refused.stderr.strip().count("\n") == 0 and "TRITON_INTERPRET=1" in refused.stderr
