@@ -21,6 +21,7 @@ from pathlib import Path
 
 import gguf
 import numpy as np
+import torch
 from gguf import GGMLQuantizationType as Q
 from gguf.constants import GGML_QUANT_SIZES
 
@@ -96,6 +97,86 @@ def write_q4_k_m(src: Path, out: Path, seed: int = 0) -> Path:
         w.write_kv_data_to_file()
         w.write_tensors_to_file()
         w.close()
+    return out
+
+
+MATRIX_STD = 0.02
+"""Spread of the random quantised matrices of `write_random_gguf`."""
+ROUTER_STD = 1.0
+"""Spread of the random F32 router: its input is RMS-normalised and scaled by hidden^-½, so this
+gives router logits of about unit spread (a realistic, uneven routing)."""
+VECTOR_SPREAD = 0.05
+"""Vectors (norms, scales, layer scalars, rope factors) are 1 ± this."""
+
+
+def random_blocks_torch(qtype: Q, shape: tuple[int, ...], std: float, generator: torch.Generator) -> torch.Tensor:
+    """`random_blocks` drawn with torch on the generator's device (fast on a GPU): uint8 rows of
+    random valid `qtype` blocks whose fp16 scales give values of about `std`."""
+    block, type_size = GGML_QUANT_SIZES[qtype]
+    n_blocks = int(np.prod(shape[:-1], dtype=np.int64)) * (shape[-1] // block)
+    words = torch.empty(-(-n_blocks * type_size // 4), dtype=torch.int32, device=generator.device)
+    words.random_(-2**31, 2**31, generator=generator)  # every bit random
+    blocks = words.view(torch.uint8)[:n_blocks * type_size].view(n_blocks, type_size)
+    d = std / UNIT_STD[qtype]
+    offsets = {Q.Q4_K: {0: d, 2: 7.5 * d}, Q.Q6_K: {208: d}}.get(qtype, {0: d})
+    for offset, value in offsets.items():
+        blocks[:, offset:offset + 2] = torch.tensor([value], dtype=torch.float16, device=blocks.device).view(torch.uint8)
+    return blocks.view(*shape[:-1], -1)
+
+
+def _random_tensor(name: str, qtype: Q, shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
+    """One tensor's stored data (uint8 blocks or float values) for `write_random_gguf`."""
+    if qtype in UNIT_STD:
+        return random_blocks_torch(qtype, shape, MATRIX_STD, generator)
+    dtype = {Q.F32: torch.float32, Q.F16: torch.float16}[qtype]
+    values = torch.randn(shape, generator=generator, device=generator.device)
+    if len(shape) > 1:  # the router (F32 in Q4_K_M) or a matrix that fell back to F16
+        return (values * (ROUTER_STD if name.endswith("ffn_gate_inp.weight") else MATRIX_STD)).to(dtype)
+    return (1.0 + VECTOR_SPREAD * values).to(dtype)
+
+
+def _metadata_value(value):
+    """A metadata value in the form `hf_to_gguf.write_kvs` writes: lists become typed arrays."""
+    if isinstance(value, list) and value and not isinstance(value[0], str):
+        return np.array(value, dtype=bool if isinstance(value[0], bool) else np.int32)
+    return value
+
+
+def write_random_gguf(out: Path, layout: dict[str, tuple[Q, tuple[int, ...]]], metadata: dict, seed: int = 0,
+                      device: str | torch.device = "cpu", chunk_bytes: int = 256 * 2**20) -> Path:
+    """A GGUF with `layout` (name -> (type, numpy-order shape)) and `metadata`, holding random
+    valid blocks (see MATRIX_STD, ROUTER_STD, VECTOR_SPREAD), written tensor by tensor and chunk
+    by chunk (at most about `chunk_bytes` in memory), the randomness drawn on `device`. Any size
+    works: tests use tiny layouts, the GPU benchmark the published 16.8 GB one. Without a
+    `tokenizer.ggml.tokens` in `metadata`, placeholder tokens (one per embedding row) are added."""
+    generator = torch.Generator(device=device).manual_seed(seed)
+    w = gguf.GGUFWriter(str(out), metadata["general.architecture"])
+    kvs = {k: _metadata_value(v) for k, v in metadata.items() if k != "general.architecture"}
+    if "tokenizer.ggml.tokens" not in kvs:  # the engine checks that a vocabulary is there, not what it says
+        kvs["tokenizer.ggml.tokens"] = [f"<t{i}>" for i in range(layout["token_embd.weight"][1][0])]
+    _converter().write_kvs(w, kvs)
+    for name, (qtype, shape) in layout.items():
+        block, type_size = GGML_QUANT_SIZES[qtype]
+        n_bytes = int(np.prod(shape, dtype=np.int64)) // block * type_size
+        raw_shape = (*shape[:-1], shape[-1] // block * type_size)
+        w.add_tensor_info(name, raw_shape, np.dtype(np.uint8), n_bytes, raw_dtype=qtype)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_ti_data_to_file()
+    assert w.fout is not None
+    fout = w.fout[0]
+    for name, (qtype, shape) in layout.items():
+        block, type_size = GGML_QUANT_SIZES[qtype]
+        row_bytes = shape[-1] // block * type_size
+        rows = int(np.prod(shape[:-1], dtype=np.int64))
+        step = max(1, chunk_bytes // row_bytes)
+        w.write_padding(fout, fout.tell())
+        for first in range(0, rows, step):
+            part = (min(step, rows - first), shape[-1]) if len(shape) > 1 else shape
+            data = _random_tensor(name, qtype, part, generator).cpu().numpy()
+            data.view(np.uint8).tofile(fout)
+        w.write_padding(fout, rows * row_bytes)
+    w.close()
     return out
 
 

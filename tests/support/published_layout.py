@@ -7,6 +7,7 @@ gpu-engine.md §5.7 (which tensor has which type: llama.cpp's Q4_K_M rules).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -128,3 +129,112 @@ class LayoutIndex:
 def published_index() -> LayoutIndex:
     """The header of the published Q4_K_M file."""
     return LayoutIndex(published_q4_k_m_layout(), published_metadata())
+
+
+# -- the same layout at any dimensions (benchmarks' tiny twins of the published file) ----------
+
+@dataclass(frozen=True)
+class Dims:
+    """The dimensions of a DiffusionGemma layout; the defaults are the published 26B-A4B's."""
+
+    n_layers: int = N_LAYERS
+    hidden: int = HIDDEN
+    ff: int = FF
+    heads: int = HEADS
+    experts: int = EXPERTS
+    experts_used: int = EXPERTS_USED
+    expert_ff: int = EXPERT_FF
+    vocab: int = VOCAB
+    window: int = WINDOW
+    canvas: int = CANVAS
+    context: int = CONTEXT
+    sliding_head_dim: int = SLIDING_HEAD_DIM
+    sliding_kv_heads: int = SLIDING_KV_HEADS
+    full_head_dim: int = FULL_HEAD_DIM
+    full_kv_heads: int = FULL_KV_HEADS
+    full_layers: frozenset[int] = FULL_LAYERS
+
+
+def _more_bits(i: int, n: int) -> bool:
+    """llama.cpp's `use_more_bits(i, n)` (the layers of n that Q4_K_M stores with more bits)."""
+    return i < n // 8 or i >= 7 * n // 8 or (i - n // 8) % 3 == 2
+
+
+def _fits(qtype: Q, k: int) -> Q:
+    """`qtype`, or llama.cpp's fallback when rows of k values are not whole blocks of it."""
+    fallback = {Q.Q4_K: Q.Q5_0, Q.Q6_K: Q.Q8_0}
+    while k % GGML_QUANT_SIZES[qtype][0]:
+        qtype = fallback.get(qtype, Q.F16)
+    return qtype
+
+
+def q4_k_m_layout(dims: Dims = Dims()) -> Layout:
+    """name -> (type, numpy-order shape) of a Q4_K_M file with `dims`: the published layout's
+    tensors and type rules (`published_q4_k_m_layout() == q4_k_m_layout()`), with the "more bits"
+    layers and attn_v chosen by llama.cpp's rule for the layer counts of `dims`."""
+    h, ff = dims.hidden, dims.ff
+    layout: Layout = {
+        "token_embd.weight": (_fits(Q.Q6_K, h), (dims.vocab, h)),
+        "output_norm.weight": (Q.F32, (h,)),
+        "rope_freqs.weight": (Q.F32, (dims.full_head_dim // 2,)),
+        "self_cond_pre_norm.weight": (Q.F32, (h,)),
+        "self_cond_gate.weight": (_fits(Q.Q4_K, h), (ff, h)),
+        "self_cond_up.weight": (_fits(Q.Q4_K, h), (ff, h)),
+        "self_cond_down.weight": (_fits(Q.Q5_0, ff), (h, ff)),
+    }
+    n_sliding = dims.n_layers - len(dims.full_layers)
+    sliding_index = 0
+    for i in range(dims.n_layers):
+        sliding = i not in dims.full_layers
+        hd, kv = (dims.sliding_head_dim, dims.sliding_kv_heads) if sliding else (dims.full_head_dim, dims.full_kv_heads)
+        down = Q.Q8_0 if _more_bits(i, dims.n_layers) else Q.Q5_0
+        q4k = _fits(Q.Q4_K, h)
+        block: Layout = {
+            "attn_norm.weight": (Q.F32, (h,)),
+            "attn_q.weight": (q4k, (dims.heads * hd, h)),
+            "attn_k.weight": (q4k, (kv * hd, h)),
+            "attn_q_norm.weight": (Q.F32, (hd,)),
+            "attn_k_norm.weight": (Q.F32, (hd,)),
+            "attn_output.weight": (_fits(Q.Q4_K, dims.heads * hd), (h, dims.heads * hd)),
+            "post_attention_norm.weight": (Q.F32, (h,)),
+            "ffn_norm.weight": (Q.F32, (h,)),
+            "ffn_gate.weight": (q4k, (ff, h)),
+            "ffn_up.weight": (q4k, (ff, h)),
+            "ffn_down.weight": (_fits(down, ff), (h, ff)),
+            "post_ffw_norm_1.weight": (Q.F32, (h,)),
+            "ffn_gate_inp.weight": (Q.F32, (dims.experts, h)),
+            "ffn_gate_inp.scale": (Q.F32, (h,)),
+            "pre_ffw_norm_2.weight": (Q.F32, (h,)),
+            "ffn_gate_up_exps.weight": (q4k, (dims.experts, 2 * dims.expert_ff, h)),
+            "ffn_down_exps.weight": (_fits(down, dims.expert_ff), (dims.experts, h, dims.expert_ff)),
+            "ffn_down_exps.scale": (Q.F32, (dims.experts,)),
+            "post_ffw_norm_2.weight": (Q.F32, (h,)),
+            "post_ffw_norm.weight": (Q.F32, (h,)),
+            "layer_output_scale.weight": (Q.F32, (1,)),
+            "enc_layer_output_scale.weight": (Q.F32, (1,)),
+        }
+        if sliding:
+            v_type = Q.Q6_K if _more_bits(sliding_index, n_sliding) else Q.Q4_K
+            block["attn_v.weight"] = (_fits(v_type, h), (kv * hd, h))
+            sliding_index += 1
+        layout.update({f"blk.{i}.{name}": value for name, value in block.items()})
+    return layout
+
+
+def model_metadata(dims: Dims = Dims()) -> dict[str, Any]:
+    """`published_metadata()` for a model with `dims` (equal to it for the default dims)."""
+    sliding = [i not in dims.full_layers for i in range(dims.n_layers)]
+    keys: dict[str, Any] = {
+        "block_count": dims.n_layers, "context_length": dims.context, "embedding_length": dims.hidden,
+        "feed_forward_length": dims.ff, "attention.head_count": dims.heads,
+        "attention.head_count_kv": [dims.sliding_kv_heads if s else dims.full_kv_heads for s in sliding],
+        "rope.freq_base": 1e6, "rope.freq_base_swa": 1e4, "attention.layer_norm_rms_epsilon": 1e-6,
+        "expert_count": dims.experts, "expert_used_count": dims.experts_used,
+        "expert_feed_forward_length": dims.expert_ff,
+        "attention.key_length": dims.full_head_dim, "attention.value_length": dims.full_head_dim,
+        "attention.key_length_swa": dims.sliding_head_dim, "attention.value_length_swa": dims.sliding_head_dim,
+        "final_logit_softcapping": 30.0, "attention.sliding_window": dims.window,
+        "attention.sliding_window_pattern": sliding,
+    }
+    return {"general.architecture": ARCH, **{f"{ARCH}.{k}": v for k, v in keys.items()},
+            "diffusion.canvas_length": dims.canvas}

@@ -18,6 +18,8 @@ class TritonOps:
         self.eps = hp.eps
         self.embed_scale = torch.tensor([hp.hidden ** 0.5], device=weights.device).to(weights.dtype).float()
         self._raw: dict[str, RawWeight] = {}
+        # the per-expert scales as the routing epilogue reads them: converted once, not per step
+        self._expert_scales = [weights.get(f"blk.{i}.ffn_down_exps.scale").float() for i in range(hp.n_layers)]
 
     def _weight(self, name: str) -> RawWeight:
         if name not in self._raw:
@@ -62,7 +64,7 @@ class TritonOps:
     def route(self, router_in: torch.Tensor, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         p = f"blk.{i}."
         logits = gemm.linear(router_in, self._weight(p + "ffn_gate_inp.weight"), out_dtype=torch.float32)
-        return fused_ops.route(logits, self.hp.experts_used, self.w.get(p + "ffn_down_exps.scale").float())
+        return fused_ops.route(logits, self.hp.experts_used, self._expert_scales[i])
 
     def experts(self, x: torch.Tensor, i: int, top_w: torch.Tensor, top_i: torch.Tensor) -> torch.Tensor:
         p = f"blk.{i}."

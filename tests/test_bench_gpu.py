@@ -1,0 +1,71 @@
+"""`scripts/bench.py gpu`: its --smoke mode runs the GPU benchmark's code (the same layout
+writer, phases and JSON) on a tiny model on the CPU; without CUDA and without --smoke it refuses
+in one line."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from tests.support.published_layout import model_metadata, published_metadata, published_q4_k_m_layout, q4_k_m_layout
+from tests.support.scripts import ROOT, load_script
+
+PHASES = ("environment", "weights", "triton", "reference", "accuracy")
+BACKEND_NUMBERS = ("load_s", "prefill_s", "decode_ms_per_step", "tok_s_at_14_steps", "tok_s_at_48_steps")
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Path]:
+    out = tmp_path_factory.mktemp("bench-gpu") / "bench-gpu.json"
+    return load_script("benchmarks/gpu").main(["--smoke", "--out", str(out)]), out
+
+
+def test_the_full_size_model_is_the_published_layout() -> None:
+    """The writer's default dimensions give the published file's 692 tensors, types and metadata."""
+    assert q4_k_m_layout() == published_q4_k_m_layout()
+    assert model_metadata() == published_metadata()
+
+
+def test_smoke_runs_every_phase_and_writes_the_json(smoke: tuple[dict[str, Any], Path]) -> None:
+    report, out = smoke
+    assert report["smoke"] is True
+    assert {name: report["phases"][name]["status"] for name in PHASES} == dict.fromkeys(PHASES, "ok")
+    assert json.loads(out.read_text()) == json.loads(json.dumps(report, default=str))
+    assert {"torch", "triton", "name", "capability", "sms", "memory_free_bytes"} <= report["environment"].keys()
+    assert report["phases"]["weights"]["file_bytes"] > 0
+    assert isinstance(report["summary"], str) and "\n" not in report["summary"]
+
+
+def test_both_kernel_choices_produce_finite_numbers(smoke: tuple[dict[str, Any], Path]) -> None:
+    phases = smoke[0]["phases"]
+    for kernels in ("triton", "reference"):
+        phase = phases[kernels]
+        assert phase["kernels"] == kernels and phase["logits_finite"] is True
+        for key in BACKEND_NUMBERS:
+            assert math.isfinite(phase[key]) and phase[key] > 0, (kernels, key, phase[key])
+        assert "peak_vram_bytes" in phase and "decode_with_sampler_ms_per_step" in phase
+    # same prompt and canvas, float32 on the CPU: the two paths agree closely
+    assert phases["reference"]["logits_vs_triton"]["rms_rel"] < 1e-4
+
+
+def test_accuracy_covers_a_linear_and_both_expert_down_types(smoke: tuple[dict[str, Any], Path]) -> None:
+    accuracy = smoke[0]["phases"]["accuracy"]
+    for key in ("linear_attn_q", "experts_q8_0_down", "experts_q5_0_down"):
+        assert accuracy[key]["finite"] is True
+        assert 0 <= accuracy[key]["rms_rel"] < 1e-5 and 0 <= accuracy[key]["max_rel"] < 1e-5  # float32 here
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
+def test_without_cuda_it_refuses_in_one_line() -> None:
+    run = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench.py"), "gpu"], capture_output=True,
+                         text=True, cwd=ROOT, timeout=120)
+    assert run.returncode != 0
+    assert run.stdout == ""
+    assert len(run.stderr.strip().splitlines()) == 1 and "CUDA" in run.stderr
