@@ -59,7 +59,7 @@ def q4_k_m_types(shapes: dict[str, tuple[int, ...]], n_layers: int) -> dict[str,
             qtype = Q.Q5_0
         else:
             qtype = Q.Q4_K
-        if shape[-1] % GGML_QUANT_SIZES[qtype][0]:
+        while shape[-1] % GGML_QUANT_SIZES[qtype][0]:
             qtype = FALLBACK.get(qtype, Q.F16)
         types[name] = qtype
     return types

@@ -21,7 +21,7 @@ from dg_chat.engine.backends.torch_dg.memory import (
     kv_cache_bytes,
 )
 from dg_chat.engine.backends.torch_dg.weights import device_bytes
-from tests.support.published_layout import published_index, published_q4_k_m_layout
+from tests.support.published_layout import published_index, q4_k_m_layout
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +33,7 @@ def published():
 def test_the_published_layout_is_what_the_docs_say(published):
     index, hp = published
     hp.check_tensors(index)  # every tensor the engine needs, with its shape, and nothing else
-    assert len(published_q4_k_m_layout()) == len(hp.expected_shapes()) == 692
+    assert len(q4_k_m_layout()) == len(hp.expected_shapes()) == 692
     counts = Counter(info.type for info in index.tensors.values())
     assert counts == {Q.F32: 423, Q.Q4_K: 194, Q.Q5_0: 33, Q.Q6_K: 14, Q.Q8_0: 28}
     per_type: dict[Q, int] = defaultdict(int)

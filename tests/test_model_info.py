@@ -13,7 +13,7 @@ from dg_chat.cli import main
 from dg_chat.gguf.reader import open_gguf
 from dg_chat.gguf.summary import QuantGroup, human_bytes, human_count, summarize
 from tests.support.gguf_samples import SAMPLE_TENSORS, quantized, write_sample
-from tests.support.published_layout import ARCH, HIDDEN, published_metadata
+from tests.support.published_layout import ARCH, Dims, model_metadata
 
 
 def _summary(path: Path, backend: str = "auto"):
@@ -116,7 +116,7 @@ def write_published_header(path: Path, tensors: dict[str, tuple[Q, tuple[int, ..
     """A GGUF with the published DiffusionGemma's metadata and a few small tensors."""
     rng = np.random.default_rng(0)
     w = GGUFWriter(path, ARCH)
-    for key, value in published_metadata().items():
+    for key, value in model_metadata().items():
         if key == "general.architecture":
             continue
         if isinstance(value, list):
@@ -135,7 +135,7 @@ def write_published_header(path: Path, tensors: dict[str, tuple[Q, tuple[int, ..
 
 
 def test_models_info_shows_the_cuda_memory_of_both_kernel_choices(tmp_path, capsys):
-    path = write_published_header(tmp_path / "dg.gguf", {"token_embd.weight": (Q.Q8_0, (64, HIDDEN))})
+    path = write_published_header(tmp_path / "dg.gguf", {"token_embd.weight": (Q.Q8_0, (64, Dims().hidden))})
     assert main(["models", "info", str(path)]) == 0
     lines = capsys.readouterr().out.splitlines()
     (at,) = [i for i, line in enumerate(lines) if line.startswith("VRAM on CUDA")]

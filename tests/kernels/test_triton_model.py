@@ -29,7 +29,6 @@ CANVAS = 8
 
 @pytest.fixture(scope="module")
 def q4_k_m_gguf(tmp_path_factory):
-    """2 layers (sliding, then full) with hidden 256, so that every matrix can be a K-quant."""
     return tiny_q4_k_m(tmp_path_factory.mktemp("q4_k_m"), canvas_length=CANVAS)
 
 

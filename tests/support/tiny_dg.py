@@ -49,3 +49,12 @@ def convert(model, out_dir: Path, *, qtype: str = "f32", vocab: Path | None = No
     converter.convert(checkpoint, out, vocab, converter.TYPES[qtype])
     return out
 
+
+def tiny_q4_k_m(out_dir: Path, *, canvas_length: int = 8, vocab_size: int = 512) -> Path:
+    """A 2-layer DiffusionGemma (sliding, then full attention) with hidden 256, so that every
+    matrix can be a K-quant, stored with the published Q4_K_M type mix (Q4_K, Q5_0, Q8_0, a Q6_K
+    embedding, F32 vectors) by scripts/q4_k_m_layout.py: OUT_DIR/tiny-q4_k_m.gguf."""
+    model = hf_model(hidden=256, heads=4, head_dim=64, expert_ff=64, experts=8, top_k=2, vocab_size=vocab_size,
+                     layer_types=("sliding_attention", "full_attention"), sliding_window=8,
+                     canvas_length=canvas_length, sharpness=4.0)
+    return load_script("q4_k_m_layout").write_q4_k_m(convert(model, out_dir), out_dir / "tiny-q4_k_m.gguf")
