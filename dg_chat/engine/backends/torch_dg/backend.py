@@ -81,7 +81,7 @@ class TorchBackend:
         if self.kernels == "triton" and dev.type == "cuda":
             from dg_chat.engine.backends.torch_dg.graphs import DecodeGraphs  # noqa: PLC0415 - CUDA only
 
-            self._graphs = DecodeGraphs(self.model)
+            self._graphs = DecodeGraphs(self.model, self.cache)
 
     def _ops(self, weights: Weights) -> Ops:
         if self.kernels == "reference":
@@ -109,7 +109,8 @@ class TorchBackend:
                 break
             common += 1
         if common < len(self.tokens) and not self.cache.truncate(common):
-            self.cache, common = self._new_cache(), 0
+            self.cache.truncate(0)  # start over, in the same buffers (captured graphs read them)
+            common = 0
         self.tokens = list(token_ids[:common])
         new = list(token_ids[common:])
         if new:
@@ -120,7 +121,7 @@ class TorchBackend:
     def denoise(self, canvas: torch.Tensor, self_cond: SelfCondition | None) -> torch.Tensor:
         canvas = self._tensor(canvas)
         if self._graphs is not None:
-            return self._graphs.decode(canvas, self.cache, self_cond)
+            return self._graphs.decode(canvas, self_cond)
         return self.model.decode(canvas, self.cache, self_cond)
 
     def commit(self, canvas: torch.Tensor) -> None:

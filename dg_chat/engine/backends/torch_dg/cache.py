@@ -76,7 +76,8 @@ class KVCache(Protocol):
 
     def truncate(self, length: int) -> bool:
         """Cut back to the first `length` positions; False if the sliding layers no longer hold
-        the window that position `length` needs (then the caller starts over)."""
+        the window that position `length` needs (then the caller starts over: `truncate(0)`
+        always succeeds)."""
         ...
 
 
@@ -162,6 +163,9 @@ class GrowingKVCache:
         pass  # the layers' own lengths already say it
 
     def truncate(self, length: int) -> bool:
+        if length == 0:
+            self.layers = []
+            return True
         need = max(0, length - (self.hp.window - 1))
         if any(self.hp.layers[i].sliding and c.start > need for i, c in enumerate(self.layers)):
             return False
@@ -179,7 +183,7 @@ class StaticKVCache:
     BUCKET = 1024
     """Full-layer capacities are multiples of this; each one is a shape to capture."""
 
-    def __init__(self, hp: HParams, device: torch.device, dtype: torch.dtype, capacity: int = BUCKET):
+    def __init__(self, hp: HParams, device: torch.device, dtype: torch.dtype, capacity: int | None = None):
         self.hp, self.device, self.dtype = hp, device, dtype
         self.canvas = self.encode_chunk = hp.canvas_length
         self.ring = self.ring_slots(hp)
@@ -190,7 +194,7 @@ class StaticKVCache:
         self._masks: dict[bool, torch.Tensor] = {}
         self.keys: list[torch.Tensor] = []
         self.values: list[torch.Tensor] = []
-        self._allocate(min(self._bucket(capacity), hp.context_length))
+        self._allocate(min(self._bucket(capacity or self.BUCKET), hp.context_length))
 
     @staticmethod
     def ring_slots(hp: HParams) -> int:
@@ -287,7 +291,8 @@ class StaticKVCache:
     def truncate(self, length: int) -> bool:
         if length > self._length:
             return False
-        if self._length - length > self.canvas and any(layer.sliding for layer in self.hp.layers):
+        rolled_back = self._length - length
+        if length and rolled_back > self.canvas and any(layer.sliding for layer in self.hp.layers):
             return False  # the ring has overwritten positions the window at `length` needs
         self._length = length
         self.length_t.fill_(length)
