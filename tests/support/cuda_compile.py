@@ -48,10 +48,10 @@ ROOT = Path(__file__).resolve().parents[2]
 TARGETS: dict[str, int] = {"sm_89": 89, "sm_90": 90}
 """CUDA targets compiled for: RTX 4090 (Ada) and H100/H200 (Hopper), by compute capability."""
 
-INTERPRETER_ONLY = {"UPCAST": True, "LIBDEVICE": False}
-"""Constexprs that only switch the interpreter's numerics (`UPCAST`: its bf16 `tl.dot` is broken;
-`LIBDEVICE`: it has no libdevice), with the value a recorded launch is executed with under the
-interpreter (the recorded, compiled value is the GPU's)."""
+INTERPRETER_ONLY = {"UPCAST": True}
+"""Constexprs that only switch the interpreter's numerics (`UPCAST`: its bf16 `tl.dot` is broken),
+with the value a recorded launch is executed with under the interpreter (the recorded, compiled
+value is the GPU's)."""
 
 KERNEL_MODULES = ("gemm", "moe", "fused_ops", "sampler", "gguf_tiles")
 KERNEL_PACKAGE = "dg_chat.engine.backends.torch_dg.kernels"

@@ -1,5 +1,7 @@
-"""Dense GEMMs on GGUF weights as stored (gpu-engine.md §6.2, §6.3): every weight tile is
-dequantised in registers by `gguf_tiles.dequant_tile`, never into a copy of the weight.
+"""Dense GEMMs on GGUF weights as stored (gpu-engine.md §6.2, §6.3), never through a dequantised
+copy of the weight: `linear` and `linear_glu` take each K-step with `gguf_tiles.dot_tile` (a dot
+with the integer codes, scaled after it per scale group); `softmax_matmul` and `embedding` read
+transposed tiles and dequantise them in registers with `gguf_tiles.dequant_tile`.
 
 - `linear`: y = x @ Wᵀ, optionally soft-capped (the tied LM head).
 - `linear_glu`: gelu_tanh(x @ gateᵀ) * (x @ upᵀ) in one launch (the dense GeGLU MLPs).
@@ -7,8 +9,9 @@ dequantised in registers by `gguf_tiles.dequant_tile`, never into a copy of the 
 - `embedding`: rows of E, scaled.
 
 All accumulate in fp32. fp32 activations meet fp32 weights in IEEE products (never TF32);
-fp16/bf16 activations meet the weight tile rounded to their type (tensor cores on a GPU). Under
-the interpreter, whose bf16 `tl.dot` is broken (§7.1), both operands are upcast to fp32 after that
+fp16/bf16 activations meet the integer codes (exact in their type) or, for float weights and in
+`softmax_matmul`, the weight tile rounded to their type: tensor cores on a GPU. Under the
+interpreter, whose bf16 `tl.dot` is broken (§7.1), both operands are upcast to fp32 after that
 rounding. Shapes are static and nothing synchronises with the host, so the functions can be
 captured in a CUDA graph.
 """
@@ -17,9 +20,10 @@ from __future__ import annotations
 
 import torch
 
-from dg_chat.engine.backends.torch_dg.kernels.gguf_tiles import RawWeight, dequant_tile
+from dg_chat.engine.backends.torch_dg.kernels.gguf_tiles import SCALE_GROUP, RawWeight, dequant_tile, dot_tile
 from dg_chat.engine.backends.torch_dg.kernels.runtime import (interpreting, launch, tl, triton,
                                                                unavailable_reason)
+from dg_chat.engine.backends.torch_dg.kernels.tl_math import gelu_tanh, mma, tanh
 
 ACTIVATION_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _TL_DTYPES = {torch.float32: tl.float32, torch.float16: tl.float16, torch.bfloat16: tl.bfloat16}
@@ -27,18 +31,6 @@ _TL_DTYPES = {torch.float32: tl.float32, torch.float16: tl.float16, torch.bfloat
 
 # ---------------------------------------------------------------------------------------------
 # Device helpers
-
-
-@triton.jit
-def _mma(acc, a, b, UPCAST: tl.constexpr):
-    """acc + a @ b with fp32 accumulation; a and b have the same dtype."""
-    if a.dtype == tl.float32:
-        acc = tl.dot(a, b, acc, input_precision="ieee")
-    elif UPCAST:  # interpreter: its bf16 dot multiplies bit patterns (§7.1)
-        acc = tl.dot(a.to(tl.float32), b.to(tl.float32), acc, input_precision="ieee")
-    else:
-        acc = tl.dot(a, b, acc)
-    return acc
 
 
 @triton.jit
@@ -65,28 +57,6 @@ def _tile_ids(n_rows, BLOCK_M: tl.constexpr):
     return pid % m_tiles, pid // m_tiles
 
 
-@triton.jit
-def _tanh(x):
-    """tanh in fp32 (tl has none, and libdevice's returns None under the interpreter): an odd
-    Taylor series below 0.125, where (1 - e)/(1 + e) would lose bits to cancellation."""
-    a = tl.abs(x)
-    e = tl.exp(-2.0 * a)
-    far = (1.0 - e) / (1.0 + e)
-    x2 = x * x
-    near = x * (1.0 + x2 * (-1.0 / 3.0 + x2 * (2.0 / 15.0 + x2 * (-17.0 / 315.0))))
-    return tl.where(a < 0.125, near, tl.where(x < 0, -far, far))
-
-
-@triton.jit
-def _gelu_tanh(x):
-    """F.gelu(x, approximate="tanh") = 0.5·x·(1 + tanh(u)), u = √(2/π)·(x + 0.044715·x³), written
-    as x·σ(2u): the same function, without a tanh and without cancellation for u ≪ 0. σ takes
-    exp(-|z|) only, which never overflows."""
-    z = 1.5957691216057308 * (x + 0.044715 * x * x * x)  # 2u
-    e = tl.exp(-tl.abs(z))
-    return x * tl.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
-
-
 # ---------------------------------------------------------------------------------------------
 # Kernels
 
@@ -100,12 +70,10 @@ def _linear_kernel(x_ptr, w_ptr, y_ptr, M, N, K, row_bytes, softcap,
     cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     acc = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
     for k0 in range(0, K, BLOCK_K):
-        ks = k0 + tl.arange(0, BLOCK_K)
-        a = _x_tile(x_ptr, rows, ks, M, K)
-        w = dequant_tile(w_ptr, row_bytes, cols, ks, N, K, QTYPE)
-        acc = _mma(acc, a, w.to(a.dtype), UPCAST)
+        a = _x_tile(x_ptr, rows, k0 + tl.arange(0, BLOCK_K), M, K)
+        acc = dot_tile(acc, a, w_ptr, row_bytes, cols, k0, N, K, QTYPE, UPCAST)
     if SOFTCAP:
-        acc = softcap * _tanh(acc / softcap)
+        acc = softcap * tanh(acc / softcap)
     _store(y_ptr, acc, rows, cols, M, N)
 
 
@@ -119,13 +87,10 @@ def _linear_glu_kernel(x_ptr, gate_ptr, up_ptr, y_ptr, M, F, K, gate_row_bytes, 
     gate = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
     up = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
     for k0 in range(0, K, BLOCK_K):
-        ks = k0 + tl.arange(0, BLOCK_K)
-        a = _x_tile(x_ptr, rows, ks, M, K)
-        w = dequant_tile(gate_ptr, gate_row_bytes, cols, ks, F, K, GATE_QTYPE)
-        gate = _mma(gate, a, w.to(a.dtype), UPCAST)
-        w = dequant_tile(up_ptr, up_row_bytes, cols, ks, F, K, UP_QTYPE)
-        up = _mma(up, a, w.to(a.dtype), UPCAST)
-    _store(y_ptr, _gelu_tanh(gate) * up, rows, cols, M, F)
+        a = _x_tile(x_ptr, rows, k0 + tl.arange(0, BLOCK_K), M, K)
+        gate = dot_tile(gate, a, gate_ptr, gate_row_bytes, cols, k0, F, K, GATE_QTYPE, UPCAST)
+        up = dot_tile(up, a, up_ptr, up_row_bytes, cols, k0, F, K, UP_QTYPE, UPCAST)
+    _store(y_ptr, gelu_tanh(gate) * up, rows, cols, M, F)
 
 
 @triton.jit
@@ -148,7 +113,7 @@ def _softmax_matmul_kernel(logits_ptr, lse_ptr, w_ptr, part_ptr, M, V, K, row_by
         logits = tl.load(logits_ptr + row_start[None, :] + vs[:, None], mask=mask, other=-float("inf"))
         p = tl.exp(logits - lse[None, :])  # [BLOCK_V, BLOCK_M]; 0 where masked
         e = dequant_tile(w_ptr, row_bytes, vs, ks, V, K, QTYPE)  # [BLOCK_K, BLOCK_V]
-        acc = _mma(acc, e.to(OPERAND), p.to(OPERAND), UPCAST)
+        acc = mma(acc, e.to(OPERAND), p.to(OPERAND), UPCAST)
     part = part_ptr + split.to(tl.int64) * M * K
     _store(part, tl.trans(acc), rows, ks, M, K)
 
@@ -168,9 +133,12 @@ def _embedding_kernel(ids_ptr, w_ptr, y_ptr, scale_ptr, scale_value, M, V, K, ro
 
 # ---------------------------------------------------------------------------------------------
 # Block sizes: big tiles under the interpreter (each program iteration costs milliseconds of
-# numpy), GPU-sane ones otherwise: tl.dot dims >= 16, powers of two, <= 40 KB of shared memory,
+# numpy), GPU-sane ones otherwise: tl.dot dims >= 16, powers of two, <= 50 KB of shared memory,
 # and no register spills in an offline sm_89 compile (fp16/bf16 activations). They are untuned
-# first cuts: timing needs a GPU (§7.3).
+# first cuts: timing needs a GPU (§7.3). `dot_tile` applies its scales to the accumulator: a
+# [groups, BLOCK_N] scale tile with fewer values than threads is loaded and decoded again by every
+# lane that holds an accumulator column (Triton rematerialises small loads in the consumer's
+# layout); with one value per thread or more it is decoded once and moved through shared memory.
 
 
 def _pow2(n: int, lo: int, hi: int) -> int:
@@ -178,17 +146,35 @@ def _pow2(n: int, lo: int, hi: int) -> int:
     return max(lo, min(hi, triton.next_power_of_2(n)))
 
 
-def _linear_config(m: int, n: int) -> dict[str, int]:
+def _k_step(groups: int, *qtypes: int) -> int:
+    """A GPU K-step of `groups` scale groups of the widest-grouped of these weight types (a group
+    of 32 for float types)."""
+    return groups * max(SCALE_GROUP.get(q, 32) for q in qtypes)
+
+
+def _linear_config(m: int, n: int, qtype: int) -> dict[str, int]:
     if interpreting():
         return dict(BLOCK_M=_pow2(m, 16, 64), BLOCK_N=_pow2(n, 16, 128), BLOCK_K=256)
-    return dict(BLOCK_M=_pow2(m, 16, 64), BLOCK_N=64, BLOCK_K=32, num_warps=8, num_stages=3)
+    if qtype not in SCALE_GROUP:  # float weights (the router), dequantised: a 32 x 64 tile
+        return dict(BLOCK_M=_pow2(m, 16, 64), BLOCK_N=64, BLOCK_K=32, num_warps=8, num_stages=3)
+    # 2 x 128 scales for 256 threads. Offline sm_89 SASS of the K-loop, instructions per weight
+    # element (bf16, BLOCK_M 64): Q4_K 39.5, Q5_0 43.0, Q6_K 62.6; with one group and BLOCK_N 64,
+    # 58.1, 43.1, 87.2 (the loop that dequantised every element: 42.6, 49.5, 60.8)
+    return dict(BLOCK_M=_pow2(m, 16, 64), BLOCK_N=128, BLOCK_K=_k_step(2, qtype), num_warps=8, num_stages=3)
 
 
-def _linear_glu_config(m: int, f: int) -> dict[str, int]:
+def _linear_glu_config(m: int, f: int, gate_qtype: int, up_qtype: int, dtype: torch.dtype) -> dict[str, int]:
     if interpreting():
         return dict(BLOCK_M=_pow2(m, 16, 64), BLOCK_N=_pow2(f, 16, 128), BLOCK_K=256)
-    # two weight tiles and two accumulators per step: half the columns of `linear`
-    return dict(BLOCK_M=_pow2(m, 16, 64), BLOCK_N=32, BLOCK_K=32, num_warps=8, num_stages=3)
+    if dtype == torch.float32:  # FMA dots hold whole K-slices in registers: small 2-D steps
+        return dict(BLOCK_M=_pow2(m, 16, 64), BLOCK_N=32, BLOCK_K=_k_step(1, gate_qtype, up_qtype), num_warps=8,
+                    num_stages=3)
+    # two weight tiles, accumulators and partials per step: 2 x 64 scales for 128 threads, and
+    # half the rows of `linear`. sm_89 SASS, Q4_K, instructions per weight element and row tile:
+    # 22.8 (x 8 row tiles at M = 256); BLOCK_M 64 with 8 warps, one group and BLOCK_N 32: 129.2
+    # (x 4); the loop that dequantised every element: 54.6 (x 4)
+    return dict(BLOCK_M=_pow2(m, 16, 32), BLOCK_N=64, BLOCK_K=_k_step(2, gate_qtype, up_qtype), num_warps=4,
+                num_stages=3)
 
 
 def _softmax_matmul_config(m: int, v: int) -> dict[str, int]:
@@ -245,7 +231,7 @@ def linear(x: torch.Tensor, w: RawWeight, *, softcap: float = 0.0,
     y = torch.empty(m, n, dtype=out_dtype or x.dtype, device=x.device) if out is None else out
     if y.shape != (m, n) or not y.is_contiguous():
         raise ValueError(f"out: expected a contiguous [{m}, {n}] tensor, got {tuple(y.shape)}")
-    meta = _linear_config(m, n)
+    meta = _linear_config(m, n, w.qtype)
     grid = (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(n, meta["BLOCK_N"]),)
     launch(_linear_kernel, grid, x, w.data, y, m, n, w.cols, w.row_bytes, float(softcap),
            QTYPE=w.qtype, SOFTCAP=softcap > 0, UPCAST=interpreting(), **meta)
@@ -266,7 +252,7 @@ def linear_glu(x: torch.Tensor, gate: RawWeight, up: RawWeight) -> torch.Tensor:
         raise ValueError(f"gate is [{gate.rows}, {gate.cols}] but up is [{up.rows}, {up.cols}]")
     m, f = x.shape[0], gate.rows
     y = torch.empty(m, f, dtype=x.dtype, device=x.device)
-    meta = _linear_glu_config(m, f)
+    meta = _linear_glu_config(m, f, gate.qtype, up.qtype, x.dtype)
     grid = (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(f, meta["BLOCK_N"]),)
     launch(_linear_glu_kernel, grid, x, gate.data, up.data, y, m, f, gate.cols, gate.row_bytes,
            up.row_bytes, GATE_QTYPE=gate.qtype, UP_QTYPE=up.qtype, UPCAST=interpreting(), **meta)

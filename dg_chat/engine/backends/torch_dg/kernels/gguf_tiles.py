@@ -1,10 +1,16 @@
-"""Dequantisation of GGUF weights inside Triton kernels, one [BLOCK_K, BLOCK_N] tile at a time.
+"""GGUF weights read inside Triton kernels, one tile at a time, in two ways.
 
 A weight matrix is the tensor's raw bytes, row-major: row n (an output feature) holds K values
-in `row_bytes` bytes of blocks (gpu-engine.md §5.1-5.4; ggml-common.h). `dequant_tile` returns
-W[rows, cols]ᵀ in float32, exactly the float32 values of `dg_chat.gguf.dequant` (the same
-products in the same order), for any rows and any columns: every element finds its own bytes,
-so a tile may start anywhere inside a block and tails are masked.
+in `row_bytes` bytes of blocks (gpu-engine.md §5.1-5.4; ggml-common.h).
+
+- `dequant_tile` returns W[rows, cols]ᵀ in float32, exactly the float32 values of
+  `dg_chat.gguf.dequant` (the same products in the same order), for any rows and any columns:
+  every element finds its own bytes, so a tile may start anywhere inside a block and tails are
+  masked. It costs a handful of loads and ~20 integer/float ops per element.
+- `dot_tile` is the K-step of the matmuls: for the quantised types it scales after the dot. The
+  raw integer codes of each scale group (`SCALE_GROUP`: 32 values, 16 for Q6_K) meet the
+  activations in one dot (codes are exact in fp16/bf16/fp32), and the group's scale (and Q4_K's
+  offset) is applied once per (group, output row) to the [BLOCK_M, BLOCK_N] partial.
 
 The type ids are ggml's (`GGMLQuantizationType`), passed as a `tl.constexpr`.
 """
@@ -17,12 +23,15 @@ import torch
 from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType as Q
 
 from dg_chat.engine.backends.torch_dg.kernels.runtime import tl, triton
+from dg_chat.engine.backends.torch_dg.kernels.tl_math import mma
 
 # constexpr: a compiled kernel may read only constexpr globals (the interpreter reads any)
 F32, F16, BF16 = tl.constexpr(int(Q.F32)), tl.constexpr(int(Q.F16)), tl.constexpr(int(Q.BF16))
 Q5_0, Q8_0, Q4_K, Q6_K = tl.constexpr(int(Q.Q5_0)), tl.constexpr(int(Q.Q8_0)), tl.constexpr(int(Q.Q4_K)), tl.constexpr(int(Q.Q6_K))
 KERNEL_TYPES = frozenset({Q.F32, Q.F16, Q.BF16, Q.Q5_0, Q.Q8_0, Q.Q4_K, Q.Q6_K})
 """The types the kernels read (the published DiffusionGemma quants use only these)."""
+SCALE_GROUP = {Q.Q4_K: 32, Q.Q5_0: 32, Q.Q8_0: 32, Q.Q6_K: 16}
+"""Values that share one scale, per quantised type: `dot_tile`'s K-blocks."""
 
 
 @dataclass(frozen=True)
@@ -126,3 +135,126 @@ def dequant_tile(w_ptr, row_bytes, rows, cols, n_rows, n_cols, QTYPE: tl.constex
     else:
         tl.static_assert(False, "unsupported GGUF type")
     return tl.where(mask, w, 0.0)
+
+
+@triton.jit
+def code_tile(w_ptr, row_bytes, rows, first, n_rows, n_groups, QTYPE: tl.constexpr, NB: tl.constexpr,
+              G: tl.constexpr):
+    """int8 [NB, G, len(rows)]: the integer codes of the G-value scale groups first .. first+NB-1
+    of W[rows]; element [b, g, n] is the code of W[rows[n], (first + b)·G + g] (Q4_K: q in 0..15,
+    Q5_0: q - 16, Q8_0: q, Q6_K: q - 32), 0 outside [0, n_rows) x [0, n_groups). Consecutive g
+    read consecutive bytes of a row (Q5_0's 5th bits: one byte per 8 values), so loads coalesce."""
+    b = first + tl.arange(0, NB)[:, None, None]
+    g = tl.arange(0, G)[None, :, None]
+    r = rows[None, None, :].to(tl.int64)
+    mask = (r < n_rows) & (b < n_groups)
+    row = w_ptr + r * row_bytes
+    if QTYPE == Q8_0:  # d: f16, qs: int8[32]
+        code = tl.load((row + b * 34 + 2 + g).to(tl.pointer_type(tl.int8)), mask=mask, other=0)
+    elif QTYPE == Q5_0:  # d: f16, qh: u32 of 5th bits, qs[16]: value g low nibble, g + 16 high
+        base = b * 22
+        byte = _u8(row, base + 6 + g % 16, mask)
+        high = (_u8(row, base + 2 + g // 8, mask) >> (g % 8)) & 1
+        code = (tl.where(g < 16, byte & 15, byte >> 4) | (high << 4)) - 16
+    elif QTYPE == Q4_K:  # sub-blocks 2c, 2c+1: low, high nibbles of qs[32c : 32c+32] (§5.2)
+        j = b % 8
+        byte = _u8(row, (b // 8) * 144 + 16 + (j // 2) * 32 + g, mask)
+        code = tl.where(j % 2 == 0, byte & 15, byte >> 4)
+    elif QTYPE == Q6_K:  # group s holds values 16s..16s+15 of the super-block (§5.4)
+        s = b % 16
+        base = (b // 16) * 210
+        quarter = (s % 8) // 2
+        lane = (s % 2) * 16 + g
+        low = _u8(row, base + (s // 8) * 64 + (quarter % 2) * 32 + lane, mask)
+        high = (_u8(row, base + 128 + (s // 8) * 32 + lane, mask) >> (2 * quarter)) & 3
+        code = (tl.where(quarter < 2, low & 15, low >> 4) | (high << 4)) - 32
+    else:
+        tl.static_assert(False, "no integer codes for this GGUF type")
+    return tl.where(mask, code, 0).to(tl.int8)
+
+
+@triton.jit
+def block_scales(w_ptr, row_bytes, rows, first, n_rows, n_groups, QTYPE: tl.constexpr, NB: tl.constexpr):
+    """fp32 scale and offset [NB, len(rows)] of the scale groups first .. first+NB-1 of W[rows],
+    exact (§5.2): value = scale·code - offset with Q4_K d·sc_j and dmin·m_j, Q6_K d·sc, Q5_0 and
+    Q8_0 d and 0; both 0 outside [0, n_rows) x [0, n_groups)."""
+    b = first + tl.arange(0, NB)[:, None]
+    r = rows[None, :].to(tl.int64)
+    mask = (r < n_rows) & (b < n_groups)
+    row = w_ptr + r * row_bytes
+    if QTYPE == Q8_0:
+        scale = _f16(row, b * 34, mask)
+        offset = tl.zeros_like(scale)
+    elif QTYPE == Q5_0:
+        scale = _f16(row, b * 22, mask)
+        offset = tl.zeros_like(scale)
+    elif QTYPE == Q4_K:
+        base = (b // 8) * 144
+        j = b % 8
+        s0 = _u8(row, base + 4 + j, mask)
+        s1 = _u8(row, base + 8 + j, mask)  # byte j + 4
+        s2 = _u8(row, base + tl.where(j >= 4, j, j + 4), mask)  # byte j - 4 (j >= 4 only)
+        sc = tl.where(j < 4, s0 & 63, (s1 & 15) | ((s2 >> 6) << 4))
+        mn = tl.where(j < 4, s1 & 63, (s1 >> 4) | ((s0 >> 6) << 4))
+        scale = _f16(row, base, mask) * sc.to(tl.float32)
+        offset = _f16(row, base + 2, mask) * mn.to(tl.float32)
+    elif QTYPE == Q6_K:
+        base = (b // 16) * 210
+        scale = _f16(row, base + 208, mask) * _i8(row, base + 192 + b % 16, mask).to(tl.float32)
+        offset = tl.zeros_like(scale)
+    else:
+        tl.static_assert(False, "no block scales for this GGUF type")
+    return scale, offset
+
+
+@triton.jit
+def block_dots(a, codes, UPCAST: tl.constexpr):
+    """[NB, BLOCK_M, BLOCK_N]: a[:, b·G : (b+1)·G] @ codes[b] for each group b, for a
+    [BLOCK_M, NB·G] and codes int8 [NB, G, BLOCK_N]. int8 `a` gives exact int32 dots; float `a`
+    fp32-accumulated dots with the codes cast to a's dtype (exact in fp16/bf16/fp32). A single
+    group takes a 2-D dot: Triton lowers 3-D dots to mma v2 only (no wgmma on sm_90)."""
+    BLOCK_M: tl.constexpr = a.shape[0]
+    NB: tl.constexpr = codes.shape[0]
+    G: tl.constexpr = codes.shape[1]
+    BLOCK_N: tl.constexpr = codes.shape[2]
+    if UPCAST:  # the interpreter: its int -> bf16 cast is broken too (NaNs), and `mma` upcasts
+        codes = codes.to(tl.float32)
+    elif a.dtype != tl.int8:
+        codes = codes.to(a.dtype)
+    if NB == 1:
+        a = tl.reshape(a, [BLOCK_M, G])
+        codes = tl.reshape(codes, [G, BLOCK_N])
+    else:
+        a = tl.permute(tl.reshape(a, [BLOCK_M, NB, G]), (1, 0, 2))
+    if a.dtype == tl.int8:
+        dots = tl.dot(a, codes)
+    else:
+        dots = mma(None, a, codes, UPCAST)
+    return tl.reshape(dots, [NB, BLOCK_M, BLOCK_N])
+
+
+@triton.jit
+def dot_tile(acc, a, w_ptr, row_bytes, rows, k0, n_rows, n_cols, QTYPE: tl.constexpr, UPCAST: tl.constexpr):
+    """acc + a @ W[rows, k0 : k0+BLOCK_K]ᵀ: one K-step of a matmul, fp32 [BLOCK_M, len(rows)].
+
+    a: [BLOCK_M, BLOCK_K] fp32/fp16/bf16 activations, 0 past n_cols. For the quantised types
+    BLOCK_K and k0 are multiples of the type's SCALE_GROUP G (16 or 32); each G-group's codes
+    meet `a` in one dot (`block_dots`) and the group's scale is applied to that partial:
+    acc += Σ_b dots_b·scale_b[n] (- Σ_k a[m, k]·offset_b[n] for Q4_K, per group b). Float types
+    go through dequant_tile.
+    """
+    BLOCK_M: tl.constexpr = a.shape[0]
+    BLOCK_K: tl.constexpr = a.shape[1]
+    if QTYPE == F32 or QTYPE == F16 or QTYPE == BF16:
+        w = dequant_tile(w_ptr, row_bytes, rows, k0 + tl.arange(0, BLOCK_K), n_rows, n_cols, QTYPE)
+        return mma(acc, a, w.to(a.dtype), UPCAST)
+    else:
+        G: tl.constexpr = 16 if QTYPE == Q6_K else 32
+        NB: tl.constexpr = BLOCK_K // G
+        codes = code_tile(w_ptr, row_bytes, rows, k0 // G, n_rows, n_cols // G, QTYPE, NB, G)
+        scale, offset = block_scales(w_ptr, row_bytes, rows, k0 // G, n_rows, n_cols // G, QTYPE, NB)
+        partial = block_dots(a, codes, UPCAST) * scale[:, None, :]
+        if QTYPE == Q4_K:
+            a_sums = tl.trans(tl.sum(tl.reshape(a.to(tl.float32), [BLOCK_M, NB, G]), axis=2))  # [NB, BLOCK_M]
+            partial -= a_sums[:, :, None] * offset[:, None, :]
+        return acc + tl.sum(partial, axis=0)

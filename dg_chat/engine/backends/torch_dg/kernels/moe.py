@@ -1,7 +1,8 @@
 """Grouped MoE experts in three Triton launches that read the GGUF expert blocks as stored
 (gpu-engine.md §6.1): `align` sorts the (token, slot) assignments by expert on the device, then
 one launch computes every expert's GeGLU rows and one its down projection, each program taking
-one BLOCK_M row-block of a single expert.
+one BLOCK_M row-block of a single expert. Each K-step is `gguf_tiles.dot_tile` (a dot with the
+raw integer codes, scaled after it per scale group), or the int8-activation variant below.
 
 Shapes are static and nothing syncs with the host, so a step can be captured in a CUDA graph
 (§6.7). Matches `DiffusionGemma._moe` after routing: y[t] = Σ_slot w[t, slot] ·
@@ -14,19 +15,16 @@ import torch
 from gguf.constants import GGMLQuantizationType
 
 from dg_chat.engine.backends.torch_dg.kernels import runtime
-from dg_chat.engine.backends.torch_dg.kernels.gguf_tiles import (Q4_K, Q5_0, Q8_0, RawWeight, _f16, _i8, _u8,
-                                                                   dequant_tile)
+from dg_chat.engine.backends.torch_dg.kernels.gguf_tiles import (SCALE_GROUP, RawWeight, block_dots, block_scales,
+                                                                   code_tile, dot_tile)
 from dg_chat.engine.backends.torch_dg.kernels.runtime import tl, triton
-from triton.language.extra.cuda import libdevice
+from dg_chat.engine.backends.torch_dg.kernels.tl_math import gelu_tanh
 
 ALIGN_CHUNK = 64
 """Assignments (and sorted slots, and row-blocks) one align program handles per step."""
 MAX_EXPERTS = 256
 INT8_TYPES = frozenset({GGMLQuantizationType.Q4_K, GGMLQuantizationType.Q5_0, GGMLQuantizationType.Q8_0})
 """Expert weight types the int8-activation (W4A8) path reads."""
-
-_GELU_BETA = tl.constexpr(0.7978845608028654)  # sqrt(2/pi): torch's kBeta = M_SQRT2 * M_2_SQRTPI * 0.5
-_GELU_KAPPA = tl.constexpr(0.044715)
 
 
 def em_max(n_assignments: int, n_experts: int, block_m: int) -> int:
@@ -98,85 +96,6 @@ def align(top_i: torch.Tensor, n_experts: int, block_m: int) -> tuple[torch.Tens
 
 
 @triton.jit
-def _tanh(x, LIBDEVICE: tl.constexpr):
-    if LIBDEVICE:
-        return libdevice.tanh(x)  # tanhf, what torch's CUDA gelu calls
-    else:  # the interpreter has no libdevice; exp of -|x| never overflows
-        t = tl.exp(-2.0 * tl.abs(x))
-        magnitude = (1.0 - t) / (1.0 + t)
-        return tl.where(x < 0, -magnitude, magnitude)
-
-
-@triton.jit
-def _gelu_tanh(x, LIBDEVICE: tl.constexpr):
-    """F.gelu(x, approximate="tanh") in fp32, in torch's order of operations."""
-    inner = _GELU_BETA * (x + _GELU_KAPPA * (x * x * x))
-    return 0.5 * x * (1.0 + _tanh(inner, LIBDEVICE))
-
-
-@triton.jit
-def _mma(a, w, acc, UPCAST: tl.constexpr):
-    """acc + a @ w with W rounded to a's dtype (fp32 products stay IEEE, not TF32). UPCAST (the
-    interpreter, whose bf16 dot is broken) multiplies the same rounded operands in fp32."""
-    w = w.to(a.dtype)
-    if UPCAST:
-        return tl.dot(a.to(tl.float32), w.to(tl.float32), acc, input_precision="ieee")
-    else:
-        return tl.dot(a, w, acc, input_precision="ieee")
-
-
-@triton.jit
-def _codes(w_ptr, row_bytes, rows, cols, n_rows, n_cols, QTYPE: tl.constexpr):
-    """int32 [len(cols), len(rows)]: the integer quants of W[rows, cols]ᵀ (Q4_K: q in 0..15,
-    Q5_0: q − 16, Q8_0: q), 0 outside the matrix; the value is scale·code − offset per 32."""
-    r = rows[None, :].to(tl.int64)
-    c = cols[:, None]
-    mask = (r < n_rows) & (c < n_cols)
-    row = w_ptr + r * row_bytes
-    if QTYPE == Q8_0:
-        code = _i8(row, (c // 32) * 34 + 2 + c % 32, mask)
-    elif QTYPE == Q5_0:
-        j = c % 32
-        base = (c // 32) * 22
-        byte = _u8(row, base + 6 + j % 16, mask)
-        high = (_u8(row, base + 2 + j // 8, mask) >> (j % 8)) & 1
-        code = (tl.where(j < 16, byte & 15, byte >> 4) | (high << 4)) - 16
-    else:
-        tl.static_assert(QTYPE == Q4_K, "int8 activations need Q4_K, Q5_0 or Q8_0 weights")
-        t = c % 256
-        byte = _u8(row, (c // 256) * 144 + 16 + (t // 64) * 32 + t % 32, mask)
-        code = tl.where((t % 64) < 32, byte & 15, byte >> 4)
-    return tl.where(mask, code, 0)
-
-
-@triton.jit
-def _block_scales(w_ptr, row_bytes, rows, blocks, n_rows, n_blocks, QTYPE: tl.constexpr):
-    """fp32 [len(blocks), len(rows)] scale and offset of each 32-value block of each row, exact
-    (gpu-engine.md §5.2): Q4_K d·sc_j and dmin·m_j; Q5_0/Q8_0 d and 0."""
-    r = rows[None, :].to(tl.int64)
-    b = blocks[:, None]
-    mask = (r < n_rows) & (b < n_blocks)
-    row = w_ptr + r * row_bytes
-    if QTYPE == Q4_K:
-        base = (b // 8) * 144
-        j = b % 8
-        s0 = _u8(row, base + 4 + j, mask)
-        s1 = _u8(row, base + 8 + j, mask)
-        s2 = _u8(row, base + tl.where(j >= 4, j, j + 4), mask)
-        sc = tl.where(j < 4, s0 & 63, (s1 & 15) | ((s2 >> 6) << 4))
-        mn = tl.where(j < 4, s1 & 63, (s1 >> 4) | ((s0 >> 6) << 4))
-        scale = _f16(row, base, mask) * sc.to(tl.float32)
-        offset = _f16(row, base + 2, mask) * mn.to(tl.float32)
-    elif QTYPE == Q8_0:
-        scale = _f16(row, b * 34, mask)
-        offset = tl.zeros_like(scale)
-    else:
-        scale = _f16(row, b * 22, mask)
-        offset = tl.zeros_like(scale)
-    return scale, offset
-
-
-@triton.jit
 def _quantize(a, BLOCK_M: tl.constexpr, NB: tl.constexpr):
     """a [BLOCK_M, NB·32] per 32 values to int8 as llama.cpp's q8_1 does (d = amax/127, round
     half away from zero): codes [BLOCK_M, NB, 32] int8, scales d [BLOCK_M, NB] fp32 and the
@@ -189,30 +108,30 @@ def _quantize(a, BLOCK_M: tl.constexpr, NB: tl.constexpr):
 
 
 @triton.jit
-def _int8_mma(acc, a, w_ptr, row_bytes, rows, ks, n_rows, n_cols, QTYPE: tl.constexpr,
-              BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
-    """acc + a @ W[rows, ks]ᵀ with a quantised to int8 per 32 (W4A8, gpu-engine.md §6.2): one
-    exact int32 dot per 32-block (a batched dot over the BLOCK_K // 32 blocks), then the fp32
-    epilogue da·(scale·Σ q·qa − offset·Σ qa) per block."""
+def _int8_mma(acc, a, w_ptr, row_bytes, rows, k0, n_rows, n_cols, QTYPE: tl.constexpr):
+    """acc + a @ W[rows, k0 : k0+BLOCK_K]ᵀ with a quantised to int8 per 32 (W4A8, gpu-engine.md
+    §6.2): one exact int32 dot per 32-block, then the fp32 epilogue da·(scale·Σ q·qa − offset·Σ qa)
+    per block."""
+    BLOCK_M: tl.constexpr = a.shape[0]
+    BLOCK_K: tl.constexpr = a.shape[1]
     NB: tl.constexpr = BLOCK_K // 32
     qa, da, sa = _quantize(a, BLOCK_M, NB)
-    codes = tl.reshape(_codes(w_ptr, row_bytes, rows, ks, n_rows, n_cols, QTYPE).to(tl.int8), [NB, 32, BLOCK_N])
-    blocks = tl.min(ks, axis=0) // 32 + tl.arange(0, NB)
-    scale, offset = _block_scales(w_ptr, row_bytes, rows, blocks, n_rows, n_cols // 32, QTYPE)
-    dots = tl.dot(tl.permute(qa, (1, 0, 2)), codes)  # [NB, BLOCK_M, BLOCK_N] int32
-    da = tl.permute(da, (1, 0))[:, :, None]
-    sa = tl.permute(sa, (1, 0))[:, :, None]
-    return acc + tl.sum(da * (scale[:, None, :] * dots.to(tl.float32) - offset[:, None, :] * sa), axis=0)
+    codes = code_tile(w_ptr, row_bytes, rows, k0 // 32, n_rows, n_cols // 32, QTYPE, NB, 32)
+    scale, offset = block_scales(w_ptr, row_bytes, rows, k0 // 32, n_rows, n_cols // 32, QTYPE, NB)
+    dots = block_dots(tl.reshape(qa, [BLOCK_M, BLOCK_K]), codes, False).to(tl.float32)  # [NB, BLOCK_M, BLOCK_N]
+    da = tl.trans(da)[:, :, None]
+    sa = tl.trans(sa)[:, :, None]
+    return acc + tl.sum(da * (scale[:, None, :] * dots - offset[:, None, :] * sa), axis=0)
 
 
 @triton.jit
-def _accumulate(acc, a, w_ptr, row_bytes, rows, ks, n_rows, n_cols, QTYPE: tl.constexpr, UPCAST: tl.constexpr,
-                INT8: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
-    """acc + a [BLOCK_M, BLOCK_K] @ W[rows, ks]ᵀ, W read from its GGUF blocks."""
+def _accumulate(acc, a, w_ptr, row_bytes, rows, k0, n_rows, n_cols, QTYPE: tl.constexpr, UPCAST: tl.constexpr,
+                INT8: tl.constexpr):
+    """acc + a [BLOCK_M, BLOCK_K] @ W[rows, k0 : k0+BLOCK_K]ᵀ, W read from its GGUF blocks."""
     if INT8:
-        return _int8_mma(acc, a, w_ptr, row_bytes, rows, ks, n_rows, n_cols, QTYPE, BLOCK_M, BLOCK_N, BLOCK_K)
+        return _int8_mma(acc, a, w_ptr, row_bytes, rows, k0, n_rows, n_cols, QTYPE)
     else:
-        return _mma(a, dequant_tile(w_ptr, row_bytes, rows, ks, n_rows, n_cols, QTYPE), acc, UPCAST)
+        return dot_tile(acc, a, w_ptr, row_bytes, rows, k0, n_rows, n_cols, QTYPE, UPCAST)
 
 
 @triton.jit
@@ -225,7 +144,7 @@ def _block_rows(sorted_ptr, block, n_assignments, BLOCK_M: tl.constexpr):
 @triton.jit
 def _gate_up_kernel(x_ptr, w_ptr, sorted_ptr, expert_ids_ptr, act_ptr, n_assignments, top_k, H, F, row_bytes,
                     QTYPE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                    UPCAST: tl.constexpr, INT8: tl.constexpr, LIBDEVICE: tl.constexpr):
+                    UPCAST: tl.constexpr, INT8: tl.constexpr):
     """act[a, n] = gelu_tanh(x[a // k] · gate_e[n]) · (x[a // k] · up_e[n]) for one row-block
     (expert e) and BLOCK_N columns n of the GeGLU width F."""
     block = tl.program_id(0)
@@ -241,10 +160,9 @@ def _gate_up_kernel(x_ptr, w_ptr, sorted_ptr, expert_ids_ptr, act_ptr, n_assignm
     for k0 in range(0, H, BLOCK_K):
         ks = k0 + tl.arange(0, BLOCK_K)
         xs = tl.load(x_ptr + tokens[:, None] * H + ks[None, :], mask=live[:, None] & (ks[None, :] < H), other=0.0)
-        gate = _accumulate(gate, xs, w, row_bytes, cols, ks, F, H, QTYPE, UPCAST, INT8, BLOCK_M, BLOCK_N, BLOCK_K)
-        up = _accumulate(up, xs, w, row_bytes, F + cols, ks, 2 * F, H, QTYPE, UPCAST, INT8, BLOCK_M, BLOCK_N,
-                         BLOCK_K)
-    act = _gelu_tanh(gate, LIBDEVICE) * up
+        gate = _accumulate(gate, xs, w, row_bytes, cols, k0, F, H, QTYPE, UPCAST, INT8)
+        up = _accumulate(up, xs, w, row_bytes, F + cols, k0, 2 * F, H, QTYPE, UPCAST, INT8)
+    act = gelu_tanh(gate) * up
     tl.store(act_ptr + a[:, None] * F + cols[None, :], act.to(act_ptr.dtype.element_ty),
              mask=live[:, None] & (cols[None, :] < F))
 
@@ -266,20 +184,24 @@ def _down_kernel(act_ptr, w_ptr, sorted_ptr, expert_ids_ptr, top_w_ptr, out_ptr,
     for k0 in range(0, F, BLOCK_K):
         ks = k0 + tl.arange(0, BLOCK_K)
         acts = tl.load(act_ptr + a[:, None] * F + ks[None, :], mask=live[:, None] & (ks[None, :] < F), other=0.0)
-        acc = _accumulate(acc, acts, w, row_bytes, cols, ks, H, F, QTYPE, UPCAST, INT8, BLOCK_M, BLOCK_N, BLOCK_K)
+        acc = _accumulate(acc, acts, w, row_bytes, cols, k0, H, F, QTYPE, UPCAST, INT8)
     acc *= tl.load(top_w_ptr + a, mask=live, other=0.0)[:, None]
     tl.store(out_ptr + a[:, None] * H + cols[None, :], acc.to(out_ptr.dtype.element_ty),
              mask=live[:, None] & (cols[None, :] < H))
 
 
-def tile_sizes() -> tuple[int, int, int]:
-    """(block_m, BLOCK_N, BLOCK_K) for both launches. The interpreter pays per call of a jit
-    helper (dequant_tile makes ~15), not per element, so it gets few big tiles; on a GPU 64 x 64
-    tiles divide F = 704 and K = 704 exactly and, with BLOCK_M 16, two weight tiles plus the
-    activations stay far below ~100 KB of shared memory (RTX 4090)."""
+def tile_sizes(qtype: int) -> tuple[int, int, int]:
+    """(block_m, BLOCK_N, BLOCK_K) for a launch on weights of `qtype`. The interpreter pays per
+    tensor op, not per element, so it gets few big tiles. On a GPU BLOCK_N 64 divides F = 704 and
+    the K-step is two scale groups (64 values; 32 for Q6_K and 64 for float weights): the
+    [2, BLOCK_N] scales of a step then hold one value per thread (4 warps), which Triton loads and
+    decodes once and passes on through shared memory; a [1, BLOCK_N] tile is instead reloaded
+    and decoded by each of the 8 lanes that hold an accumulator column (Q4_K gate_up on sm_89:
+    25.6 -> 17.5 SASS instructions per weight element). With BLOCK_M 16 the tiles stay below
+    ~30 KB of shared memory (RTX 4090: ~100 KB)."""
     if runtime.interpreting():
         return 16, 256, 512
-    return 16, 64, 64
+    return 16, 64, 2 * SCALE_GROUP.get(qtype, 32)
 
 
 def experts(x: torch.Tensor, gate_up: RawWeight, down: RawWeight, top_i: torch.Tensor, top_w: torch.Tensor,
@@ -303,7 +225,8 @@ def experts(x: torch.Tensor, gate_up: RawWeight, down: RawWeight, top_i: torch.T
         raise ValueError(f"experts gate_up {tuple(gate_up.data.shape)} / down {tuple(down.data.shape)} do not match")
     if int8_activations and not {gate_up.qtype, down.qtype} <= INT8_TYPES:
         raise ValueError("int8 activations need Q4_K, Q5_0 or Q8_0 expert weights")
-    default_m, block_n, block_k = tile_sizes()
+    default_m, block_n, gate_up_k = tile_sizes(gate_up.qtype)
+    down_k = tile_sizes(down.qtype)[2]
     block_m = block_m or default_m
     if block_m < 16 or block_m & (block_m - 1):
         raise ValueError(f"block_m {block_m}: tl.dot needs a power of two >= 16")
@@ -311,13 +234,12 @@ def experts(x: torch.Tensor, gate_up: RawWeight, down: RawWeight, top_i: torch.T
     n = tokens * top_k
     act = torch.empty(n, width, dtype=x.dtype, device=x.device)
     out = torch.empty(n, hidden, dtype=x.dtype, device=x.device)
-    meta = dict(BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, UPCAST=runtime.interpreting(),
-                INT8=int8_activations)
+    meta = dict(BLOCK_M=block_m, BLOCK_N=block_n, UPCAST=runtime.interpreting(), INT8=int8_activations)
     blocks = expert_ids.numel()
     runtime.launch(_gate_up_kernel, (blocks, triton.cdiv(width, block_n)), x.contiguous(), gate_up.data, sorted_ids,
                    expert_ids, act, n, top_k, hidden, width, gate_up.row_bytes, QTYPE=gate_up.qtype,
-                   LIBDEVICE=not runtime.interpreting(), **meta)
+                   BLOCK_K=gate_up_k, **meta)
     runtime.launch(_down_kernel, (blocks, triton.cdiv(hidden, block_n)), act, down.data, sorted_ids, expert_ids,
                    top_w.to(torch.float32).contiguous(), out, n, hidden, width, down.row_bytes, QTYPE=down.qtype,
-                   **meta)
+                   BLOCK_K=down_k, **meta)
     return out.view(tokens, top_k, hidden).sum(dim=1)
