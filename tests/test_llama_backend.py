@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from dg_chat.config import SamplerSettings, Settings
-from dg_chat.engine.backends.llama import LlamaBackend, LlamaError, load_llama_engine_parts
+from dg_chat.engine.backends.llama import PROMPT_BUDGET, LlamaBackend, LlamaError, load_llama_engine_parts
 from dg_chat.engine.backends.llama_tokenizer import LlamaTokenizer
 from dg_chat.engine.events import BlockCommitted, CanvasStep, PromptEncoded, TurnFinished
-from dg_chat.engine.generate import generate
+from dg_chat.engine.generate import ContextOverflowError, generate
 from dg_chat.errors import DgChatError
 from dg_chat.gguf.reader import open_gguf
 from dg_chat.text.chat import end_token_ids
@@ -134,21 +134,61 @@ def test_requests_libllama_would_abort_on_raise_instead(loaded):
         backend.prefill([1, backend.vocab_size])
 
 
+def n_ubatch(backend: LlamaBackend) -> int:
+    return backend.lib.llama_n_ubatch(backend._handles["ctx"])
+
+
 def test_context_is_sized_for_the_canvases_and_capped_by_training(tmp_path):
     path = tiny.write_model(tmp_path / "short.gguf", "dream", context_length=600)
     backend, tokenizer = load_llama_engine_parts(path, Settings(sampler=SamplerSettings(max_canvases=2)))
     try:
-        assert backend.canvas_length == 256 and backend.context_length == 600
-        assert backend.lib.llama_n_ubatch(backend._handles["ctx"]) == 600
+        assert backend.canvas_length == 256 and backend.context_length == backend.window == n_ubatch(backend) == 600
         assert tokenizer.vocab_size == backend.vocab_size
     finally:
         backend.close()
     backend = LlamaBackend(tiny.write_model(tmp_path / "llada.gguf", "llada"), max_canvases=3, n_threads=1)
-    assert backend.context_length == 3 * 32 + 2048
+    assert backend.context_length == 4096 and backend.window == n_ubatch(backend) == 3 * 32 + PROMPT_BUDGET
     backend.close()
     backend.close()  # idempotent
     with pytest.raises(LlamaError, match="closed"):
         backend.denoise(torch.zeros(32, dtype=torch.int64), None)
+
+
+def test_a_long_prompt_gets_the_models_whole_context(tmp_path):
+    """Issue 12 item 6: 3,842 tokens to a LLaDA of 4,096 tokens of context were refused as over 2,176."""
+    backend = LlamaBackend(tiny.write_model(tmp_path / "llada.gguf", "llada", context_length=4096), n_threads=1)
+    try:
+        settings = SamplerSettings(max_steps=2, max_canvases=4, seed=1, temperature=0.0)
+        prompt = [5 + i % 300 for i in range(3842)]
+        events = list(generate(backend, prompt, settings, end_ids=frozenset(), parse=lambda ids: ("", "")))
+        assert events[0].n_tokens == 3842 and backend.window == n_ubatch(backend) == 4096
+        assert sum(isinstance(e, BlockCommitted) for e in events) == 4  # (4096 - 3842) // 32 = 7 fit
+        assert backend.cached_tokens == 3842 + 3 * 32 and not events[-1].stopped
+        with pytest.raises(ContextOverflowError, match="4080 tokens; with a 32-token canvas it exceeds "
+                                                       "the model's context of 4096 tokens"):
+            next(generate(backend, prompt + [5] * 238, settings, end_ids=frozenset(), parse=lambda ids: ("", "")))
+    finally:
+        backend.close()
+
+
+def test_the_context_grows_for_a_longer_chat_and_keeps_its_tokens(tmp_path):
+    backend = LlamaBackend(tiny.write_model(tmp_path / "llada.gguf", "llada", context_length=8192),
+                           max_canvases=2, n_threads=1)
+    try:
+        short, long = [7, 8, 9], [7, 8, 9, *range(10, 310)] * 10
+        canvas = torch.full((32,), backend.mask_token_id)
+        backend.prefill(short)
+        before = backend.denoise(canvas, None).clone()
+        assert backend.window == 2 * 32 + PROMPT_BUDGET
+        backend.prefill(long)
+        assert backend.window == n_ubatch(backend) == len(long) + 2 * 32 + PROMPT_BUDGET
+        backend.prefill(short)
+        assert torch.equal(backend.denoise(canvas, None), before)
+        canvas = torch.full((backend.window - len(short) + 1,), backend.mask_token_id)  # a wider window than reserved
+        assert backend.denoise(canvas, None).shape == (len(canvas), backend.vocab_size)
+        assert backend.window == n_ubatch(backend) == len(short) + len(canvas) + PROMPT_BUDGET
+    finally:
+        backend.close()
 
 
 # -- tokenizer ------------------------------------------------------------------------------

@@ -4,7 +4,9 @@ libllama gives these architectures no KV cache and no sampling (both live in its
 example only), so every denoising step decodes the whole sequence [context | canvas | rest of the
 generation window] in one batch and reads the float32 logits of the canvas rows straight out of
 libllama's output buffer (no copy). Dream and RND1 predict position p from row p - 1
-(`diffusion.shift_logits`, absent = true); LLaDA does not.
+(`diffusion.shift_logits`, absent = true); LLaDA does not. A turn may use the model's whole
+training context: libllama's context (n_ctx = n_batch = n_ubatch; its buffers grow with it) is
+sized for what is decoded and recreated larger for a longer chat (nothing is lost: no KV cache).
 
 libllama aborts the whole process on many inputs it considers impossible (GGML_ASSERT): a decode
 batch larger than n_ubatch, and dozens of metadata values of a GGUF (a block count of 0, more
@@ -53,7 +55,7 @@ cheap). Dream and RND1 denoise their whole answer as one sequence in their refer
 demos: 256-512 tokens, RND1's: 256): one 256-token canvas is the nearest block loop."""
 MOE_ARCHITECTURES = frozenset({"llada-moe", "rnd1"})
 PROMPT_BUDGET = 2048
-"""Context tokens reserved for the conversation beyond the generation window, when sizing n_ctx."""
+"""Tokens of room for the conversation to grow, beyond what is decoded now, when sizing libllama's context."""
 PREFLIGHT_TIMEOUT_S = 300
 
 
@@ -123,7 +125,7 @@ def library():
 @dataclass(frozen=True, slots=True)
 class ModelInfo:
     architecture: str
-    n_ctx_train: int | None
+    n_ctx_train: int
     tokenizer_model: str
     """`tokenizer.ggml.model` ("gpt2", "llama", ...)."""
 
@@ -236,11 +238,15 @@ def _usable_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def _free(lib: Any, handles: dict[str, Any]) -> None:
+def _free_context(lib: Any, handles: dict[str, Any]) -> None:
     if handles.get("batch") is not None:
         lib.llama_batch_free(handles.pop("batch"))
     if handles.get("ctx"):
         lib.llama_free(handles.pop("ctx"))
+
+
+def _free(lib: Any, handles: dict[str, Any]) -> None:
+    _free_context(lib, handles)
     if handles.get("model"):
         lib.llama_model_free(handles.pop("model"))
 
@@ -254,21 +260,23 @@ class LlamaBackend:
     device = "cpu"
     """Where logits and sampling live: libllama hands back logits in host memory."""
 
-    def __init__(self, path: str | os.PathLike, *, max_canvases: int = 4, n_ctx: int | None = None,
-                 canvas_length: int | None = None, gpu: bool | None = None, main_gpu: int | None = None,
-                 n_threads: int | None = None):
-        """n_ctx (default: max_canvases canvases + PROMPT_BUDGET, at most the training context)
-        is also n_batch and n_ubatch: these architectures decode a whole sequence as one ubatch."""
+    def __init__(self, path: str | os.PathLike, *, max_canvases: int = 4, canvas_length: int | None = None,
+                 gpu: bool | None = None, main_gpu: int | None = None, n_threads: int | None = None):
+        """context_length is the model's training context; libllama's context starts with room
+        for max_canvases canvases and PROMPT_BUDGET tokens of conversation (see `_reserve`)."""
         self.path = Path(path)
         self.info = read_model_info(self.path)
         self.architecture = self.info.architecture
         self.canvas_length = canvas_length or CANVAS_LENGTHS[self.architecture]
-        wanted = n_ctx or max_canvases * self.canvas_length + PROMPT_BUDGET
-        self.context_length = min(wanted, self.info.n_ctx_train or wanted)
+        self.max_canvases = max_canvases
+        self.context_length = self.info.n_ctx_train
         if self.context_length < self.canvas_length + 1:
-            raise LlamaError(f"{self.path}: a context of {self.context_length} tokens cannot hold a "
-                             f"{self.canvas_length}-token canvas")
-        preflight(self.path, self.context_length)
+            raise LlamaError(f"{self.path}: the model's context of {self.context_length} tokens "
+                             f"({self.architecture}.context_length) cannot hold a {self.canvas_length}-token canvas")
+        self.window = 0
+        """The tokens libllama's current context holds (its n_ctx, n_batch and n_ubatch)."""
+        self.n_threads = n_threads or _usable_cores()
+        preflight(self.path, self._window_for(max_canvases * self.canvas_length))  # before libllama loads it
 
         lib, self._log = _lib()
         self.lib = lib
@@ -278,13 +286,15 @@ class LlamaBackend:
         """The one GPU to use (cuda:N); None: libllama's default placement."""
         self._handles: dict[str, Any] = {}
         self._finalizer = weakref.finalize(self, _free, lib, self._handles)
+        self._context: list[int] = []
         try:
-            self._load(n_threads or _usable_cores())
+            self._load()
+            self._reserve(self.max_canvases * self.canvas_length)
         except BaseException:
             self._finalizer()
             raise
 
-    def _load(self, n_threads: int) -> None:
+    def _load(self) -> None:
         lib = self.lib
         params = lib.llama_model_default_params()
         params.n_gpu_layers = -1 if self.gpu_offload else 0
@@ -304,19 +314,34 @@ class LlamaBackend:
         self.mask_token_id: int | None = mask
         self.shift_logits = self._meta("diffusion.shift_logits") in (None, "true")
 
+    def _window_for(self, n: int) -> int:
+        """libllama's context size for sequences of n tokens: PROMPT_BUDGET to spare, at most the model's."""
+        return min(self.context_length, n + PROMPT_BUDGET)
+
+    def _reserve(self, n: int) -> None:
+        """Make libllama's context hold n tokens, or the model's context if less: recreate it larger if needed."""
+        n = min(n, self.context_length)
+        if n > self.window:
+            self._open_context(self._window_for(n))
+
+    def _open_context(self, n: int) -> None:
+        """A fresh libllama context and batch for sequences of up to n tokens, holding our context's tokens."""
+        preflight(self.path, n)
+        lib = self.lib
+        _free_context(lib, self._handles)
+        self.window = 0
         cparams = lib.llama_context_default_params()
-        cparams.n_ctx = cparams.n_batch = cparams.n_ubatch = self.context_length
+        cparams.n_ctx = cparams.n_batch = cparams.n_ubatch = n
         cparams.n_seq_max = 1
-        cparams.n_threads = cparams.n_threads_batch = n_threads
+        cparams.n_threads = cparams.n_threads_batch = self.n_threads
         self._log.clear()
-        ctx = lib.llama_init_from_model(model, cparams)
+        ctx = lib.llama_init_from_model(self._handles["model"], cparams)
         if not ctx:
-            raise LlamaError(f"{self.path}: llama.cpp could not create a {self.context_length}-token context: "
-                             f"{self._log.reason()}")
+            raise LlamaError(f"{self.path}: llama.cpp could not create a {n}-token context ({self._log.reason()}); "
+                             "a shorter chat or a lower sampler.max_canvases needs less")
         self._handles["ctx"] = ctx
 
         # One batch for the whole context, filled once; a step only rewrites the canvas tokens.
-        n = self.context_length
         batch = lib.llama_batch_init(n, 0, 1)
         self._handles["batch"] = batch
         self._batch = batch
@@ -326,7 +351,8 @@ class LlamaBackend:
         for i in range(n):
             batch.seq_id[i][0] = 0
         self._tokens = np.ctypeslib.as_array(batch.token, shape=(n,))
-        self._context: list[int] = []
+        self._tokens[:len(self._context)] = self._context
+        self.window = n
 
     def _meta(self, key: str) -> str | None:
         buf = ctypes.create_string_buffer(256)
@@ -347,11 +373,14 @@ class LlamaBackend:
             raise LlamaError(f"token id {bad} is outside the model's {self.vocab_size}-token vocabulary")
 
     def prefill(self, token_ids: Sequence[int]) -> int:
-        """No KV cache: the context is only remembered; returns how many tokens are new."""
+        """No KV cache: the context is only remembered, in a libllama context made large enough
+        for it and max_canvases canvases (at most the model's context); returns how many tokens are new."""
         ids = [int(t) for t in token_ids]
         if len(ids) > self.context_length:
-            raise LlamaError(f"the prompt has {len(ids)} tokens, more than the {self.context_length}-token context")
+            raise LlamaError(f"the prompt has {len(ids)} tokens, more than the model's "
+                             f"{self.context_length}-token context")
         self._check_ids(ids)
+        self._reserve(len(ids) + self.max_canvases * self.canvas_length)
         common = 0
         for old, new in zip(self._context, ids):
             if old != new:
@@ -370,8 +399,9 @@ class LlamaBackend:
             raise LlamaError("the llama.cpp backend is closed")
         start = len(self._context)
         n = start + len(canvas)
-        if n > self.context_length:  # libllama would abort: its batch must fit in one ubatch
-            raise LlamaError(f"{n} tokens do not fit the {self.context_length}-token llama.cpp context")
+        if n > self.context_length:
+            raise LlamaError(f"{n} tokens do not fit the model's {self.context_length}-token context")
+        self._reserve(n)  # libllama would abort on a batch larger than its ubatch
         self._tokens[start:n] = canvas.numpy()
         self._batch.n_tokens = n
         self._log.clear()
@@ -392,7 +422,8 @@ class LlamaBackend:
         ids = canvas.tolist()
         start = len(self._context)
         if start + len(ids) > self.context_length:
-            raise LlamaError(f"the context is full ({self.context_length} tokens)")
+            raise LlamaError(f"the model's context is full ({self.context_length} tokens)")
+        self._reserve(start + len(ids))
         self._tokens[start:start + len(ids)] = ids
         self._context += ids
 
