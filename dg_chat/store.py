@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 from dg_chat import paths
 from dg_chat.config import ConfigError, Settings, settings_from_dict, settings_to_dict
+from dg_chat.engine.events import EMPTY_ANSWER
 from dg_chat.errors import DgChatError
 
 Status = Literal["complete", "partial", "stopped", "failed"]
@@ -284,7 +285,8 @@ class Store:
             parts += [f"## {heading}", ""]
             if message.thinking:
                 parts += ["<details><summary>Thinking</summary>", "", message.thinking, "", "</details>", ""]
-            parts += [message.content, ""]
+            empty = message.role == "model" and message.status == "complete" and not message.content
+            parts += [f"*{EMPTY_ANSWER}*" if empty else message.content, ""]
         return "\n".join(parts)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 from types import SimpleNamespace
@@ -11,7 +12,8 @@ import numpy as np
 import pytest
 
 from dg_chat import cli
-from dg_chat.engine.events import BlockCommitted, Stats, TurnFailed, TurnFinished
+from dg_chat.commands.ask import canvas_text
+from dg_chat.engine.events import BlockCommitted, CanvasStep, Stats, TurnFailed, TurnFinished
 from dg_chat.gguf.reader import open_gguf
 from dg_chat.text.sanitize import printable
 from tests.support.gguf_edit import rewrite
@@ -28,7 +30,8 @@ def test_json_output_is_complete_and_reproducible(tiny_chat_gguf):
     first, second = ask(*argv), ask(*argv)
     assert first.returncode == 0, first.stderr
     answer = json.loads(first.stdout)
-    assert set(answer) == {"text", "thinking", "prompt_ids", "token_ids", "backend", "model", "stats"}
+    assert set(answer) == {"text", "thinking", "stopped", "prompt_ids", "token_ids", "backend", "model", "stats"}
+    assert answer["stopped"] is False
     assert answer["backend"] == "torch"
     # <bos><|turn>user\n ... <turn|>\n<|turn>model\n<|channel>thought\n<channel|> (thinking off)
     assert answer["prompt_ids"][:4] == [2, 105, 2364, 107] and answer["prompt_ids"][-4:] == [100, 45518, 107, 101]
@@ -116,8 +119,8 @@ def block(answer: str, final: bool = False) -> BlockCommitted:
     return BlockCommitted(block=0, tokens=np.zeros(0, np.int32), steps=1, thinking="", answer=answer, final=final)
 
 
-def finished(answer: str) -> TurnFinished:
-    return TurnFinished(answer=answer, thinking="", token_ids=[], stats=Stats())
+def finished(answer: str, stopped: bool = False) -> TurnFinished:
+    return TurnFinished(answer=answer, thinking="", token_ids=[], stats=Stats(), stopped=stopped)
 
 
 class FakeEngine:
@@ -127,11 +130,14 @@ class FakeEngine:
         self.events, self.capsys, self.printed = events, capsys, []
         self.backend, self.name = SimpleNamespace(name="fake"), "fake"
 
-    def turn(self, messages, sampler):
+    def turn(self, messages, sampler, cancel=None):
+        self.cancel = cancel
         for event in self.events:
             self.printed.append(self.capsys.readouterr().out)
             if isinstance(event, BaseException):
                 raise event
+            if callable(event):
+                event = event()
             yield event
 
     def close(self):
@@ -167,6 +173,27 @@ def test_after_an_interrupt_the_message_starts_on_its_own_line(monkeypatch, caps
     assert err == "dg-chat: interrupted\n"
 
 
+def test_ctrl_c_stops_at_the_next_step_and_keeps_the_partial_answer(monkeypatch, capsys):
+    def ctrl_c_then_stop():  # the engine sees the cancel flag at its next step and ends the turn
+        signal.raise_signal(signal.SIGINT)
+        assert engine.cancel.is_set()
+        return block("partial answer so far", final=True)
+
+    engine = FakeEngine([block("partial ans"), ctrl_c_then_stop, finished("partial answer so far", stopped=True)],
+                        capsys)
+    assert run_ask(monkeypatch, engine) == 130
+    out, err = capsys.readouterr()
+    assert "".join(engine.printed) + out == "partial answer so far\n"
+    assert "stopped" in err and "interrupted" not in err
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_an_answer_without_text_says_so(monkeypatch, capsys):
+    assert run_ask(monkeypatch, FakeEngine([block("", final=True), finished("")], capsys)) == 0
+    out, err = capsys.readouterr()
+    assert out == "\n" and "(the model ended its turn without text)" in err
+
+
 def test_a_failed_turn_keeps_the_partial_answer_and_reports_below_it(monkeypatch, capsys):
     engine = FakeEngine([block("partial"), TurnFailed("the model produced NaN")], capsys)
     assert run_ask(monkeypatch, engine) == 1
@@ -180,3 +207,13 @@ def test_models_info_into_a_closed_pipe_exits_141_quietly():
     proc.stdout.close()  # the reader is gone before the first line is written (`| head -0`)
     assert proc.wait(timeout=120) == 141
     assert proc.stderr.read() == b""
+
+
+def test_show_steps_draws_end_tokens_and_lone_bytes_as_quiet_cells():
+    pieces = {1: " a", 2: "\ufffd", 3: " b", 9: "<|end|>", 4: " hidden"}
+    engine = SimpleNamespace(tokenizer=SimpleNamespace(piece=pieces.__getitem__), backend=SimpleNamespace(),
+                             end_ids=frozenset({9}))
+    tokens = np.array([1, 9, 2, 3, 9, 4], np.int32)
+    accepted = np.array([True, False, True, True, True, True])
+    step = CanvasStep(0, 2, 32, tokens, tokens, accepted, np.zeros(6, bool), 0.5)
+    assert canvas_text(step, engine).plain == "block 1 · step 2/32 · mean entropy 0.500\n a·◌ b·"

@@ -183,18 +183,38 @@ def test_event_stream_shape_and_eos_cut():
     assert step.tokens.shape == step.argmax.shape == step.accepted.shape == step.changed.shape == (C,)
 
 
-def test_cancel_between_steps_keeps_what_was_committed():
+def test_cancel_between_steps_keeps_the_committed_blocks_and_the_current_argmax():
     backend = ScriptedBackend()
     cancel = threading.Event()
     events = []
     for event in generate(backend, [1], SamplerSettings(seed=2, max_steps=5, max_canvases=3), end_ids=frozenset(),
-                          parse=lambda ids: ("", str(len(ids))), cancel=cancel):
+                          parse=lambda ids: ("", " ".join(map(str, ids))), cancel=cancel):
         events.append(event)
         if isinstance(event, CanvasStep) and event.block == 1 and event.step == 2:
             cancel.set()
+    last_step = [e for e in events if isinstance(e, CanvasStep)][-1]
+    first, partial = [e for e in events if isinstance(e, BlockCommitted)]
     finished = events[-1]
-    assert finished.stopped and finished.answer == str(C) and finished.stats.steps == [5]
+    assert partial.final and partial.steps == 2 and partial.tokens.tolist() == last_step.argmax.tolist()
+    assert finished.stopped and finished.token_ids == first.tokens.tolist() + last_step.argmax.tolist()
+    assert finished.answer == partial.answer and finished.stats.steps == [5, 2]
     assert [e.step for e in events if isinstance(e, CanvasStep) and e.block == 1] == [1, 2]
+    assert len(backend.committed) == 1  # the partial block never enters the context
+
+
+def test_cancel_keeps_the_current_argmax_up_to_its_first_end_token():
+    settings = SamplerSettings(seed=2, max_steps=5, max_canvases=1)
+    first_step = next(e for e in run(ScriptedBackend(), settings) if isinstance(e, CanvasStep))
+    end = int(first_step.argmax[2])
+    cancel = threading.Event()
+    events = []
+    for event in generate(ScriptedBackend(), [1, 2, 3], settings, end_ids=frozenset({end}),
+                          parse=lambda ids: ("", " ".join(map(str, ids))), cancel=cancel):
+        events.append(event)
+        if isinstance(event, CanvasStep):
+            cancel.set()
+    argmax = first_step.argmax.tolist()
+    assert events[-1].stopped and events[-1].token_ids == argmax[:argmax.index(end) + 1]
 
 
 def test_seeded_turns_are_reproducible():

@@ -117,6 +117,18 @@ def test_export_markdown_and_json(store):
         ("user", "question", "complete"), ("model", "half an answer", "stopped"), ("model", "", "failed")]
 
 
+def test_an_answer_the_model_ended_without_text_is_exported_as_such(store):
+    chat = store.create_chat("Empty", Settings())
+    store.add_message(chat, "user", "question")
+    store.add_message(chat, "model", "")  # complete, no text: the first token was an end token
+    failed = store.add_message(chat, "model", "", status="failed")
+    store.update_message(failed, content="", thinking="", status="failed", error="out of memory")
+    markdown = store.export_markdown(chat)
+    assert "## Model\n\n*(the model ended its turn without text)*" in markdown
+    assert markdown.count("without text") == 1  # a failed answer is not one the model ended
+    assert [m["content"] for m in store.export_json(chat)["messages"]] == ["question", "", ""]
+
+
 def test_writes_from_several_threads(store):
     chat = store.create_chat("busy", Settings())
 

@@ -2,24 +2,30 @@
 
 The answer goes to stdout block by block as blocks commit; progress, the live canvas
 (--show-steps) and the thinking go to stderr, so `dg-chat ask "..." > answer.md` keeps only the answer.
+The first Ctrl-C stops the answer at the next step and keeps what the canvas holds (exit 130); a
+second one interrupts at once.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
-from contextlib import nullcontext
+import threading
+from contextlib import contextmanager, nullcontext
+from typing import Iterator
 
 from rich.console import Console
 from rich.live import Live
 from rich.text import Text
 
 from dg_chat.engine.engine import Engine, load_engine
-from dg_chat.engine.events import BlockCommitted, CanvasStep, TurnFailed, TurnFinished
+from dg_chat.engine.events import EMPTY_ANSWER, BlockCommitted, CanvasStep, TurnFailed, TurnFinished
 from dg_chat.errors import DgChatError
 from dg_chat.text.chat import Message
-from dg_chat.text.sanitize import printable
+from dg_chat.text.canvas import token_runs
+from dg_chat.text.sanitize import printable, visible
 
 
 def read_prompt(args: argparse.Namespace) -> str:
@@ -30,13 +36,18 @@ def read_prompt(args: argparse.Namespace) -> str:
     return sys.stdin.read()
 
 
+CANVAS_STYLES = {"accepted": "bright_white", "changed": "bold bright_white", "noise": "dim", "quiet": "dim"}
+
+
 def canvas_text(step: CanvasStep, engine: Engine) -> Text:
-    """The canvas as the model sees it: accepted tokens bright, noise dim, fresh changes marked."""
+    """The canvas as the model sees it: accepted tokens bright, noise dim, fresh changes marked,
+    end tokens and lone bytes as quiet cells, nothing past the first accepted end token."""
     text = Text(f"block {step.block + 1} · step {step.step}/{step.max_steps} · "
                 f"mean entropy {step.mean_entropy:.3f}\n", style="bold")
-    for token, accepted, changed in zip(step.tokens.tolist(), step.accepted.tolist(), step.changed.tolist()):
-        style = ("bold " if changed else "") + ("bright_white" if accepted else "dim")
-        text.append(engine.tokenizer.piece(token), style=style)
+    runs = token_runs(step, lambda token: visible(engine.tokenizer.piece(token)),
+                      getattr(engine.backend, "mask_token_id", None), engine.end_ids)
+    for piece, kind in runs:
+        text.append(piece, style=CANVAS_STYLES[kind])
     return text
 
 
@@ -54,6 +65,10 @@ def run(args: argparse.Namespace) -> int:
         return _answer(args, engine, messages, err)
     finally:
         engine.close()
+
+
+EXIT_STOPPED = 130
+"""Like an interrupt (128 + SIGINT): the answer was cut short by Ctrl-C."""
 
 
 class AnswerStream:
@@ -91,14 +106,30 @@ class AnswerStream:
             self._write("\n")
 
 
+@contextmanager
+def stop_on_interrupt(cancel: threading.Event) -> Iterator[None]:
+    """While inside: the first SIGINT (Ctrl-C) sets `cancel`, a second one raises KeyboardInterrupt."""
+    def interrupt(signum: int, frame: object) -> None:
+        if cancel.is_set():
+            raise KeyboardInterrupt
+        cancel.set()
+
+    previous = signal.signal(signal.SIGINT, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def _answer(args: argparse.Namespace, engine: Engine, messages: list[Message], err: Console) -> int:
     settings = args.settings
     live = Live(console=err, transient=True, auto_refresh=False) if args.show_steps else None
     stream = AnswerStream()
     finished: TurnFinished | None = None
+    cancel = threading.Event()
     try:
-        with live or nullcontext():
-            for event in engine.turn(messages, settings.sampler):
+        with live or nullcontext(), stop_on_interrupt(cancel):
+            for event in engine.turn(messages, settings.sampler, cancel):
                 if isinstance(event, CanvasStep) and live:
                     live.update(canvas_text(event, engine), refresh=True)
                 elif isinstance(event, BlockCommitted) and not args.json:
@@ -113,18 +144,23 @@ def _answer(args: argparse.Namespace, engine: Engine, messages: list[Message], e
     assert finished is not None
     if args.json:
         print(json.dumps({
-            "text": finished.answer, "thinking": finished.thinking,
+            "text": finished.answer, "thinking": finished.thinking, "stopped": finished.stopped,
             "prompt_ids": engine.prompt_ids(messages, settings.sampler.thinking),
             "token_ids": finished.token_ids, "backend": engine.backend.name, "model": engine.name,
             "stats": finished.stats.to_dict(),
         }, ensure_ascii=False))
-        return 0
+        return EXIT_STOPPED if finished.stopped else 0
     stream.finish(finished.answer)
     if not stream.written:
         sys.stdout.write("\n")
+        if not finished.stopped:
+            err.print(EMPTY_ANSWER, markup=False)
     if finished.thinking:
         err.print(Text(printable(finished.thinking), style="dim"))
     stats = finished.stats
     err.print(f"[dim]{stats.tokens} tokens · {stats.blocks} blocks · {stats.steps_per_block:.1f} steps/block · "
               f"{stats.tokens_per_second:.1f} tok/s · seed {stats.seed}[/dim]")
+    if finished.stopped:
+        err.print("stopped: the partial answer is above", markup=False)
+        return EXIT_STOPPED
     return 0

@@ -12,5 +12,6 @@ def run(args: argparse.Namespace) -> int:
     from dg_chat.tui.app import DgChatApp  # Textual only for this command
 
     with closing(Store()) as store:
-        DgChatApp(args.settings, store=store, continue_last=args.continue_chat).run()
-    return 0
+        app = DgChatApp(args.settings, store=store, continue_last=args.continue_chat)
+        app.run()
+    return app.return_code or 0

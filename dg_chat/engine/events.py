@@ -113,7 +113,12 @@ class TurnFinished:
     """Every generated token kept, end token included."""
     stats: Stats
     stopped: bool = False
-    """True if the user cancelled; answer and thinking hold what was committed until then."""
+    """True if the user cancelled; answer and thinking hold the committed blocks and the argmax
+    canvas of the cancelled block's last step (cut at its first end token)."""
+
+
+EMPTY_ANSWER = "(the model ended its turn without text)"
+"""What every consumer shows for a finished answer without text (its first token was an end token)."""
 
 
 @dataclass(frozen=True, slots=True)

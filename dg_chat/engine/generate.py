@@ -4,9 +4,11 @@
     for each block: [commit previous canvas] -> denoise a canvas step by step -> cut at the
     first end token -> BlockCommitted; stop at an end token or after max_canvases blocks.
 
-Cancellation is checked between steps. Semantics follow transformers'
-DiffusionGemmaGenerationMixin.generate: a committed canvas enters the context whole (all its
-argmax tokens), and the output keeps tokens up to and including the first end token.
+Cancellation is checked between steps; a cancelled block's argmax canvas of its last step (cut at
+the first end token) ends the answer as its partial last block, and never enters the context.
+Semantics follow transformers' DiffusionGemmaGenerationMixin.generate: a committed canvas enters
+the context whole (all its argmax tokens), and the output keeps tokens up to and including the
+first end token.
 """
 
 from __future__ import annotations
@@ -93,25 +95,31 @@ def generate(backend: Backend, prompt_ids: Sequence[int], settings: SamplerSetti
     for block in range(max_canvases):
         if previous is not None:
             backend.commit(previous)
-        result = None
+        result = last = None
         denoiser = sampler.denoise_block(backend, block)
         while not (cancel is not None and cancel.is_set()):
             try:
-                yield next(denoiser)
+                last = next(denoiser)
             except StopIteration as done:
                 result = done.value
                 break
-        if result is None:  # cancelled between two steps
+            yield last
+        if result is None:  # cancelled between two steps: the block's current best guess is kept
             denoiser.close()
             stopped = True
-            break
-        tokens, ended = cut_at_end(result.tokens.tolist(), end_ids)
+            if last is None:
+                break
+            tokens, ended = cut_at_end(last.argmax.tolist(), end_ids)
+            steps = last.step
+        else:
+            tokens, ended = cut_at_end(result.tokens.tolist(), end_ids)
+            steps = result.steps
         kept += tokens
-        stats.steps.append(result.steps)
+        stats.steps.append(steps)
         thinking, answer = parse(kept)
-        final = ended or block == max_canvases - 1
+        final = stopped or ended or block == max_canvases - 1
         yield BlockCommitted(block=block, tokens=torch.tensor(tokens, dtype=torch.int32).numpy(),
-                             steps=result.steps, thinking=thinking, answer=answer, final=final)
+                             steps=steps, thinking=thinking, answer=answer, final=final)
         if final:
             break
         previous = result.tokens

@@ -4,15 +4,20 @@ Threads: the engine is loaded and run in thread workers. A turn's worker records
 in the store itself (see recording.py), posts canvas frames to the canvas widget as
 coalescable messages and every other event to the app as a `TurnEvent`; it never waits for
 the UI. The UI reacts to those messages only.
+
+SIGTERM and SIGHUP end the app like Ctrl+Q (a running answer is stored as stopped, the terminal
+is restored), with the exit status of a process killed by that signal (143, 129).
 """
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import functools
 import inspect
 import json
 import re
+import signal
 import threading
 from contextlib import suppress
 from dataclasses import dataclass, field
@@ -48,6 +53,9 @@ if TYPE_CHECKING:
     from dg_chat.engine.engine import Engine
 
 EngineFactory = Callable[[Settings], "Engine"]
+EXIT_STATUS = {signum: 128 + signum for signum in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGHUP", None))
+               if signum is not None}
+"""Signals that end the app as Ctrl+Q does, and the exit status of each (143, 129; Windows has no SIGHUP)."""
 
 
 def default_engine_factory(settings: Settings) -> Engine:
@@ -176,6 +184,7 @@ class DgChatApp(App[None]):
         if unknown:
             self.notify(f"ui.keymap: unknown binding id(s) {', '.join(unknown)}; "
                         f"known ids: {', '.join(sorted(binding_ids()))}", severity="warning", timeout=20, markup=False)
+        self._handle_exit_signals()
         self.query_one(CanvasView).display = False
         self.transcript.anchor()
         self.status.set(thinking=self.chat_settings.sampler.thinking, state="loading the model…")
@@ -186,6 +195,13 @@ class DgChatApp(App[None]):
             self.push_screen(FirstRunScreen(self.settings), self._start_with)
         else:
             self.load_engine()
+
+    def _handle_exit_signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        # Only an event loop of the main thread on a POSIX system can; elsewhere the defaults stay.
+        with suppress(NotImplementedError, RuntimeError):
+            for signum, status in EXIT_STATUS.items():
+                loop.add_signal_handler(signum, self.exit, None, status)
 
     def _start_with(self, spec: str | None) -> None:
         """The first-run screen's choice: the demo, or the model it just downloaded."""
@@ -221,7 +237,7 @@ class DgChatApp(App[None]):
         engine = self.engine = message.engine
         self.engine_error = ""
         self.query_one(CanvasView).set_vocabulary(engine.tokenizer.piece,
-                                                  getattr(engine.backend, "mask_token_id", None))
+                                                  getattr(engine.backend, "mask_token_id", None), engine.end_ids)
         self.status.set(model=printable(engine.name), backend=engine.backend.name, device=engine.backend.device,
                         state="ready")
 
@@ -257,12 +273,22 @@ class DgChatApp(App[None]):
         turn, event = self._turn, message.event
         if turn is None or message.turn != turn.id:
             return
+        final = isinstance(event, (TurnFinished, TurnFailed))
         try:
             if not turn.detached:
                 await self._show_turn_event(turn, event)
+            elif final:
+                self.status.end_turn("ready")
+                self.notify("The answer of the chat you left was stopped; what it had so far is kept.")
         finally:
-            if isinstance(event, (TurnFinished, TurnFailed)):
+            if final:
                 self._turn = None
+
+    @on(CanvasView.Painted, "#canvas")
+    def _show_progress(self, message: CanvasView.Painted) -> None:
+        if self._turn is not None and not self._turn.detached:
+            frame = message.frame
+            self.status.set(block=frame.block + 1, step=frame.step, max_steps=frame.max_steps)
 
     async def _show_turn_event(self, turn: Turn, event: Event) -> None:
         canvas = self.query_one(CanvasView)
@@ -270,19 +296,20 @@ class DgChatApp(App[None]):
             self.status.set(prompt_tokens=event.n_tokens, state="denoising")
         elif isinstance(event, BlockCommitted):
             canvas.flush()
+            canvas.finish_block(event.block)
             await turn.view.show_committed(event.thinking, event.answer)
         elif isinstance(event, TurnFinished):
             canvas.stop()
             canvas.display = False
             await turn.view.finish(event.thinking, event.answer, "stopped" if event.stopped else "complete")
             stats = event.stats
-            self.status.set(tokens_per_second=stats.tokens_per_second, steps_per_block=stats.steps_per_block,
-                            prompt_tokens=stats.prompt_tokens, state="stopped" if event.stopped else "ready")
+            self.status.end_turn("stopped" if event.stopped else "ready", tokens_per_second=stats.tokens_per_second,
+                                 steps_per_block=stats.steps_per_block, prompt_tokens=stats.prompt_tokens)
         elif isinstance(event, TurnFailed):
             canvas.stop()
             canvas.display = False
             await turn.view.finish(turn.view.thinking, turn.view.content, "failed", event.error)
-            self.status.set(state="ready")
+            self.status.end_turn("ready")
             self.notify(event.error, title="The answer failed", severity="error", timeout=30, markup=False)
 
     # conversation
@@ -325,6 +352,7 @@ class DgChatApp(App[None]):
         history = self._history()
         message_id = self.store.add_message(self.chat_id, "model", "", status="partial")
         self._turns += 1
+        self.status.new_turn(blocks=self.chat_settings.sampler.max_canvases)
         turn = self._turn = Turn(self._turns, message_id, MessageView("model", status=GENERATING,
                                                                       message_id=message_id))
         canvas = self.query_one(CanvasView)
@@ -332,16 +360,16 @@ class DgChatApp(App[None]):
         self._generate(turn, self.engine, history, copy.deepcopy(self.chat_settings), canvas)
         await self.transcript.mount_all([*new_views, turn.view])
         canvas.display = self.settings.ui.show_canvas
-        self.status.set(state="encoding the prompt")
         self.transcript.scroll_end(animate=False)
 
     def _history(self) -> list[ChatMessage]:
-        """The conversation as the model sees it: answers without text (failed early) are left out."""
+        """The conversation as the model sees it: answers without text are left out unless the
+        model ended them so itself (complete)."""
         assert self.chat_id is not None
         system = self.chat_settings.system_prompt
         messages = [ChatMessage("system", system)] if system else []
         for stored in self.store.messages(self.chat_id):
-            if stored.role == "user" or stored.content:
+            if stored.role == "user" or stored.content or stored.status == "complete":
                 messages.append(ChatMessage(stored.role, stored.content, stored.thinking))  # type: ignore[arg-type]
         return messages
 
@@ -401,6 +429,7 @@ class DgChatApp(App[None]):
             canvas = self.query_one(CanvasView)
             canvas.stop()
             canvas.display = False
+            self.status.end_turn("stopping…")
         self._editing = None
         self.chat_id = chat_id
         self.chat_settings = self.store.chat_settings(chat_id) if chat_id is not None else copy.deepcopy(self.settings)
@@ -454,7 +483,7 @@ class DgChatApp(App[None]):
             self.notify("No denoising steps were recorded for this answer", severity="warning")
             return
         self.push_screen(ReplayScreen(blocks, self.engine.tokenizer.piece,
-                                      getattr(self.engine.backend, "mask_token_id", None)))
+                                      getattr(self.engine.backend, "mask_token_id", None), self.engine.end_ids))
 
     def action_replay_last(self) -> None:
         answers = [v for v in self._views() if v.role == "model"]
@@ -532,6 +561,9 @@ class DgChatApp(App[None]):
     # shutdown
 
     def on_unmount(self) -> None:
+        with suppress(NotImplementedError, RuntimeError):
+            for signum in EXIT_STATUS:
+                asyncio.get_running_loop().remove_signal_handler(signum)
         turn = self._turn
         if turn is not None:
             turn.cancel.set()

@@ -3,8 +3,9 @@
 Each turn is deterministic: the reply text (a function of the conversation) is split into
 word tokens, laid out in canvases, and every canvas is "denoised" over a few steps: random
 noise tokens are accepted position by position until the canvas holds the reply. It honours
-`cancel` between steps, can fail or crash in a given block, and can pause after a given step
-so a test can look at (or snapshot) the canvas mid-denoise.
+`cancel` between steps as the real block loop does (the cancelled block's last argmax, cut at
+its first end token, ends the answer), can fail or crash in a given block, and can pause after
+a given step so a test can look at (or snapshot) the canvas mid-denoise.
 """
 
 from __future__ import annotations
@@ -68,6 +69,7 @@ def echo(messages: Sequence[Message]) -> str:
 
 class ScriptedEngine:
     name = "fake-dg"
+    end_ids = frozenset({EOS})
 
     def __init__(self, reply: Callable[[Sequence[Message]], str] = echo, *, canvas_length: int = 48,
                  steps: int = 6, fail_in_block: int | None = None, crash_in_block: int | None = None,
@@ -111,14 +113,24 @@ class ScriptedEngine:
         def stats(blocks_done: int) -> Stats:  # deterministic timings: snapshots show them
             return Stats(prompt_tokens, 0.01, len(committed), [steps] * blocks_done, 0.25 * max(blocks_done, 1))
 
+        def cut(tokens: np.ndarray) -> np.ndarray:
+            return tokens[: int(np.argmax(tokens == EOS)) + 1] if (tokens == EOS).any() else tokens
+
         for block in range(n_blocks):
             target = np.array((wanted[block * length:(block + 1) * length] + [EOS] * length)[:length], np.int32)
             order = rng.permutation(length)
             argmax = np.full(length, -1, np.int32)
             for step in range(1, steps + 1):
                 if cancel is not None and cancel.is_set():
+                    blocks_done = block
+                    if step > 1:
+                        kept = cut(argmax)
+                        committed.extend(int(t) for t in kept)
+                        blocks_done += 1
+                        thinking_text, answer_text = texts()
+                        yield BlockCommitted(block, kept, step - 1, thinking_text, answer_text, final=True)
                     thinking_text, answer_text = texts()
-                    yield TurnFinished(answer_text, thinking_text, list(committed), stats(block), stopped=True)
+                    yield TurnFinished(answer_text, thinking_text, list(committed), stats(blocks_done), stopped=True)
                     return
                 if block == self.fail_in_block and step == steps // 2:
                     yield TurnFailed("CUDA out of memory: tried to allocate 2.00 GiB (GPU 0: 24 GiB total)")
@@ -141,7 +153,7 @@ class ScriptedEngine:
                     self.paused.clear()
                 if self.step_delay:
                     time.sleep(self.step_delay)
-            kept = target[: int(np.argmax(target == EOS)) + 1] if (target == EOS).any() else target
+            kept = cut(target)
             committed.extend(int(t) for t in kept)
             thinking_text, answer_text = texts()
             yield BlockCommitted(block, kept, steps, thinking_text, answer_text, final=block == n_blocks - 1)

@@ -7,7 +7,8 @@ from textual.app import App, ComposeResult
 from textual.message import Message
 
 from dg_chat.tui.recording import Frame
-from dg_chat.tui.widgets.canvas import MASK_GLYPH, CanvasFrame, CanvasView, frame_header, token_runs, wrap_runs
+from dg_chat.text.canvas import BYTE_GLYPH, END_GLYPH, MASK_GLYPH, token_runs
+from dg_chat.tui.widgets.canvas import CanvasFrame, CanvasView, frame_header, wrap_runs
 from tests.tui.conftest import wait_until
 
 
@@ -25,11 +26,24 @@ def test_tokens_are_styled_noise_accepted_changed_or_mask():
     assert frame_header(f) == "block 2 · step 7/48 · mean entropy 1.235"
 
 
-def test_runs_wrap_at_the_width_in_cells():
-    runs = [("abc", "a"), ("defgh", "b"), ("日本", "c"), ("x", "d")]
+def test_end_tokens_are_quiet_cells_and_nothing_shows_past_the_first_accepted_one():
+    end, byte = 5, 6
+    f = Frame(0, 3, 48, 0.1, np.array([10, end, 11, end, 12, 13], np.int32),
+              np.array([True, False, True, True, False, True]), np.zeros(6, bool))
+    pieces = {10: " a", 11: " b", 12: "noise", 13: " c", end: "<|end|>"}
+    assert token_runs(f, pieces.__getitem__, None, frozenset({end})) == [
+        (" a", "accepted"), (END_GLYPH, "quiet"), (" b", "accepted"), (END_GLYPH, "quiet")]
+    partial = Frame(0, 3, 48, 0.1, np.array([byte, 10], np.int32), np.array([True, True]), np.zeros(2, bool))
+    assert token_runs(partial, {byte: "\ufffd", 10: " a"}.__getitem__, None)[0] == (BYTE_GLYPH, "quiet")
+
+
+def test_runs_wrap_at_the_width_in_cells_without_splitting_a_token():
+    runs = [("ab", "a"), (" cd", "b"), (" e", "c"), ("日本", "d")]
     lines = [[(s.text, s.style) for s in line] for line in wrap_runs(runs, 4, height=10)]
-    assert lines == [[("abc", "a"), ("d", "b")], [("efgh", "b")], [("日本", "c")], [("x", "d")]]
+    assert lines == [[("ab", "a")], [(" cd", "b")], [(" e", "c")], [("日本", "d")]]
     assert [[(s.text, s.style) for s in line] for line in wrap_runs(runs, 4, height=2)] == lines[:2]
+    wide = [[(s.text, s.style) for s in line] for line in wrap_runs([("x", "a"), ("defgh", "b")], 4, height=10)]
+    assert wide == [[("x", "a")], [("defg", "b")], [("h", "b")]]  # only a token wider than a line is broken
 
 
 def test_queued_frames_replace_each_other_but_not_other_messages():
@@ -44,7 +58,7 @@ class CanvasApp(App[None]):
         self.fps = fps
 
     def compose(self) -> ComposeResult:
-        yield CanvasView(fps=self.fps, piece=lambda t: f"<{t}>")
+        yield CanvasView(fps=self.fps, piece=lambda t: f"<{t}>", end_ids=frozenset({99}))
 
 
 async def test_repaints_are_capped_and_the_last_frame_is_always_painted():
@@ -61,7 +75,7 @@ async def test_repaints_are_capped_and_the_last_frame_is_always_painted():
         assert painted == [1, 40]  # frames 2..39 were superseded before their turn came
         assert canvas.painted.step == 40
         assert canvas.render_line(1).text.rstrip().endswith(" 40/48")
-        assert canvas.render_line(2).text.startswith("<40><41>")
+        assert canvas.render_line(3).text.startswith("<40><41>")
 
 
 async def test_frames_of_another_turn_are_ignored():
@@ -82,3 +96,41 @@ async def test_frames_of_another_turn_are_ignored():
 def test_wrapping_never_exceeds_the_height_even_when_nothing_fits():
     assert len(wrap_runs([("日本語", "a")], 1, height=3)) <= 3
     assert wrap_runs([("abc", "a")], 10, height=0) == []
+
+
+async def test_a_new_turn_never_shows_the_previous_turns_last_frame():
+    app = CanvasApp(fps=30)
+    async with app.run_test(size=(60, 14)) as pilot:
+        canvas = app.query_one(CanvasView)
+        canvas.start(1)
+        canvas.paint(frame(5))
+        assert "<5>" in canvas.render_line(3).text
+        canvas.display = False  # the turn ended
+        await pilot.pause()
+        canvas.start(2)
+        canvas.display = True
+        assert all("<" not in canvas.render_line(y).text for y in range(14))
+        await pilot.pause()
+        assert canvas.render_line(0).text.startswith("encoding the prompt")
+        assert all("<" not in canvas.render_line(y).text for y in range(14))
+
+
+async def test_the_step_bar_is_full_once_a_block_that_stopped_early_commits():
+    app = CanvasApp(fps=30)
+    async with app.run_test(size=(60, 14)):
+        canvas = app.query_one(CanvasView)
+        canvas.paint(frame(12))
+        assert "━" * 59 not in canvas.render_line(1).text
+        canvas.finish_block(1)  # another block: nothing changes
+        assert "━" * 59 not in canvas.render_line(1).text
+        canvas.finish_block(0)
+        assert canvas.render_line(1).text == "━" * 54 + " 12/48"
+
+
+async def test_a_legend_of_the_colours_follows_the_step_bar():
+    app = CanvasApp(fps=30)
+    async with app.run_test(size=(60, 14)):
+        canvas = app.query_one(CanvasView)
+        canvas.paint(frame(3))
+        assert canvas.render_line(2).text.rstrip() == f"accepted  changed  noise  {END_GLYPH} end  {BYTE_GLYPH} byte"
+        assert canvas.render_line(3).text.startswith("<3><4>")

@@ -24,4 +24,5 @@ def test_an_unreadable_history_is_a_one_line_error(capsys):
     paths.history_db().write_bytes(b"garbage" * 1000)
     assert main(["--continue"]) == 1
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "history database" in err and "unreadable" in err
+    assert err.count("\n") == 1 and f"the history {paths.history_db()} is damaged" in err
+    assert "dg-chat doctor --repair-history" in err

@@ -7,7 +7,7 @@ import json
 from textual.widgets import Markdown
 
 from dg_chat.config import Settings
-from dg_chat.engine.events import BlockCommitted, PromptEncoded, TurnFailed, TurnFinished
+from dg_chat.engine.events import EMPTY_ANSWER, BlockCommitted, PromptEncoded, TurnFailed, TurnFinished
 from dg_chat.store import StoreError
 from dg_chat.tui.app import DgChatApp, TurnEvent
 from dg_chat.tui.screens.replay import ReplayScreen
@@ -69,19 +69,24 @@ async def test_send_shows_live_steps_then_the_committed_answer(make_app, store):
 
 async def test_escape_stops_and_keeps_the_partial_answer(make_app, store):
     engine = ScriptedEngine(lambda m: LONG, pause_at=(1, 2))
+    blocks = []
     app = make_app(engine)
-    async with app.run_test(size=SIZE) as pilot:
+    hook = lambda m: isinstance(m, TurnEvent) and isinstance(m.event, BlockCommitted) and blocks.append(m.event)
+    async with app.run_test(size=SIZE, message_hook=hook) as pilot:
         await send(pilot, "go", wait=False)
         await paused(pilot, engine)
         await pilot.press("escape")
         await finished(pilot)
         model = app.query(MessageView).last()
         assert model.status == "stopped" and "stopped" in str(model.query_one(".message-header").render())
-        first_block = model.content
-        assert first_block and LONG.startswith(first_block) and first_block != LONG
+        first_block, partial = blocks
+        assert LONG.startswith(first_block.answer) and partial.final and partial.steps == 2
+        # the block being denoised is kept as its current best guess, after the committed block
+        assert model.content == partial.answer and len(partial.answer) > len(first_block.answer)
+        assert partial.answer.startswith(first_block.answer) and shown_text(model) == partial.answer
         assert app.status.status.state == "stopped"
     stored = store.messages(app.chat_id)[-1]
-    assert (stored.content, stored.status) == (first_block, "stopped")
+    assert (stored.content, stored.status) == (partial.answer, "stopped")
     assert len(store.frames(stored.id)) == 2  # block 1 and the interrupted block 2
 
 
@@ -350,7 +355,9 @@ async def test_quitting_mid_answer_stores_it_as_stopped(make_app, store):
         await pilot.press("ctrl+q")
     user, model = store.messages(app.chat_id)
     assert user.content == "bye soon"
-    assert model.status == "stopped" and model.content and LONG.startswith(model.content)
+    first_block = " ".join(LONG.split(" ")[:48])
+    assert model.status == "stopped" and model.content.startswith(first_block)
+    assert len(model.content) > len(first_block)  # and the stopped block's best guess
     assert engine.closed
 
 
@@ -409,3 +416,23 @@ async def test_first_run_offers_the_demo_then_starts_it(store, tmp_path, monkeyp
         await pilot.press("enter")
         await wait_until(pilot, lambda: app.engine is not None)
     assert loaded_with == ["demo"] and hub.recorded_choice() == "demo"
+
+
+async def test_an_answer_the_model_ended_without_text_says_so_and_stays_in_the_context(make_app, store):
+    replies = iter(["", "now with words"])
+    engine = ScriptedEngine(lambda m: next(replies))
+    app = make_app(engine)
+    async with app.run_test(size=SIZE) as pilot:
+        await send(pilot, "first")
+        model = app.query(MessageView).last()
+        assert (model.content, model.status) == ("", "complete")
+        assert shown_text(model) == f"*{EMPTY_ANSWER}*"
+        await send(pilot, "second")
+    asked, _sampler = engine.requests[1]
+    assert [(m.role, m.content) for m in asked] == [("user", "first"), ("model", ""), ("user", "second")]
+    assert [(m.content, m.status) for m in store.messages(app.chat_id)][1] == ("", "complete")
+
+    reopened = make_app(continue_last=True)
+    async with reopened.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        assert shown_text(reopened.query(MessageView)[1]) == f"*{EMPTY_ANSWER}*"

@@ -71,12 +71,18 @@ def test_a_stopped_turn_keeps_its_unfinished_block(store):
     chat = store.create_chat("t", Settings())
     message = store.add_message(chat, "model", "", status="partial")
     recorder = AnswerRecorder(store, message)
+    committed = []
     for event in ScriptedEngine(lambda m: LONG).turn([Message("user", "hi")], SamplerSettings(), cancel):
         recorder.record(event)
         if isinstance(event, CanvasStep) and (event.block, event.step) == (1, 2):
             cancel.set()  # what Esc does
+        if isinstance(event, BlockCommitted):
+            committed.append(event.answer)
     stored = store.messages(chat)[0]
-    assert stored.status == "stopped" and stored.content and LONG.startswith(stored.content)
+    first_block, with_partial_block = committed
+    assert stored.status == "stopped" and stored.content == with_partial_block  # the stopped block's best guess
+    assert LONG.startswith(first_block) and with_partial_block.startswith(first_block)
+    assert len(with_partial_block) > len(first_block)
     blocks = [decode_block(data) for data in store.frames(message)]
     assert [len(frames) for frames in blocks] == [6, 2]
 

@@ -4,6 +4,8 @@ engine whose stats do not depend on timing."""
 
 from __future__ import annotations
 
+import pytest
+
 from dg_chat.config import Settings
 from dg_chat.tui.screens.settings import SettingsScreen
 from tests.tui.conftest import SIZE, paused, ready, send, wait_until
@@ -66,3 +68,31 @@ def test_settings_screen(snap_compare, make_app):
         await wait_until(pilot, lambda: isinstance(pilot.app.screen, SettingsScreen))
 
     assert snap_compare(make_app(), terminal_size=(100, 44), run_before=run_before)
+
+
+@pytest.mark.parametrize("width", [80, 120])
+def test_live_canvas_with_end_padding(snap_compare, make_app, width):
+    """A short answer on a long canvas: the end positions are quiet cells, hidden past the first
+    accepted end token; tokens are never split across lines; the legend shares the title line."""
+    engine = ScriptedEngine(lambda m: "Rayleigh scattering makes the sky blue.", canvas_length=256, steps=8,
+                            pause_at=(0, 5))
+
+    async def run_before(pilot):
+        await send(pilot, "why is the sky blue?", wait=False)
+        await paused(pilot, engine)
+
+    assert snap_compare(make_app(engine), terminal_size=(width, 30), run_before=run_before)
+
+
+@pytest.mark.parametrize("width", [80, 120, 200])
+def test_status_bar_mid_turn(snap_compare, make_app, width):
+    """The status bar fits by priority: state and progress first, then the model, speed, thinking..."""
+    engine = ScriptedEngine(lambda m: LONG)
+
+    async def run_before(pilot):
+        await send(pilot, "first")  # its speed is not shown during the next answer
+        engine.pause_at = (1, 3)
+        await send(pilot, "tell me about foxes", wait=False)
+        await paused(pilot, engine)
+
+    assert snap_compare(make_app(engine), terminal_size=(width, 24), run_before=run_before)

@@ -27,19 +27,21 @@ class ReplayScreen(ModalScreen[None]):
         Binding("escape,q", "dismiss(None)", "Close", id="replay-close"),
     ]
 
-    def __init__(self, blocks: list[list[Frame]], piece: Callable[[int], str], mask_id: int | None) -> None:
+    def __init__(self, blocks: list[list[Frame]], piece: Callable[[int], str], mask_id: int | None,
+                 end_ids: frozenset[int] = frozenset()) -> None:
         super().__init__(classes="dialog")
         self.blocks = [frames for frames in blocks if frames]
         self.block = 0
         self.step = 0
         self._piece = piece
         self._mask_id = mask_id
+        self._end_ids = end_ids
         self._timer: Timer | None = None
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog-box", id="replay-box"):
             yield Static("Replay", classes="dialog-title")
-            yield CanvasView(piece=self._piece, mask_id=self._mask_id, id="replay-canvas")
+            yield CanvasView(piece=self._piece, mask_id=self._mask_id, end_ids=self._end_ids, id="replay-canvas")
             yield Static("", id="replay-position", markup=False)
             yield Static("space: play/pause · ←/→: step · ↑/↓: block · esc: close", classes="hint")
 

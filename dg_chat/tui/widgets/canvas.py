@@ -8,6 +8,9 @@ it moves.
 
 It draws with the line API (precomputed segments per line, no Markdown or Content wrapping):
 the UI thread must stay nearly idle, since it shares the GIL with the engine thread.
+
+Tokens are never split across lines (unless one is wider than the canvas); which token shows
+as what is dg_chat.text.canvas's `token_runs` (end tokens and lone bytes as quiet cells).
 """
 
 from __future__ import annotations
@@ -25,13 +28,10 @@ from textual.timer import Timer
 from textual.widget import Widget
 
 from dg_chat.tui.recording import Frame
-from dg_chat.text.sanitize import printable
+from dg_chat.text.canvas import LEGEND, token_runs
+from dg_chat.text.sanitize import visible
 
-NOISE_CHARS = 4
-"""Noise tokens are cut to this many characters: they are shown to look scrambled, not read,
-and random vocabulary pieces can be long."""
-MASK_GLYPH = "░"
-HEADER_LINES = 2  # the title line and the step bar
+HEADER_LINES = 3  # the title line, the step bar and the legend
 
 
 class CanvasFrame(Message, bubble=False):
@@ -50,55 +50,58 @@ def frame_header(frame: Frame) -> str:
     return f"block {frame.block + 1} · step {frame.step}/{frame.max_steps} · mean entropy {frame.mean_entropy:.3f}"
 
 
-def token_runs(frame: Frame, piece: Callable[[int], str], mask_id: int | None) -> list[tuple[str, str]]:
-    """(text, kind) per position: kind is "accepted", "changed" (accepted and changed this
-    step), or "noise" (cut short; a mask token shows as one glyph)."""
-    runs = []
-    for token, accepted, changed in zip(frame.tokens.tolist(), frame.accepted.tolist(), frame.changed.tolist(),
-                                        strict=True):
-        if token == mask_id:
-            runs.append((MASK_GLYPH, "noise"))
-        elif accepted:
-            runs.append((piece(token), "changed" if changed else "accepted"))
-        else:
-            runs.append((piece(token)[:NOISE_CHARS], "noise"))
-    return runs
-
-
 def wrap_runs(runs: list[tuple[str, Style]], width: int, height: int) -> list[list[Segment]]:
-    """Styled runs laid out in at most `height` lines of `width` cells, breaking anywhere (a
-    canvas is not prose); what does not fit is left out."""
-    if height <= 0:
+    """Styled runs laid out in at most `height` lines of `width` cells; a run goes whole to the
+    next line when it does not fit, and is broken only if it is wider than a line. What does
+    not fit is left out."""
+    if height <= 0 or width <= 0:
         return []
     lines: list[list[Segment]] = [[]]
     used = 0
     for text, style in runs:
-        while text:
-            size = cell_len(text)
-            if used + size <= width:
-                line = lines[-1]
-                if line and line[-1].style is style:  # fewer, longer segments are cheaper to draw
-                    line[-1] = Segment(line[-1].text + text, style)
-                else:
-                    line.append(Segment(text, style))
-                used += size
-                break
-            head = chop_cells(text, width - used)[0] if used < width else ""
-            if head:
-                lines[-1].append(Segment(head, style))
-                text = text[len(head):]
-            if len(lines) >= height:
-                return lines
-            lines.append([])
-            used = 0
+        for part in chop_cells(text, width) if cell_len(text) > width else [text]:
+            size = cell_len(part)
+            if used and used + size > width:
+                if len(lines) >= height:
+                    return lines
+                lines.append([])
+                used = 0
+            line = lines[-1]
+            if line and line[-1].style is style:  # fewer, longer segments are cheaper to draw
+                line[-1] = Segment(line[-1].text + part, style)
+            else:
+                line.append(Segment(part, style))
+            used += size
     return lines
+
+
+def legend_line(styles: dict[str, Style]) -> list[Segment]:
+    """One line naming what each colour of the canvas means, in that colour."""
+    line: list[Segment] = []
+    for label, kind in LEGEND:
+        if line:
+            line.append(Segment("  ", styles["header"]))
+        line.append(Segment(label, styles[kind]))
+    return line
 
 
 class CanvasView(Widget):
     """Header, step bar and tokens of one block; shows live frames or replayed ones."""
 
+    class Painted(Message):
+        """A frame is on the canvas now (for the status bar's progress)."""
+
+        def __init__(self, canvas: CanvasView, frame: Frame) -> None:
+            super().__init__()
+            self.canvas = canvas
+            self.frame = frame
+
+        @property
+        def control(self) -> CanvasView:
+            return self.canvas
+
     COMPONENT_CLASSES = {"canvas--header", "canvas--bar", "canvas--bar-todo", "canvas--noise",
-                         "canvas--accepted", "canvas--changed"}
+                         "canvas--accepted", "canvas--changed", "canvas--quiet"}
     DEFAULT_CSS = """
     CanvasView {
         height: 14;
@@ -108,14 +111,15 @@ class CanvasView(Widget):
         & > .canvas--noise { color: $text-disabled; }
         & > .canvas--accepted { color: $text; text-style: bold; }
         & > .canvas--changed { color: $warning; text-style: bold underline; }
+        & > .canvas--quiet { color: $text-disabled; text-style: dim; }
     }
     """
 
-    def __init__(self, *, piece: Callable[[int], str] = str, mask_id: int | None = None, fps: int = 30,
-                 id: str | None = None) -> None:
+    def __init__(self, *, piece: Callable[[int], str] = str, mask_id: int | None = None,
+                 end_ids: frozenset[int] = frozenset(), fps: int = 30, id: str | None = None) -> None:
         self._style_cache: dict[str, Style] | None = None
         super().__init__(id=id)
-        self.set_vocabulary(piece, mask_id)
+        self.set_vocabulary(piece, mask_id, end_ids)
         self._interval = 1.0 / fps
         self.turn: int | None = None
         self.painted: Frame | None = None
@@ -124,11 +128,15 @@ class CanvasView(Widget):
         self._last_paint = 0.0
         self._timer: Timer | None = None
         self._lines: list[Strip] = []
+        self._block_done = False
+        """The painted frame's block has committed (it may have stopped before its last step)."""
 
-    def set_vocabulary(self, piece: Callable[[int], str], mask_id: int | None) -> None:
+    def set_vocabulary(self, piece: Callable[[int], str], mask_id: int | None,
+                       end_ids: frozenset[int] = frozenset()) -> None:
         # Pieces repeat across steps and blocks: look each one up (and clean it) once.
-        self._piece = lru_cache(maxsize=65536)(lambda token: printable(piece(token)))
+        self._piece = lru_cache(maxsize=65536)(lambda token: visible(piece(token)))
         self._mask_id = mask_id
+        self._end_ids = end_ids
 
     def start(self, turn: int) -> None:
         """Accept the frames of `turn` from now on."""
@@ -165,8 +173,16 @@ class CanvasView(Widget):
     def paint(self, frame: Frame) -> None:
         self._last_paint = time.monotonic()
         self.painted = frame
+        self._block_done = False
         self._title = frame_header(frame)
         self._layout()
+        self.post_message(self.Painted(self, frame))
+
+    def finish_block(self, block: int) -> None:
+        """Block `block` has committed: if it is the one shown, its step bar is full."""
+        if self.painted is not None and self.painted.block == block:
+            self._block_done = True
+            self._layout()
 
     def on_resize(self) -> None:
         self._layout()
@@ -175,7 +191,8 @@ class CanvasView(Widget):
         """Lay the current frame out in lines of segments; render_line only hands them out."""
         width, height = self.size
         if not width or not height:
-            return  # hidden: laid out on the next resize
+            self._lines = []  # hidden: laid out on the next resize, never shown stale
+            return
         style = self.rich_style
         styles = self._styles()
         frame = self.painted
@@ -183,10 +200,11 @@ class CanvasView(Widget):
         if frame is not None:
             counter = f" {frame.step}/{frame.max_steps}"
             room = max(width - len(counter), 0)
-            done = room * frame.step // max(frame.max_steps, 1)
+            done = room if self._block_done else room * frame.step // max(frame.max_steps, 1)
             lines.append([Segment("━" * done, styles["bar"]), Segment("━" * (room - done), styles["bar-todo"]),
                           Segment(counter, styles["header"])])
-            runs = token_runs(frame, self._piece, self._mask_id)
+            lines.append(legend_line(styles))
+            runs = token_runs(frame, self._piece, self._mask_id, self._end_ids)
             lines += wrap_runs([(text, styles[kind]) for text, kind in runs], width, height - HEADER_LINES)
         self._lines = [Strip(line).adjust_cell_length(width, style) for line in lines]
         self.refresh()
@@ -194,7 +212,7 @@ class CanvasView(Widget):
     def _styles(self) -> dict[str, Style]:
         if self._style_cache is None:
             self._style_cache = {name: self.get_component_rich_style(f"canvas--{name}")
-                                 for name in ("header", "bar", "bar-todo", "noise", "accepted", "changed")}
+                                 for name in ("header", "bar", "bar-todo", "noise", "accepted", "changed", "quiet")}
         return self._style_cache
 
     def notify_style_update(self) -> None:

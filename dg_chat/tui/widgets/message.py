@@ -14,6 +14,7 @@ from textual.message import Message
 from textual.widgets import Collapsible, Markdown, Static
 from textual.widgets.markdown import MarkdownStream
 
+from dg_chat.engine.events import EMPTY_ANSWER
 from dg_chat.text.sanitize import printable
 from dg_chat.tui.text import code_blocks
 
@@ -66,7 +67,13 @@ class MessageView(Vertical, can_focus=True):
             with Collapsible(title="Thinking", collapsed=False, classes="thinking") as thinking:
                 thinking.display = bool(self.thinking)
                 yield Markdown(printable(self.thinking), classes="thinking-text")
-        yield Markdown(printable(self.content), classes="message-text")
+        yield Markdown(self._shown_text(), classes="message-text")
+
+    def _shown_text(self) -> str:
+        """The answer as Markdown; a finished answer without text says so."""
+        if self.role == "model" and self.status == "complete" and not self.content:
+            return f"*{EMPTY_ANSWER}*"
+        return printable(self.content)
 
     def _header(self) -> str:
         name = {"user": "You", "model": "Model", "system": "System"}.get(self.role, self.role)
@@ -104,10 +111,10 @@ class MessageView(Vertical, can_focus=True):
             await stream.stop()
         self._streams.clear()
         self.thinking, self.content = thinking, answer
+        self.set_status(status, error)
         self.query_one(".thinking", Collapsible).display = bool(thinking)
         await self.query_one(".thinking-text", Markdown).update(printable(thinking))
-        await self.query_one(".message-text", Markdown).update(printable(answer))
-        self.set_status(status, error)
+        await self.query_one(".message-text", Markdown).update(self._shown_text())
 
     def action_copy(self) -> None:
         self.app.copy_to_clipboard(self.content)
