@@ -81,6 +81,17 @@ def _f16(ptr, offset, mask):
 
 
 @triton.jit
+def _q4_k_scale_offset(row, base, j, mask):
+    """Q4_K sub-block j's (d·sc_j, dmin·m_j) in fp32 from the super-block at byte `base` (§5.2)."""
+    s0 = _u8(row, base + 4 + j, mask)
+    s1 = _u8(row, base + 8 + j, mask)  # byte j + 4
+    s2 = _u8(row, base + tl.where(j >= 4, j, j + 4), mask)  # byte j - 4 (j >= 4 only)
+    sc = tl.where(j < 4, s0 & 63, (s1 & 15) | ((s2 >> 6) << 4))
+    mn = tl.where(j < 4, s1 & 63, (s1 >> 4) | ((s0 >> 6) << 4))
+    return _f16(row, base, mask) * sc.to(tl.float32), _f16(row, base + 2, mask) * mn.to(tl.float32)
+
+
+@triton.jit
 def dequant_tile(w_ptr, row_bytes, rows, cols, n_rows, n_cols, QTYPE: tl.constexpr):
     """float32 [len(cols), len(rows)]: W[rows, cols] transposed (ready for `tl.dot(x, w)`);
     0 outside [0, n_rows) x [0, n_cols)."""
@@ -109,16 +120,9 @@ def dequant_tile(w_ptr, row_bytes, rows, cols, n_rows, n_cols, QTYPE: tl.constex
     elif QTYPE == Q4_K:  # d, dmin: f16, scales[12] (8 six-bit scales and mins), qs[128]
         t = c % 256
         base = (c // 256) * 144
-        j = t // 32
-        s0 = _u8(row, base + 4 + j, mask)
-        s1 = _u8(row, base + 8 + j, mask)  # byte j + 4
-        s2 = _u8(row, base + tl.where(j >= 4, j, j + 4), mask)  # byte j - 4 (j >= 4 only)
-        sc = tl.where(j < 4, s0 & 63, (s1 & 15) | ((s2 >> 6) << 4))
-        mn = tl.where(j < 4, s1 & 63, (s1 >> 4) | ((s0 >> 6) << 4))
+        scale, offset = _q4_k_scale_offset(row, base, t // 32, mask)
         byte = _u8(row, base + 16 + (t // 64) * 32 + t % 32, mask)
         q = tl.where((t % 64) < 32, byte & 15, byte >> 4)
-        scale = _f16(row, base, mask) * sc.to(tl.float32)
-        offset = _f16(row, base + 2, mask) * mn.to(tl.float32)
         w = q.to(tl.float32) * scale - offset
     elif QTYPE == Q6_K:  # ql[128], qh[64], scales: int8[16], d: f16
         t = c % 256
@@ -189,15 +193,7 @@ def block_scales(w_ptr, row_bytes, rows, first, n_rows, n_groups, QTYPE: tl.cons
         scale = _f16(row, b * 22, mask)
         offset = tl.zeros_like(scale)
     elif QTYPE == Q4_K:
-        base = (b // 8) * 144
-        j = b % 8
-        s0 = _u8(row, base + 4 + j, mask)
-        s1 = _u8(row, base + 8 + j, mask)  # byte j + 4
-        s2 = _u8(row, base + tl.where(j >= 4, j, j + 4), mask)  # byte j - 4 (j >= 4 only)
-        sc = tl.where(j < 4, s0 & 63, (s1 & 15) | ((s2 >> 6) << 4))
-        mn = tl.where(j < 4, s1 & 63, (s1 >> 4) | ((s0 >> 6) << 4))
-        scale = _f16(row, base, mask) * sc.to(tl.float32)
-        offset = _f16(row, base + 2, mask) * mn.to(tl.float32)
+        scale, offset = _q4_k_scale_offset(row, (b // 8) * 144, b % 8, mask)
     elif QTYPE == Q6_K:
         base = (b // 16) * 210
         scale = _f16(row, base + 208, mask) * _i8(row, base + 192 + b % 16, mask).to(tl.float32)

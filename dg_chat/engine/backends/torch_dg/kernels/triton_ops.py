@@ -35,7 +35,8 @@ class TritonOps:
 
     def soft_embed(self, self_cond: SelfCondition) -> torch.Tensor:
         lse = self_cond.lse if self_cond.lse is not None else self_cond.logits.logsumexp(dim=-1)
-        soft = gemm.softmax_matmul(self_cond.logits, lse, self._weight("token_embd.weight"))
+        # probabilities and E in the compute dtype, as the reference multiplies them (tensor cores on a GPU)
+        soft = gemm.softmax_matmul(self_cond.logits, lse, self._weight("token_embd.weight"), operand_dtype=self.w.dtype)
         return (soft * self.embed_scale).to(self.w.dtype)
 
     def rms_norm(self, x: torch.Tensor, weight: str | None) -> torch.Tensor:
