@@ -41,7 +41,7 @@ def once(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """fn(*args) with exactly one kernel launch."""
     with runtime.counting() as counter:
         out = fn(*args, **kwargs)
-        assert counter.launches == 1  # read inside: leaving the block restores the outer count
+        assert counter.launches == 1
     return out
 
 

@@ -7,7 +7,6 @@ import math
 
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from dg_chat.config import SamplerSettings
 from dg_chat.engine.backends.torch_dg.fused_sampler import FusedEntropyBoundSampler, StopRule
@@ -15,6 +14,7 @@ from dg_chat.engine.backends.torch_dg.kernels import runtime
 from dg_chat.engine.backends.torch_dg.kernels.sampler import row_statistics, uniform_canvas
 from dg_chat.engine.events import CanvasStep
 from dg_chat.engine.sampling import BlockResult, EntropyBoundSampler, categorical_entropy, entropy_bound_accept
+from tests.support.host_sync import NoHostSync
 
 pytestmark = pytest.mark.skipif(runtime.unavailable_reason(torch.device("cpu")) is not None,
                                 reason="needs triton and TRITON_INTERPRET=1")
@@ -198,8 +198,7 @@ def test_a_step_never_synchronises_with_the_host(monkeypatch):
     with NoHostSync(), runtime.counting() as counter:
         record = sampler._step(backend, first.canvas, first.self_cond, 2)
         sampler._summary(record)
-        launches = counter.launches  # the counter resets when the block ends
-    assert launches == 2
+    assert counter.launches == 2
 
 
 def forbidden(method):
@@ -208,35 +207,6 @@ def forbidden(method):
             raise AssertionError(f"host synchronisation in a step: Tensor.{method.__name__}")
         return method(self, *args, **kwargs)
     return guarded
-
-
-class NoHostSync(TorchDispatchMode):
-    """Fails on the aten ops that make the host wait for the device."""
-
-    SYNCING = {torch.ops.aten._local_scalar_dense.default, torch.ops.aten.item.default,
-               torch.ops.aten.nonzero.default, torch.ops.aten.equal.default, torch.ops.aten.is_nonzero.default}
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        # Triton's interpreter copies every kernel argument to and from numpy with aten ops of its
-        # own: that is the launch's plumbing, not the step's ops, and it is gone on a GPU
-        if not runtime.in_launch:
-            if func in self.SYNCING or to_host(func, args, kwargs) or bool_indexing(func, args):
-                raise AssertionError(f"host synchronisation in a step: {func}")
-        return func(*args, **kwargs)
-
-
-def to_host(func, args, kwargs) -> bool:
-    if func is torch.ops.aten._to_copy.default:
-        return kwargs.get("device") is not None and torch.device(kwargs["device"]).type == "cpu"
-    if func is torch.ops.aten.copy_.default:
-        return args[0].device.type == "cpu" and args[1].device.type != "cpu"
-    return False
-
-
-def bool_indexing(func, args) -> bool:
-    return func in (torch.ops.aten.index.Tensor, torch.ops.aten.index_put_.default) and any(
-        i is not None and i.dtype == torch.bool for i in args[1])
 
 
 # -- whole blocks ----------------------------------------------------------------------------------

@@ -199,7 +199,7 @@ def test_one_launch_each_and_no_host_sync() -> None:
     for call in calls:
         with runtime.counting() as counter, NoHostSync():
             call()
-            assert counter.launches == 1  # read inside: leaving `counting` restores the outer count
+            assert counter.launches == 1
 
 
 def test_rejects_mismatched_inputs() -> None:

@@ -83,7 +83,7 @@ def test_align_is_one_launch():
     top_i, _ = _routing(4, 2, 4, seed=0)
     with runtime.counting() as counter:
         align(top_i, 4, 16)
-        assert counter.launches == 1  # read inside: `counting` restores the count on exit
+        assert counter.launches == 1
 
 
 def _random_blocks(qtype: Q, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
