@@ -23,7 +23,7 @@ def report() -> dict[str, Any]:
 def test_reports_what_was_measured_and_what_computed(report: dict[str, Any]) -> None:
     launches = report["launches"]
     assert report["quick"] is True
-    assert {"measured", "computed", "per_layer", "prologue", "epilogue", "lm_head", "sampler", "sampler_included",
+    assert {"measured", "computed", "per_layer", "prologue", "epilogue", "lm_head", "sampler",
             "real_model", "goal", "goal_met"} <= launches.keys()
     assert launches["per_layer"].keys() == {"sliding", "full"}
     for section in [*launches["per_layer"].values(), launches["prologue"], launches["lm_head"]]:

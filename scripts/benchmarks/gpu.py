@@ -201,20 +201,14 @@ class Shared:
         """The triton path's logits for `canvas` right after the prompt, without SC (on the CPU)."""
 
 
-def _fused_sampler(vocab: int, canvas_length: int, steps: int, device: torch.device) -> Any | None:
-    """A FusedEntropyBoundSampler (for `steps` steps) if fused_sampler.py exposes its per-step
-    functions (`_step`, `_summary`)."""
-    try:
-        from dg_chat.config import SamplerSettings
-        from dg_chat.engine.backends.torch_dg import fused_sampler
-    except ImportError:
-        return None
-    cls = getattr(fused_sampler, "FusedEntropyBoundSampler", None)
-    if cls is None or not hasattr(cls, "_step") or not hasattr(cls, "_summary"):
-        return None
+def _fused_sampler(vocab: int, canvas_length: int, steps: int, device: torch.device) -> Any:
+    """A FusedEntropyBoundSampler for `steps` steps, stepped by hand (`_step`, `_summary`)."""
+    from dg_chat.config import SamplerSettings
+    from dg_chat.engine.backends.torch_dg.fused_sampler import FusedEntropyBoundSampler
+
     generator = torch.Generator(device=device).manual_seed(5)
-    sampler = cls(SamplerSettings(max_steps=steps), vocab_size=vocab, canvas_length=canvas_length,
-                  generator=generator)
+    sampler = FusedEntropyBoundSampler(SamplerSettings(max_steps=steps), vocab_size=vocab,
+                                       canvas_length=canvas_length, generator=generator)
     sampler.stop_rule.reset(torch.zeros(canvas_length, dtype=torch.int64, device=device))
     return sampler
 

@@ -189,18 +189,15 @@ class _LogitsBackend:
         return self.logits
 
 
-def count_sampler_step(logits: torch.Tensor, canvas_length: int, vocab: int) -> StepCounter | None:
-    """One fused-sampler step (`_step` + `_summary`) on `logits`; None if fused_sampler.py has no
-    per-step function yet."""
+def count_sampler_step(logits: torch.Tensor, canvas_length: int, vocab: int) -> StepCounter:
+    """One fused-sampler step (`_step` + `_summary`) on `logits`."""
     from dg_chat.config import SamplerSettings
-    from dg_chat.engine.backends.torch_dg import fused_sampler
+    from dg_chat.engine.backends.torch_dg.fused_sampler import FusedEntropyBoundSampler
     from dg_chat.engine.backends.torch_dg.kernels import runtime
 
-    cls = getattr(fused_sampler, "FusedEntropyBoundSampler", None)
-    if cls is None or not hasattr(cls, "_step") or not hasattr(cls, "_summary"):
-        return None
     generator = torch.Generator(device=logits.device).manual_seed(3)
-    sampler = cls(SamplerSettings(), vocab_size=vocab, canvas_length=canvas_length, generator=generator)
+    sampler = FusedEntropyBoundSampler(SamplerSettings(), vocab_size=vocab, canvas_length=canvas_length,
+                                       generator=generator)
     canvas = torch.randint(0, vocab, (canvas_length,), device=logits.device)
     sampler.stop_rule.reset(canvas)
     stub = _LogitsBackend(logits.clone())
@@ -274,14 +271,14 @@ def measure_launches(device: torch.device) -> dict[str, Any]:
     sections = {name: _section_totals(model, name) for name in ("prologue", "epilogue", "lm_head")}
     layers = {kind: _section_totals(model, f"layer {i} {kind}")
               for i, kind in enumerate("full" if i in dims.full_layers else "sliding" for i in range(dims.n_layers))}
-    sampler_totals = _section_totals(sampler, "sampler") if sampler is not None else None
+    sampler_totals = _section_totals(sampler, "sampler")
     leftover = {k: v for k, v in model.aten.items() if k not in {"prologue", "epilogue", "lm_head", "after"}
                 and not k.startswith("layer")}
 
     def step_total(key: str) -> int:
         total = sum(sections[s][key] for s in sections)
         total += REAL_SLIDING_LAYERS * layers["sliding"][key] + REAL_FULL_LAYERS * layers["full"][key]
-        return total + (sampler_totals[key] if sampler_totals else 0)
+        return total + sampler_totals[key]
 
     per_layer_max = max(layers["sliding"]["launches"], layers["full"]["launches"])
     step = {"launches": step_total("launches"), "triton_launches": step_total("triton_launches"),
@@ -294,11 +291,9 @@ def measure_launches(device: torch.device) -> dict[str, Any]:
                      f"prompt of {dims.canvas} tokens (the counts do not depend on the cache length)"),
         "computed": (f"real_step = prologue + {REAL_SLIDING_LAYERS} x sliding + {REAL_FULL_LAYERS} x full + epilogue "
                      "+ lm_head + sampler (launch counts do not depend on tensor sizes)"),
-        "sampler_included": sampler_totals is not None,
         "sampler_note": ("FusedEntropyBoundSampler._step + _summary (row statistics, acceptance, renoise, stop rule, "
                          "packing); its one designed device->host copy of the packed step (HostStep) comes after "
-                         "and is not counted" if sampler_totals else
-                         "fused_sampler.py has no per-step function yet: the step totals exclude the sampler"),
+                         "and is not counted"),
         "attention_note": ("scaled_dot_product_attention counts as 1 launch (one fused kernel); on a GPU a "
                            "backend without bool-mask + GQA support falls back to the math path (several kernels)"),
         "per_layer": layers,
