@@ -12,12 +12,13 @@ import importlib
 import os
 import sys
 import traceback
+import warnings
 from datetime import datetime
 from typing import Any, Sequence
 
 from dg_chat import __version__, paths
 from dg_chat.config import BACKENDS, KERNELS, load_settings
-from dg_chat.errors import DgChatError
+from dg_chat.errors import DgChatError, DgChatWarning
 
 EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 1, 2, 130, 141
 
@@ -108,7 +109,19 @@ def _crash_log(exc: BaseException) -> str:
         return "(could not be written)"
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+    """DgChatWarnings as one line on stderr, like the errors; other warnings as Python shows them."""
+    if issubclass(category, DgChatWarning):
+        print(f"dg-chat: warning: {message}", file=sys.stderr)
+    else:
+        _python_show_warning(message, category, filename, lineno, file, line)
+
+
+_python_show_warning = warnings.showwarning
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    warnings.showwarning = _show_warning
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

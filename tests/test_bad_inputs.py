@@ -117,9 +117,6 @@ BAD_METADATA = [
     ({"diffusion.canvas_length": 0}, "metadata 'diffusion.canvas_length' is 0, expected an integer in 1..1024"),
     ({"tokenizer.ggml.eos_token_id": "1"},
      f"metadata 'tokenizer.ggml.eos_token_id' is a string ('1'), expected a token id in 0..{N_VOCAB - 1}"),
-    ({"tokenizer.ggml.eos_token_id": N_VOCAB},
-     f"metadata 'tokenizer.ggml.eos_token_id' is {N_VOCAB}, expected a token id in 0..{N_VOCAB - 1} (the vocabulary "
-     f"has {N_VOCAB} tokens); with it the model could never stop early"),
     ({"tokenizer.ggml.bos_token_id": 10**6}, "metadata 'tokenizer.ggml.bos_token_id' is 1000000, expected a token id"),
     ({f"{ARCH}.block_count": 0}, f"metadata '{ARCH}.block_count' is 0, expected an integer >= 1"),
     ({f"{ARCH}.embedding_length": None}, f"metadata '{ARCH}.embedding_length' missing, expected an integer >= 1"),
@@ -244,3 +241,18 @@ def test_a_failed_block_keeps_the_answer_of_the_blocks_before(monkeypatch):
                               end_ids=frozenset(), parse=lambda ids: ("", str(ids))):
             events.append(event)
     assert [type(e) for e in events if isinstance(e, BlockCommitted)] == [BlockCommitted]
+
+
+def test_an_end_token_outside_the_vocabulary_is_a_one_line_warning(tmp_path, capsys):
+    """The model still answers (it runs to its last canvas); the user is told why it never stops early."""
+    from scripts import make_tiny_llama_models as tiny
+
+    for model, vocab, flags in ((demo_with(tmp_path, metadata={"tokenizer.ggml.eos_token_id": N_VOCAB}), N_VOCAB, ()),
+                                (tiny.write_model(tmp_path / "llada.gguf", "llada",
+                                                  metadata={"tokenizer.ggml.eos_token_id": 384}), 384,
+                                 ("--backend", "llama"))):
+        status, out, err = run(capsys, *ASK, "--model", str(model), *flags)
+        assert status == 0 and json.loads(out)["token_ids"], err
+        warning = (f"dg-chat: warning: {model}: metadata 'tokenizer.ggml.eos_token_id' is {vocab}, expected a token "
+                   f"id in 0..{vocab - 1} (the vocabulary has {vocab} tokens): the model can never end its answer early")
+        assert warning in err.splitlines()

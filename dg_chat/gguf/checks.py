@@ -9,11 +9,13 @@ Arrays come back from the reader as numpy arrays, strings as str, numbers as Pyt
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import numpy as np
 from gguf.constants import GGMLQuantizationType
 
+from dg_chat.errors import DgChatWarning
 from dg_chat.gguf.reader import GGUFError, GGUFFile
 
 TOKEN_ID_KEYS = ("bos", "eos", "eot", "eom", "padding", "mask", "unknown", "seperator", "cls")
@@ -112,10 +114,11 @@ def check_token_ids(f: GGUFFile, n_vocab: int) -> None:
         value = f.metadata.get(key)
         if value is None:
             continue
-        if not _is_int(value) or not 0 <= value < n_vocab:
-            expected = f"a token id in 0..{n_vocab - 1} (the vocabulary has {n_vocab} tokens)"
-            if name in ("eos", "eot"):
-                expected += "; with it the model could never stop early"
+        expected = f"a token id in 0..{n_vocab - 1} (the vocabulary has {n_vocab} tokens)"
+        if _is_int(value) and not 0 <= value < n_vocab and name in ("eos", "eot"):
+            warnings.warn(DgChatWarning(f"{f.path}: metadata '{key}' is {value}, expected {expected}: "
+                                        "the model can never end its answer early"), stacklevel=2)
+        elif not _is_int(value) or not 0 <= value < n_vocab:
             raise _fail(f, key, value, expected)
 
 

@@ -134,6 +134,9 @@ class Tokenizer(SpecialTokenText):
                        for name in ("bos", "eos", "padding", "mask")}
         for name, token_id in special_ids.items():
             if token_id is not None and not 0 <= token_id < len(tokens):
+                if name == "eos":  # the loader's checks warn of it: the model just never stops early
+                    special_ids[name] = None
+                    continue
                 raise DgChatError(f"tokenizer.ggml.{name}_token_id {token_id} is outside the "
                                   f"{len(tokens)}-token vocabulary")
         pre = metadata.get("tokenizer.ggml.pre")
