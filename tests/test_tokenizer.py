@@ -183,7 +183,7 @@ def test_visible_neutralises_escape_sequences() -> None:
     ({"tokenizer.ggml.model": "gpt2", "tokenizer.ggml.tokens": ["a", "b"], "tokenizer.ggml.merges": [],
       "tokenizer.ggml.token_type": [1]}, "1 entries for 2 tokens"),
     ({"tokenizer.ggml.model": "gpt2", "tokenizer.ggml.tokens": ["a"], "tokenizer.ggml.merges": [],
-      "tokenizer.ggml.eos_token_id": 7}, "eos_token_id 7 is outside"),
+      "tokenizer.ggml.bos_token_id": 7}, "bos_token_id 7 is outside"),
     ({"tokenizer.ggml.model": "gpt2", "tokenizer.ggml.tokens": ["a", "b"], "tokenizer.ggml.merges": ["a"]},
      "not two tokens joined by a space"),
     ({"tokenizer.ggml.model": "gpt2", "tokenizer.ggml.tokens": ["a", "b"], "tokenizer.ggml.merges": ["a c"]},
@@ -193,3 +193,12 @@ def test_bad_metadata_is_a_one_line_error(metadata: dict, message: str) -> None:
     with pytest.raises(DgChatError, match=re.escape(message)) as error:
         Tokenizer.from_metadata(metadata)
     assert "\n" not in str(error.value)
+
+
+def test_an_end_token_outside_the_vocabulary_is_dropped():
+    """The loader warns of it (gguf/checks.py); the tokenizer simply has no EOS then."""
+    from dg_chat.text.tokenizer import Tokenizer
+
+    tokenizer = Tokenizer.from_metadata({"tokenizer.ggml.model": "gpt2", "tokenizer.ggml.tokens": ["a"],
+                                         "tokenizer.ggml.merges": [], "tokenizer.ggml.eos_token_id": 7})
+    assert tokenizer.eos_id is None
