@@ -197,8 +197,6 @@ def test_bad_metadata_is_a_one_line_error(metadata: dict, message: str) -> None:
 
 def test_an_end_token_outside_the_vocabulary_is_dropped():
     """The loader warns of it (gguf/checks.py); the tokenizer simply has no EOS then."""
-    from dg_chat.text.tokenizer import Tokenizer
-
     tokenizer = Tokenizer.from_metadata({"tokenizer.ggml.model": "gpt2", "tokenizer.ggml.tokens": ["a"],
                                          "tokenizer.ggml.merges": [], "tokenizer.ggml.eos_token_id": 7})
     assert tokenizer.eos_id is None
