@@ -24,6 +24,7 @@ from dg_chat.engine.backends.torch_dg.kernels import runtime
 from dg_chat.engine.backends.torch_dg.kernels.gemm import embedding, linear, linear_glu, softmax_matmul
 from dg_chat.engine.backends.torch_dg.kernels.gguf_tiles import RawWeight
 from dg_chat.gguf.dequant import dequantize
+from tests.kernels.test_moe import int8_rounded
 from tests.support.gguf_samples import quantized
 from tests.support.host_sync import NoHostSync
 
@@ -142,6 +143,47 @@ def test_glu_epilogue_is_torch_gelu_tanh() -> None:
     y = linear_glu(x, identity(256), identity(256))
     ref = gelu_tanh(x.double()) * x.double()
     assert ((y.double() - ref).abs() / ref.abs()).nan_to_num().max().item() <= 1e-5  # x = 0: 0/0
+
+
+# W4A8 at the real shapes (M = 4): (gate or linear type, up type or None, N, K)
+INT8_CASES = [(Q.Q4_K, None, 1408, 2816), (Q.Q5_0, None, 704, 2112), (Q.Q8_0, None, 704, 2816),
+              (Q.Q4_K, Q.Q4_K, 704, 2816), (Q.Q8_0, Q.Q5_0, 704, 2112)]
+
+
+@pytest.mark.parametrize(("first", "second", "n", "k"), INT8_CASES,
+                         ids=[f"{'glu' if u else 'linear'}-{g.name}{'-' + u.name if u else ''}-{n}x{k}"
+                              for g, u, n, k in INT8_CASES])
+def test_int8_activations(first: Q, second: Q | None, n: int, k: int) -> None:
+    """W4A8: exact against the float64 oracle fed the same int8-rounded activations (the integer
+    dots are exact; only the fp32 epilogue rounds), and the quantisation error against the plain
+    float64 oracle reported and loosely bounded."""
+    w = raw_weight(first, n, k, seed=4)
+    x = activations(4, k, torch.float32)
+    x = x * (4 / (x.double() @ reference(w).T).abs().max())  # GELU's bend, as in the GLU test
+    if second is None:
+        ours = linear(x, w, int8_activations=True)
+
+        def oracle(a: torch.Tensor) -> torch.Tensor:
+            return a @ reference(w).T
+    else:
+        up = raw_weight(second, n, k, seed=5)
+        ours = linear_glu(x, w, up, int8_activations=True)
+
+        def oracle(a: torch.Tensor) -> torch.Tensor:
+            return gelu_tanh(a @ reference(w).T) * (a @ reference(up).T)
+    emulated = relative_error(ours, oracle(int8_rounded(x.double())))
+    plain = relative_error(ours, oracle(x.double()))
+    print(f"W4A8 {first.name}/{second.name if second else '-'} {n}x{k}: {emulated:.2e} vs int8-rounded oracle, "
+          f"{plain:.2e} vs fp64")
+    assert emulated <= 1e-6 and plain <= 3e-2
+
+
+def test_int8_activations_need_integer_quants() -> None:
+    x = activations(3, 256, torch.float32)
+    with pytest.raises(ValueError, match="int8"):
+        linear(x, raw_weight(Q.Q6_K, 32, 256), int8_activations=True)
+    with pytest.raises(ValueError, match="int8"):
+        linear_glu(x, raw_weight(Q.Q4_K, 32, 256), raw_weight(Q.F16, 32, 256), int8_activations=True)
 
 
 SOFTMAX_MATMUL_CASES = [

@@ -102,7 +102,7 @@ def _weight(qtype: Q, n_experts: int, rows: int, cols: int, seed: int) -> RawWei
     return RawWeight(torch.from_numpy(make(qtype, (n_experts, rows, cols), rng)), int(qtype), cols)
 
 
-def _int8_rounded(a: torch.Tensor) -> torch.Tensor:
+def int8_rounded(a: torch.Tensor) -> torch.Tensor:
     """a [..., K] with every 32 values replaced by their int8 quantisation times its scale
     (d = amax/127, round half away from zero): what the W4A8 kernels multiply, in float64."""
     blocks = a.unflatten(-1, (-1, 32))
@@ -214,7 +214,7 @@ def test_int8_activations(gate_up_type, down_type):
     def error(ref: torch.Tensor) -> float:
         return ((ours - ref).abs().max() / ref.abs().max()).item()
 
-    emulated = error(_oracle(x, gate_up, down, top_i, top_w, _int8_rounded))
+    emulated = error(_oracle(x, gate_up, down, top_i, top_w, int8_rounded))
     plain = error(_oracle(x, gate_up, down, top_i, top_w))
     print(f"W4A8 {gate_up_type.name}->{down_type.name}: {emulated:.2e} vs int8-rounded oracle, {plain:.2e} vs fp64")
     assert emulated <= 1e-5 and plain <= 3e-2

@@ -1,7 +1,8 @@
 """Dense GEMMs on GGUF weights as stored (gpu-engine.md §6.2, §6.3), never through a dequantised
 copy of the weight: `linear` and `linear_glu` take each K-step with `gguf_tiles.dot_tile` (a dot
-with the integer codes, scaled after it per scale group); `softmax_matmul` and `embedding` read
-transposed tiles and dequantise them in registers with `gguf_tiles.dequant_tile`.
+with the integer codes, scaled after it per scale group) or, with `int8_activations`, its W4A8
+variant `int8_dot_tile` (int8 activations per 32 values, exact int32 dots); `softmax_matmul` and
+`embedding` read transposed tiles and dequantise them in registers with `gguf_tiles.dequant_tile`.
 
 - `linear`: y = x @ Wᵀ, optionally soft-capped (the tied LM head).
 - `linear_glu`: gelu_tanh(x @ gateᵀ) * (x @ upᵀ) in one launch (the dense GeGLU MLPs).
@@ -20,7 +21,8 @@ from __future__ import annotations
 
 import torch
 
-from dg_chat.engine.backends.torch_dg.kernels.gguf_tiles import SCALE_GROUP, RawWeight, dequant_tile, dot_tile
+from dg_chat.engine.backends.torch_dg.kernels.gguf_tiles import (INT8_TYPES, SCALE_GROUP, RawWeight, accumulate,
+                                                                   dequant_tile)
 from dg_chat.engine.backends.torch_dg.kernels.runtime import (interpreting, launch, tl, triton,
                                                                unavailable_reason)
 from dg_chat.engine.backends.torch_dg.kernels.tl_math import gelu_tanh, mma, tanh
@@ -63,7 +65,7 @@ def _tile_ids(n_rows, BLOCK_M: tl.constexpr):
 
 @triton.jit
 def _linear_kernel(x_ptr, w_ptr, y_ptr, M, N, K, row_bytes, softcap,
-                   QTYPE: tl.constexpr, SOFTCAP: tl.constexpr, UPCAST: tl.constexpr,
+                   QTYPE: tl.constexpr, SOFTCAP: tl.constexpr, UPCAST: tl.constexpr, INT8: tl.constexpr,
                    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     pid_m, pid_n = _tile_ids(M, BLOCK_M)
     rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -71,7 +73,7 @@ def _linear_kernel(x_ptr, w_ptr, y_ptr, M, N, K, row_bytes, softcap,
     acc = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
     for k0 in range(0, K, BLOCK_K):
         a = _x_tile(x_ptr, rows, k0 + tl.arange(0, BLOCK_K), M, K)
-        acc = dot_tile(acc, a, w_ptr, row_bytes, cols, k0, N, K, QTYPE, UPCAST)
+        acc = accumulate(acc, a, w_ptr, row_bytes, cols, k0, N, K, QTYPE, UPCAST, INT8)
     if SOFTCAP:
         acc = softcap * tanh(acc / softcap)
     _store(y_ptr, acc, rows, cols, M, N)
@@ -80,7 +82,7 @@ def _linear_kernel(x_ptr, w_ptr, y_ptr, M, N, K, row_bytes, softcap,
 @triton.jit
 def _linear_glu_kernel(x_ptr, gate_ptr, up_ptr, y_ptr, M, F, K, gate_row_bytes, up_row_bytes,
                        GATE_QTYPE: tl.constexpr, UP_QTYPE: tl.constexpr, UPCAST: tl.constexpr,
-                       BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+                       INT8: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     pid_m, pid_n = _tile_ids(M, BLOCK_M)
     rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -88,8 +90,8 @@ def _linear_glu_kernel(x_ptr, gate_ptr, up_ptr, y_ptr, M, F, K, gate_row_bytes, 
     up = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
     for k0 in range(0, K, BLOCK_K):
         a = _x_tile(x_ptr, rows, k0 + tl.arange(0, BLOCK_K), M, K)
-        gate = dot_tile(gate, a, gate_ptr, gate_row_bytes, cols, k0, F, K, GATE_QTYPE, UPCAST)
-        up = dot_tile(up, a, up_ptr, up_row_bytes, cols, k0, F, K, UP_QTYPE, UPCAST)
+        gate = accumulate(gate, a, gate_ptr, gate_row_bytes, cols, k0, F, K, GATE_QTYPE, UPCAST, INT8)
+        up = accumulate(up, a, up_ptr, up_row_bytes, cols, k0, F, K, UP_QTYPE, UPCAST, INT8)
     _store(y_ptr, gelu_tanh(gate) * up, rows, cols, M, F)
 
 
@@ -158,7 +160,8 @@ def _linear_config(m: int, n: int, qtype: int) -> dict[str, int]:
     if qtype not in SCALE_GROUP:  # float weights (the router), dequantised: a 32 x 64 tile
         return dict(BLOCK_M=_pow2(m, 16, 64), BLOCK_N=64, BLOCK_K=32, num_warps=8, num_stages=3)
     # 2 x 128 scales for 256 threads. Offline sm_89 SASS of the K-loop, instructions per weight
-    # element (bf16, BLOCK_M 64): Q4_K 39.5, Q5_0 43.0, Q6_K 62.6; with one group and BLOCK_N 64,
+    # element (`scripts/bench.py compile --sass`, BLOCK_M 64, bf16 / int8 activations): Q4_K
+    # 34.7 / 37.0, Q5_0 41.5 / 46.3, Q8_0 29.8 / 32.9, Q6_K 62.6; earlier, with one group and BLOCK_N 64,
     # 58.1, 43.1, 87.2 (the loop that dequantised every element: 42.6, 49.5, 60.8)
     return dict(BLOCK_M=_pow2(m, 16, 64), BLOCK_N=128, BLOCK_K=_k_step(2, qtype), num_warps=8, num_stages=3)
 
@@ -210,6 +213,11 @@ def _check_weight(w: RawWeight, device: torch.device, what: str) -> None:
         raise ValueError(f"{what}: weight on {w.data.device}, input on {device}")
 
 
+def _check_int8(int8_activations: bool, *weights: RawWeight) -> None:
+    if int8_activations and any(w.qtype not in INT8_TYPES for w in weights):
+        raise ValueError("int8 activations need Q4_K, Q5_0 or Q8_0 weights")
+
+
 def _check_input(x: torch.Tensor, k: int) -> None:
     _check_device(x.device)
     if x.dim() != 2 or x.shape[1] != k or x.dtype not in ACTIVATION_DTYPES or not x.is_contiguous():
@@ -218,15 +226,22 @@ def _check_input(x: torch.Tensor, k: int) -> None:
 
 
 def linear(x: torch.Tensor, w: RawWeight, *, softcap: float = 0.0,
-           out_dtype: torch.dtype | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
+           out_dtype: torch.dtype | None = None, out: torch.Tensor | None = None,
+           int8_activations: bool = False) -> torch.Tensor:
     """y = x @ Wᵀ, reading W's GGUF blocks as stored (one launch).
 
     x: [M, K] float32/float16/bfloat16, contiguous. w: [N, K] raw blocks. Returns [M, N] in
     `out_dtype` (default x.dtype), or into `out` (contiguous [M, N]). Accumulates in fp32; with `softcap` c > 0 the epilogue returns
     c·tanh(y/c), in fp32 before the final rounding (Gemma's final logit soft-capping).
+
+    int8_activations (W4A8, W of Q4_K/Q5_0/Q8_0 only): x is quantised per 32 values to int8
+    (llama.cpp q8_1 rounding) and meets the codes in exact int32 dots with an fp32 epilogue;
+    this adds the activation quantisation error (~1e-2 relative, see tests). Off by default:
+    whether it is faster needs a GPU measurement.
     """
     _check_input(x, w.cols)
     _check_weight(w, x.device, "linear")
+    _check_int8(int8_activations, w)
     m, n = x.shape[0], w.rows
     y = torch.empty(m, n, dtype=out_dtype or x.dtype, device=x.device) if out is None else out
     if y.shape != (m, n) or not y.is_contiguous():
@@ -234,20 +249,22 @@ def linear(x: torch.Tensor, w: RawWeight, *, softcap: float = 0.0,
     meta = _linear_config(m, n, w.qtype)
     grid = (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(n, meta["BLOCK_N"]),)
     launch(_linear_kernel, grid, x, w.data, y, m, n, w.cols, w.row_bytes, float(softcap),
-           QTYPE=w.qtype, SOFTCAP=softcap > 0, UPCAST=interpreting(), **meta)
+           QTYPE=w.qtype, SOFTCAP=softcap > 0, UPCAST=interpreting(), INT8=int8_activations, **meta)
     return y
 
 
-def linear_glu(x: torch.Tensor, gate: RawWeight, up: RawWeight) -> torch.Tensor:
+def linear_glu(x: torch.Tensor, gate: RawWeight, up: RawWeight, *, int8_activations: bool = False) -> torch.Tensor:
     """gelu_tanh(x @ gateᵀ) * (x @ upᵀ) in one launch with two accumulators (GeGLU MLP).
 
     x: [M, K] float32/float16/bfloat16, contiguous. gate, up: [F, K] raw blocks, of any kernel
     types (they may differ). Returns [M, F] in x.dtype. The GELU is torch's
-    F.gelu(approximate="tanh"), evaluated in fp32 on the fp32 accumulators.
+    F.gelu(approximate="tanh"), evaluated in fp32 on the fp32 accumulators. int8_activations:
+    W4A8 as in `linear` (gate and up of Q4_K/Q5_0/Q8_0).
     """
     _check_input(x, gate.cols)
     _check_weight(gate, x.device, "linear_glu gate")
     _check_weight(up, x.device, "linear_glu up")
+    _check_int8(int8_activations, gate, up)
     if up.rows != gate.rows or up.cols != gate.cols:
         raise ValueError(f"gate is [{gate.rows}, {gate.cols}] but up is [{up.rows}, {up.cols}]")
     m, f = x.shape[0], gate.rows
@@ -255,7 +272,8 @@ def linear_glu(x: torch.Tensor, gate: RawWeight, up: RawWeight) -> torch.Tensor:
     meta = _linear_glu_config(m, f, gate.qtype, up.qtype, x.dtype)
     grid = (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(f, meta["BLOCK_N"]),)
     launch(_linear_glu_kernel, grid, x, gate.data, up.data, y, m, f, gate.cols, gate.row_bytes,
-           up.row_bytes, GATE_QTYPE=gate.qtype, UP_QTYPE=up.qtype, UPCAST=interpreting(), **meta)
+           up.row_bytes, GATE_QTYPE=gate.qtype, UP_QTYPE=up.qtype, UPCAST=interpreting(),
+           INT8=int8_activations, **meta)
     return y
 
 

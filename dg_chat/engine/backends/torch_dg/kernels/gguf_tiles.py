@@ -11,6 +11,9 @@ in `row_bytes` bytes of blocks (gpu-engine.md §5.1-5.4; ggml-common.h).
   raw integer codes of each scale group (`SCALE_GROUP`: 32 values, 16 for Q6_K) meet the
   activations in one dot (codes are exact in fp16/bf16/fp32), and the group's scale (and Q4_K's
   offset) is applied once per (group, output row) to the [BLOCK_M, BLOCK_N] partial.
+- `int8_dot_tile` is the W4A8 K-step (gpu-engine.md §6.2): the activations are quantised per 32
+  values to int8 (`quantize_q8`, llama.cpp's q8_1 rounding) and meet the codes in exact int32
+  dots, scaled in an fp32 epilogue. `accumulate` picks one of the two K-steps.
 
 The type ids are ggml's (`GGMLQuantizationType`), passed as a `tl.constexpr`.
 """
@@ -32,6 +35,9 @@ KERNEL_TYPES = frozenset({Q.F32, Q.F16, Q.BF16, Q.Q5_0, Q.Q8_0, Q.Q4_K, Q.Q6_K})
 """The types the kernels read (the published DiffusionGemma quants use only these)."""
 SCALE_GROUP = {Q.Q4_K: 32, Q.Q5_0: 32, Q.Q8_0: 32, Q.Q6_K: 16}
 """Values that share one scale, per quantised type: `dot_tile`'s K-blocks."""
+INT8_TYPES = frozenset({Q.Q4_K, Q.Q5_0, Q.Q8_0})
+"""Weight types `int8_dot_tile` reads: one scale per 32 values, like the activations' blocks
+(int8 tensor-core dots take K = 32; Q6_K's 16-value groups would need half-empty dots)."""
 
 
 @dataclass(frozen=True)
@@ -254,3 +260,43 @@ def dot_tile(acc, a, w_ptr, row_bytes, rows, k0, n_rows, n_cols, QTYPE: tl.const
             a_sums = tl.trans(tl.sum(tl.reshape(a.to(tl.float32), [BLOCK_M, NB, G]), axis=2))  # [NB, BLOCK_M]
             partial -= a_sums[:, :, None] * offset[:, None, :]
         return acc + tl.sum(partial, axis=0)
+
+
+@triton.jit
+def quantize_q8(a):
+    """a [BLOCK_M, NB·32] (float) per 32 values to int8 as llama.cpp's q8_1 does (d = amax/127,
+    round half away from zero): codes int8 [BLOCK_M, NB·32], scales d fp32 [NB, BLOCK_M] and
+    the code sums fp32 [NB, BLOCK_M] (for Q4_K's offsets); an all-zero block gets codes 0."""
+    BLOCK_M: tl.constexpr = a.shape[0]
+    BLOCK_K: tl.constexpr = a.shape[1]
+    NB: tl.constexpr = BLOCK_K // 32
+    a = tl.reshape(a.to(tl.float32), [BLOCK_M, NB, 32])
+    d = tl.max(tl.abs(a), axis=2) / 127.0
+    v = a * tl.where(d > 0, 1.0 / tl.where(d > 0, d, 1.0), 0.0)[:, :, None]
+    q = tl.where(v < 0, -tl.floor(0.5 - v), tl.floor(v + 0.5))
+    return tl.reshape(q.to(tl.int8), [BLOCK_M, BLOCK_K]), tl.trans(d), tl.trans(tl.sum(q, axis=2))
+
+
+@triton.jit
+def int8_dot_tile(acc, a, w_ptr, row_bytes, rows, k0, n_rows, n_cols, QTYPE: tl.constexpr):
+    """acc + a @ W[rows, k0 : k0+BLOCK_K]ᵀ with `a` quantised to int8 per 32 values (W4A8):
+    fp32 [BLOCK_M, len(rows)]. a: [BLOCK_M, BLOCK_K] float activations, 0 past n_cols; W of
+    INT8_TYPES; BLOCK_K and k0 multiples of 32. One exact int32 dot per 32-block b, then the
+    fp32 epilogue Σ_b da_b[m]·(scale_b[n]·Σ q·qa − offset_b[n]·Σ qa)."""
+    NB: tl.constexpr = a.shape[1] // 32
+    qa, da, sa = quantize_q8(a)
+    codes = code_tile(w_ptr, row_bytes, rows, k0 // 32, n_rows, n_cols // 32, QTYPE, NB, 32)
+    scale, offset = block_scales(w_ptr, row_bytes, rows, k0 // 32, n_rows, n_cols // 32, QTYPE, NB)
+    dots = block_dots(qa, codes, False).to(tl.float32)  # [NB, BLOCK_M, BLOCK_N]
+    partial = scale[:, None, :] * dots - offset[:, None, :] * sa[:, :, None]
+    return acc + tl.sum(da[:, :, None] * partial, axis=0)
+
+
+@triton.jit
+def accumulate(acc, a, w_ptr, row_bytes, rows, k0, n_rows, n_cols, QTYPE: tl.constexpr, UPCAST: tl.constexpr,
+               INT8: tl.constexpr):
+    """One K-step acc + a @ W[rows, k0 : k0+BLOCK_K]ᵀ: `int8_dot_tile` with INT8, else `dot_tile`."""
+    if INT8:
+        return int8_dot_tile(acc, a, w_ptr, row_bytes, rows, k0, n_rows, n_cols, QTYPE)
+    else:
+        return dot_tile(acc, a, w_ptr, row_bytes, rows, k0, n_rows, n_cols, QTYPE, UPCAST)

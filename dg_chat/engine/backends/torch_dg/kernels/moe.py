@@ -2,7 +2,7 @@
 (gpu-engine.md §6.1): `align` sorts the (token, slot) assignments by expert on the device, then
 one launch computes every expert's GeGLU rows and one its down projection, each program taking
 one BLOCK_M row-block of a single expert. Each K-step is `gguf_tiles.dot_tile` (a dot with the
-raw integer codes, scaled after it per scale group), or the int8-activation variant below.
+raw integer codes, scaled after it per scale group), or its W4A8 variant `int8_dot_tile`.
 
 Shapes are static and nothing syncs with the host, so a step can be captured in a CUDA graph
 (§6.7). Matches `DiffusionGemma._moe` after routing: y[t] = Σ_slot w[t, slot] ·
@@ -12,19 +12,15 @@ down_e(gelu_tanh(gate_e(x[t])) · up_e(x[t])), e = top_i[t, slot].
 from __future__ import annotations
 
 import torch
-from gguf.constants import GGMLQuantizationType
 
 from dg_chat.engine.backends.torch_dg.kernels import runtime
-from dg_chat.engine.backends.torch_dg.kernels.gguf_tiles import (SCALE_GROUP, RawWeight, block_dots, block_scales,
-                                                                   code_tile, dot_tile)
+from dg_chat.engine.backends.torch_dg.kernels.gguf_tiles import INT8_TYPES, SCALE_GROUP, RawWeight, accumulate
 from dg_chat.engine.backends.torch_dg.kernels.runtime import tl, triton
 from dg_chat.engine.backends.torch_dg.kernels.tl_math import gelu_tanh
 
 ALIGN_CHUNK = 64
 """Assignments (and sorted slots, and row-blocks) one align program handles per step."""
 MAX_EXPERTS = 256
-INT8_TYPES = frozenset({GGMLQuantizationType.Q4_K, GGMLQuantizationType.Q5_0, GGMLQuantizationType.Q8_0})
-"""Expert weight types the int8-activation (W4A8) path reads."""
 
 
 def em_max(n_assignments: int, n_experts: int, block_m: int) -> int:
@@ -96,45 +92,6 @@ def align(top_i: torch.Tensor, n_experts: int, block_m: int) -> tuple[torch.Tens
 
 
 @triton.jit
-def _quantize(a, BLOCK_M: tl.constexpr, NB: tl.constexpr):
-    """a [BLOCK_M, NB·32] per 32 values to int8 as llama.cpp's q8_1 does (d = amax/127, round
-    half away from zero): codes [BLOCK_M, NB, 32] int8, scales d [BLOCK_M, NB] fp32 and the
-    code sums [BLOCK_M, NB] fp32 (for Q4_K's offsets)."""
-    a = tl.reshape(a.to(tl.float32), [BLOCK_M, NB, 32])
-    d = tl.max(tl.abs(a), axis=2) / 127.0
-    v = a * tl.where(d > 0, 1.0 / tl.where(d > 0, d, 1.0), 0.0)[:, :, None]  # all-zero block: codes 0
-    q = tl.where(v < 0, -tl.floor(0.5 - v), tl.floor(v + 0.5))
-    return q.to(tl.int8), d, tl.sum(q, axis=2)
-
-
-@triton.jit
-def _int8_mma(acc, a, w_ptr, row_bytes, rows, k0, n_rows, n_cols, QTYPE: tl.constexpr):
-    """acc + a @ W[rows, k0 : k0+BLOCK_K]ᵀ with a quantised to int8 per 32 (W4A8, gpu-engine.md
-    §6.2): one exact int32 dot per 32-block, then the fp32 epilogue da·(scale·Σ q·qa − offset·Σ qa)
-    per block."""
-    BLOCK_M: tl.constexpr = a.shape[0]
-    BLOCK_K: tl.constexpr = a.shape[1]
-    NB: tl.constexpr = BLOCK_K // 32
-    qa, da, sa = _quantize(a, BLOCK_M, NB)
-    codes = code_tile(w_ptr, row_bytes, rows, k0 // 32, n_rows, n_cols // 32, QTYPE, NB, 32)
-    scale, offset = block_scales(w_ptr, row_bytes, rows, k0 // 32, n_rows, n_cols // 32, QTYPE, NB)
-    dots = block_dots(tl.reshape(qa, [BLOCK_M, BLOCK_K]), codes, False).to(tl.float32)  # [NB, BLOCK_M, BLOCK_N]
-    da = tl.trans(da)[:, :, None]
-    sa = tl.trans(sa)[:, :, None]
-    return acc + tl.sum(da * (scale[:, None, :] * dots - offset[:, None, :] * sa), axis=0)
-
-
-@triton.jit
-def _accumulate(acc, a, w_ptr, row_bytes, rows, k0, n_rows, n_cols, QTYPE: tl.constexpr, UPCAST: tl.constexpr,
-                INT8: tl.constexpr):
-    """acc + a [BLOCK_M, BLOCK_K] @ W[rows, k0 : k0+BLOCK_K]ᵀ, W read from its GGUF blocks."""
-    if INT8:
-        return _int8_mma(acc, a, w_ptr, row_bytes, rows, k0, n_rows, n_cols, QTYPE)
-    else:
-        return dot_tile(acc, a, w_ptr, row_bytes, rows, k0, n_rows, n_cols, QTYPE, UPCAST)
-
-
-@triton.jit
 def _block_rows(sorted_ptr, block, n_assignments, BLOCK_M: tl.constexpr):
     """The assignment ids of row-block `block` and which of them are real (not padding)."""
     a = tl.load(sorted_ptr + block * BLOCK_M + tl.arange(0, BLOCK_M))
@@ -160,8 +117,8 @@ def _gate_up_kernel(x_ptr, w_ptr, sorted_ptr, expert_ids_ptr, act_ptr, n_assignm
     for k0 in range(0, H, BLOCK_K):
         ks = k0 + tl.arange(0, BLOCK_K)
         xs = tl.load(x_ptr + tokens[:, None] * H + ks[None, :], mask=live[:, None] & (ks[None, :] < H), other=0.0)
-        gate = _accumulate(gate, xs, w, row_bytes, cols, k0, F, H, QTYPE, UPCAST, INT8)
-        up = _accumulate(up, xs, w, row_bytes, F + cols, k0, 2 * F, H, QTYPE, UPCAST, INT8)
+        gate = accumulate(gate, xs, w, row_bytes, cols, k0, F, H, QTYPE, UPCAST, INT8)
+        up = accumulate(up, xs, w, row_bytes, F + cols, k0, 2 * F, H, QTYPE, UPCAST, INT8)
     act = gelu_tanh(gate) * up
     tl.store(act_ptr + a[:, None] * F + cols[None, :], act.to(act_ptr.dtype.element_ty),
              mask=live[:, None] & (cols[None, :] < F))
@@ -184,7 +141,7 @@ def _down_kernel(act_ptr, w_ptr, sorted_ptr, expert_ids_ptr, top_w_ptr, out_ptr,
     for k0 in range(0, F, BLOCK_K):
         ks = k0 + tl.arange(0, BLOCK_K)
         acts = tl.load(act_ptr + a[:, None] * F + ks[None, :], mask=live[:, None] & (ks[None, :] < F), other=0.0)
-        acc = _accumulate(acc, acts, w, row_bytes, cols, k0, H, F, QTYPE, UPCAST, INT8)
+        acc = accumulate(acc, acts, w, row_bytes, cols, k0, H, F, QTYPE, UPCAST, INT8)
     acc *= tl.load(top_w_ptr + a, mask=live, other=0.0)[:, None]
     tl.store(out_ptr + a[:, None] * H + cols[None, :], acc.to(out_ptr.dtype.element_ty),
              mask=live[:, None] & (cols[None, :] < H))
