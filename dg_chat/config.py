@@ -114,7 +114,9 @@ class Settings:
 
 BACKENDS = ("auto", "torch", "llama")
 KERNELS = ("auto", "triton", "reference")
-MASK_ALGORITHMS = ("auto", "low_confidence", "random", "origin", "maskgit_plus", "topk_margin", "entropy", "rnd1")
+LLADA_ALGORITHMS = ("low_confidence", "random")
+DREAM_ALGORITHMS = ("origin", "maskgit_plus", "topk_margin", "entropy")
+MASK_ALGORITHMS = ("auto", *LLADA_ALGORITHMS, *DREAM_ALGORITHMS, "rnd1")
 _SECTIONS = {"sampler": SamplerSettings, "ui": UISettings}
 
 

@@ -43,14 +43,12 @@ import weakref
 import numpy as np
 import torch
 
-from dg_chat.config import SamplerSettings
+from dg_chat.config import DREAM_ALGORITHMS, LLADA_ALGORITHMS, SamplerSettings
 from dg_chat.engine.backends.base import Backend
 from dg_chat.engine.events import CanvasStep
 from dg_chat.engine.sampling import BlockDenoiser, BlockResult, NonFiniteLogits
 from dg_chat.errors import DgChatError
 
-LLADA_ALGORITHMS = frozenset({"low_confidence", "random"})
-DREAM_ALGORITHMS = frozenset({"origin", "maskgit_plus", "topk_margin", "entropy"})
 FAMILY_ALGORITHM = {"dream": "entropy", "llada": "low_confidence", "llada-moe": "low_confidence", "rnd1": "rnd1"}
 """What `auto` means: the algorithm each family's reference code or demo uses by default."""
 
