@@ -47,6 +47,7 @@ from dg_chat import paths
 from dg_chat.config import Settings
 from dg_chat.errors import DgChatError
 from dg_chat.gguf.reader import SPLIT_NAME
+from dg_chat.gguf.summary import human_bytes
 
 GB = 1_000_000_000
 DEMO = "demo"
@@ -55,7 +56,8 @@ _VERIFY_CHUNK = 16 * 1024 * 1024
 
 
 def gb(n_bytes: float) -> str:
-    return f"{n_bytes / GB:.1f} GB"
+    """A size for people, in the unit that fits (the demo is "16.8 MB", not "0.0 GB")."""
+    return human_bytes(round(n_bytes))
 
 
 # -- catalog ------------------------------------------------------------------------------
@@ -272,6 +274,10 @@ def free_memory(device: str = "auto") -> Memory:
         free, _total = torch.cuda.mem_get_info(torch.device(device) if device.startswith("cuda") else None)
         return Memory(free, "VRAM")
     return Memory(_available_ram(), "RAM")
+
+
+GPU_NEEDED = "DiffusionGemma needs an NVIDIA GPU with about 20 GB; the demo model runs anywhere"
+"""What `doctor` and the first-run screen say on a machine without a CUDA GPU."""
 
 
 def choose_quant(sizes: dict[str, int], headroom: int, memory: Memory) -> tuple[str, str]:

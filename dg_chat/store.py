@@ -23,6 +23,7 @@ from typing import Any, Literal
 from dg_chat import paths
 from dg_chat.config import ConfigError, Settings, settings_from_dict, settings_to_dict
 from dg_chat.engine.events import EMPTY_ANSWER
+from dg_chat.engine.model_info import ModelInfo
 from dg_chat.errors import DgChatError
 
 Status = Literal["complete", "partial", "stopped", "failed"]
@@ -87,6 +88,12 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (message_id, block)
     );
     """,
+    # 2: the model that wrote each answer (JSON of ModelInfo; NULL for answers saved before), and the
+    # earlier versions of a regenerated answer, kept but superseded (left out of the chat and its context)
+    """
+    ALTER TABLE messages ADD COLUMN model TEXT;
+    ALTER TABLE messages ADD COLUMN superseded INTEGER NOT NULL DEFAULT 0;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -109,6 +116,10 @@ class StoredMessage:
     status: Status
     error: str
     stats: dict[str, Any] | None
+    model: ModelInfo | None = None
+    """The model that wrote this answer; None for user messages and answers saved before it was recorded."""
+    superseded: bool = False
+    """An earlier version of a regenerated answer (the consecutive answers after one message are its versions)."""
 
 
 def title_from(text: str, limit: int = 48) -> str:
@@ -227,12 +238,13 @@ class Store:
     # messages
 
     def add_message(self, chat_id: int, role: str, content: str, *, thinking: str = "",
-                    status: Status = "complete") -> int:
+                    status: Status = "complete", model: ModelInfo | None = None) -> int:
         now = time.time()
+        model_json = None if model is None else json.dumps(model.to_dict())
         return self._write(
             ("UPDATE chats SET updated = ? WHERE id = ?", (now, chat_id)),
-            ("INSERT INTO messages (chat_id, role, content, thinking, status, created) VALUES (?, ?, ?, ?, ?, ?)",
-             (chat_id, role, content, thinking, status, now)),
+            ("INSERT INTO messages (chat_id, role, content, thinking, status, created, model)"
+             " VALUES (?, ?, ?, ?, ?, ?, ?)", (chat_id, role, content, thinking, status, now, model_json)),
         )
 
     def update_message(self, message_id: int, *, content: str, thinking: str, status: Status,
@@ -240,11 +252,52 @@ class Store:
         self._write(("UPDATE messages SET content = ?, thinking = ?, status = ?, error = ?, stats = ? WHERE id = ?",
                      (content, thinking, status, error, None if stats is None else json.dumps(stats), message_id)))
 
-    def messages(self, chat_id: int) -> list[StoredMessage]:
-        rows = self._query("SELECT id, chat_id, role, content, thinking, status, error, stats FROM messages"
-                           " WHERE chat_id = ? ORDER BY id", (chat_id,))
-        return [StoredMessage(**{**dict(row), "stats": json.loads(row["stats"]) if row["stats"] else None})
+    def messages(self, chat_id: int, *, superseded: bool = False) -> list[StoredMessage]:
+        """The chat's messages in order: the version of each answer chosen now (with `superseded`: all)."""
+        rows = self._query("SELECT id, chat_id, role, content, thinking, status, error, stats, model, superseded"
+                           " FROM messages WHERE chat_id = ? AND (? OR NOT superseded) ORDER BY id",
+                           (chat_id, superseded))
+        return [StoredMessage(**{**dict(row), "stats": json.loads(row["stats"]) if row["stats"] else None,
+                                 "model": ModelInfo.from_dict(json.loads(row["model"])) if row["model"] else None,
+                                 "superseded": bool(row["superseded"])})
                 for row in rows]
+
+    def versions(self, message_id: int) -> list[StoredMessage]:
+        """Every version of the answer `message_id` (the run of answers it is in), oldest first."""
+        rows = self._query("SELECT chat_id FROM messages WHERE id = ?", (message_id,))
+        if not rows:
+            raise StoreError(f"no message with id {message_id}")
+        return next(run for run in self._runs(rows[0][0]) if any(m.id == message_id for m in run))
+
+    def version_numbers(self, chat_id: int) -> dict[int, tuple[int, int]]:
+        """(which, of how many) for the chosen version of each answer of the chat, by message id."""
+        return {message.id: (number, len(run)) for run in self._runs(chat_id)
+                for number, message in enumerate(run, 1) if not message.superseded}
+
+    def _runs(self, chat_id: int) -> list[list[StoredMessage]]:
+        """The chat's messages, all versions, with consecutive answers (the versions of one) together."""
+        runs: list[list[StoredMessage]] = []
+        for message in self.messages(chat_id, superseded=True):
+            if message.role == "model" and runs and runs[-1][-1].role == "model":
+                runs[-1].append(message)
+            else:
+                runs.append([message])
+        return runs
+
+    def supersede(self, message_id: int) -> None:
+        """Keep an answer as an earlier version (regenerate): out of the chat and its context."""
+        self._write(("UPDATE messages SET superseded = 1 WHERE id = ?", (message_id,)))
+
+    def choose_version(self, message_id: int) -> None:
+        """Make this version of its answer the one in the chat; the others become earlier versions."""
+        ids = [m.id for m in self.versions(message_id)]
+        marks = ", ".join("?" * len(ids))
+        self._write((f"UPDATE messages SET superseded = (id != ?) WHERE id IN ({marks})", (message_id, *ids)))
+
+    def recent_prompts(self, limit: int = 200) -> list[str]:
+        """The user's last `limit` messages over all chats, oldest first (the prompt's history)."""
+        rows = self._query("SELECT content FROM messages WHERE role = 'user' ORDER BY id DESC LIMIT ?", (limit,))
+        return [row[0] for row in reversed(rows)]
 
     def delete_messages_from(self, message_id: int) -> None:
         """Delete a message and every later message of its chat (regenerate, edit and resend)."""
@@ -272,7 +325,8 @@ class Store:
             "updated": chat.updated,
             "settings": settings_to_dict(self.chat_settings(chat_id)),
             "messages": [{"role": m.role, "content": m.content, "thinking": m.thinking, "status": m.status,
-                          "error": m.error, "stats": m.stats} for m in self.messages(chat_id)],
+                          "error": m.error, "stats": m.stats, "model": m.model and m.model.to_dict()}
+                         for m in self.messages(chat_id)],
         }
 
     def export_markdown(self, chat_id: int) -> str:
@@ -280,6 +334,8 @@ class Store:
         parts = [f"# {chat.title}", ""]
         for message in self.messages(chat_id):
             heading = {"user": "You", "model": "Model", "system": "System"}[message.role]
+            if message.model is not None:
+                heading += f" · {message.model.label()}"
             if message.status != "complete":
                 heading += f" ({message.status}{': ' + message.error if message.error else ''})"
             parts += [f"## {heading}", ""]
@@ -292,11 +348,8 @@ class Store:
 
 # -- health and repair --------------------------------------------------------------------
 
-_TABLES = {  # in the order a repair copies them: parents before children
-    "chats": "id, title, created, updated, settings",
-    "messages": "id, chat_id, role, content, thinking, status, error, stats, created",
-    "frames": "message_id, block, data",
-}
+_TABLES = ("chats", "messages", "frames")
+"""In the order a repair copies them: parents before children."""
 _MAX_SKIP = 100_000
 """Unreadable row ids a repair steps over, past the last readable one, when the highest id is unknown."""
 
@@ -325,7 +378,11 @@ class Repair:
     """Tables with rows SQLite could not read (or that no longer fit the schema)."""
 
 
-def _readable_rows(db: sqlite3.Connection, table: str) -> tuple[list[tuple], bool]:
+def _columns(db: sqlite3.Connection, table: str) -> list[str]:
+    return [row[1] for row in db.execute(f"PRAGMA table_info({table})")]
+
+
+def _readable_rows(db: sqlite3.Connection, table: str, columns: str) -> tuple[list[tuple], bool]:
     """Every row of `table` that SQLite can still read, in rowid order, stepping over damaged
     pages one rowid at a time; and whether anything was unreadable."""
     lost = False
@@ -337,7 +394,7 @@ def _readable_rows(db: sqlite3.Connection, table: str) -> tuple[list[tuple], boo
     after, last_read = -(2 ** 63), 0
     while True:
         try:
-            for rowid, *row in db.execute(f"SELECT rowid, {_TABLES[table]} FROM {table} WHERE rowid > ? "
+            for rowid, *row in db.execute(f"SELECT rowid, {columns} FROM {table} WHERE rowid > ? "
                                           "ORDER BY rowid", (after,)):
                 rows.append(tuple(row))
                 after = last_read = rowid
@@ -374,8 +431,14 @@ def repair_history(path: Path | None = None) -> Repair:
         raise StoreError(f"cannot read the damaged history {backup}: {exc}") from None
     fresh = Store(path)
     try:
-        for table, columns in _TABLES.items():
-            rows, lost = _readable_rows(source, table)
+        for table in _TABLES:
+            # every column the damaged file has (an older schema has fewer), in the fresh one's names
+            try:
+                present = set(_columns(source, table))
+            except sqlite3.DatabaseError:
+                present = set()
+            columns = ", ".join(c for c in _columns(fresh._db, table) if c in present)
+            rows, lost = _readable_rows(source, table, columns) if columns else ([], True)
             kept[table] = _insert_rows(fresh, table, columns, rows)
             if lost or kept[table] < len(rows):
                 damaged_tables.append(table)

@@ -33,6 +33,9 @@ def test_json_output_is_complete_and_reproducible(tiny_chat_gguf):
     assert set(answer) == {"text", "thinking", "stopped", "prompt_ids", "token_ids", "backend", "model", "stats"}
     assert answer["stopped"] is False
     assert answer["backend"] == "torch"
+    model = answer["model"]  # which model answered: name, file, quant, backend, device
+    assert set(model) == {"name", "file", "quant", "backend", "device"}
+    assert model["file"] == str(tiny_chat_gguf) and model["backend"] == "torch" and model["device"] == "cpu"
     # <bos><|turn>user\n ... <turn|>\n<|turn>model\n<|channel>thought\n<channel|> (thinking off)
     assert answer["prompt_ids"][:4] == [2, 105, 2364, 107] and answer["prompt_ids"][-4:] == [100, 45518, 107, 101]
     assert answer["stats"]["seed"] == 3 and answer["stats"]["steps"] == [3, 3]

@@ -81,8 +81,8 @@ async def test_download_with_live_progress_then_chat(models_dir, tmp_path, monke
             assert screen.query_one("#demo", Button).disabled  # no demo model in this models dir
             await wait_for(pilot, lambda: not screen.query_one("#download", Button).disabled)
             offer = str(screen.query_one("#offer", Static).render())
-            assert "Chosen Q4_K_M: 0.0 GB fits 0.0 GB free VRAM" in offer and "Mbit/s" in offer
-            assert "(Q4_K_M, 0.0 GB)" in str(screen.query_one("#download", Button).label)
+            assert "Chosen Q4_K_M: 1.0 MB fits 1.5 MB free VRAM" in offer and "Mbit/s" in offer
+            assert "(Q4_K_M, 1.0 MB)" in str(screen.query_one("#download", Button).label)
             await pilot.click("#download")
             await wait_for(pilot, lambda: app.return_value is not None)
     assert app.return_value == "diffusiongemma:Q4_K_M" and recorded_choice() == "diffusiongemma:Q4_K_M"
@@ -133,3 +133,42 @@ async def test_escape_cancels_a_running_download(models_dir, monkeypatch):
         await pilot.press("escape")
         await wait_for(pilot, lambda: status.has_class("error"))
         assert "download cancelled; it resumes" in str(status.render())
+
+
+async def test_without_a_gpu_the_download_is_not_offered_as_fitting_in_ram(models_dir, monkeypatch):
+    from dg_chat.commands.doctor import check_torch
+
+    tiny_gguf(models_dir / "demo.gguf", n_floats=256)
+    monkeypatch.setattr(hub, "free_memory", lambda device: hub.Memory(int(23e9), "RAM"))
+    app = Host(Settings())
+    async with app.run_test() as pilot:
+        screen = app.screen
+        await wait_for(pilot, lambda: not screen.query_one("#download", Button).disabled)
+        offer = str(screen.query_one("#offer", Static).render())
+        assert "fits" not in offer and "No CUDA GPU here" in offer and hub.GPU_NEEDED in offer
+        assert "anyway" in str(screen.query_one("#download", Button).label)
+        assert app.focused.id == "demo"  # Enter still starts what runs here
+    if not any(check.name.startswith("gpu ") for check in check_torch()):  # what doctor says here
+        assert check_torch()[-1].hint == hub.GPU_NEEDED
+
+
+async def test_offline_the_progress_stops_and_the_whole_error_is_readable(models_dir, monkeypatch):
+    tiny_gguf(models_dir / "demo.gguf", n_floats=256)
+    error = ("cannot reach https://huggingface.co for unsloth/diffusiongemma-26B-A4B-it-GGUF (ConnectError: "
+             "[Errno -2] Name or service not known); check the network and run the pull again, it resumes")
+
+    def offline_pull(spec, settings, progress):
+        raise hub.DgChatError(error)
+
+    monkeypatch.setattr(hub, "pull", offline_pull)
+    app = Host(Settings())
+    async with app.run_test(size=(50, 16)) as pilot:
+        screen = app.screen
+        await wait_for(pilot, lambda: not screen.query_one("#download", Button).disabled)
+        screen.query_one("#download", Button).press()
+        status = screen.query_one("#status", Static)
+        await wait_for(pilot, lambda: status.has_class("error"))
+        await pilot.pause()
+        assert not screen.query_one("#progress", ProgressBar).display
+        assert " ".join(str(status.render()).split()) == error
+        assert screen.region.contains_region(status.region)  # scrolled into view, not cut

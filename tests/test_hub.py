@@ -140,3 +140,11 @@ def test_hub_module_does_not_import_textual():
 
     code = "import sys, dg_chat.hub; assert 'textual' not in sys.modules"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0
+
+
+def test_sizes_under_a_gigabyte_are_shown_in_megabytes():
+    from dg_chat import hub as hub_module
+
+    demo = hub_module.demo_file()  # the shipped demo, 16.8 MB: never "0.0 GB"
+    assert hub_module.gb(demo.stat().st_size) == f"{demo.stat().st_size / 1e6:.1f} MB" != "0.0 MB"
+    assert hub_module.gb(19.3e9) == "19.3 GB" and hub_module.gb(1e9) == "1.0 GB"

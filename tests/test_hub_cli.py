@@ -30,14 +30,14 @@ def test_pull_list_rm(fake_hub, capsys, monkeypatch):
     monkeypatch.setenv("COLUMNS", "250")  # long cache paths on one line
     assert main(["models", "pull", "tiny"]) == 0
     out = capsys.readouterr().out
-    assert "tiny:Q4_K_M: test-org/tiny-GGUF/tiny-Q4_K_M.gguf (0.0 GB)" in out
-    assert "chosen Q4_K_M: 0.0 GB fits 0.0 GB free VRAM" in out
+    assert "tiny:Q4_K_M: test-org/tiny-GGUF/tiny-Q4_K_M.gguf (1.0 MB)" in out
+    assert "chosen Q4_K_M: 1.0 MB fits 1.5 MB free VRAM" in out
     assert "download" in out and "verify" in out and "MB/s" in out
     assert "ready: " in out and "dg-chat -m tiny:Q4_K_M" in out
 
     assert main(["models", "list"]) == 0
     out = capsys.readouterr().out
-    assert "Q4_K_M" in out and "tiny-Q4_K_M.gguf" in out and "~0.0 GB" in out  # Q8_0 listed, not local
+    assert "Q4_K_M" in out and "tiny-Q4_K_M.gguf" in out and " MB" in out  # Q8_0 listed, not local
     assert "missing:" in out  # no demo model in this test's models dir
 
     monkeypatch.setattr("sys.stdin", io.StringIO("n\n"))
@@ -50,7 +50,7 @@ def test_pull_list_rm(fake_hub, capsys, monkeypatch):
     assert "pass --yes" in capsys.readouterr().err
 
     assert main(["models", "rm", "tiny", "--yes"]) == 0
-    assert "deleted; freed 0.0 GB" in capsys.readouterr().out
+    assert "deleted; freed 1.0 MB" in capsys.readouterr().out
     assert hub.local_models(hub.Settings()) == []
 
 

@@ -228,7 +228,7 @@ def test_quant_is_chosen_by_free_memory(fake_hub, monkeypatch, gguf_files):
     monkeypatch.setattr(hub, "free_memory", lambda device: hub.Memory(int(1.5e6), "VRAM"))
     plan = hub.plan_pull("tiny", Settings())
     assert plan.quant == "Q4_K_M" and plan.size == len(gguf_files[Q4])
-    assert plan.reason == "Q4_K_M: 0.0 GB fits 0.0 GB free VRAM with 0.0 GB headroom"
+    assert plan.reason == "Q4_K_M: 1.0 MB fits 1.5 MB free VRAM with 100.0 kB headroom"
 
     monkeypatch.setattr(hub, "free_memory", lambda device: hub.Memory(int(5e6), "RAM"))
     assert hub.plan_pull("tiny", Settings()).quant == "Q8_0"

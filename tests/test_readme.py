@@ -21,3 +21,27 @@ def test_readme_has_exactly_two_setup_commands():
 def test_ci_runs_the_readme_test_command():
     ci = (ROOT / ".ci" / "run").read_text()
     assert readme_commands()[1] in ci.splitlines()
+
+
+def readme_key_rows() -> list[tuple[list[str], list[str]]]:
+    """(keys, ids) of each row of the README's key table: `A / B, C` keys, one group per id."""
+    text = (ROOT / "README.md").read_text()
+    table = text.split("| key | binding id | |\n|---|---|---|\n", 1)[1].split("\n\n", 1)[0]
+    rows = []
+    for line in table.splitlines():
+        keys, ids = line.split(" | ")[:2]
+        keys = re.sub(r" (in|on) [a-z ]+$", "", keys.removeprefix("| ").replace(" in the model picker", ""))
+        rows.append(([key.strip() for key in keys.split(" / ")], re.findall(r"`([^`]+)`", ids)))
+    return rows
+
+
+def test_the_readme_key_table_matches_the_bindings():
+    from dg_chat.tui.app import key_bindings
+    from dg_chat.tui.screens.help import key_label
+
+    keys_of = {binding.id: key_label(binding.key) for binding in key_bindings()}
+    rows = readme_key_rows()
+    listed = [binding_id for _, ids in rows for binding_id in ids]
+    assert sorted(listed) == sorted(keys_of)  # every binding once, no binding that does not exist
+    for keys, ids in rows:
+        assert keys == [keys_of[binding_id] for binding_id in ids], ids

@@ -288,3 +288,61 @@ def test_store_and_recording_do_not_import_textual():
     root = Path(__file__).resolve().parent.parent
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root)
     assert result.stdout.strip() == "[]"
+
+
+def test_each_answer_records_its_model_and_a_version_1_history_stays_readable(tmp_path):
+    from dg_chat.engine.model_info import ModelInfo
+    from dg_chat.store import MIGRATIONS
+
+    path = tmp_path / "v1.sqlite3"
+    with sqlite3.connect(path) as db:  # a history written before models were recorded
+        db.executescript(MIGRATIONS[0] + "; PRAGMA user_version = 1;")
+        db.execute("INSERT INTO chats VALUES (1, 'old', 0, 0, '{}')")
+        db.execute("INSERT INTO messages (chat_id, role, content, status, created) VALUES (1, 'model', 'hi', "
+                   "'complete', 0)")
+    store = Store(path)
+    try:
+        assert [(m.content, m.model) for m in store.messages(1)] == [("hi", None)]
+        info = ModelInfo("DiffusionGemma", "/m/dg-Q4_K_M.gguf", "Q4_K_M", "torch", "cuda")
+        store.add_message(1, "model", "hello", model=info)
+        assert store.messages(1)[-1].model == info
+        assert store.export_json(1)["messages"][-1]["model"] == info.to_dict()
+        assert "## Model · DiffusionGemma Q4_K_M · torch/cuda" in store.export_markdown(1)
+    finally:
+        store.close()
+
+
+def test_a_regenerated_answer_keeps_its_earlier_versions_out_of_the_chat(store):
+    chat = store.create_chat("c", Settings())
+    question = store.add_message(chat, "user", "q")
+    first = store.add_message(chat, "model", "a1")
+    store.supersede(first)
+    second = store.add_message(chat, "model", "a2")
+    follow_up = store.add_message(chat, "user", "next")
+    assert [m.content for m in store.messages(chat)] == ["q", "a2", "next"]
+    assert [m.content for m in store.versions(second)] == ["a1", "a2"]
+    store.choose_version(first)
+    assert [m.content for m in store.messages(chat)] == ["q", "a1", "next"]
+    assert [m.superseded for m in store.versions(first)] == [False, True]
+    assert store.version_numbers(chat) == {question: (1, 1), first: (1, 2), follow_up: (1, 1)}
+    assert [m["content"] for m in store.export_json(chat)["messages"]] == ["q", "a1", "next"]
+
+
+def test_a_repair_keeps_the_model_of_each_answer_and_its_earlier_versions(tmp_path):
+    from dg_chat.engine.model_info import ModelInfo
+    from dg_chat.store import repair_history
+
+    path = tmp_path / "history.sqlite3"
+    store = Store(path)
+    chat = store.create_chat("sea", Settings())
+    model = ModelInfo("tiny", "/m/tiny.gguf", "Q4_K_M", "torch", "cpu")
+    store.add_message(chat, "user", "Tell me of the sea.")
+    first = store.add_message(chat, "model", "Waves.", model=model)
+    store.supersede(first)
+    store.add_message(chat, "model", "Tides.", model=model)
+    store.close()
+
+    repair_history(path)
+    repaired = Store(path)
+    assert [(m.content, m.model, m.superseded) for m in repaired.messages(chat, superseded=True)] == [
+        ("Tell me of the sea.", None, False), ("Waves.", model, True), ("Tides.", model, False)]

@@ -123,8 +123,14 @@ def stop_on_interrupt(cancel: threading.Event) -> Iterator[None]:
 
 def _answer(args: argparse.Namespace, engine: Engine, messages: list[Message], err: Console) -> int:
     settings = args.settings
-    live = Live(console=err, transient=True, auto_refresh=False) if args.show_steps else None
+    # The frames go to stderr only: Live must not take over stdout (the answer would end up on
+    # stderr, a line per block). Where stdout is the same terminal, the answer waits until the
+    # last frame is cleared, or the frame's refresh would erase it.
+    live = (Live(console=err, transient=True, auto_refresh=False, redirect_stdout=False, redirect_stderr=False)
+            if args.show_steps else None)
+    hold = live is not None and sys.stdout.isatty()
     stream = AnswerStream()
+    committed = ""
     finished: TurnFinished | None = None
     cancel = threading.Event()
     try:
@@ -133,20 +139,23 @@ def _answer(args: argparse.Namespace, engine: Engine, messages: list[Message], e
                 if isinstance(event, CanvasStep) and live:
                     live.update(canvas_text(event, engine), refresh=True)
                 elif isinstance(event, BlockCommitted) and not args.json:
-                    stream.block(event.answer)
+                    committed = event.answer
+                    if not hold:
+                        stream.block(committed)
                 elif isinstance(event, TurnFailed):
                     raise DgChatError(event.error)
                 elif isinstance(event, TurnFinished):
                     finished = event
     except (DgChatError, KeyboardInterrupt):
-        stream.end_line()  # the partial answer stays; the error or "interrupted" goes below it
+        stream.block(committed)  # the partial answer stays (the frames are gone by now);
+        stream.end_line()  # the error or "interrupted" goes below it
         raise
     assert finished is not None
     if args.json:
         print(json.dumps({
             "text": finished.answer, "thinking": finished.thinking, "stopped": finished.stopped,
             "prompt_ids": engine.prompt_ids(messages, settings.sampler.thinking),
-            "token_ids": finished.token_ids, "backend": engine.backend.name, "model": engine.name,
+            "token_ids": finished.token_ids, "backend": engine.backend.name, "model": engine.info.to_dict(),
             "stats": finished.stats.to_dict(),
         }, ensure_ascii=False))
         return EXIT_STOPPED if finished.stopped else 0

@@ -54,7 +54,7 @@ def check_torch() -> list[Check]:
     if not torch.cuda.is_available():
         why = "this torch has no CUDA" if torch.version.cuda is None else "no CUDA GPU is visible"
         return checks + [Check("warn", "gpu", f"{why}; models run on the CPU",
-                               "DiffusionGemma needs an NVIDIA GPU with about 20 GB; the demo model runs anywhere")]
+                               hub.GPU_NEEDED)]
     for index in range(torch.cuda.device_count()):
         free, total = torch.cuda.mem_get_info(index)
         checks.append(Check("ok", f"gpu {index}", f"{torch.cuda.get_device_name(index)}, "

@@ -13,6 +13,7 @@ from dg_chat.config import SamplerSettings, Settings
 from dg_chat.engine.backends.base import Backend
 from dg_chat.engine.events import Event, TurnFailed
 from dg_chat.engine.generate import generate
+from dg_chat.engine.model_info import ModelInfo
 from dg_chat.errors import DgChatError
 from dg_chat.text.chat import ChatFormat, Message
 from dg_chat.text.tokenizer import Tokenizer
@@ -22,12 +23,19 @@ log = logging.getLogger(__name__)
 
 class Engine:
     def __init__(self, backend: Backend, tokenizer: Tokenizer, chat: ChatFormat, *,
-                 end_ids: frozenset[int], name: str):
+                 end_ids: frozenset[int], name: str, file: str = "", quant: str = ""):
         self.backend = backend
         self.tokenizer = tokenizer
         self.chat = chat
         self.end_ids = end_ids
         self.name = name
+        self.file = file
+        self.quant = quant
+
+    @property
+    def info(self) -> ModelInfo:
+        """The model that answers, as recorded with every answer."""
+        return ModelInfo(self.name, self.file, self.quant, self.backend.name, self.backend.device)
 
     def prompt_ids(self, messages: Sequence[Message], thinking: bool) -> list[int]:
         return self.chat.render(messages, thinking=thinking)

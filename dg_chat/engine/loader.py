@@ -10,6 +10,7 @@ from dg_chat.engine.engine import Engine
 from dg_chat.errors import DgChatError
 from dg_chat.gguf.checks import check_divisors
 from dg_chat.gguf.reader import GGUFError, open_gguf
+from dg_chat.gguf.summary import file_type_name
 from dg_chat.hub import resolve_model
 from dg_chat.text.chat import chat_format_for
 from dg_chat.text.tokenizer import Tokenizer
@@ -44,4 +45,5 @@ def load(settings: Settings) -> Engine:
         f.close()
         raise
     chat = chat_format_for(metadata, tokenizer)
-    return Engine(backend, tokenizer, chat, end_ids=chat.end_ids, name=str(metadata.get("general.name") or path.stem))
+    return Engine(backend, tokenizer, chat, end_ids=chat.end_ids, name=str(metadata.get("general.name") or path.stem),
+                  file=str(path), quant=file_type_name(metadata.get("general.file_type")) or "")

@@ -76,7 +76,7 @@ def summarize(gguf: GGUFFile, requested_backend: str = "auto") -> ModelSummary:
         architecture=arch,
         name=name if isinstance(name, str) else None,
         parameters=sum(info.n_elements for info in gguf.tensors.values()),
-        file_type=_file_type_name(gguf.get("general.file_type")),
+        file_type=file_type_name(gguf.get("general.file_type")),
         quant_mix=tuple(QuantGroup(t, n, size) for t, (n, size) in sorted(groups.items(), key=lambda g: -g[1][1])),
         context_length=_int(gguf.arch_get("context_length")),
         canvas_length=_int(gguf.get(CANVAS_LENGTH_KEY)),
@@ -94,7 +94,7 @@ def _int(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-def _file_type_name(value: Any) -> str | None:
+def file_type_name(value: Any) -> str | None:
     if _int(value) is None:
         return None
     try:

@@ -15,39 +15,51 @@ import asyncio
 import copy
 import functools
 import inspect
-import json
-import re
 import signal
 import threading
 from contextlib import suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Awaitable, Callable
+from typing import TYPE_CHECKING, Awaitable, Callable, Iterable
 
 from textual import on, work
-from textual.app import App, ComposeResult
+from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
-from textual.widgets import Footer
+from textual.screen import Screen
+from textual.widgets import Footer, TextArea
 
 from dg_chat.config import Settings
+from dg_chat.config_file import save_defaults
 from dg_chat.engine.events import BlockCommitted, CanvasStep, Event, PromptEncoded, TurnFailed, TurnFinished
 from dg_chat.errors import DgChatError
-from dg_chat.store import Store, StoreError, title_from
+from dg_chat.store import Store, StoreError, StoredMessage, title_from
 from dg_chat.text.chat import Message as ChatMessage
 from dg_chat.text.sanitize import printable
+from dg_chat.tui.context import context_problem
+from dg_chat.tui.export import default_export_dir, export_chat
 from dg_chat.tui.first_run import FirstRunScreen, first_run_needed
+from dg_chat.tui.commands import app_commands
 from dg_chat.tui.recording import AnswerRecorder, Frame, decode_block
 from dg_chat.tui.screens.dialogs import AskText, Confirm
+from dg_chat.tui.screens.help import HelpScreen, KeyRow, key_label
+from dg_chat.tui.screens.model_picker import ModelPicker, model_choices
 from dg_chat.tui.screens.replay import ReplayScreen
-from dg_chat.tui.screens.settings import SettingsScreen
+from dg_chat.tui.screens.settings import SettingsChoice, SettingsScreen, sampler_defaults
+from dg_chat.tui.screenshot import TITLE as SCREENSHOT
+from dg_chat.tui.screenshot import screenshot_command
 from dg_chat.tui.text import one_line
+from dg_chat.tui.trash import Trash
 from dg_chat.tui.widgets.canvas import CanvasFrame, CanvasView
+from dg_chat.tui.widgets.gauge import DELAY as GAUGE_DELAY
+from dg_chat.tui.widgets.gauge import ContextGauge, measure
 from dg_chat.tui.widgets.message import GENERATING, MessageView
 from dg_chat.tui.widgets.prompt import Prompt
+from dg_chat.tui.widgets.prompt_history import PromptHistory
 from dg_chat.tui.widgets.sidebar import ChatListView, Sidebar
 from dg_chat.tui.widgets.status import StatusBar
+from dg_chat.tui.widgets.welcome import Welcome
 
 if TYPE_CHECKING:
     from dg_chat.engine.engine import Engine
@@ -124,6 +136,7 @@ class Turn:
 class DgChatApp(App[None]):
     CSS_PATH = "app.tcss"
     TITLE = "dg-chat"
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (80, "-wide")]
     # Every binding has an id: settings.ui.keymap maps ids to other keys (App.set_keymap).
     # Keys free in TextArea were chosen, since the prompt has the focus most of the time.
     BINDINGS = [
@@ -139,6 +152,8 @@ class DgChatApp(App[None]):
         Binding("ctrl+f", "search", "Search", id="search-chats", show=False, tooltip="Search the chats"),
         Binding("ctrl+s", "export", "Export", id="export", show=False,
                 tooltip="Export this chat to Markdown and JSON"),
+        Binding("f2", "pick_model", "Model", id="pick-model", tooltip="Choose and load another model"),
+        Binding("f1,question_mark", "help", "Keys", id="help", tooltip="Every key binding by id"),
     ]
 
     def __init__(self, settings: Settings | None = None, *, store: Store,
@@ -149,7 +164,7 @@ class DgChatApp(App[None]):
         self.store = store
         self.engine_factory = engine_factory
         self.continue_last = continue_last
-        self.export_dir = export_dir or Path.cwd()
+        self.export_dir = export_dir or default_export_dir()
         self.engine: Engine | None = None
         self.engine_error = ""
         self.chat_id: int | None = None
@@ -160,6 +175,7 @@ class DgChatApp(App[None]):
         """Id of the user message being edited; resending replaces it and what follows."""
         self._search = ""
         self._sidebar_top: int | None = None
+        self._trash = Trash(store, self.set_timer)
         self.set_keymap(self.settings.ui.keymap)
 
     # layout and start-up
@@ -171,6 +187,7 @@ class DgChatApp(App[None]):
                 yield VerticalScroll(id="transcript")
                 yield CanvasView(fps=self.settings.ui.canvas_fps, id="canvas")
                 yield Prompt(id="prompt")
+                yield ContextGauge(id="gauge")
         yield StatusBar(id="status")
         yield Footer()
 
@@ -190,6 +207,7 @@ class DgChatApp(App[None]):
         self.status.set(thinking=self.chat_settings.sampler.thinking, state="loading the model…")
         chat_id = self.store.last_chat_id() if self.continue_last else None
         await self.show_chat(chat_id)
+        self.query_one(Prompt).prompt_history = PromptHistory(self.store.recent_prompts())
         self.query_one(Prompt).focus()
         if first_run_needed(self.settings):
             self.push_screen(FirstRunScreen(self.settings), self._start_with)
@@ -224,26 +242,35 @@ class DgChatApp(App[None]):
     # the engine
 
     @work(thread=True, exclusive=True, group="engine-load", exit_on_error=False)
-    def load_engine(self) -> None:
+    def load_engine(self, settings: Settings | None = None) -> None:
         """The one place where the app obtains its engine (slow: weights are loaded here)."""
         try:
-            engine = self.engine_factory(self.settings)
+            engine = self.engine_factory(settings or self.settings)
         except Exception as exc:  # noqa: BLE001 - missing model, corrupt file, OOM: the app stays usable
             self.post_message(EngineFailed(describe(exc)))
         else:
             self.post_message(EngineLoaded(engine))
 
     def on_engine_loaded(self, message: EngineLoaded) -> None:
-        engine = self.engine = message.engine
-        self.engine_error = ""
+        previous, engine = self.engine, message.engine
+        self.engine, self.engine_error = engine, ""
+        if previous is not None and previous is not engine and self._turn is None:
+            previous.close()  # a model chosen in the picker replaces it
+        for welcome in self.query(Welcome):
+            welcome.show_model(engine.info)
         self.query_one(CanvasView).set_vocabulary(engine.tokenizer.piece,
                                                   getattr(engine.backend, "mask_token_id", None), engine.end_ids)
         self.status.set(model=printable(engine.name), backend=engine.backend.name, device=engine.backend.device,
                         state="ready")
 
     def on_engine_failed(self, message: EngineFailed) -> None:
-        self.engine_error = message.error
-        self.status.set(state="no model loaded")
+        if self.engine is None:  # a model that failed to replace the loaded one leaves that one in use
+            self.engine_error = message.error
+            self.status.set(state="no model loaded")
+            for welcome in self.query(Welcome):
+                welcome.show_model(None, message.error)
+        else:
+            self.status.set(state="ready")
         self.notify(message.error, title="Could not load the model", severity="error", timeout=30, markup=False)
 
     @work(thread=True, group="turn", exit_on_error=False)
@@ -301,8 +328,9 @@ class DgChatApp(App[None]):
         elif isinstance(event, TurnFinished):
             canvas.stop()
             canvas.display = False
-            await turn.view.finish(event.thinking, event.answer, "stopped" if event.stopped else "complete")
             stats = event.stats
+            await turn.view.finish(event.thinking, event.answer, "stopped" if event.stopped else "complete",
+                                   stats=stats.to_dict())
             self.status.end_turn("stopped" if event.stopped else "ready", tokens_per_second=stats.tokens_per_second,
                                  steps_per_block=stats.steps_per_block, prompt_tokens=stats.prompt_tokens)
         elif isinstance(event, TurnFailed):
@@ -329,19 +357,41 @@ class DgChatApp(App[None]):
             return False
         return True
 
+    @on(TextArea.Changed, "#prompt")
+    @work(exclusive=True, group="gauge", exit_on_error=False)
+    async def _measure_draft(self) -> None:
+        await asyncio.sleep(GAUGE_DELAY)  # exclusive: a later key cancels this measurement
+        draft = self.query_one(Prompt).text
+        size = None
+        if self.engine is not None and draft.strip():
+            history = self._history(before=self._editing)  # an edit replaces its message and what follows
+            size = measure(self.engine, history, draft, self.chat_settings.sampler.thinking)
+        self.query_one(ContextGauge).show(size)
+
     @on(Prompt.Submitted)
     @recoverable
     async def _send(self, message: Prompt.Submitted) -> None:
         if not self._can_answer():
+            self.query_one(Prompt).restore(message.text)
+            return
+        assert self.engine is not None
+        asked = [*self._history(before=self._editing), ChatMessage("user", message.text)]
+        if problem := context_problem(self.engine, asked, self.chat_settings.sampler):
+            self.query_one(Prompt).restore(message.text)
+            self.notify(f"Not sent: {problem}", severity="error", timeout=20, markup=False)
             return
         if self._editing is not None:
             await self._delete_from(self._editing)
             self._editing = None
-        if self.chat_id is None:
-            self.chat_id = self.store.create_chat(title_from(message.text), self.chat_settings)
-        # Stored before anything is generated: the question survives whatever happens next.
-        message_id = self.store.add_message(self.chat_id, "user", message.text)
-        self.query_one(Prompt).clear()
+            self.query_one(Prompt).end_edit(cancelled=False)
+        try:
+            if self.chat_id is None:
+                self.chat_id = self.store.create_chat(title_from(message.text), self.chat_settings)
+            # Stored before anything is generated: the question survives whatever happens next.
+            message_id = self.store.add_message(self.chat_id, "user", message.text)
+        except DgChatError:
+            self.query_one(Prompt).restore(message.text)
+            raise
         await self._start_turn(MessageView("user", message.text, message_id=message_id))
         if self._sidebar_top != self.chat_id:  # a new chat, or an older one that moves to the top
             await self._refresh_sidebar()
@@ -350,25 +400,29 @@ class DgChatApp(App[None]):
         """Start the engine on the conversation, then show `new_views` and the coming answer."""
         assert self.engine is not None and self.chat_id is not None
         history = self._history()
-        message_id = self.store.add_message(self.chat_id, "model", "", status="partial")
+        model = self.engine.info
+        message_id = self.store.add_message(self.chat_id, "model", "", status="partial", model=model)
+        versions = len(self.store.versions(message_id))  # earlier ones: regenerated
         self._turns += 1
         self.status.new_turn(blocks=self.chat_settings.sampler.max_canvases)
-        turn = self._turn = Turn(self._turns, message_id, MessageView("model", status=GENERATING,
-                                                                      message_id=message_id))
+        turn = self._turn = Turn(self._turns, message_id, MessageView("model", status=GENERATING, message_id=message_id,
+                                                                      model=model, version=(versions, versions)))
         canvas = self.query_one(CanvasView)
         canvas.start(turn.id)  # before the first frame can arrive
         self._generate(turn, self.engine, history, copy.deepcopy(self.chat_settings), canvas)
+        await self.transcript.query(Welcome).remove()
         await self.transcript.mount_all([*new_views, turn.view])
         canvas.display = self.settings.ui.show_canvas
         self.transcript.scroll_end(animate=False)
 
-    def _history(self) -> list[ChatMessage]:
+    def _history(self, before: int | None = None) -> list[ChatMessage]:
         """The conversation as the model sees it: answers without text are left out unless the
-        model ended them so itself (complete)."""
-        assert self.chat_id is not None
+        model ended them so itself (complete). `before`: only the messages stored before that id."""
         system = self.chat_settings.system_prompt
         messages = [ChatMessage("system", system)] if system else []
-        for stored in self.store.messages(self.chat_id):
+        for stored in self.store.messages(self.chat_id) if self.chat_id is not None else []:
+            if before is not None and stored.id >= before:
+                break
             if stored.role == "user" or stored.content or stored.status == "complete":
                 messages.append(ChatMessage(stored.role, stored.content, stored.thinking))  # type: ignore[arg-type]
         return messages
@@ -387,7 +441,7 @@ class DgChatApp(App[None]):
             self.status.set(state="stopping…")
         elif self._editing is not None:
             self._editing = None
-            self.query_one(Prompt).clear()
+            self.query_one(Prompt).end_edit(cancelled=True)
             self.notify("Edit cancelled")
 
     @recoverable
@@ -399,8 +453,25 @@ class DgChatApp(App[None]):
             self.notify("Nothing to regenerate yet", severity="warning")
             return
         if views[-1].role == "model" and views[-1].message_id is not None:
-            await self._delete_from(views[-1].message_id)
+            self.store.supersede(views[-1].message_id)  # kept as an earlier version (◀ ▶ on the answer)
+            await views[-1].remove()
         await self._start_turn()
+
+    @on(MessageView.VersionRequested)
+    @recoverable
+    async def _show_version(self, message: MessageView.VersionRequested) -> None:
+        view = message.view
+        if self._busy() or view.message_id is None:
+            return
+        versions = self.store.versions(view.message_id)
+        number = view.version[0] - 1 + message.direction
+        if not 0 <= number < len(versions):
+            return
+        self.store.choose_version(versions[number].id)
+        shown = stored_view(versions[number], (number + 1, len(versions)))
+        await self.transcript.mount(shown, after=view)
+        await view.remove()
+        shown.focus()
 
     def action_edit_last(self) -> None:
         if self._busy():
@@ -410,8 +481,8 @@ class DgChatApp(App[None]):
             self.notify("No message to edit yet", severity="warning")
             return
         prompt = self.query_one(Prompt)
-        prompt.text = users[-1].content
-        prompt.move_cursor(prompt.document.end)
+        if self._editing is None:
+            prompt.begin_edit(users[-1].content)
         prompt.focus()
         self._editing = users[-1].message_id
         self.notify("Editing your last message: Enter resends it and replaces the answer, Esc cancels.")
@@ -430,19 +501,41 @@ class DgChatApp(App[None]):
             canvas.stop()
             canvas.display = False
             self.status.end_turn("stopping…")
-        self._editing = None
+        if self._editing is not None:
+            self._editing = None
+            self.query_one(Prompt).end_edit(cancelled=True)
         self.chat_id = chat_id
         self.chat_settings = self.store.chat_settings(chat_id) if chat_id is not None else copy.deepcopy(self.settings)
         with self.batch_update():
             await self.transcript.remove_children()
-            if chat_id is not None:
-                await self.transcript.mount_all(
-                    MessageView(m.role, m.content, thinking=m.thinking, status=m.status, error=m.error,
-                                message_id=m.id)
-                    for m in self.store.messages(chat_id))
+            messages = self.store.messages(chat_id) if chat_id is not None else []
+            versions = self.store.version_numbers(chat_id) if chat_id is not None else {}
+            await self.transcript.mount_all(
+                [stored_view(m, versions.get(m.id, (1, 1))) for m in messages]
+                or [Welcome(self.engine and self.engine.info, self.engine_error)])
         self.transcript.scroll_end(animate=False)
         self.status.set(thinking=self.chat_settings.sampler.thinking)
         await self._refresh_sidebar()
+
+    def action_pick_model(self) -> None:
+        if self._busy():
+            return
+        current = self.engine.info.file if self.engine is not None else ""
+
+        def load(spec: str | None) -> None:
+            if spec is not None:
+                self.status.set(state="loading the model…")
+                self.load_engine(replace(self.settings, model=spec))
+
+        self.push_screen(ModelPicker(model_choices(self.settings, current), current), load)
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen(key_rows(self)))
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        for command in super().get_system_commands(screen):
+            yield screenshot_command(self) if command.title == SCREENSHOT else command
+        yield from app_commands(self)
 
     def _save_chat_settings(self) -> None:
         if self.chat_id is not None:
@@ -458,13 +551,22 @@ class DgChatApp(App[None]):
 
     @recoverable
     def action_settings(self) -> None:
-        def apply(settings: Settings | None) -> None:
-            if settings is not None:
-                self.chat_settings = settings
-                self._save_chat_settings()
-                self.notify("Settings saved for this chat")
+        noise = getattr(self.engine.backend, "noise", None) if self.engine is not None else None
+        self.push_screen(SettingsScreen(self.chat_settings, noise), self._apply_settings)
 
-        self.push_screen(SettingsScreen(self.chat_settings), apply)
+    @recoverable
+    def _apply_settings(self, choice: SettingsChoice | None) -> None:
+        if choice is None:
+            return
+        self.chat_settings = choice.settings
+        self._save_chat_settings()
+        if choice.as_default:
+            path = save_defaults(sampler_defaults(choice.settings))
+            self.settings.sampler = copy.deepcopy(choice.settings.sampler)
+            self.settings.system_prompt = choice.settings.system_prompt
+            self.notify(f"Settings saved for this chat and as the default of new chats ({path})", markup=False)
+        else:
+            self.notify("Settings saved for this chat")
 
     # replay, copy, export
 
@@ -497,24 +599,28 @@ class DgChatApp(App[None]):
         if self.chat_id is None:
             self.notify("Nothing to export yet", severity="warning")
             return
-        title = self.store.chat(self.chat_id).title
-        slug = re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")[:40] or "chat"
-        base = self.export_dir / f"dg-chat-{self.chat_id}-{slug}"
+        self.push_screen(AskText("Export this chat (Markdown and JSON) to the folder:", str(self.export_dir)),
+                         functools.partial(self._export_to, self.chat_id))
+
+    @recoverable
+    def _export_to(self, chat_id: int, folder: str | None) -> None:
+        if folder is None:
+            return
+        self.export_dir = Path(folder).expanduser()
         try:
-            base.with_suffix(".md").write_text(self.store.export_markdown(self.chat_id), encoding="utf-8")
-            base.with_suffix(".json").write_text(
-                json.dumps(self.store.export_json(self.chat_id), indent=2, ensure_ascii=False), encoding="utf-8")
+            base = export_chat(self.store, chat_id, self.export_dir, self.engine.name if self.engine else "")
         except OSError as exc:
             self.notify(f"Export failed: {exc}", severity="error", markup=False)
-            return
-        self.notify(f"Exported to {base}.md and {base}.json", markup=False)
+        else:
+            self.notify(f"Exported to {base}.md and {base}.json", markup=False)
 
     # chat list
 
-    async def _refresh_sidebar(self) -> None:
-        chats = self.store.chats(self._search)
+    async def _refresh_sidebar(self, highlight: int | None = None) -> None:
+        """List the chats (not those in the trash), the cursor on `highlight` or the open chat."""
+        chats = [chat for chat in self.store.chats(self._search) if chat.id not in self._trash]
         self._sidebar_top = chats[0].id if chats else None
-        await self.query_one(Sidebar).show(chats, self.chat_id)
+        await self.query_one(Sidebar).show(chats, self.chat_id if highlight is None else highlight)
 
     def action_toggle_sidebar(self) -> None:
         sidebar = self.query_one(Sidebar)
@@ -544,19 +650,30 @@ class DgChatApp(App[None]):
             async def rename(title: str | None) -> None:
                 if title:
                     self.store.rename_chat(chat.id, title)
-                    await self._refresh_sidebar()
+                    await self._refresh_sidebar(highlight=chat.id)
 
             self.push_screen(AskText("New name of the chat:", chat.title), rename)
         else:
             async def delete(confirmed: bool | None) -> None:
                 if confirmed:
-                    self.store.delete_chat(chat.id)
+                    self._trash.put(chat.id)
                     if chat.id == self.chat_id:
                         await self.show_chat(None)
                     else:
                         await self._refresh_sidebar()
+                    self.notify(f"Deleted {printable(chat.title)!r}: press u in the chat list within "
+                                f"{self._trash.seconds:.0f} s to undo", markup=False)
 
             self.push_screen(Confirm(f"Delete the chat {chat.title!r} and its history?"), delete)
+
+    @on(ChatListView.UndoDelete)
+    @recoverable
+    async def _undo_delete(self) -> None:
+        chat_id = self._trash.restore()
+        if chat_id is None:
+            self.notify("No deleted chat to bring back", severity="warning")
+        else:
+            await self._refresh_sidebar(highlight=chat_id)
 
     # shutdown
 
@@ -564,6 +681,7 @@ class DgChatApp(App[None]):
         with suppress(NotImplementedError, RuntimeError):
             for signum in EXIT_STATUS:
                 asyncio.get_running_loop().remove_signal_handler(signum)
+        self._trash.empty()
         turn = self._turn
         if turn is not None:
             turn.cancel.set()
@@ -573,10 +691,34 @@ class DgChatApp(App[None]):
             self.engine.close()
 
 
+def stored_view(message: StoredMessage, version: tuple[int, int]) -> MessageView:
+    return MessageView(message.role, message.content, thinking=message.thinking, status=message.status,
+                       error=message.error, message_id=message.id, model=message.model, stats=message.stats,
+                       version=version)
+
+
 def key_bindings() -> list[Binding]:
     """Every binding that has an id, so that `ui.keymap` can remap it (for a key help listing)."""
-    owners = (DgChatApp, Prompt, MessageView, ChatListView, SettingsScreen, ReplayScreen, AskText, Confirm)
-    return [binding for owner in owners for binding in owner.BINDINGS if isinstance(binding, Binding) and binding.id]
+    return [binding for _, bindings in binding_groups() for binding in bindings]
+
+
+def binding_groups() -> list[tuple[str, list[Binding]]]:
+    """The bindings with an id, by where they act."""
+    owners = (("App", DgChatApp), ("Prompt", Prompt), ("Message", MessageView), ("Chat list", ChatListView),
+              ("Model picker", ModelPicker), ("Settings", SettingsScreen), ("Replay", ReplayScreen),
+              ("Dialogs", AskText), ("Dialogs", Confirm), ("Key help", HelpScreen))
+    groups: dict[str, list[Binding]] = {}
+    for title, owner in owners:
+        groups.setdefault(title, []).extend(binding for binding in owner.BINDINGS
+                                            if isinstance(binding, Binding) and binding.id)
+    return list(groups.items())
+
+
+def key_rows(app: DgChatApp) -> list[tuple[str, list[KeyRow]]]:
+    """The help screen's rows: each binding with the keys it has now (`ui.keymap` applied)."""
+    keymap = app.settings.ui.keymap
+    return [(title, [KeyRow(key_label(keymap.get(b.id or "", b.key)), b.id or "", b.tooltip or b.description)
+                     for b in bindings]) for title, bindings in binding_groups()]
 
 
 def binding_ids() -> set[str]:

@@ -40,7 +40,7 @@ class FirstRunScreen(Screen[str]):
     """Demo now (the default: Enter) or download DiffusionGemma with live progress."""
 
     DEFAULT_CSS = """
-    FirstRunScreen { align: center middle; }
+    FirstRunScreen { align: center middle; overflow-y: auto; }
     #first-run { width: 100%; max-width: 84; height: auto; border: round $accent; padding: 0 1; }
     #first-run > Static { margin-bottom: 1; }
     #first-run Button { width: 100%; }
@@ -49,16 +49,17 @@ class FirstRunScreen(Screen[str]):
     #progress.running { display: block; }
     #status { margin-bottom: 0; }
     #status.error { color: $error; }
+    #offer.no-gpu { color: $warning; }
     """
     AUTO_FOCUS = "#demo"
     BINDINGS = [Binding("escape", "cancel_download", "Cancel download")]
 
     class Offer(Message):
-        """The quant chosen for this machine, from a worker."""
+        """The quant chosen for this machine, from a worker; `gpu`: it has a CUDA GPU to run it."""
 
-        def __init__(self, quant: str, size: int, reason: str) -> None:
+        def __init__(self, quant: str, size: int, reason: str, gpu: bool) -> None:
             super().__init__()
-            self.quant, self.size, self.reason = quant, size, reason
+            self.quant, self.size, self.reason, self.gpu = quant, size, reason, gpu
 
     class Progress(Message):
         """Download progress from the worker thread; a newer one replaces a queued older one."""
@@ -105,19 +106,32 @@ class FirstRunScreen(Screen[str]):
         self._cancel.set()
 
     def _estimate(self) -> None:
+        """The quant to offer, as `doctor` sees this machine: without a CUDA GPU the model cannot
+        run usably, whatever the free RAM, so only the smallest download is offered, as such."""
         model = hub.load_catalog()[DOWNLOAD_MODEL]
-        quant, reason = hub.choose_quant(model.downloadable(), model.headroom, hub.free_memory(self.settings.device))
-        self.post_message(self.Offer(quant, model.quants[quant], reason))
+        sizes = model.downloadable()
+        memory = hub.free_memory(self.settings.device)
+        if memory.kind == "VRAM":
+            quant, reason = hub.choose_quant(sizes, model.headroom, memory)
+            self.post_message(self.Offer(quant, sizes[quant], f"Chosen {reason}.", gpu=True))
+        else:
+            quant = min(sizes, key=sizes.__getitem__)
+            self.post_message(self.Offer(quant, sizes[quant], f"No CUDA GPU here: {hub.GPU_NEEDED} "
+                                         "(see dg-chat doctor). A download is only useful for another machine.",
+                                         gpu=False))
 
     @on(Offer)
     def _show_offer(self, offer: Offer) -> None:
         self._spec = f"{DOWNLOAD_MODEL}:{offer.quant}"
         minutes = _duration(offer.size * 8 / ESTIMATE_BITS_PER_SECOND)
-        self.query_one("#offer", Static).update(
-            f"Chosen {offer.reason}. About {minutes} at {ESTIMATE_BITS_PER_SECOND / 1e6:.0f} Mbit/s; "
-            "an interrupted download resumes.")
+        offer_text = self.query_one("#offer", Static)
+        offer_text.set_class(not offer.gpu, "no-gpu")
+        offer_text.update(f"{offer.reason} About {minutes} at {ESTIMATE_BITS_PER_SECOND / 1e6:.0f} Mbit/s; "
+                          "an interrupted download resumes.")
         download = self.query_one("#download", Button)
-        download.label = f"Download {hub.load_catalog()[DOWNLOAD_MODEL].title} ({offer.quant}, {hub.gb(offer.size)})"
+        anyway = "" if offer.gpu else " anyway"
+        download.label = (f"Download {hub.load_catalog()[DOWNLOAD_MODEL].title}{anyway} "
+                          f"({offer.quant}, {hub.gb(offer.size)})")
         download.disabled = False
 
     @on(Button.Pressed, "#demo")
@@ -166,9 +180,11 @@ class FirstRunScreen(Screen[str]):
             hub.record_choice(message.spec)
             self.dismiss(message.spec)
             return
+        self.query_one("#progress", ProgressBar).remove_class("running")  # hidden: it stops
         status = self.query_one("#status", Static)
         status.add_class("error")
         status.update(message.error or "download failed")
+        self.call_after_refresh(status.scroll_visible, animate=False)  # once laid out with the error
         self.query_one("#demo", Button).disabled = not hub.demo_file().is_file()
         download = self.query_one("#download", Button)
         download.disabled = False

@@ -5,12 +5,28 @@ the terminal; widgets show it with markup disabled (Rich markup such as "[bold]"
 from __future__ import annotations
 
 from markdown_it import MarkdownIt
+from markdown_it.rules_core import StateCore
 
 
 def code_blocks(markdown: str) -> list[str]:
     """The contents of the fenced and indented code blocks of a Markdown text, in order."""
     return [token.content for token in MarkdownIt("commonmark").parse(markdown)
             if token.type in ("fence", "code_block")]
+
+
+def _keep_line_breaks(state: StateCore) -> None:
+    for token in state.tokens:
+        for child in token.children or ():
+            if child.type == "softbreak":
+                child.type = "hardbreak"
+
+
+def message_parser() -> MarkdownIt:
+    """Markdown of messages: GFM-like, but a single line break stays one (poems, addresses and
+    lists without markers are written that way; plain Markdown would join the lines)."""
+    parser = MarkdownIt("gfm-like")
+    parser.core.ruler.push("keep_line_breaks", _keep_line_breaks)
+    return parser
 
 
 def one_line(error: BaseException | str) -> str:

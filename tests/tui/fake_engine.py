@@ -22,6 +22,7 @@ import numpy as np
 
 from dg_chat.config import SamplerSettings, Settings
 from dg_chat.engine.events import BlockCommitted, CanvasStep, Event, PromptEncoded, Stats, TurnFailed, TurnFinished
+from dg_chat.engine.model_info import ModelInfo
 from dg_chat.errors import DgChatError
 from dg_chat.text.chat import Message
 
@@ -60,6 +61,8 @@ class FakeBackend:
     canvas_length: int = 48
     name: str = "torch"
     device: str = "cpu"
+    noise: str = "uniform"
+    context_length: int = 4096
     mask_token_id: int | None = None
 
 
@@ -88,8 +91,16 @@ class ScriptedEngine:
         self.requests: list[tuple[list[Message], SamplerSettings]] = []
         self.closed = False
 
+    @property
+    def info(self) -> ModelInfo:
+        backend = self.backend
+        return ModelInfo(self.name, f"/models/{self.name}-Q4_K_M.gguf", "Q4_K_M", backend.name, backend.device)
+
     def close(self) -> None:
         self.closed = True
+
+    def prompt_ids(self, messages: Sequence[Message], thinking: bool) -> list[int]:
+        return [token for m in messages for token in [*self.tokenizer.encode(m.content), EOS]]
 
     def turn(self, messages: Sequence[Message], sampler: SamplerSettings,
              cancel: threading.Event | None = None) -> Iterator[Event]:

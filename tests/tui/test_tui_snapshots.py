@@ -7,6 +7,8 @@ from __future__ import annotations
 import pytest
 
 from dg_chat.config import Settings
+from dg_chat.tui.screens.help import HelpScreen
+from dg_chat.tui.screens.model_picker import ModelPicker
 from dg_chat.tui.screens.settings import SettingsScreen
 from tests.tui.conftest import SIZE, paused, ready, send, wait_until
 from tests.tui.fake_engine import ScriptedEngine, failing_factory
@@ -96,3 +98,21 @@ def test_status_bar_mid_turn(snap_compare, make_app, width):
         await paused(pilot, engine)
 
     assert snap_compare(make_app(engine), terminal_size=(width, 24), run_before=run_before)
+
+
+def test_model_picker(snap_compare, make_app):
+    async def run_before(pilot):
+        await send(pilot, "hello")  # its header names the model that answered
+        await pilot.press("f2")
+        await wait_until(pilot, lambda: isinstance(pilot.app.screen, ModelPicker))
+
+    assert snap_compare(make_app(), terminal_size=SIZE, run_before=run_before)
+
+
+def test_help_screen(snap_compare, make_app):
+    async def run_before(pilot):
+        await ready(pilot)
+        await pilot.press("f1")
+        await wait_until(pilot, lambda: isinstance(pilot.app.screen, HelpScreen))
+
+    assert snap_compare(make_app(), terminal_size=(100, 44), run_before=run_before)

@@ -1,8 +1,8 @@
-"""The per-chat settings: every sampler knob of `SamplerSettings` and the system prompt.
+"""The per-chat settings: the sampler knobs of the loaded model's family and the system prompt.
 
-Fields, types and help texts come from the dataclass itself (its attribute docstrings), so a
-new knob appears here without touching this file. Values are checked by
-`settings_from_dict`, the same validation as the config file.
+Each knob has a human label and unit (`FIELDS`); its help text is the attribute docstring of
+`SamplerSettings`. Values are checked by `settings_from_dict`, the same validation as the config
+file. Saving applies to this chat only, or also makes them the defaults of new chats.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import ast
 import copy
 import inspect
 import textwrap
-from dataclasses import fields
+from dataclasses import dataclass, fields
 
 from textual import on
 from textual.app import ComposeResult
@@ -21,6 +21,44 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Select, Static, Switch, TextArea
 
 from dg_chat.config import MASK_ALGORITHMS, ConfigError, SamplerSettings, Settings, settings_from_dict, settings_to_dict
+from dg_chat.config_file import TomlValue
+
+
+@dataclass(frozen=True)
+class Field:
+    label: str
+    unit: str = ""
+
+
+COMMON = {
+    "max_steps": Field("Steps per block", "steps"),
+    "max_canvases": Field("Blocks per answer", "blocks"),
+    "seed": Field("Random seed", "empty: new each answer"),
+    "thinking": Field("Think before answering"),
+}
+UNIFORM = {  # DiffusionGemma: canvases start as random tokens
+    "t_max": Field("Temperature, first step"),
+    "t_min": Field("Temperature, last step"),
+    "entropy_bound": Field("Entropy accepted per step", "nats"),
+    "stability": Field("Stable steps to stop early", "steps"),
+    "confidence": Field("Entropy to stop early", "nats"),
+    "reference_draws": Field("Reference random draws"),
+}
+MASK = {  # Dream, LLaDA, RND1: canvases start as mask tokens
+    "algorithm": Field("Unmasking order"),
+    "temperature": Field("Temperature", "0: greedy"),
+    "top_p": Field("Top-p", "1: off"),
+    "top_k": Field("Top-k", "tokens, 0: off"),
+    "alg_temp": Field("Unmasking temperature (Dream)"),
+    "eps": Field("Schedule end (Dream)"),
+}
+FAMILY_TITLES = {"uniform": "DiffusionGemma sampler", "mask": "Mask-model sampler (Dream, LLaDA, RND1)"}
+
+
+def family_fields(noise: str | None) -> dict[str, Field]:
+    """The knobs that act on a model whose canvases start as `noise` ("uniform", "mask"; None: unknown, all)."""
+    family = {"uniform": UNIFORM, "mask": MASK}.get(noise or "", {**UNIFORM, **MASK})
+    return {**COMMON, **family}
 
 
 def field_docs(cls: type) -> dict[str, str]:
@@ -35,61 +73,89 @@ def field_docs(cls: type) -> dict[str, str]:
             and isinstance(doc, ast.Expr) and isinstance(doc.value, ast.Constant) and isinstance(doc.value.value, str)}
 
 
-class SettingsScreen(ModalScreen[Settings | None]):
-    """Returns the new settings, or None if cancelled."""
+@dataclass(frozen=True)
+class SettingsChoice:
+    settings: Settings
+    as_default: bool
+    """Also the defaults of new chats (saved in the config file)."""
+
+
+class SettingsScreen(ModalScreen[SettingsChoice | None]):
+    """Returns the new settings and where they apply, or None if cancelled."""
 
     BINDINGS = [
         Binding("escape", "dismiss(None)", "Cancel", id="settings-cancel"),
-        Binding("ctrl+s", "save", "Save", id="settings-save"),
+        Binding("ctrl+s", "save(False)", "This chat", id="settings-save"),
+        # priority: a focused Input takes ctrl+d as "delete right"
+        Binding("ctrl+d", "save(True)", "Save as default", id="settings-save-default", priority=True),
     ]
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, noise: str | None = None) -> None:
         super().__init__(classes="dialog")
         self.settings = settings
+        self.fields = family_fields(noise)
+        self.title_text = FAMILY_TITLES.get(noise or "", "Sampler settings")
 
     def compose(self) -> ComposeResult:
         docs = field_docs(SamplerSettings)
         with Vertical(classes="dialog-box", id="settings-box"):
-            yield Static("Settings of this chat (saved with it)", classes="dialog-title")
+            yield Static(f"{self.title_text} · this chat", classes="dialog-title")
             with VerticalScroll(id="settings-fields"):
-                for f in fields(SamplerSettings):
-                    value = getattr(self.settings.sampler, f.name)
+                for name, spec in self.fields.items():
                     with Horizontal(classes="setting"):
-                        yield Label(f.name, classes="setting-name")
-                        if isinstance(value, bool):
-                            yield Switch(value, id=f"setting-{f.name}")
-                        elif f.name == "algorithm":
-                            yield Select([(name, name) for name in MASK_ALGORITHMS], value=value, allow_blank=False,
-                                         id=f"setting-{f.name}", compact=True)
-                        else:
-                            yield Input("" if value is None else str(value), id=f"setting-{f.name}", compact=True)
-                    yield Static(docs.get(f.name, ""), classes="setting-help", markup=False)
-                yield Label("system_prompt", classes="setting-name")
+                        yield Label(spec.label, classes="setting-name")
+                        yield self._editor(name, getattr(self.settings.sampler, name))
+                        yield Label(spec.unit, classes="setting-unit")
+                    yield Static(docs.get(name, ""), classes="setting-help", markup=False)
+                yield Label("System prompt", classes="setting-name")
                 yield TextArea(self.settings.system_prompt, id="setting-system_prompt", compact=True)
             yield Static("", id="settings-error", markup=False)
             with Horizontal(classes="dialog-buttons"):
-                yield Button("Save (ctrl+s)", id="save", variant="primary")
+                yield Button("This chat (ctrl+s)", id="save", variant="primary")
+                yield Button("Save as default (ctrl+d)", id="save-default")
                 yield Button("Cancel (esc)", id="cancel")
+
+    @staticmethod
+    def _editor(name: str, value: object) -> Input | Select | Switch:
+        if isinstance(value, bool):
+            return Switch(value, id=f"setting-{name}")
+        if name == "algorithm":
+            return Select([(a, a) for a in MASK_ALGORITHMS], value=value, allow_blank=False, id=f"setting-{name}",
+                          compact=True)
+        return Input("" if value is None else str(value), id=f"setting-{name}", compact=True)
+
+    def on_mount(self) -> None:
+        self.query_one(f"#setting-{next(iter(self.fields))}").focus()
 
     def collect(self) -> Settings:
         """The settings as edited; raises ConfigError for a bad value."""
         data = settings_to_dict(copy.deepcopy(self.settings))
-        for f in fields(SamplerSettings):
-            widget = self.query_one(f"#setting-{f.name}")
-            data["sampler"][f.name] = widget.value.strip() if isinstance(widget, Input) else widget.value
+        for name in self.fields:
+            widget = self.query_one(f"#setting-{name}")
+            data["sampler"][name] = widget.value.strip() if isinstance(widget, Input) else widget.value
         data["system_prompt"] = self.query_one("#setting-system_prompt", TextArea).text
         return settings_from_dict(data)
 
-    def action_save(self) -> None:
+    def action_save(self, as_default: bool) -> None:
         try:
-            self.dismiss(self.collect())
+            self.dismiss(SettingsChoice(self.collect(), as_default))
         except ConfigError as exc:
             self.query_one("#settings-error", Static).update(str(exc))
 
     @on(Button.Pressed, "#save")
     def _save(self) -> None:
-        self.action_save()
+        self.action_save(False)
+
+    @on(Button.Pressed, "#save-default")
+    def _save_default(self) -> None:
+        self.action_save(True)
 
     @on(Button.Pressed, "#cancel")
     def _cancel(self) -> None:
         self.dismiss(None)
+
+
+def sampler_defaults(settings: Settings) -> dict[str | None, dict[str, TomlValue]]:
+    """What "save as default" writes to the config file: the sampler and the system prompt."""
+    sampler = {f.name: getattr(settings.sampler, f.name) for f in fields(SamplerSettings)}
+    return {None: {"system_prompt": settings.system_prompt}, "sampler": sampler}

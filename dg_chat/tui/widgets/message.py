@@ -7,6 +7,8 @@ text is set once with `Markdown.update`. All text passes through `printable`.
 
 from __future__ import annotations
 
+from typing import Any
+
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
@@ -15,12 +17,22 @@ from textual.widgets import Collapsible, Markdown, Static
 from textual.widgets.markdown import MarkdownStream
 
 from dg_chat.engine.events import EMPTY_ANSWER
+from dg_chat.engine.model_info import ModelInfo
 from dg_chat.text.sanitize import printable
-from dg_chat.tui.text import code_blocks
+from dg_chat.tui.text import code_blocks, message_parser
 
 GENERATING = "generating"
 """A status shown only while the answer is produced (the store says "partial")."""
 INCOMPLETE = ("partial", "stopped", "failed")
+
+
+def stats_label(stats: dict[str, Any] | None) -> str:
+    """`42 tok · 2 blocks × 25.5 steps · 17.3 tok/s` of a finished answer's stats (steps: per block, on average)."""
+    if not stats:
+        return ""
+    blocks = stats.get("blocks", 0)
+    return (f"{stats.get('tokens', 0)} tok · {blocks} block{'s' if blocks != 1 else ''} × "
+            f"{stats.get('steps_per_block', 0.0):.3g} steps · {stats.get('tokens_per_second', 0.0):.1f} tok/s")
 
 
 def status_label(status: str, error: str = "") -> str:
@@ -41,6 +53,10 @@ class MessageView(Vertical, can_focus=True):
         Binding("p", "replay", "Replay", id="replay", tooltip="Replay the denoising of this answer"),
         Binding("up", "focus_neighbour(-1)", "Previous", id="previous-message", show=False),
         Binding("down", "focus_neighbour(1)", "Next", id="next-message", show=False),
+        Binding("left", "version(-1)", "Earlier version", id="previous-version", show=False,
+                tooltip="Show the earlier version of a regenerated answer"),
+        Binding("right", "version(1)", "Later version", id="next-version", show=False,
+                tooltip="Show the later version of a regenerated answer"),
     ]
 
     class ReplayRequested(Message):
@@ -48,8 +64,17 @@ class MessageView(Vertical, can_focus=True):
             super().__init__()
             self.view = view
 
+    class VersionRequested(Message):
+        """Show the version `direction` (-1, 1) away of this answer."""
+
+        def __init__(self, view: MessageView, direction: int) -> None:
+            super().__init__()
+            self.view = view
+            self.direction = direction
+
     def __init__(self, role: str, content: str = "", *, thinking: str = "", status: str = "complete",
-                 error: str = "", message_id: int | None = None) -> None:
+                 error: str = "", message_id: int | None = None, model: ModelInfo | None = None,
+                 stats: dict[str, Any] | None = None, version: tuple[int, int] = (1, 1)) -> None:
         super().__init__(classes=f"message {role}")
         self.set_class(status in INCOMPLETE, "incomplete")
         self.role = role
@@ -58,16 +83,28 @@ class MessageView(Vertical, can_focus=True):
         self.status = status
         self.error = error
         self.message_id = message_id
+        self.model = model
+        """The model that wrote this answer (None: not recorded, or a user message)."""
+        self.stats = stats
+        self.version = version
+        """(which, of how many) versions of a regenerated answer, from 1."""
         self._streams: dict[str, MarkdownStream] = {}
         self._next_code_block = 0
 
     def compose(self) -> ComposeResult:
         yield Static(self._header(), classes="message-header", markup=False)
         if self.role == "model":
-            with Collapsible(title="Thinking", collapsed=False, classes="thinking") as thinking:
+            # open while the model thinks, folded once the answer is there (click or Enter opens it)
+            with Collapsible(title=self._thinking_title(), collapsed=self.status != GENERATING,
+                             classes="thinking") as thinking:
                 thinking.display = bool(self.thinking)
-                yield Markdown(printable(self.thinking), classes="thinking-text")
-        yield Markdown(self._shown_text(), classes="message-text")
+                yield Markdown(printable(self.thinking), classes="thinking-text", parser_factory=message_parser)
+        yield Markdown(self._shown_text(), classes="message-text", parser_factory=message_parser)
+
+    def _thinking_title(self) -> str:
+        if self.status == GENERATING:
+            return "Thinking…"
+        return f"Thinking · {len(self.thinking.split())} words"
 
     def _shown_text(self) -> str:
         """The answer as Markdown; a finished answer without text says so."""
@@ -77,8 +114,10 @@ class MessageView(Vertical, can_focus=True):
 
     def _header(self) -> str:
         name = {"user": "You", "model": "Model", "system": "System"}.get(self.role, self.role)
-        label = status_label(self.status, self.error)
-        return printable(f"{name} · {label}" if label else name)
+        which, count = self.version
+        parts = [name, f"◀ {which}/{count} ▶" if count > 1 else "", self.model.title() if self.model else "",
+                 status_label(self.status, self.error), stats_label(self.stats)]
+        return printable(" · ".join(part for part in parts if part))
 
     def set_status(self, status: str, error: str = "") -> None:
         self.status, self.error = status, error
@@ -105,14 +144,16 @@ class MessageView(Vertical, can_focus=True):
                 await self._streams.pop(name).stop()
             await markdown.update(printable(new))
 
-    async def finish(self, thinking: str, answer: str, status: str, error: str = "") -> None:
+    async def finish(self, thinking: str, answer: str, status: str, error: str = "",
+                     stats: dict[str, Any] | None = None) -> None:
         """End of the turn: stop streaming and set the final text in one update."""
         for stream in self._streams.values():
             await stream.stop()
         self._streams.clear()
-        self.thinking, self.content = thinking, answer
+        self.thinking, self.content, self.stats = thinking, answer, stats
         self.set_status(status, error)
-        self.query_one(".thinking", Collapsible).display = bool(thinking)
+        folded = self.query_one(".thinking", Collapsible)
+        folded.display, folded.collapsed, folded.title = bool(thinking), True, self._thinking_title()
         await self.query_one(".thinking-text", Markdown).update(printable(thinking))
         await self.query_one(".message-text", Markdown).update(self._shown_text())
 
@@ -132,6 +173,10 @@ class MessageView(Vertical, can_focus=True):
 
     def action_replay(self) -> None:
         self.post_message(self.ReplayRequested(self))
+
+    def action_version(self, direction: int) -> None:
+        if self.version[1] > 1:
+            self.post_message(self.VersionRequested(self, direction))
 
     def action_focus_neighbour(self, direction: int) -> None:
         if direction < 0:

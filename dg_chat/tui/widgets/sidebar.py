@@ -1,4 +1,5 @@
-"""The chat list: search box and saved chats, most recent first (Enter opens, r renames, d deletes)."""
+"""The chat list: search box and saved chats, most recent first (Enter opens, r renames, d deletes,
+u undoes the last delete for a few seconds)."""
 
 from __future__ import annotations
 
@@ -23,7 +24,11 @@ class ChatListView(ListView):
     BINDINGS = [
         Binding("r", "rename", "Rename", id="rename-chat", tooltip="Rename the highlighted chat"),
         Binding("d,delete", "delete", "Delete", id="delete-chat", tooltip="Delete the highlighted chat"),
+        Binding("u", "undo_delete", "Undo delete", id="undo-delete-chat", tooltip="Bring back the chat deleted last"),
     ]
+
+    class UndoDelete(Message):
+        """Bring back the chat deleted last (while it is still in the trash)."""
 
     class Action(Message):
         def __init__(self, action: str, chat: ChatSummary) -> None:
@@ -43,6 +48,9 @@ class ChatListView(ListView):
         if chat := self._highlighted():
             self.post_message(self.Action("delete", chat))
 
+    def action_undo_delete(self) -> None:
+        self.post_message(self.UndoDelete())
+
 
 class Sidebar(Vertical):
     class Open(Message):
@@ -59,12 +67,13 @@ class Sidebar(Vertical):
         yield Input(placeholder="Search chats", id="chat-search")
         yield ChatListView(id="chat-list")
 
-    async def show(self, chats: list[ChatSummary], current: int | None) -> None:
+    async def show(self, chats: list[ChatSummary], highlight: int | None) -> None:
+        """List `chats`, the cursor on the chat with id `highlight` (if listed)."""
         chat_list = self.query_one(ChatListView)
         await chat_list.clear()
         await chat_list.extend(ChatItem(chat) for chat in chats)
         ids = [chat.id for chat in chats]
-        chat_list.index = ids.index(current) if current in ids else None
+        chat_list.index = ids.index(highlight) if highlight in ids else None
 
     @on(Input.Changed, "#chat-search")
     def _search(self, event: Input.Changed) -> None:

@@ -1,0 +1,76 @@
+"""The model picker: the demo, downloaded catalog models and local GGUF files, one per line.
+
+Returns the chosen model spec (as `--model` takes it) or None; the app loads it off the UI thread.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Label, OptionList
+from textual.widgets.option_list import Option
+
+from dg_chat.config import Settings
+from dg_chat.hub import gb, local_models
+from dg_chat.text.sanitize import printable
+
+
+@dataclass(frozen=True, slots=True)
+class ModelChoice:
+    spec: str
+    """What `--model` takes: "demo", "NAME:QUANT" or a GGUF path."""
+    path: Path
+    size: int
+
+    def label(self, current: str) -> str:
+        mark = "● " if str(self.path) == current else "  "
+        return printable(f"{mark}{self.spec}  ({gb(self.size)})")
+
+
+def model_choices(settings: Settings, loaded_file: str = "") -> list[ModelChoice]:
+    """The models this machine can load without the network: the demo, every downloaded catalog
+    quant, and the GGUF files configured or loaded now (`settings.model`, `loaded_file`)."""
+    choices = [ModelChoice(model.spec, model.path, model.size) for model in local_models(settings)]
+    known = {choice.path.resolve() for choice in choices}
+    for candidate in (settings.model, loaded_file):
+        path = Path(candidate).expanduser() if candidate.lower().endswith(".gguf") else None
+        if path is not None and path.is_file() and path.resolve() not in known:
+            known.add(path.resolve())
+            choices.append(ModelChoice(str(path), path, path.stat().st_size))
+    return choices
+
+
+class ModelPicker(ModalScreen[str | None]):
+    """Lists the model choices; Enter loads one, Esc keeps the current model."""
+
+    BINDINGS = [Binding("escape", "dismiss(None)", "Cancel", id="model-picker-cancel")]
+
+    def __init__(self, choices: list[ModelChoice], current_file: str = "") -> None:
+        super().__init__(classes="dialog")
+        self.choices = choices
+        self.current_file = current_file
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog-box", id="model-picker-box"):
+            yield Label("Model (Enter: load it · Esc: keep the current one)", classes="dialog-title")
+            yield OptionList(*(Option(choice.label(self.current_file), id=str(index))
+                               for index, choice in enumerate(self.choices)), id="model-list")
+            if not self.choices:
+                yield Label("No model on this machine: dg-chat models pull diffusiongemma", classes="hint")
+            yield Label("Download more with: dg-chat models pull NAME", classes="hint")
+
+    def on_mount(self) -> None:
+        current = next((i for i, c in enumerate(self.choices) if str(c.path) == self.current_file), 0)
+        option_list = self.query_one(OptionList)
+        option_list.highlighted = current if self.choices else None
+        option_list.focus()
+
+    @on(OptionList.OptionSelected)
+    def _choose(self, event: OptionList.OptionSelected) -> None:
+        self.dismiss(self.choices[int(event.option.id or 0)].spec)

@@ -1,0 +1,43 @@
+"""What an empty chat shows: the model loaded, what it runs on, and three prompts to start with."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.widgets import Static
+
+from dg_chat.engine.model_info import ModelInfo
+from dg_chat.text.sanitize import printable
+
+EXAMPLE_PROMPTS = (
+    "Explain how a diffusion language model writes an answer.",
+    "Write a haiku about the sea.",
+    "Give me three ideas for a weekend project in Python.",
+)
+
+
+def model_line(model: ModelInfo | None, error: str = "") -> str:
+    if model is not None:
+        return f"Model: {model.label()}"
+    return f"No model loaded: {error}" if error else "Loading the model…"
+
+
+class Welcome(Vertical):
+    """Shown in the transcript of a chat without messages."""
+
+    def __init__(self, model: ModelInfo | None, error: str = "") -> None:
+        super().__init__(id="welcome")
+        self.model = model
+        self.error = error
+
+    def compose(self) -> ComposeResult:
+        yield Static("dg-chat · answers are drafted as whole blocks and denoised live", classes="welcome-title")
+        yield Static(printable(model_line(self.model, self.error)), id="welcome-model", markup=False)
+        yield Static("Try:", classes="hint")
+        for prompt in EXAMPLE_PROMPTS:
+            yield Static(f"  › {prompt}", classes="welcome-example", markup=False)
+        yield Static("F2: choose a model · F1: keys · Ctrl+P: commands", classes="hint")
+
+    def show_model(self, model: ModelInfo | None, error: str = "") -> None:
+        self.model, self.error = model, error
+        self.query_one("#welcome-model", Static).update(printable(model_line(model, error)))

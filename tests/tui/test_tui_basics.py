@@ -1,0 +1,252 @@
+"""The basics a chat app user expects: a model picker that records which model answered, the key
+help, the app's actions in the command palette, prompt history, per-message stats, a welcome view."""
+
+from __future__ import annotations
+
+from dg_chat.config import Settings
+from dg_chat.errors import DgChatError
+from dg_chat.tui.app import binding_ids, key_bindings
+from dg_chat.tui.screens.help import HelpScreen
+from dg_chat.tui.screens.model_picker import ModelPicker
+from dg_chat.tui.widgets.message import MessageView
+from dg_chat.tui.widgets.prompt import Prompt
+from dg_chat.tui.widgets.welcome import EXAMPLE_PROMPTS, Welcome
+from tests.tui.conftest import SIZE, ready, send, wait_until
+from tests.tui.fake_engine import ScriptedEngine
+
+
+def header(view: MessageView) -> str:
+    return str(view.query_one(".message-header").render())
+
+
+def engines_by_model(**engines: ScriptedEngine):
+    """A factory that loads the engine named by `settings.model`; an unknown name fails to load."""
+    def load(settings: Settings) -> ScriptedEngine:
+        if settings.model not in engines:
+            raise DgChatError(f"no such model file: {settings.model}")
+        return engines[settings.model]
+
+    return load
+
+
+async def test_the_model_picker_loads_the_chosen_model_and_each_answer_names_its_model(make_app, store):
+    first, demo = ScriptedEngine(), ScriptedEngine()
+    demo.name = "demo-dg"
+    app = make_app(engine_factory=engines_by_model(scripted=first, demo=demo))
+    async with app.run_test(size=SIZE) as pilot:
+        await send(pilot, "hello")
+        await pilot.press("f2")
+        await wait_until(pilot, lambda: isinstance(app.screen, ModelPicker))
+        picker = app.screen
+        assert [choice.spec for choice in picker.choices][0] == "demo"
+        await pilot.press("enter")  # the demo is listed first
+        await wait_until(pilot, lambda: app.engine is demo)
+        assert first.closed
+        await send(pilot, "again")
+        answers = [v for v in app.query(MessageView) if v.role == "model"]
+        assert header(answers[0]).startswith("Model · fake-dg Q4_K_M · ")
+        assert header(answers[1]).startswith("Model · demo-dg Q4_K_M · ")
+    stored = [m.model for m in store.messages(app.chat_id) if m.role == "model"]
+    assert [model.name for model in stored] == ["fake-dg", "demo-dg"]
+    assert stored[0].file == "/models/fake-dg-Q4_K_M.gguf" and stored[0].device == "cpu"
+
+
+async def test_a_model_that_fails_to_load_is_reported_and_the_loaded_one_stays(make_app):
+    engine = ScriptedEngine()
+    app = make_app(engine_factory=engines_by_model(scripted=engine))
+    notices = []
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        app.notify = lambda message, **kw: notices.append((message, kw.get("title")))  # type: ignore[method-assign]
+        await pilot.press("f2")
+        await wait_until(pilot, lambda: isinstance(app.screen, ModelPicker))
+        await pilot.press("enter")  # the demo: this factory cannot load it
+        await wait_until(pilot, lambda: notices)
+        assert notices == [("no such model file: demo", "Could not load the model")]
+        assert app.engine is engine and not engine.closed
+        await send(pilot, "still there?")
+        assert app.query(MessageView).last().content == "You said: still there?"
+
+
+async def test_answers_show_model_and_stats_in_their_header_also_when_reopened(make_app):
+    app = make_app(ScriptedEngine())
+    async with app.run_test(size=SIZE) as pilot:
+        await send(pilot, "one two three")
+        live = header(app.query(MessageView).last())
+        chat_id = app.chat_id
+        await app.show_chat(None)
+        await app.show_chat(chat_id)
+        await pilot.pause()
+        reopened = header(app.query(MessageView).last())
+    # the fake engine: 6 tokens (end token included) in one block of 6 steps in 0.25 s
+    assert live == reopened == "Model · fake-dg Q4_K_M · 6 tok · 1 block × 6 steps · 24.0 tok/s"
+
+
+async def test_the_help_screen_lists_every_binding_by_id_with_its_remapped_key(make_app):
+    settings = Settings()
+    settings.ui.keymap = {"regenerate": "f5"}
+    app = make_app(ScriptedEngine(), settings=settings)
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        await pilot.press("f1")
+        await wait_until(pilot, lambda: isinstance(app.screen, HelpScreen))
+        rows = {row.id: row for _, rows in app.screen.groups for row in rows}
+        assert set(rows) == binding_ids()
+        assert rows["regenerate"].keys == "F5" and rows["pick-model"].keys == "F2"
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: not isinstance(app.screen, HelpScreen))
+
+
+async def test_the_command_palette_lists_and_runs_the_apps_actions(make_app):
+    app = make_app(ScriptedEngine())
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        titles = {command.title for command in app.get_system_commands(app.screen)}
+        assert {"New chat", "Model", "Settings", "Export", "Replay", "Thinking", "Key bindings"} <= titles
+        await pilot.press("ctrl+p")
+        await pilot.pause()
+        await pilot.press(*"Model")
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: isinstance(app.screen, ModelPicker))
+
+
+async def test_up_and_down_in_an_empty_prompt_recall_earlier_prompts(make_app):
+    app = make_app(ScriptedEngine())
+    async with app.run_test(size=SIZE) as pilot:
+        await send(pilot, "first")
+        await send(pilot, "second\nline")
+        prompt = app.query_one(Prompt)
+        prompt.focus()
+        shown = []
+        for key in ("up", "up", "up", "down", "down"):
+            await pilot.press(key)
+            shown.append(prompt.text)
+        assert shown == ["second\nline", "first", "first", "second\nline", ""]
+        prompt.text = "typed"  # a draft: ↑ moves the cursor, it does not replace the draft
+        await pilot.press("up")
+        assert prompt.text == "typed"
+
+
+async def test_earlier_sessions_prompts_are_recalled(make_app, store):
+    chat = store.create_chat("old", Settings())
+    store.add_message(chat, "user", "from yesterday")
+    app = make_app(ScriptedEngine())
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        await pilot.press("up")
+        assert app.query_one(Prompt).text == "from yesterday"
+
+
+async def test_an_empty_chat_welcomes_with_the_model_and_example_prompts(make_app):
+    app = make_app(ScriptedEngine())
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        await pilot.pause()
+        text = "\n".join(str(static.render()) for static in app.query_one(Welcome).query("Static"))
+        assert "Model: fake-dg Q4_K_M · torch/cpu" in text
+        assert all(prompt in text for prompt in EXAMPLE_PROMPTS)
+        await send(pilot, "hi")
+        assert not app.query(Welcome)
+        await pilot.press("ctrl+n")
+        await wait_until(pilot, lambda: bool(app.query(Welcome)))
+
+
+def test_every_binding_id_is_unique():
+    ids = [binding.id for binding in key_bindings()]
+    assert len(ids) == len(set(ids))
+
+
+async def test_the_prompt_area_counts_the_drafts_tokens_and_the_context_it_fills(make_app):
+    from dg_chat.tui.widgets.gauge import ContextGauge
+
+    engine = ScriptedEngine()
+    engine.backend.context_length = 100
+    app = make_app(engine)
+    async with app.run_test(size=SIZE) as pilot:
+        await send(pilot, "one two")  # the fake's prompt: each message's tokens and an end token
+        gauge = app.query_one(ContextGauge)
+        prompt = app.query_one(Prompt)
+        prompt.focus()
+        await pilot.press(*"three four five")
+        await wait_until(pilot, lambda: "tokens" in str(gauge.render()))
+        # the prompt: 3 (one two) + 5 (You said: one two) + 4 (the draft) = 12 tokens, and a canvas of 48
+        assert str(gauge.render()) == "3 tokens · context ██████░░░░ 60/100 with one canvas"
+        assert not gauge.has_class("over")
+        prompt.text = "word " * 60
+        await wait_until(pilot, lambda: gauge.has_class("over"))
+        assert "too long for the model" in str(gauge.render())
+        prompt.text = ""
+        await wait_until(pilot, lambda: str(gauge.render()) == "")
+
+
+async def test_regenerate_keeps_the_earlier_answer_as_a_version(make_app, store):
+    replies = iter(["first answer", "second answer"])
+    app = make_app(ScriptedEngine(lambda m: next(replies)))
+    async with app.run_test(size=SIZE) as pilot:
+        await send(pilot, "question")
+        await pilot.press("ctrl+r")
+        await wait_until(pilot, lambda: not app.generating and app.query(MessageView).last().status == "complete"
+                         and app.query(MessageView).last().content == "second answer")
+        answer = app.query(MessageView).last()
+        assert answer.content == "second answer" and header(answer).startswith("Model · ◀ 2/2 ▶ · ")
+        answer.focus()
+        await pilot.press("left")
+        await wait_until(pilot, lambda: app.query(MessageView).last().content == "first answer")
+        earlier = app.query(MessageView).last()
+        assert header(earlier).startswith("Model · ◀ 1/2 ▶ · ") and app.focused is earlier
+        assert len(app.query(MessageView)) == 2
+        # the version shown is the one in the chat and in the next turn's context
+        assert [m.content for m in store.messages(app.chat_id)] == ["question", "first answer"]
+        await pilot.press("right")
+        await wait_until(pilot, lambda: app.query(MessageView).last().content == "second answer")
+        chat_id = app.chat_id
+        await app.show_chat(None)
+        await app.show_chat(chat_id)
+        await pilot.pause()
+        assert header(app.query(MessageView).last()).startswith("Model · ◀ 2/2 ▶ · ")
+
+
+async def test_a_question_mark_typed_in_the_prompt_is_text_not_the_help(make_app):
+    app = make_app(ScriptedEngine())
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        app.query_one(Prompt).focus()
+        await pilot.press(*"why?")
+        assert app.query_one(Prompt).text == "why?" and not isinstance(app.screen, HelpScreen)
+
+
+def test_the_model_choices_are_the_demo_downloads_and_local_ggufs(tmp_path):
+    from dg_chat.tui.screens.model_picker import model_choices
+
+    configured, loaded = tmp_path / "llada-8b-Q4_K_M.gguf", tmp_path / "dream.gguf"
+    configured.write_bytes(b"GGUF" + bytes(100))
+    loaded.write_bytes(b"GGUF")
+    settings = Settings()
+    settings.model = str(configured)
+    choices = model_choices(settings, str(loaded))
+    assert [choice.spec for choice in choices] == ["demo", str(configured), str(loaded)]
+    assert choices[1].size == 104 and choices[2].label(str(loaded)).startswith("● ")
+
+
+async def test_thinking_is_open_while_it_denoises_and_folded_after(make_app):
+    from textual.widgets import Collapsible
+
+    from tests.tui.conftest import paused
+
+    settings = Settings()
+    settings.sampler.thinking = True
+    engine = ScriptedEngine(lambda m: "The answer. " * 12, canvas_length=16, pause_at=(1, 2))
+    app = make_app(engine, settings=settings)
+    async with app.run_test(size=SIZE) as pilot:
+        await send(pilot, "think first", wait=False)
+        await paused(pilot, engine)
+        thinking = app.query(MessageView).last().query_one(".thinking", Collapsible)
+        assert thinking.display and not thinking.collapsed and thinking.title == "Thinking…"
+        engine.resume.set()
+        await wait_until(pilot, lambda: not app.generating)
+        await pilot.pause()
+        assert thinking.collapsed and thinking.title == "Thinking · 10 words"
+        await pilot.click(thinking.query_one("CollapsibleTitle"))  # a click on its title opens it again
+        await pilot.pause()
+        assert not thinking.collapsed

@@ -1,0 +1,82 @@
+"""The settings screen: the loaded model's family only, human labels, first field focused and
+visibly so, "this chat" or "save as default"."""
+
+from __future__ import annotations
+
+import pytest
+from textual.widgets import Label
+
+from dg_chat import paths
+from dg_chat.config import load_settings
+from dg_chat.tui.screens.settings import SettingsScreen
+from tests.tui.conftest import SIZE, ready, send, wait_until
+from tests.tui.fake_engine import ScriptedEngine
+
+
+async def open_settings(pilot) -> SettingsScreen:
+    await pilot.press("ctrl+o")
+    await wait_until(pilot, lambda: isinstance(pilot.app.screen, SettingsScreen))
+    await pilot.pause()
+    return pilot.app.screen
+
+
+def field_ids(screen: SettingsScreen) -> set[str]:
+    return {w.id.removeprefix("setting-") for w in screen.query("*") if w.id and w.id.startswith("setting-")}
+
+
+@pytest.mark.parametrize(("noise", "shown", "hidden"), [
+    ("uniform", {"t_max", "t_min", "entropy_bound"}, {"temperature", "top_p", "algorithm"}),
+    ("mask", {"temperature", "top_p", "top_k", "algorithm"}, {"t_max", "t_min", "entropy_bound"}),
+])
+async def test_only_the_loaded_family_s_fields_with_human_labels(make_app, noise, shown, hidden):
+    engine = ScriptedEngine()
+    engine.backend.noise = noise
+    app = make_app(engine)
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        screen = await open_settings(pilot)
+        ids = field_ids(screen)
+        assert shown <= ids and not hidden & ids
+        labels = [str(label.render()) for label in screen.query(".setting-name").results(Label)]
+        assert "Steps per block" in labels and "max_steps" not in labels
+
+
+async def test_the_first_field_has_a_visible_focus(make_app):
+    app = make_app(ScriptedEngine())
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        screen = await open_settings(pilot)
+        assert screen.focused is screen.query_one("#setting-max_steps")
+        rows = list(screen.query(".setting"))
+        focused, other = rows[0], rows[1]
+        assert focused.styles.background != other.styles.background
+
+
+async def test_save_as_default_applies_to_new_chats_and_the_config_file(make_app, store):
+    app = make_app(ScriptedEngine())
+    async with app.run_test(size=SIZE) as pilot:
+        await send(pilot, "hello")
+        screen = await open_settings(pilot)
+        screen.query_one("#setting-max_steps").value = "3"
+        await pilot.press("ctrl+d")
+        await wait_until(pilot, lambda: not isinstance(app.screen, SettingsScreen))
+        assert store.chat_settings(app.chat_id).sampler.max_steps == 3
+        await pilot.press("ctrl+n")
+        await pilot.pause()
+        assert app.chat_settings.sampler.max_steps == 3
+    assert load_settings().sampler.max_steps == 3
+    assert "[sampler]" in paths.config_file().read_text()
+
+
+async def test_this_chat_only_leaves_the_defaults(make_app, store):
+    app = make_app(ScriptedEngine())
+    async with app.run_test(size=SIZE) as pilot:
+        await send(pilot, "hello")
+        screen = await open_settings(pilot)
+        screen.query_one("#setting-max_steps").value = "5"
+        await pilot.press("ctrl+s")
+        await wait_until(pilot, lambda: not isinstance(app.screen, SettingsScreen))
+        await pilot.press("ctrl+n")
+        await pilot.pause()
+        assert app.chat_settings.sampler.max_steps == 48
+    assert not paths.config_file().exists()
