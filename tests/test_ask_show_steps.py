@@ -9,7 +9,7 @@ import pty
 import subprocess
 import sys
 
-from tests.tui.test_tui_signals import read_until
+from tests.support.pty_app import read_until
 
 ARGV = ["-m", "dg_chat.cli", "ask", "Tell me of the sea.", "--model", "demo", "--seed", "1", "--max-canvases", "2"]
 ERASE_LINE = b"\x1b[2K"

@@ -3,23 +3,14 @@ Enter sends exactly what the box holds at that point, through the real terminal 
 
 from __future__ import annotations
 
-import fcntl
 import os
-import pty
 import signal
-import struct
-import subprocess
-import sys
-import termios
 import time
-from pathlib import Path
 
 import pytest
 
 from dg_chat.store import Store
-from tests.tui.test_tui_signals import read_until
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support.pty_app import app_in_pty, read_until
 
 
 def user_messages(timeout: float = 30.0, count: int = 1) -> list[str]:
@@ -41,21 +32,9 @@ def user_messages(timeout: float = 30.0, count: int = 1) -> list[str]:
     (b"one\ntwo\r", "one\ntwo"),  # Ctrl+J (a line feed) adds a line where it was typed
 ])
 def test_a_burst_ending_in_enter_sends_the_whole_box(burst, sent):
-    master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))
-    child = subprocess.Popen([sys.executable, "-m", "tests.tui.signal_child"], cwd=ROOT, stdin=slave, stdout=slave,
-                             stderr=slave, env={**os.environ, "TERM": "xterm-256color"}, start_new_session=True)
-    os.close(slave)
-    try:
-        started = read_until(master, lambda out: b"ready" in out)
-        assert b"ready" in started, started[-2000:]
+    with app_in_pty() as (child, master):
         os.write(master, burst)  # one write: the driver reads every key of it at once
         assert user_messages() == [sent]
         child.send_signal(signal.SIGTERM)
         read_until(master, lambda out: False, timeout=30)
         child.wait(timeout=30)
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
-        os.close(master)
