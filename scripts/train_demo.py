@@ -452,10 +452,10 @@ class Quality:
 def evaluate(gguf: Path, word_list: Path, prompts: Sequence[str] = PROMPTS, seed: int = EVAL_SEED) -> Quality:
     """Answer every prompt (one user turn, the same seed) with dg-chat's engine and default sampler."""
     from dg_chat.engine.events import TurnFailed, TurnFinished
-    from dg_chat.engine.loader import load
+    from dg_chat.engine.loader import load_engine
 
     known = read_word_list(word_list)
-    engine = load(Settings(model=str(gguf), device="cpu"))
+    engine = load_engine(Settings(model=str(gguf), device="cpu"))
     sampler = SamplerSettings(seed=seed)
     answers, steps = [], []
     try:

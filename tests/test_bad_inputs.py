@@ -166,7 +166,7 @@ def test_cuda_without_a_gpu_on_the_torch_path(capsys):
 
 
 def test_cuda_without_a_gpu_on_the_llama_path(tmp_path, capsys):
-    from dg_chat.engine.backends.llama import library
+    from dg_chat.engine.backends.llama_lib import library
     from scripts import make_tiny_llama_models as tiny
 
     if library().llama_supports_gpu_offload():

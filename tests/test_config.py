@@ -100,7 +100,7 @@ def test_precedence_through_dg_chat_ask(tmp_path, monkeypatch, isolated_dirs):
         seen.append(settings.sampler.max_steps)
         raise ConfigError("stop here")
 
-    monkeypatch.setattr("dg_chat.engine.engine.load_engine", fake_load_engine)
+    monkeypatch.setattr("dg_chat.engine.loader.load_engine", fake_load_engine)
     monkeypatch.setattr("dg_chat.commands.ask.load_engine", fake_load_engine)
     assert cli.main(["ask", "hi", "--steps", "5"]) == 1
     assert cli.main(["--steps", "7", "ask", "hi"]) == 1  # a flag before the command counts too

@@ -20,8 +20,8 @@ ARCHITECTURES = tiny.ARCHITECTURES
 CHAT = "<|im_start|>user\nHello, world!<|im_end|>\n<|im_start|>assistant\n"
 
 
-def end_ids(tokenizer: LlamaTokenizer) -> frozenset[int]:
-    with open_gguf(tokenizer._backend.path) as f:
+def end_ids(backend: LlamaBackend, tokenizer: LlamaTokenizer) -> frozenset[int]:
+    with open_gguf(backend.path) as f:
         return end_token_ids(f.metadata, tokenizer)
 
 
@@ -38,7 +38,7 @@ def loaded(model_dir):
     parts = {}
     for arch in ARCHITECTURES:
         backend = LlamaBackend(model_dir / f"{arch}.gguf", max_canvases=2, n_threads=1)
-        parts[arch] = (backend, LlamaTokenizer(backend))
+        parts[arch] = (backend, LlamaTokenizer(backend, backend.info.tokenizer_model))
     yield parts
     for backend, _ in parts.values():
         backend.close()
@@ -47,7 +47,7 @@ def loaded(model_dir):
 def turn(backend, tokenizer, **settings):
     s = SamplerSettings(**{"max_steps": 4, "max_canvases": 2, "seed": 11, **settings})
     prompt = tokenizer.encode_parts(tokenizer.split_specials(CHAT))  # CHAT is trusted template text
-    return prompt, list(generate(backend, prompt, s, end_ids=end_ids(tokenizer),
+    return prompt, list(generate(backend, prompt, s, end_ids=end_ids(backend, tokenizer),
                                  parse=lambda ids: ("", tokenizer.decode(ids))))
 
 
@@ -211,7 +211,7 @@ def test_decode_inverts_encode(loaded, text):
 def test_special_ids_and_end_tokens(loaded):
     _, dream = loaded["dream"]
     _, llada = loaded["llada"]
-    assert end_ids(dream) == {dream.token_id("<|endoftext|>"), dream.token_id("<|im_end|>")}
+    assert end_ids(*loaded["dream"]) == {dream.token_id("<|endoftext|>"), dream.token_id("<|im_end|>")}
     assert dream.mask_id == loaded["dream"][0].mask_token_id == dream.token_id("<|mask|>")
     assert llada.add_bos and not dream.add_bos
     assert llada.encode("hi", add_bos=True)[0] == llada.bos_id

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from dg_chat.engine.backends.choice import (choose_backend, choose_backend_for_gguf, libllama_architectures,
-                                            llama_status)
+from dg_chat.engine.backends.choice import choose_backend, choose_backend_for_gguf, llama_status
+from dg_chat.engine.backends.llama_lib import libllama_architectures
 from dg_chat.errors import DgChatError
 from scripts import make_tiny_llama_models as tiny
 

@@ -10,15 +10,20 @@ from gguf import GGUFWriter
 from gguf.constants import GGMLQuantizationType as Q
 
 from dg_chat.cli import main
+from dg_chat.commands.model_info import backend_verdict
 from dg_chat.gguf.reader import open_gguf
 from dg_chat.gguf.summary import QuantGroup, human_bytes, human_count, summarize
 from tests.support.gguf_samples import SAMPLE_TENSORS, quantized, write_sample
 from tests.support.published_layout import ARCH, Dims, model_metadata
 
 
-def _summary(path: Path, backend: str = "auto"):
+def _summary(path: Path):
     with open_gguf(path) as gguf:
-        return summarize(gguf, backend)
+        return summarize(gguf)
+
+
+def _backend(path: Path, requested: str = "auto") -> str:
+    return backend_verdict(_summary(path).architecture, requested)
 
 
 def test_summary_of_a_diffusion_gemma_file(tmp_path):
@@ -32,7 +37,7 @@ def test_summary_of_a_diffusion_gemma_file(tmp_path):
     assert QuantGroup("Q8_0", 1, 16 * 2 * 34) in s.quant_mix
     assert (s.context_length, s.canvas_length, s.vocab_size) == (4096, 8, 8)
     assert (s.experts, s.experts_used, s.has_chat_template) == (4, 2, True)
-    assert (s.backend, s.backend_error, s.mask_diffusion) == ("torch", None, False)
+    assert (_backend(path), s.mask_diffusion) == ("torch", False)
 
 
 def test_summary_counts_tensors_per_type(tmp_path):
@@ -43,11 +48,11 @@ def test_summary_counts_tensors_per_type(tmp_path):
 
 
 def test_backend_choice_and_its_refusals(tmp_path):
-    assert _summary(write_sample(tmp_path / "l.gguf", arch="llada", canvas_length=None)).backend == "llama"
-    refused = _summary(write_sample(tmp_path / "d.gguf"), backend="llama")
-    assert refused.backend is None and "cannot load 'diffusion-gemma' models" in refused.backend_error
-    unknown = _summary(write_sample(tmp_path / "g.gguf", arch="gemma4"))
-    assert unknown.backend is None and "no backend runs the 'gemma4' architecture" in unknown.backend_error
+    assert _backend(write_sample(tmp_path / "l.gguf", arch="llada", canvas_length=None)) == "llama"
+    refused = _backend(write_sample(tmp_path / "d.gguf"), "llama")
+    assert refused.startswith("none: ") and "cannot load 'diffusion-gemma' models" in refused
+    unknown = _backend(write_sample(tmp_path / "g.gguf", arch="gemma4"))
+    assert unknown.startswith("none: ") and "no backend runs the 'gemma4' architecture" in unknown
 
 
 def test_minimal_file_has_unset_fields(tmp_path):

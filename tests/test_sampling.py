@@ -10,12 +10,12 @@ import pytest
 import torch
 
 from dg_chat.config import SamplerSettings
+from dg_chat.engine.backends.base import SelfCondition
 from dg_chat.engine.backends.torch_dg.functional import rms_norm, rope_inv_freq
 from dg_chat.engine.events import BlockCommitted, CanvasStep, PromptEncoded, TurnFinished
 from dg_chat.engine.generate import generate
 from dg_chat.engine.sampling import (
     EntropyBoundSampler,
-    SelfCondition,
     categorical_entropy,
     entropy_bound_accept,
     temperature,

@@ -11,11 +11,11 @@ import pytest
 import torch
 
 from dg_chat.config import SamplerSettings
+from dg_chat.engine.backends.base import SelfCondition
 from dg_chat.engine.backends.torch_dg.backend import TorchBackend
 from dg_chat.engine.backends.torch_dg.cache import GrowingKVCache
 from dg_chat.engine.events import TurnFinished
 from dg_chat.engine.generate import ContextOverflowError, generate
-from dg_chat.engine.sampling import SelfCondition
 from dg_chat.gguf.reader import open_gguf
 from tests.support.tiny_dg import convert, hf_model
 

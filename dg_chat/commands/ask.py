@@ -20,8 +20,9 @@ from rich.console import Console
 from rich.live import Live
 from rich.text import Text
 
-from dg_chat.engine.engine import Engine, load_engine
+from dg_chat.engine.engine import Engine
 from dg_chat.engine.events import EMPTY_ANSWER, BlockCommitted, CanvasStep, TurnFailed, TurnFinished
+from dg_chat.engine.loader import load_engine
 from dg_chat.errors import DgChatError
 from dg_chat.text.chat import Message
 from dg_chat.text.canvas import token_runs

@@ -47,7 +47,7 @@ def check_python() -> Check:
 
 def check_torch() -> list[Check]:
     try:
-        import torch
+        import torch  # noqa: PLC0415 - here, so that a broken torch is a failed check
     except Exception as exc:  # noqa: BLE001 - a broken install must be reported, not raised
         return [Check("fail", "torch", f"not importable ({_first_line(exc)})", "run scripts/setup.sh")]
     checks = [Check("ok", "torch", f"{torch.__version__} (CUDA build: {torch.version.cuda or 'no'})")]
@@ -81,6 +81,7 @@ def check_llama(cuda: bool) -> Check:
 def check_kernels(settings: Settings) -> Check:
     """The `kernels` setting, what it resolves to on the configured device, and whether Triton can run there."""
     try:
+        # Here, so that a broken PyTorch engine is a failed check, not a crash of doctor.
         from dg_chat.engine.backends.base import BackendError
         from dg_chat.engine.backends.torch_dg.backend import resolve_device
         from dg_chat.engine.backends.torch_dg.kernel_choice import choose_kernels

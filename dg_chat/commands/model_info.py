@@ -7,7 +7,9 @@ import argparse
 from rich.text import Text
 
 from dg_chat.commands.output import StdoutConsole
+from dg_chat.engine.backends.choice import choose_backend
 from dg_chat.engine.backends.torch_dg.hparams import ARCH, HParams
+from dg_chat.errors import DgChatError
 from dg_chat.gguf.reader import GGUFError, GGUFFile, open_gguf
 from dg_chat.gguf.summary import ModelSummary, human_bytes, human_count, summarize
 from dg_chat.hub import resolve_model
@@ -17,8 +19,8 @@ from dg_chat.text.sanitize import visible
 def run(args: argparse.Namespace) -> int:
     path = resolve_model(args.name, args.settings)
     with open_gguf(path) as gguf:
-        summary = summarize(gguf, args.settings.backend)
-        rows = _rows(summary) + _memory_rows(gguf)
+        summary = summarize(gguf)
+        rows = _rows(summary, backend_verdict(summary.architecture, args.settings.backend)) + _memory_rows(gguf)
     # soft_wrap: long values (paths) are neither cut nor broken by rich; the terminal wraps them
     console = StdoutConsole(highlight=False, soft_wrap=True)
     width = max(len(label) for label, _ in rows) + 2
@@ -28,7 +30,15 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _rows(s: ModelSummary) -> list[tuple[str, str]]:
+def backend_verdict(architecture: str, requested: str = "auto") -> str:
+    """The backend that would run the model, or "none: " and why none would."""
+    try:
+        return choose_backend(architecture, requested)
+    except DgChatError as exc:
+        return f"none: {exc}"
+
+
+def _rows(s: ModelSummary, backend: str) -> list[tuple[str, str]]:
     rows = [
         ("file", f"{s.path} ({human_bytes(s.file_size)})"),
         ("architecture", s.architecture),
@@ -50,7 +60,7 @@ def _rows(s: ModelSummary) -> list[tuple[str, str]]:
         rows.append(("experts", f"{s.experts} ({_number(s.experts_used)} used per token)"))
     rows += [
         ("chat template", "present" if s.has_chat_template else "absent"),
-        ("backend", s.backend or f"none: {s.backend_error}"),
+        ("backend", backend),
     ]
     return rows
 

@@ -9,7 +9,7 @@ from typing import Iterator, Sequence
 
 import torch
 
-from dg_chat.config import SamplerSettings, Settings
+from dg_chat.config import SamplerSettings
 from dg_chat.engine.backends.base import Backend
 from dg_chat.engine.events import Event, TurnFailed
 from dg_chat.engine.generate import generate
@@ -58,10 +58,3 @@ class Engine:
 
     def close(self) -> None:
         self.backend.close()
-
-
-def load_engine(settings: Settings) -> Engine:
-    """Resolve `settings.model` to a local GGUF, choose its backend and load it (slow)."""
-    from dg_chat.engine.loader import load  # noqa: PLC0415 - keeps `import dg_chat.engine.engine` light
-
-    return load(settings)

@@ -23,7 +23,8 @@ def _tokenizer(path: Path, metadata: dict) -> Tokenizer:
         raise GGUFError(f"{path}: {exc}") from None
 
 
-def load(settings: Settings) -> Engine:
+def load_engine(settings: Settings) -> Engine:
+    """Resolve `settings.model` to a local GGUF, choose its backend and load it (slow)."""
     path = resolve_model(settings.model, settings)  # offline: names, paths, or the demo
     f = open_gguf(path)
     try:
@@ -31,11 +32,11 @@ def load(settings: Settings) -> Engine:
         metadata = f.metadata
         if backend_name == "llama":
             f.close()
-            from dg_chat.engine.backends.llama import load_llama_engine_parts  # noqa: PLC0415
+            from dg_chat.engine.backends.llama import load_llama_engine_parts  # noqa: PLC0415 - only the chosen backend loads
 
             backend, tokenizer = load_llama_engine_parts(path, settings)
         else:
-            from dg_chat.engine.backends.torch_dg.backend import TorchBackend  # noqa: PLC0415
+            from dg_chat.engine.backends.torch_dg.backend import TorchBackend  # noqa: PLC0415 - only the chosen backend loads
 
             if "rope_freqs.weight" in f.tensors:  # the engine divides by them
                 check_divisors(f, "rope_freqs.weight")

@@ -25,7 +25,7 @@ from typing import Generator, Protocol
 import torch
 
 from dg_chat.config import SamplerSettings
-from dg_chat.engine.backends.base import Backend
+from dg_chat.engine.backends.base import Backend, SelfCondition
 from dg_chat.engine.events import CanvasStep
 from dg_chat.errors import DgChatError
 
@@ -35,20 +35,6 @@ class NonFiniteLogits(DgChatError):
 
     def __init__(self, path: object):
         super().__init__(f"the model produced NaN/inf values (damaged or mis-converted weights: {path})")
-
-
-@dataclass(frozen=True, slots=True)
-class SelfCondition:
-    """The previous step's output, fed back into the next decoder step."""
-
-    logits: torch.Tensor
-    """Processed (tempered) logits, float32 [C, V]."""
-    probs: torch.Tensor | None = None
-    """softmax(logits) in float32 [C, V] where the sampler computed it for the draw (the reference
-    sampler): float32 backends reuse it. None from the fused sampler, which never materialises it."""
-    lse: torch.Tensor | None = None
-    """logsumexp(logits) in float32 [C] where the sampler has it (the fused sampler): softmax(logits)
-    is then exp(logits - lse), so a fused kernel can compute softmax(logits) @ E in one pass."""
 
 
 @dataclass(frozen=True, slots=True)

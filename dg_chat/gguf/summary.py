@@ -1,6 +1,7 @@
 """What a GGUF model is, in a few facts: for `dg-chat models info`, the TUI and `doctor`.
 
-`summarize()` only reads the already parsed header; it never touches tensor data.
+`summarize()` only reads the already parsed header; it never touches tensor data. Which backend
+would run the model is the engine's answer (engine/backends/choice.py), not a fact of the file.
 """
 
 from __future__ import annotations
@@ -12,8 +13,6 @@ from typing import Any
 
 from gguf.constants import LlamaFileType
 
-from dg_chat.engine.backends.choice import choose_backend
-from dg_chat.errors import DgChatError
 from dg_chat.gguf.reader import GGUFFile
 
 # Mask-token diffusion models denoise the whole answer at once: they have no canvas length.
@@ -48,25 +47,18 @@ class ModelSummary:
     experts: int | None
     experts_used: int | None
     has_chat_template: bool
-    backend: str | None
-    """The backend that would run it, or None with the reason in backend_error."""
-    backend_error: str | None
 
     @property
     def mask_diffusion(self) -> bool:
         return self.architecture in MASK_DIFFUSION_ARCHITECTURES
 
 
-def summarize(gguf: GGUFFile, requested_backend: str = "auto") -> ModelSummary:
+def summarize(gguf: GGUFFile) -> ModelSummary:
     arch = gguf.architecture
     groups: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     for info in gguf.tensors.values():
         groups[info.type.name][0] += 1
         groups[info.type.name][1] += info.n_bytes
-    try:
-        backend, backend_error = choose_backend(arch, requested_backend), None
-    except DgChatError as exc:
-        backend, backend_error = None, str(exc)
     tokens = gguf.get("tokenizer.ggml.tokens")
     template = gguf.get("tokenizer.chat_template")
     name = gguf.get("general.name")
@@ -84,8 +76,6 @@ def summarize(gguf: GGUFFile, requested_backend: str = "auto") -> ModelSummary:
         experts=_int(gguf.arch_get("expert_count")),
         experts_used=_int(gguf.arch_get("expert_used_count")),
         has_chat_template=isinstance(template, str) and bool(template),
-        backend=backend,
-        backend_error=backend_error,
     )
 
 

@@ -72,7 +72,7 @@ EXIT_STATUS = {signum: 128 + signum for signum in (getattr(signal, "SIGTERM", No
 
 def default_engine_factory(settings: Settings) -> Engine:
     # Imported when called: loading torch and the engine is slow, and tests inject their own.
-    from dg_chat.engine.engine import load_engine
+    from dg_chat.engine.loader import load_engine  # noqa: PLC0415
 
     return load_engine(settings)
 

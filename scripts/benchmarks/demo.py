@@ -56,12 +56,12 @@ def main(argv: list[str]) -> dict:
     args = parser.parse_args(argv)
 
     from dg_chat.config import Settings
-    from dg_chat.engine.loader import load
+    from dg_chat.engine.loader import load_engine
 
     torch.set_num_threads(args.threads)
     prompts = _prompts()
     started = time.perf_counter()
-    engine = load(Settings(model=str(args.model), device="cpu"))
+    engine = load_engine(Settings(model=str(args.model), device="cpu"))
     load_s = time.perf_counter() - started
     try:
         runs = {mode: min((run(engine, prompts, mode == "fast_draws") for _ in range(args.repeat)),

@@ -216,8 +216,8 @@ def _fused_sampler(vocab: int, canvas_length: int, steps: int, device: torch.dev
 def run_backend(result: dict[str, Any], kernels: str, path: Path, device: torch.device, shared: Shared,
                 steps: int) -> None:
     """Phases 2 and 3: load, prefill, time `steps` decode steps of one kernel choice."""
+    from dg_chat.engine.backends.base import SelfCondition
     from dg_chat.engine.backends.torch_dg.backend import TorchBackend
-    from dg_chat.engine.sampling import SelfCondition
     from dg_chat.gguf.reader import open_gguf
 
     result["kernels"] = kernels

@@ -246,8 +246,8 @@ def measure_launches(device: torch.device) -> dict[str, Any]:
     """Launches and host syncs per decode step: measured per section on the tiny model, then the
     real 30-layer step computed from them."""
     import q4_k_m_layout
+    from dg_chat.engine.backends.base import SelfCondition
     from dg_chat.engine.backends.torch_dg.backend import TorchBackend
-    from dg_chat.engine.sampling import SelfCondition
     from dg_chat.gguf.reader import open_gguf
     from tests.support.published_layout import model_metadata, q4_k_m_layout as layout_of
 

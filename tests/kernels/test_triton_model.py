@@ -12,11 +12,11 @@ import torch
 from gguf.constants import GGMLQuantizationType as Q
 
 from dg_chat.config import SamplerSettings
+from dg_chat.engine.backends.base import SelfCondition
 from dg_chat.engine.backends.torch_dg.backend import TorchBackend
 from dg_chat.engine.backends.torch_dg.fused_sampler import FusedEntropyBoundSampler
 from dg_chat.engine.events import CanvasStep, TurnFinished
 from dg_chat.engine.generate import generate
-from dg_chat.engine.sampling import SelfCondition
 from dg_chat.gguf.reader import open_gguf
 from tests.support.host_sync import NoHostSync
 from tests.support.tiny_dg import tiny_q4_k_m

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import sys
 
-import dg_chat.engine.engine
+import dg_chat.engine.loader
 from dg_chat import cli
 from tests.tui.fake_engine import ScriptedEngine
 
-dg_chat.engine.engine.load_engine = lambda settings: ScriptedEngine()
+dg_chat.engine.loader.load_engine = lambda settings: ScriptedEngine()
 sys.exit(cli.main(["--model", "scripted"]))

@@ -5,7 +5,7 @@ demo model denoises a typed prompt into words."""
 from __future__ import annotations
 
 from dg_chat.config import Settings
-from dg_chat.engine.engine import load_engine
+from dg_chat.engine.loader import load_engine
 from dg_chat.tui.app import DgChatApp
 from dg_chat.tui.first_run import FirstRunScreen
 from dg_chat.tui.recording import decode_block

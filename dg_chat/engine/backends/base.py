@@ -6,12 +6,27 @@ backends, so a backend holds no sampling logic at all.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol, Sequence
 
 import torch
 
 from dg_chat.errors import DgChatError
+
+
+@dataclass(frozen=True, slots=True)
+class SelfCondition:
+    """The previous step's output, fed back into the next decoder step."""
+
+    logits: torch.Tensor
+    """Processed (tempered) logits, float32 [C, V]."""
+    probs: torch.Tensor | None = None
+    """softmax(logits) in float32 [C, V] where the sampler computed it for the draw (the reference
+    sampler): float32 backends reuse it. None from the fused sampler, which never materialises it."""
+    lse: torch.Tensor | None = None
+    """logsumexp(logits) in float32 [C] where the sampler has it (the fused sampler): softmax(logits)
+    is then exp(logits - lse), so a fused kernel can compute softmax(logits) @ E in one pass."""
 
 
 class Backend(Protocol):
@@ -45,10 +60,10 @@ class Backend(Protocol):
         Returns how many tokens had to be encoded."""
         ...
 
-    def denoise(self, canvas: torch.Tensor, self_cond: torch.Tensor | None) -> torch.Tensor:
+    def denoise(self, canvas: torch.Tensor, self_cond: SelfCondition | None) -> torch.Tensor:
         """Logits, float32 [canvas_length, vocab_size], for `canvas` (int64 [canvas_length])
-        placed right after the context. `self_cond` is the previous step's processed logits
-        (None on a block's first step); mask models ignore it."""
+        placed right after the context. `self_cond` is the previous step's output (None on a
+        block's first step); mask models ignore it."""
         ...
 
     def commit(self, canvas: torch.Tensor) -> None:

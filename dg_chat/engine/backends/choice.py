@@ -1,71 +1,33 @@
 """Which backend runs a GGUF: `auto`, `torch` or `llama`.
 
 llama runs an architecture when dg-chat's llama.cpp driver handles it AND the installed libllama
-knows it. libllama has no public list of its architectures, so we read its own name table: the
-exported (C++) `llm_arch_name(llm_arch)` maps each enum value to the name that GGUF files carry,
-"(unknown)" marking the end. If a libllama lacks that symbol, the table is unknown and llama.cpp's
-own load error speaks instead. 0.3.36's table has dream, llada, llada-moe and rnd1, but not
-diffusion-gemma (open upstream PRs #24423/#24427): DiffusionGemma runs on the PyTorch engine.
+knows it (its name table, read by llama_lib.libllama_architectures).
 """
 
 from __future__ import annotations
 
-import ctypes
-import functools
 import os
 from typing import Any
 
+from dg_chat.engine.backends.llama_lib import (LLAMA_ARCHITECTURES, TORCH_ARCHITECTURES, LlamaError,
+                                               libllama_architectures, library, llama_cpp_version)
 from dg_chat.errors import DgChatError
-
-TORCH_ARCHITECTURES = frozenset({"diffusion-gemma"})
-LLAMA_ARCHITECTURES = frozenset({"dream", "llada", "llada-moe", "rnd1"})
-"""What dg-chat's llama.cpp driver (engine/backends/llama.py) runs."""
-_MAX_ARCH_ENUM = 4096
-
-
-@functools.cache
-def libllama_architectures() -> frozenset[str] | None:
-    """Every architecture name in the installed libllama's table; None if it cannot be read."""
-    from dg_chat.engine.backends.llama import LlamaError, library  # noqa: PLC0415 - loads libllama
-
-    try:
-        arch_name = library()._lib["_Z13llm_arch_name8llm_arch"]
-    except (LlamaError, AttributeError, KeyError):
-        return None
-    arch_name.argtypes, arch_name.restype = [ctypes.c_int], ctypes.c_char_p
-    names = set()
-    for value in range(_MAX_ARCH_ENUM):
-        name = arch_name(value).decode()
-        if name == "(unknown)":  # LLM_ARCH_UNKNOWN, the last enum value
-            return frozenset(names)
-        names.add(name)  # gaps in the table read "unknown": harmless
-    return None
+from dg_chat.gguf.reader import open_gguf
 
 
 def _llama_problem(architecture: str) -> str | None:
     """Why llama cannot run `architecture` (None: it can)."""
-    from dg_chat.engine.backends.llama import LlamaError, library  # noqa: PLC0415
-
     try:
         library()
     except LlamaError as exc:
         return str(exc)
     known = libllama_architectures()
     if known is not None and architecture not in known:
-        return (f"the installed llama.cpp (llama-cpp-python {_llama_cpp_version()}) cannot load "
+        return (f"the installed llama.cpp (llama-cpp-python {llama_cpp_version()}) cannot load "
                 f"'{architecture}' models")
     if architecture not in LLAMA_ARCHITECTURES:
         return f"dg-chat's llama.cpp backend does not run '{architecture}' models"
     return None
-
-
-def _llama_cpp_version() -> str | None:
-    from importlib.metadata import PackageNotFoundError, version  # noqa: PLC0415
-
-    try:
-        return version("llama-cpp-python")
-    except PackageNotFoundError:
-        return None
 
 
 def choose_backend(architecture: str, requested: str = "auto") -> str:
@@ -97,8 +59,6 @@ def choose_backend(architecture: str, requested: str = "auto") -> str:
 
 def choose_backend_for_gguf(path: str | os.PathLike, requested: str = "auto") -> tuple[str, str]:
     """(architecture, backend) of a GGUF file; GGUFError or DgChatError (one line) if none fits."""
-    from dg_chat.gguf.reader import open_gguf  # noqa: PLC0415
-
     with open_gguf(path) as gguf:
         architecture = gguf.architecture
     return architecture, choose_backend(architecture, requested)
@@ -106,9 +66,7 @@ def choose_backend_for_gguf(path: str | os.PathLike, requested: str = "auto") ->
 
 def llama_status() -> dict[str, Any]:
     """For `dg-chat doctor`: the llama.cpp side of the installation."""
-    from dg_chat.engine.backends.llama import LlamaError, library  # noqa: PLC0415
-
-    status: dict[str, Any] = {"llama_cpp_python": _llama_cpp_version(), "usable": False, "error": None,
+    status: dict[str, Any] = {"llama_cpp_python": llama_cpp_version(), "usable": False, "error": None,
                               "library": None, "gpu_offload": False, "libllama_architectures_readable": False}
     try:
         lib = library()

@@ -25,13 +25,11 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import logging
 import os
 import re
 import subprocess
 import sys
 import weakref
-from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -40,13 +38,12 @@ import numpy as np
 import torch
 
 from dg_chat.config import Settings
-from dg_chat.engine.backends.choice import LLAMA_ARCHITECTURES
+from dg_chat.engine.backends.base import SelfCondition
+from dg_chat.engine.backends.llama_lib import (LLAMA_ARCHITECTURES, LlamaError, clean_log_line, library,
+                                               library_and_log)
 from dg_chat.engine.backends.llama_tokenizer import LlamaTokenizer
-from dg_chat.errors import DgChatError
 from dg_chat.gguf.checks import check_divisors, check_token_ids, meta_float, meta_int, meta_ints, vocabulary_size
 from dg_chat.gguf.reader import GGUFError, GGUFFile, open_gguf
-
-log = logging.getLogger(__name__)
 
 CANVAS_LENGTHS = {"llada": 32, "llada-moe": 32, "dream": 256, "rnd1": 256}
 """Block length per family. LLaDA: 32, the semi-autoregressive block length of its reference
@@ -57,67 +54,6 @@ MOE_ARCHITECTURES = frozenset({"llada-moe", "rnd1"})
 PROMPT_BUDGET = 2048
 """Tokens of room for the conversation to grow, beyond what is decoded now, when sizing libllama's context."""
 PREFLIGHT_TIMEOUT_S = 300
-
-
-class LlamaError(DgChatError):
-    """llama.cpp cannot load or run this model (the message says why, in one line)."""
-
-
-# -- the library ----------------------------------------------------------------------------
-
-class _LogCapture:
-    """libllama's log goes to Python logging; error lines are kept to explain failures."""
-
-    ERROR, CONTINUE = 4, 5  # ggml_log_level values (ggml.h)
-
-    def __init__(self, lib: Any):
-        self.errors: deque[str] = deque(maxlen=20)
-        self._partial = ""
-        self._level = 0
-        self.callback = lib.llama_log_callback(self._on_log)  # kept referenced: C holds it
-        lib.llama_log_set(self.callback, ctypes.c_void_p(0))
-
-    def _on_log(self, level: int, text: bytes, _user_data: ctypes.c_void_p) -> None:
-        if level != self.CONTINUE:
-            self._level = level
-        self._partial += text.decode("utf-8", errors="replace")
-        *lines, self._partial = self._partial.split("\n")
-        for line in filter(None, (line.strip() for line in lines)):
-            if self._level == self.ERROR:
-                self.errors.append(line)
-            # debug only: failures reach the user as one-line errors, and stderr belongs to the UI
-            log.debug("%s", line)
-
-    def reason(self) -> str:
-        """The first error logged since the last `clear()`, else a generic phrase."""
-        return _clean(self.errors[0]) if self.errors else "no reason given (see the debug log)"
-
-    def clear(self) -> None:
-        self.errors.clear()
-
-
-def _clean(line: str) -> str:
-    """A libllama log or abort line without its function-name and source-path prefixes."""
-    line = re.sub(r"^.*?(GGML_ASSERT|GGML_ABORT)", r"\1", line)
-    return re.sub(r"\s+", " ", re.sub(r"^(?:\w+: )+", "", line)).strip()
-
-
-@functools.cache
-def _lib() -> tuple[Any, _LogCapture]:
-    """llama-cpp-python's ctypes module, initialised once, with its log captured."""
-    try:
-        import llama_cpp.llama_cpp as lib  # noqa: PLC0415 - heavy, and only the llama backend needs it
-    except Exception as exc:  # noqa: BLE001 - a missing or broken shared library raises OSError etc.
-        raise LlamaError(f"llama-cpp-python is not usable ({type(exc).__name__}: {exc}); "
-                         "reinstall it (pip install llama-cpp-python==0.3.36)") from None
-    capture = _LogCapture(lib)
-    lib.llama_backend_init()
-    return lib, capture
-
-
-def library():
-    """The llama_cpp.llama_cpp module (raises LlamaError if it cannot be imported)."""
-    return _lib()[0]
 
 
 # -- stage 1: what the GGUF says ---------------------------------------------------------
@@ -221,7 +157,7 @@ def _preflight_cached(path: str, size: int, mtime_ns: int, n_ctx: int) -> None:
         return
     lines = [line.strip() for line in done.stderr.splitlines() if line.strip()]
     asserts = [line for line in lines if "GGML_ASSERT" in line or "GGML_ABORT" in line or "fatal error" in line]
-    reason = _clean((asserts or lines or [f"exit code {done.returncode}"])[0])
+    reason = clean_log_line((asserts or lines or [f"exit code {done.returncode}"])[0])
     raise LlamaError(f"{path}: llama.cpp cannot load this model: {reason}")
 
 
@@ -278,7 +214,7 @@ class LlamaBackend:
         self.n_threads = n_threads or _usable_cores()
         preflight(self.path, self._window_for(max_canvases * self.canvas_length))  # before libllama loads it
 
-        lib, self._log = _lib()
+        lib, self._log = library_and_log()
         self.lib = lib
         """llama-cpp-python's ctypes module (the tokenizer shares it)."""
         self.gpu_offload = bool(lib.llama_supports_gpu_offload()) if gpu is None else gpu
@@ -390,7 +326,7 @@ class LlamaBackend:
         self._tokens[:len(ids)] = ids
         return len(ids) - common
 
-    def denoise(self, canvas: torch.Tensor, self_cond: torch.Tensor | None) -> torch.Tensor:
+    def denoise(self, canvas: torch.Tensor, self_cond: SelfCondition | None) -> torch.Tensor:
         """Logits [len(canvas), vocab_size] of `canvas` placed after the context: a view into
         libllama's buffer, valid until the next call. `canvas` may run past canvas_length: the
         extra tokens are the rest of the generation window (mask tokens), as the reference
@@ -436,7 +372,7 @@ def load_llama_engine_parts(path: str | os.PathLike, settings: Settings) -> tupl
     canvases, and the model's own tokenizer (its `end_ids` are the turn's end tokens)."""
     gpu, main_gpu = llama_device(settings.device)
     backend = LlamaBackend(path, max_canvases=settings.sampler.max_canvases, gpu=gpu, main_gpu=main_gpu)
-    return backend, LlamaTokenizer(backend)
+    return backend, LlamaTokenizer(backend, backend.info.tokenizer_model)
 
 
 def llama_device(device: str) -> tuple[bool | None, int | None]:

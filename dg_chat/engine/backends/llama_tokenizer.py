@@ -9,25 +9,34 @@ from __future__ import annotations
 
 import ctypes
 from functools import cached_property
-from typing import TYPE_CHECKING, Sequence
+from typing import Any, Protocol, Sequence
 
 from dg_chat.errors import DgChatError
 from dg_chat.text.sanitize import visible
 from dg_chat.text.tokenizer import SpecialTokenText
 
-if TYPE_CHECKING:
-    from dg_chat.engine.backends.llama import LlamaBackend
-
 _CONTROL, _USER_DEFINED = 1 << 3, 1 << 4  # llama_token_attr bits
 
 
+class LlamaVocabulary(Protocol):
+    """What the tokenizer needs of a loaded model (a LlamaBackend): libllama and its vocabulary."""
+
+    lib: Any
+    """llama-cpp-python's ctypes module."""
+    vocab_handle: Any
+    """libllama's llama_vocab pointer, valid until the model is closed."""
+
+    @property
+    def closed(self) -> bool: ...
+
+
 class LlamaTokenizer(SpecialTokenText):
-    def __init__(self, backend: LlamaBackend):
-        self._backend = backend
-        self._lib = backend.lib
+    def __init__(self, vocabulary: LlamaVocabulary, model: str):
+        self._vocabulary = vocabulary
+        self._lib = vocabulary.lib
         vocab = self._vocab
         self.vocab_size: int = self._lib.llama_vocab_n_tokens(vocab)
-        self.model: str = backend.info.tokenizer_model
+        self.model = model
         """`tokenizer.ggml.model` of the GGUF ("gpt2", "llama", ...)."""
 
         def token(token_id: int) -> int | None:
@@ -44,10 +53,10 @@ class LlamaTokenizer(SpecialTokenText):
                           if self._lib.llama_vocab_get_attr(vocab, i) & (_CONTROL | _USER_DEFINED)})
 
     @property
-    def _vocab(self):
-        if self._backend.closed:
+    def _vocab(self) -> Any:
+        if self._vocabulary.closed:
             raise DgChatError("the model is closed")
-        return self._backend.vocab_handle
+        return self._vocabulary.vocab_handle
 
     def _tokenize(self, text: str) -> list[int]:
         data = text.encode("utf-8", errors="replace")  # a lone surrogate must not crash a turn

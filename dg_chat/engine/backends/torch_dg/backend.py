@@ -7,7 +7,7 @@ from typing import Sequence
 
 import torch
 
-from dg_chat.engine.backends.base import BackendError
+from dg_chat.engine.backends.base import BackendError, SelfCondition
 from dg_chat.engine.backends.torch_dg.hparams import HParams
 from dg_chat.engine.backends.torch_dg.cache import GrowingKVCache, KVCache, StaticKVCache
 from dg_chat.engine.backends.torch_dg.kernel_choice import choose_kernels
@@ -15,7 +15,6 @@ from dg_chat.engine.backends.torch_dg.memory import GB, context_label, cuda_memo
 from dg_chat.engine.backends.torch_dg.model import DiffusionGemma
 from dg_chat.engine.backends.torch_dg.ops import Ops, ReferenceOps
 from dg_chat.engine.backends.torch_dg.weights import Weights
-from dg_chat.engine.sampling import SelfCondition
 from dg_chat.gguf.reader import GGUFFile
 
 

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from dg_chat.config import SamplerSettings
-from dg_chat.engine.backends.base import Backend
+from dg_chat.engine.backends.base import Backend, SelfCondition
 from dg_chat.engine.backends.torch_dg.kernels.sampler import row_statistics, uniform_canvas
 from dg_chat.engine.events import CanvasStep
 from dg_chat.engine.sampling import (
@@ -27,7 +27,6 @@ from dg_chat.engine.sampling import (
     BlockResult,
     DenoisingStep,
     NonFiniteLogits,
-    SelfCondition,
     entropy_bound_accept,
     temperature,
 )

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import torch
 
+from dg_chat.engine.backends.base import SelfCondition
 from dg_chat.engine.backends.torch_dg.cache import StaticKVCache
 from dg_chat.engine.backends.torch_dg.model import DiffusionGemma
-from dg_chat.engine.sampling import SelfCondition
 
 WARMUP_STEPS = 2
 """Eager runs before a capture: Triton compiles (and autotunes) its kernels outside the graph."""

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import torch
 
+from dg_chat.engine.backends.base import SelfCondition
 from dg_chat.engine.backends.torch_dg.cache import KVCache, Positions
 from dg_chat.engine.backends.torch_dg.functional import rope_inv_freq
 from dg_chat.engine.backends.torch_dg.hparams import HParams, LayerShape
 from dg_chat.engine.backends.torch_dg.ops import Ops
 from dg_chat.engine.backends.torch_dg.weights import Weights
-from dg_chat.engine.sampling import SelfCondition
 
 
 class DiffusionGemma:

@@ -14,10 +14,10 @@ from typing import Protocol
 import torch
 import torch.nn.functional as F
 
+from dg_chat.engine.backends.base import SelfCondition
 from dg_chat.engine.backends.torch_dg.functional import gelu_glu, rms_norm, rotate_half
 from dg_chat.engine.backends.torch_dg.hparams import HParams
 from dg_chat.engine.backends.torch_dg.weights import Weights
-from dg_chat.engine.sampling import SelfCondition
 
 
 class Ops(Protocol):

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import torch
 
+from dg_chat.engine.backends.base import SelfCondition
 from dg_chat.engine.backends.torch_dg.hparams import HParams
 from dg_chat.engine.backends.torch_dg.kernels import fused_ops, gemm, moe
 from dg_chat.engine.backends.torch_dg.kernels.gguf_tiles import RawWeight
 from dg_chat.engine.backends.torch_dg.weights import Weights
-from dg_chat.engine.sampling import SelfCondition
 
 
 class TritonOps:
