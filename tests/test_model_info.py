@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 from gguf import GGUFWriter
 from gguf.constants import GGMLQuantizationType as Q
@@ -13,8 +12,9 @@ from dg_chat.cli import main
 from dg_chat.commands.model_info import backend_verdict
 from dg_chat.gguf.reader import open_gguf
 from dg_chat.gguf.summary import QuantGroup, human_bytes, human_count, summarize
-from tests.support.gguf_samples import SAMPLE_TENSORS, quantized, write_sample
-from tests.support.published_layout import ARCH, Dims, model_metadata
+from tests.support.gguf_samples import SAMPLE_TENSORS, write_sample
+from tests.support.published_layout import Dims, model_metadata
+from tests.support.scripts import load_script
 
 
 def _summary(path: Path):
@@ -117,30 +117,10 @@ def test_models_info_of_something_that_is_not_a_local_model(name, expected, caps
     assert err.count("\n") == 1 and expected in err
 
 
-def write_published_header(path: Path, tensors: dict[str, tuple[Q, tuple[int, ...]]]) -> Path:
-    """A GGUF with the published DiffusionGemma's metadata and a few small tensors."""
-    rng = np.random.default_rng(0)
-    w = GGUFWriter(path, ARCH)
-    for key, value in model_metadata().items():
-        if key == "general.architecture":
-            continue
-        if isinstance(value, list):
-            w.add_array(key, value)
-        elif isinstance(value, int):
-            w.add_uint32(key, value)
-        else:
-            w.add_float32(key, value)
-    for name, (qtype, shape) in tensors.items():
-        w.add_tensor(name, quantized(qtype, shape, rng), raw_dtype=qtype)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
-    return path
-
-
 def test_models_info_shows_the_cuda_memory_of_both_kernel_choices(tmp_path, capsys):
-    path = write_published_header(tmp_path / "dg.gguf", {"token_embd.weight": (Q.Q8_0, (64, Dims().hidden))})
+    # the published metadata with one small tensor: the estimate reads shapes from the metadata
+    path = load_script("q4_k_m_layout").write_random_gguf(
+        tmp_path / "dg.gguf", {"token_embd.weight": (Q.Q8_0, (64, Dims().hidden))}, model_metadata())
     assert main(["models", "info", str(path)]) == 0
     lines = capsys.readouterr().out.splitlines()
     (at,) = [i for i, line in enumerate(lines) if line.startswith("VRAM on CUDA")]

@@ -74,12 +74,15 @@ async def finished(pilot: Pilot) -> None:
 
 
 async def paused(pilot: Pilot, engine: ScriptedEngine) -> None:
-    """Wait until the engine sits at its pause step, the canvas has painted that step and the
-    blocks committed before it are on screen (they travel through another queue)."""
+    """Wait until the engine sits at its pause step, the canvas and the status bar show that step
+    and the blocks committed before it are on screen (they travel through another queue)."""
     block, step = engine.pause_at
     canvas = pilot.app.query_one(CanvasView)
     await wait_until(pilot, lambda: engine.paused.is_set() and canvas.painted is not None
                      and (canvas.painted.block, canvas.painted.step) == (block, step))
+    # the status bar follows the painted frame through a message of its own
+    await wait_until(pilot, lambda: (pilot.app.status.status.block, pilot.app.status.status.step)
+                     == (block + 1, step))
     if block:
         answer = pilot.app.query(MessageView).last()
         text = answer.query_one(".message-text", Markdown)

@@ -33,15 +33,21 @@ async def test_the_cursor_stays_on_the_renamed_chat(make_app, store):
         await wait_until(pilot, lambda: highlighted_title(chat_list) == "Fruit talk")
 
 
+async def delete_the_second_of_two_chats(pilot):
+    """Two chats, the second deleted with d, y: the chat list, now showing one."""
+    chat_list = await two_chats(pilot)
+    chat_list.index = 1
+    await pilot.press("d")
+    await pilot.pause()
+    await pilot.press("y")
+    await wait_until(pilot, lambda: len(chat_list.children) == 1)
+    return chat_list
+
+
 async def test_a_deleted_chat_can_be_brought_back_with_u(make_app, store):
     app = make_app(ScriptedEngine())
     async with app.run_test(size=SIZE) as pilot:
-        chat_list = await two_chats(pilot)
-        chat_list.index = 1
-        await pilot.press("d")
-        await pilot.pause()
-        await pilot.press("y")
-        await wait_until(pilot, lambda: len(chat_list.children) == 1)
+        chat_list = await delete_the_second_of_two_chats(pilot)
         assert any("press u" in n.message for n in app._notifications)
         await pilot.press("u")
         await wait_until(pilot, lambda: len(chat_list.children) == 2)
@@ -52,11 +58,6 @@ async def test_a_deleted_chat_can_be_brought_back_with_u(make_app, store):
 async def test_a_delete_not_undone_is_carried_out(make_app, store):
     app = make_app(ScriptedEngine())
     async with app.run_test(size=SIZE) as pilot:
-        chat_list = await two_chats(pilot)
-        chat_list.index = 1
-        await pilot.press("d")
-        await pilot.pause()
-        await pilot.press("y")
-        await wait_until(pilot, lambda: len(chat_list.children) == 1)
+        chat_list = await delete_the_second_of_two_chats(pilot)
         assert len(store.chats()) == 2  # still undoable
     assert [c.title for c in store.chats()] == ["pears"]  # purged when the app ends
