@@ -20,7 +20,7 @@ from dg_chat.gguf.reader import open_gguf
 from tests.support.tiny_dg import convert, hf_model
 
 pytest.importorskip("transformers")
-from transformers import DynamicCache  # noqa: E402
+from transformers import DynamicCache
 
 TOL = 1e-4
 
@@ -91,6 +91,23 @@ def test_prefix_reuse_equals_a_fresh_prefill(model_a):
     assert backend.prefill(turn1 + turn2) == len(turn2)
     fresh.prefill(turn1 + turn2)
     torch.testing.assert_close(backend.denoise(canvas, None), fresh.denoise(canvas, None), atol=1e-5, rtol=0)
+
+
+@torch.no_grad()
+def test_extending_the_cache_equals_encoding_at_once(model_a):
+    """A prompt prefilled in two calls, or a committed canvas, must see the whole prefix on the
+    full-attention layer (SDPA's is_causal aligns top-left, so it only fits a chunk at position 0)."""
+    _, path = model_a
+    split, whole, committed = load(path), load(path), load(path)
+    prompt, canvas = ids(12, 13)[0].tolist(), ids(8, 14)[0]  # within the 16-token window
+    split.prefill(prompt[:5])
+    split.prefill(prompt)
+    whole.prefill(prompt)
+    torch.testing.assert_close(split.denoise(canvas, None), whole.denoise(canvas, None), atol=1e-5, rtol=0)
+    committed.prefill(prompt[:4])
+    committed.commit(canvas)
+    whole.prefill(prompt[:4] + canvas.tolist())
+    torch.testing.assert_close(committed.denoise(canvas, None), whole.denoise(canvas, None), atol=1e-5, rtol=0)
 
 
 @torch.no_grad()
@@ -175,7 +192,8 @@ def test_quantized_weights_dequantise_on_the_fly_to_the_same_logits(tmp_path, qt
             if storage == gguf.GGMLQuantizationType.F16 or tensor.shape[-1] % 32:
                 rounded = tensor.half().float()
             else:
-                rounded = torch.from_numpy(gguf.quants.dequantize(gguf.quants.quantize(tensor.numpy(), storage), storage))
+                quantized = gguf.quants.quantize(tensor.numpy(), storage)
+                rounded = torch.from_numpy(gguf.quants.dequantize(quantized, storage))
             tensor.copy_(rounded.reshape(tensor.shape))
     backend = load(path)
     assert any(info.type == storage for info in backend.file.tensors.values())

@@ -134,9 +134,10 @@ class GrowingKVCache:
             keys = torch.cat((cache.keys[:, first - cache.start:], k), dim=1)
             values = torch.cat((cache.values[:, first - cache.start:], v), dim=1)
         kv = keys.shape[1]
-        # transformers leaves the causal mask to SDPA's is_causal when nothing precedes the chunk
-        # and the window does not bite; doing the same keeps SDPA on the same kernel
-        if encoder and ((layer.sliding and kv >= self.hp.window) or not (t == 1 or kv == t or first == 0)):
+        # transformers leaves the causal mask to SDPA's is_causal when the chunk starts at position 0
+        # (is_causal aligns top-left: right only without a prefix) and the window does not bite;
+        # doing the same keeps SDPA on the same kernel
+        if encoder and ((layer.sliding and kv >= self.hp.window) or not (t == 1 or kv == t or start == 0)):
             key_pos = torch.arange(first, first + kv, device=q.device)
             mask = key_pos[None, :] <= pos.ids[:, None]
             if layer.sliding:
