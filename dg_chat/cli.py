@@ -1,8 +1,7 @@
-"""Command-line entry point: `dg-chat` (the chat TUI), `ask`, `models`, `doctor`.
+"""Command-line entry point: `dg-chat` (the chat TUI), `ask`, `models`, `doctor`, `serve`.
 
 Each command lives in `dg_chat/commands/<name>.py` as `run(args) -> int` and is imported
-only when used, so `dg-chat --help` stays instant. Errors reach the user as one line; a
-command not built yet raises NotImplementedError("<command>") and exits with status 2.
+only when used, so `dg-chat --help` stays instant. Errors reach the user as one line.
 """
 
 from __future__ import annotations
@@ -13,14 +12,15 @@ import os
 import sys
 import traceback
 import warnings
+from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, Sequence
+from typing import Any, TextIO
 
 from dg_chat import __version__, paths
-from dg_chat.config import BACKENDS, KERNELS, load_settings
+from dg_chat.config import BACKENDS, KERNELS, LEAVES, load_settings
 from dg_chat.errors import DgChatError, DgChatWarning
 
-EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 1, 2, 130, 141
+EXIT_ERROR, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 1, 130, 141
 
 
 def _settings_flags(parser: argparse.ArgumentParser, default: Any = None) -> None:
@@ -28,7 +28,8 @@ def _settings_flags(parser: argparse.ArgumentParser, default: Any = None) -> Non
     pass default=SUPPRESS so that flags given before the command name are not reset."""
     g = parser.add_argument_group("model and sampling (override the config file)")
     add = lambda *names, **kw: g.add_argument(*names, default=default, **kw)  # noqa: E731
-    add("--model", "-m", metavar="NAME|PATH", help="catalog name (demo, diffusiongemma:Q4_K_M) or GGUF path")
+    add("--model", "-m", metavar="NAME|PATH|URL", help="catalog name (demo, diffusiongemma:Q4_K_M), GGUF path, "
+                                                       "or a server's model: openai:BASE-URL#MODEL")
     add("--demo", action="store_true", help="use the embedded demo model")
     add("--backend", choices=BACKENDS, help="engine to run the model on (default: auto)")
     add("--device", metavar="DEV", help="auto, cpu, cuda or cuda:N (default: auto)")
@@ -54,7 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
 
     ask = sub.add_parser("ask", help="answer one prompt and exit (pipe-friendly)",
-                         description="Answer one prompt and print the answer. The prompt is read from stdin when not given.")
+                         description="Answer one prompt and print the answer. The prompt is read from stdin "
+                                     "when not given.")
     ask.add_argument("prompt", nargs="?", help="the prompt (default: read stdin)")
     ask.add_argument("--json", action="store_true", help="print one JSON object with text, tokens and stats")
     ask.add_argument("--show-steps", action="store_true", help="redraw the live canvas in place on stderr")
@@ -85,13 +87,26 @@ def build_parser() -> argparse.ArgumentParser:
                         help="copy what SQLite can still read of a damaged chat history into a fresh one "
                              "(the damaged file is kept beside it)")
     doctor.set_defaults(command="doctor")
+
+    serve = sub.add_parser("serve", help="serve the model to other apps (OpenAI-compatible HTTP API)",
+                           description="Serve the model over an OpenAI-compatible API (/v1/models, "
+                                       "/v1/chat/completions, streamed or whole; the live canvas as an opt-in "
+                                       "extension). Requests queue on the one engine. The model and sampling flags "
+                                       "set the defaults of every request.")
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="address to listen on (default: 127.0.0.1, this machine only)")
+    serve.add_argument("--port", type=int, default=8080, help="port to listen on (default: 8080; 0: a free one)")
+    serve.add_argument("--token-env", metavar="NAME",
+                       help="environment variable holding a bearer token that every request must send")
+    _settings_flags(serve, default=argparse.SUPPRESS)
+    serve.set_defaults(command="serve")
     return parser
 
 
 def settings_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    """The settings fields given on the command line (None = not given)."""
-    names = ("model", "backend", "device", "kernels", "seed", "max_steps", "max_canvases", "thinking", "system_prompt")
-    overrides = {name: getattr(args, name, None) for name in names}
+    """The settings fields given on the command line (None = not given): the options whose dest is a
+    setting's name (see `_settings_flags`)."""
+    overrides = {name: getattr(args, name, None) for name in LEAVES}
     if getattr(args, "demo", False):
         overrides["model"] = "demo"
     return overrides
@@ -109,7 +124,8 @@ def _crash_log(exc: BaseException) -> str:
         return "(could not be written)"
 
 
-def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: TextIO | None = None, line: str | None = None) -> None:
     """DgChatWarnings as one line on stderr, like the errors; other warnings as Python shows them."""
     if issubclass(category, DgChatWarning):
         print(f"dg-chat: warning: {message}", file=sys.stderr)
@@ -139,10 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # the reader went away (dg-chat ask ... | head): nothing to report
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_BROKEN_PIPE
-    except NotImplementedError as exc:
-        print(f"dg-chat: '{exc}' is not implemented yet", file=sys.stderr)
-        return EXIT_USAGE
-    except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, traceback to a file
+    except Exception as exc:  # the last line of defence: one line, traceback to a file
         if os.environ.get("DG_CHAT_DEBUG"):
             raise
         print(f"dg-chat: internal error: {type(exc).__name__}: {exc} (traceback in {_crash_log(exc)})",

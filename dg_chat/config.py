@@ -21,11 +21,13 @@ import dataclasses
 import os
 import re
 import tomllib
+import types
+import typing
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Literal, get_args, get_origin
 
 from dg_chat import paths
 from dg_chat.errors import DgChatError
@@ -33,6 +35,30 @@ from dg_chat.errors import DgChatError
 
 class ConfigError(DgChatError):
     """A malformed config file or setting; the message names file, line and key."""
+
+
+# The fixed choices of settings, each named once: the tuples below, the CLI's choices, the settings
+# screen and the range checks (RANGES) all derive from these Literals.
+BackendName = Literal["torch", "llama"]
+"""The engines that run a model: torch (engine/backends/torch_dg/) and llama (engine/backends/llama.py)."""
+BackendChoice = Literal["auto", BackendName]
+KernelsName = Literal["triton", "reference"]
+"""How the PyTorch engine computes (the `kernels` setting, resolved)."""
+KernelsChoice = Literal["auto", KernelsName]
+LladaAlgorithm = Literal["low_confidence", "random"]
+DreamAlgorithm = Literal["origin", "maskgit_plus", "topk_margin", "entropy"]
+Rnd1Algorithm = Literal["rnd1"]
+Algorithm = Literal[LladaAlgorithm, DreamAlgorithm, Rnd1Algorithm]
+"""Unmasking algorithms of mask-token models, by the family whose reference sampler defines them."""
+AlgorithmChoice = Literal["auto", Algorithm]
+
+BACKEND_NAMES: tuple[BackendName, ...] = get_args(BackendName)
+BACKENDS: tuple[BackendChoice, ...] = get_args(BackendChoice)
+KERNELS: tuple[KernelsChoice, ...] = get_args(KernelsChoice)
+LLADA_ALGORITHMS: tuple[LladaAlgorithm, ...] = get_args(LladaAlgorithm)
+DREAM_ALGORITHMS: tuple[DreamAlgorithm, ...] = get_args(DreamAlgorithm)
+RND1_ALGORITHMS: tuple[Rnd1Algorithm, ...] = get_args(Rnd1Algorithm)
+MASK_ALGORITHMS: tuple[AlgorithmChoice, ...] = get_args(AlgorithmChoice)
 
 
 @dataclass
@@ -61,7 +87,7 @@ class SamplerSettings:
     """Most canvases (blocks) per answer."""
     thinking: bool = False
     """Let the model think before answering (Gemma 4 thinking channel)."""
-    algorithm: str = "auto"
+    algorithm: AlgorithmChoice = "auto"
     """Unmasking order of mask-token models (Dream, LLaDA, RND1): auto (the family's own), low_confidence,
     random (LLaDA), origin, maskgit_plus, topk_margin, entropy (Dream), rnd1 (RND1's entropy ranking)."""
     temperature: float = 0.0
@@ -95,12 +121,17 @@ class Settings:
     """Everything a user can set; one instance per run, copied per chat."""
 
     model: str = ""
-    """Model to run: a catalog name (demo, diffusiongemma:Q4_K_M, ...) or a GGUF path. Empty: the configured default, else the demo."""
-    backend: str = "auto"
+    """Model to run: a catalog name (demo, diffusiongemma:Q4_K_M, ...), a GGUF path, or a model on an
+    OpenAI-compatible server (vLLM, a hosted endpoint, `dg-chat serve`): openai:<base-url>#<model>, e.g.
+    openai:http://127.0.0.1:8000/v1#google/diffusiongemma-26B-A4B-it. Empty: the configured default, else the demo."""
+    api_key_env: str = "OPENAI_API_KEY"
+    """Name of the environment variable that holds the API key of a remote model (openai:...); the key
+    itself is read from it when connecting and is never stored, shown or logged."""
+    backend: BackendChoice = "auto"
     """auto, torch (PyTorch engine) or llama (llama.cpp)."""
     device: str = "auto"
     """auto (CUDA if available, else CPU), cpu, cuda or cuda:N."""
-    kernels: str = "auto"
+    kernels: KernelsChoice = "auto"
     """How the PyTorch engine computes: auto (triton on CUDA, reference on the CPU); triton (the Triton
     kernels reading GGUF blocks as stored; on the CPU only under TRITON_INTERPRET=1, a slow interpreter
     for tests); reference (plain torch, dequantise when used, bit-exact with transformers)."""
@@ -112,11 +143,6 @@ class Settings:
     ui: UISettings = field(default_factory=UISettings)
 
 
-BACKENDS = ("auto", "torch", "llama")
-KERNELS = ("auto", "triton", "reference")
-LLADA_ALGORITHMS = ("low_confidence", "random")
-DREAM_ALGORITHMS = ("origin", "maskgit_plus", "topk_margin", "entropy")
-MASK_ALGORITHMS = ("auto", *LLADA_ALGORITHMS, *DREAM_ALGORITHMS, "rnd1")
 _SECTIONS = {"sampler": SamplerSettings, "ui": UISettings}
 
 
@@ -135,45 +161,79 @@ def _leaf_fields() -> dict[str, tuple[str | None, dataclasses.Field]]:
 LEAVES = _leaf_fields()
 
 
-def _coerce(value: Any, f: dataclasses.Field, where: str) -> Any:
-    """Check (and for env strings, convert) one value against its field's type."""
-    kind = str(f.type)
-    from_text = isinstance(value, str) and not kind.startswith("str")
+def _leaf_types() -> dict[str, Any]:
+    """Field name -> its resolved type (typing.get_type_hints: classes and Literals, not annotation text)."""
+    hints = {section: typing.get_type_hints(Settings if section is None else _SECTIONS[section])
+             for section in (None, *_SECTIONS)}
+    return {name: hints[section][name] for name, (section, _field) in LEAVES.items()}
+
+
+LEAF_TYPES = _leaf_types()
+
+
+def _is_union(hint: Any) -> bool:
+    return get_origin(hint) in (typing.Union, types.UnionType)
+
+
+def _type_name(hint: Any) -> str:
+    """How an error message names a type: int, int | None, dict[str, str], one of auto, torch, llama."""
+    if get_origin(hint) is Literal:
+        return f"one of {', '.join(map(str, get_args(hint)))}"
+    if _is_union(hint):
+        return " | ".join(_type_name(arg) for arg in get_args(hint))
+    if hint is type(None):
+        return "None"
+    return str(hint) if get_origin(hint) else hint.__name__
+
+
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    """Check (and for env strings, convert) one value against its field's resolved type `hint`."""
+    optional = _is_union(hint) and type(None) in get_args(hint)
+    kind = next(arg for arg in get_args(hint) if arg is not type(None)) if optional else hint
+    textual = kind is str or get_origin(kind) is Literal
+    from_text = isinstance(value, str) and not textual
     try:
-        if kind.startswith("dict"):
-            if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        if value is None or (optional and from_text and value.strip().lower() in ("", "none")):
+            if optional:
+                return None
+            raise ValueError
+        if get_origin(kind) is dict:
+            key_type, value_type = get_args(kind)
+            if not isinstance(value, dict) or not all(isinstance(k, key_type) and isinstance(v, value_type)
+                                                      for k, v in value.items()):
                 raise ValueError
             return dict(value)
-        if kind == "bool":
+        if kind is bool:
             if from_text:
                 lowered = value.strip().lower()
-                if lowered not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+                if lowered not in _TRUE + _FALSE:
                     raise ValueError
-                return lowered in ("1", "true", "yes", "on")
+                return lowered in _TRUE
             if not isinstance(value, bool):
                 raise ValueError
             return value
-        if kind.startswith("int"):
-            if value is None or (from_text and value.strip().lower() in ("", "none")):
-                if "None" in kind:
-                    return None
-                raise ValueError
+        if kind is int:
             if from_text:
                 value = int(value)
             if isinstance(value, bool) or not isinstance(value, int):
                 raise ValueError
             return value
-        if kind == "float":
+        if kind is float:
             if from_text:
                 value = float(value)
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise ValueError
             return float(value)
-        if not isinstance(value, str):
-            raise ValueError
-        return value
+        if textual:  # a Literal's choices are checked with the other ranges (RANGES), naming the origin
+            if not isinstance(value, str):
+                raise ValueError
+            return value
     except ValueError:
-        raise ConfigError(f"{where}: expected {kind}, got {value!r}") from None
+        raise ConfigError(f"{where}: expected {_type_name(hint)}, got {value!r}") from None
+    raise TypeError(f"{where}: settings of type {_type_name(hint)} have no conversion")  # a new field's type
 
 
 def _key_line(text: str, section: str | None, key: str) -> int | None:
@@ -196,9 +256,9 @@ variable, an option); names missing from it hold their defaults."""
 
 
 def _apply(settings: Settings, name: str, value: Any, where: str, origins: Origins) -> None:
-    section, f = LEAVES[name]
+    section = LEAVES[name][0]
     target = getattr(settings, section) if section else settings
-    setattr(target, name, _coerce(value, f, where))
+    setattr(target, name, _coerce(value, LEAF_TYPES[name], where))
     origins[name] = where
 
 
@@ -266,9 +326,9 @@ def _load_file(settings: Settings, path: Path, origins: Origins) -> None:
 
 
 def _load_env(settings: Settings, environ: Mapping[str, str], origins: Origins) -> None:
-    for name, (_section, f) in LEAVES.items():
+    for name in LEAVES:
         var = f"DG_CHAT_{name.upper()}"
-        if var in environ and not str(f.type).startswith("dict"):
+        if var in environ and get_origin(LEAF_TYPES[name]) is not dict:  # a table has no variable
             _apply(settings, name, environ[var], f"environment variable {var}", origins)
 
 
@@ -277,8 +337,7 @@ def _one_of(choices: tuple[str, ...]) -> tuple[Callable[[Any], bool], str]:
 
 
 RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "backend": _one_of(BACKENDS),
-    "kernels": _one_of(KERNELS),
+    **{name: _one_of(get_args(hint)) for name, hint in LEAF_TYPES.items() if get_origin(hint) is Literal},
     "max_steps": (lambda v: v >= 1, "must be at least 1"),
     "max_canvases": (lambda v: v >= 1, "must be at least 1"),
     "entropy_bound": (lambda v: v >= 0, "must not be negative"),
@@ -287,7 +346,6 @@ RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "stability": (lambda v: v >= 0, "must not be negative"),
     "confidence": (lambda v: v >= 0, "must not be negative"),
     "temperature": (lambda v: v >= 0, "must not be negative"),
-    "algorithm": _one_of(MASK_ALGORITHMS),
     "top_p": (lambda v: 0 < v <= 1, "must be in (0, 1]"),
     "top_k": (lambda v: v >= 0, "must not be negative"),
     "alg_temp": (lambda v: v >= 0, "must not be negative"),

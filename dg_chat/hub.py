@@ -41,6 +41,7 @@ from huggingface_hub.errors import (
     RevisionNotFoundError,
 )
 from huggingface_hub.file_download import http_get, repo_folder_name
+from huggingface_hub.hf_api import RepoSibling
 from huggingface_hub.utils import CachedFileInfo, DeleteCacheStrategy, HFCacheInfo, WeakFileLock, build_hf_headers
 
 from dg_chat import paths
@@ -157,7 +158,7 @@ def _looks_like_path(spec: str) -> bool:
 def _is_later_split_part(filename: str) -> bool:
     """Part 2+ of a split download: listed through its first part, which loads the others."""
     named = SPLIT_NAME.match(filename.rsplit("/", 1)[-1])
-    return bool(named) and int(named["no"]) != 1
+    return named is not None and int(named["no"]) != 1
 
 
 def _scan(settings: Settings) -> HFCacheInfo | None:
@@ -268,7 +269,7 @@ def _available_ram() -> int:
 
 def free_memory(device: str = "auto") -> Memory:
     """Free memory where the model will run: VRAM of the CUDA device, else available RAM."""
-    import torch  # slow import, needed only here
+    import torch  # noqa: PLC0415 - slow import, needed only here
 
     if device != "cpu" and torch.cuda.is_available():
         free, _total = torch.cuda.mem_get_info(torch.device(device) if device.startswith("cuda") else None)
@@ -331,7 +332,8 @@ class PullPlan:
     quant: str
     files: tuple[HubFile, ...]
     """The GGUF, or the parts of a split one in order (the first part loads the others)."""
-    commit: str
+    commit: str | None
+    """The repository's commit the files are read at (None: the Hub named none, its default branch)."""
     reason: str | None
     """Why this quant, when it was chosen automatically."""
 
@@ -394,11 +396,13 @@ def _hub_errors(what: str) -> Iterator[None]:
     try:
         yield
     except OfflineModeIsEnabled:
-        raise DgChatError(f"cannot download {what}: offline mode is on (HF_HUB_OFFLINE); unset it to download") from None
+        raise DgChatError(f"cannot download {what}: offline mode is on (HF_HUB_OFFLINE); "
+                          "unset it to download") from None
     except GatedRepoError:
         raise DgChatError(f"{what} is gated: accept its license on the Hub and log in with `hf auth login`") from None
     except RepositoryNotFoundError:
-        raise DgChatError(f"{what}: repository not found on the Hub (if it is private, log in with `hf auth login`)") from None
+        raise DgChatError(f"{what}: repository not found on the Hub "
+                          "(if it is private, log in with `hf auth login`)") from None
     except RevisionNotFoundError:
         raise DgChatError(f"{what}: revision not found on the Hub") from None
     except RemoteEntryNotFoundError:
@@ -427,7 +431,8 @@ def plan_pull(spec: str, settings: Settings) -> PullPlan:
     model, quant = parse_spec(spec)
     with _hub_errors(model.repo):
         info = HfApi().model_info(model.repo, revision=model.revision, files_metadata=True)
-    singles, splits = {}, {}
+    singles: dict[str, RepoSibling] = {}
+    splits: dict[str, list[RepoSibling]] = {}
     for sibling in info.siblings or []:
         found = model.quant_of(sibling.rfilename)
         if found and _SPLIT.search(sibling.rfilename):
@@ -448,11 +453,13 @@ def plan_pull(spec: str, settings: Settings) -> PullPlan:
     return PullPlan(model, quant, files, info.sha, reason)
 
 
-def _complete_parts(model: CatalogModel, quant: str, parts: list) -> list:
+def _complete_parts(model: CatalogModel, quant: str, parts: list[RepoSibling]) -> list[RepoSibling]:
     """The parts of a split quant in order; a one-line error if one is missing."""
-    by_number = {}
+    by_number: dict[int, tuple[RepoSibling, int]] = {}
     for sibling in parts:
         named = SPLIT_NAME.match(sibling.rfilename.rsplit("/", 1)[-1])
+        if named is None:  # a part number, but not in gguf-split's NAME-00001-of-00003.gguf form
+            raise DgChatError(f"{model.repo}/{sibling.rfilename} is not named as a part of a split GGUF")
         by_number[int(named["no"])] = (sibling, int(named["count"]))
     count = by_number[min(by_number)][1]
     missing = [n for n in range(1, count + 1) if n not in by_number]
@@ -528,6 +535,8 @@ def _download_file(plan: PullPlan, file: HubFile, settings: Settings, progress: 
     with _hub_errors(f"{plan.model.repo}/{file.filename}"):
         meta = get_hf_file_metadata(hf_hub_url(plan.model.repo, file.filename, revision=plan.commit))
         folder = repo_folder_name(repo_id=plan.model.repo, repo_type="model")
+        if meta.etag is None:
+            raise DgChatError(f"{plan.model.repo}/{file.filename}: the Hub sent no ETag to file the download under")
         blob = cache / folder / "blobs" / meta.etag
         if not blob.exists():
             _fetch(meta.location, blob, cache / ".locks" / folder / f"{meta.etag}.dg-chat.lock", file, plan.spec,

@@ -18,7 +18,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from dg_chat import paths
 from dg_chat.config import ConfigError, Settings, settings_from_dict, settings_to_dict
@@ -29,6 +29,14 @@ from dg_chat.errors import DgChatError
 Status = Literal["complete", "partial", "stopped", "failed"]
 """complete: finished normally; partial: being generated, or interrupted by a crash;
 stopped: cancelled by the user; failed: the engine reported an error."""
+STATUSES: tuple[Status, ...] = get_args(Status)
+INCOMPLETE: frozenset[Status] = frozenset(STATUSES) - {"complete"}
+"""The statuses of an answer that did not finish normally."""
+
+
+def finished_status(stopped: bool) -> Status:
+    """The status of an answer whose turn finished: cut short by the user, or complete."""
+    return "stopped" if stopped else "complete"
 
 
 class StoreError(DgChatError):
@@ -60,7 +68,8 @@ def integrity_problems(db: sqlite3.Connection, *, quick: bool = False, limit: in
 
 
 MIGRATIONS: list[str] = [
-    # 1: the initial schema
+    # 1: the initial schema. A migration is history, written out once: its status CHECK spells out
+    # STATUSES (test_store checks they agree); a new status needs a migration of its own.
     """
     CREATE TABLE chats (
         id INTEGER PRIMARY KEY,

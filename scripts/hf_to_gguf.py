@@ -19,12 +19,11 @@ from pathlib import Path
 
 import gguf
 import numpy as np
-from gguf import GGMLQuantizationType as Q
-from gguf import GGUFValueType as V
+from gguf import GGMLQuantizationType as Q, GGUFValueType as V
 from safetensors import safe_open
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from dg_chat.gguf.reader import open_gguf  # noqa: E402
+from dg_chat.gguf.reader import open_gguf
 
 ARCH = "diffusion-gemma"
 TYPES = {"f32": Q.F32, "f16": Q.F16, "bf16": Q.BF16, "q8_0": Q.Q8_0}
@@ -106,7 +105,8 @@ def write_metadata(w: gguf.GGUFWriter, cfg: dict, text: dict, gen: dict, qtype: 
     per_layer = {int(k): v for k, v in (text.get("per_layer_config") or {}).items()}
     kv_heads = [per_layer.get(i, {}).get("num_key_value_heads", text["num_key_value_heads"]) for i in range(n_layers)]
     full = next((i for i, s in enumerate(sliding) if not s), None)
-    global_head_dim = per_layer.get(full, {}).get("head_dim", text["head_dim"]) if full is not None else text["head_dim"]
+    global_head_dim = (per_layer.get(full, {}).get("head_dim", text["head_dim"]) if full is not None
+                       else text["head_dim"])
     rope = text.get("rope_parameters") or {}
     full_rope = rope.get("full_attention", {"rope_theta": 1e6})
     swa_rope = rope.get("sliding_attention", {"rope_theta": 1e4})
@@ -206,7 +206,8 @@ def convert(model_dir: Path, out: Path, vocab: Path | None, qtype: Q, metadata: 
             source = weights.get(f"model.decoder.layers.{i}.{hf_name}")
             if source is not None:  # v_proj is absent on full-attention layers
                 tensors[f"blk.{i}.{gguf_name}"] = source
-        tensors[f"blk.{i}.enc_layer_output_scale.weight"] = weights[f"model.encoder.language_model.layers.{i}.layer_scalar"]
+        scalar = weights[f"model.encoder.language_model.layers.{i}.layer_scalar"]
+        tensors[f"blk.{i}.enc_layer_output_scale.weight"] = scalar
     for name, array in tensors.items():
         data, storage = encode(array, name, qtype)
         w.add_tensor(name, data, raw_dtype=storage)

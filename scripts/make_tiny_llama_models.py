@@ -16,16 +16,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Collection, Mapping
 from pathlib import Path
-from typing import Any, Collection, Mapping
+from typing import Any
 
 import numpy as np
 from gguf import GGUFValueType, GGUFWriter, TokenType
 from gguf.gguf_writer import GGUFValue
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-ARCHITECTURES = ("dream", "llada", "llada-moe", "rnd1")
-MOE_ARCHITECTURES = frozenset({"llada-moe", "rnd1"})
+from dg_chat.gguf.architectures import MASK_ARCHITECTURES as ARCHITECTURES, MOE_MASK_ARCHITECTURES as MOE_ARCHITECTURES
 
 BOS, EOS, IM_START, IM_END, MASK = "<|startoftext|>", "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|mask|>"
 SPECIAL_TOKENS = (BOS, EOS, IM_START, IM_END, MASK)

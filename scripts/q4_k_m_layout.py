@@ -26,8 +26,8 @@ from gguf import GGMLQuantizationType as Q
 from gguf.constants import GGML_QUANT_SIZES
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from dg_chat.gguf.dequant import load_tensor  # noqa: E402
-from dg_chat.gguf.reader import open_gguf  # noqa: E402
+from dg_chat.gguf.dequant import load_tensor
+from dg_chat.gguf.reader import open_gguf
 
 # Standard deviation of the values of random blocks whose fp16 scale d is 1, per type: the
 # arithmetic of each format over uniformly random quants and 6-bit/8-bit scales (Q4_K with
@@ -120,7 +120,8 @@ def random_blocks_torch(qtype: Q, shape: tuple[int, ...], std: float, generator:
     d = std / UNIT_STD[qtype]
     offsets = {Q.Q4_K: {0: d, 2: 7.5 * d}, Q.Q6_K: {208: d}}.get(qtype, {0: d})
     for offset, value in offsets.items():
-        blocks[:, offset:offset + 2] = torch.tensor([value], dtype=torch.float16, device=blocks.device).view(torch.uint8)
+        half = torch.tensor([value], dtype=torch.float16, device=blocks.device)
+        blocks[:, offset:offset + 2] = half.view(torch.uint8)
     return blocks.view(*shape[:-1], -1)
 
 
@@ -215,7 +216,7 @@ def write_sparse_gguf(out: Path, layout: dict[str, tuple[Q, tuple[int, ...]]], m
 
 def _converter():
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    import hf_to_gguf  # noqa: PLC0415 - a sibling script
+    import hf_to_gguf  # a sibling script
 
     return hf_to_gguf
 

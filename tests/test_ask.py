@@ -154,7 +154,8 @@ def run_ask(monkeypatch, engine, *argv: str) -> int:
 
 @pytest.mark.parametrize("answers, final, printed_before", [
     # 'é' (2 bytes) and '世' (3 bytes) split across blocks: held back until complete
-    (["Caf\ufffd", "Café \u4e16\ufffd\ufffd", "Café \u4e16\u754c"], "Café \u4e16\u754c!", ["Caf", "é \u4e16", "\u754c"]),
+    (["Caf\ufffd", "Café \u4e16\ufffd\ufffd", "Café \u4e16\u754c"], "Café \u4e16\u754c!",
+     ["Caf", "é \u4e16", "\u754c"]),
     # a CR whose LF comes in the next block: never shown as a stray control picture
     (["one\r", "one\r\ntwo"], "one\r\ntwo", ["one", "\ntwo"]),
     # nothing settled before the end: everything comes at the end, once
@@ -214,8 +215,8 @@ def test_models_info_into_a_closed_pipe_exits_141_quietly():
 
 def test_show_steps_draws_end_tokens_and_lone_bytes_as_quiet_cells():
     pieces = {1: " a", 2: "\ufffd", 3: " b", 9: "<|end|>", 4: " hidden"}
-    engine = SimpleNamespace(tokenizer=SimpleNamespace(piece=pieces.__getitem__), backend=SimpleNamespace(),
-                             end_ids=frozenset({9}))
+    engine = SimpleNamespace(tokenizer=SimpleNamespace(piece=pieces.__getitem__),
+                             backend=SimpleNamespace(mask_token_id=None), end_ids=frozenset({9}))
     tokens = np.array([1, 9, 2, 3, 9, 4], np.int32)
     accepted = np.array([True, False, True, True, True, True])
     step = CanvasStep(0, 2, 32, tokens, tokens, accepted, np.zeros(6, bool), 0.5)

@@ -211,7 +211,8 @@ def test_nan_logits_stop_the_turn_with_one_line_on_the_torch_path(tmp_path, caps
     broken = nan_output_norm(DEMO, tmp_path / "nan.gguf")
     status, out, err = run(capsys, *ASK, "--model", str(broken), "--device", "cpu", "--kernels", kernels)
     assert out == ""  # no block was committed: nothing of an answer to keep
-    assert_one_line_error(status, err, f"the model produced NaN/inf values (damaged or mis-converted weights: {broken})")
+    assert_one_line_error(status, err,
+                          f"the model produced NaN/inf values (damaged or mis-converted weights: {broken})")
 
 
 def test_nan_logits_stop_the_turn_with_one_line_on_the_llama_path(tmp_path, capsys):
@@ -219,7 +220,8 @@ def test_nan_logits_stop_the_turn_with_one_line_on_the_llama_path(tmp_path, caps
 
     broken = nan_output_norm(tiny.write_model(tmp_path / "llada.gguf", "llada"), tmp_path / "nan-llada.gguf")
     status, out, err = run(capsys, *ASK, "--model", str(broken))
-    assert_one_line_error(status, err, f"the model produced NaN/inf values (damaged or mis-converted weights: {broken})")
+    assert_one_line_error(status, err,
+                          f"the model produced NaN/inf values (damaged or mis-converted weights: {broken})")
 
 
 def test_a_failed_block_keeps_the_answer_of_the_blocks_before(monkeypatch):
@@ -254,5 +256,6 @@ def test_an_end_token_outside_the_vocabulary_is_a_one_line_warning(tmp_path, cap
         status, out, err = run(capsys, *ASK, "--model", str(model), *flags)
         assert status == 0 and json.loads(out)["token_ids"], err
         warning = (f"dg-chat: warning: {model}: metadata 'tokenizer.ggml.eos_token_id' is {vocab}, expected a token "
-                   f"id in 0..{vocab - 1} (the vocabulary has {vocab} tokens): the model can never end its answer early")
+                   f"id in 0..{vocab - 1} (the vocabulary has {vocab} tokens): the model can never end its answer "
+                   "early")
         assert warning in err.splitlines()

@@ -8,12 +8,12 @@ import sys
 
 import pytest
 import torch
-from tests.support.fake_hub import tiny_gguf, write_catalog
 
 from dg_chat import paths
 from dg_chat.cli import main
 from dg_chat.commands import doctor
 from dg_chat.config import Settings
+from tests.support.fake_hub import tiny_gguf, write_catalog
 
 LINE = re.compile(r"^(ok|warn|fail) +\S")
 
@@ -71,7 +71,8 @@ def test_a_broken_model_fails_with_its_reason(models_dir, llama_ok, tmp_path):
     check = checks_by_name(Settings(model=str(broken)))["model"]
     assert check.status == "fail" and "not a GGUF file" in check.detail and check.hint
     checks = checks_by_name(Settings(model="tiny:Q8_0"))
-    assert checks["model"].status == "fail" and "not downloaded; run: dg-chat models pull tiny:Q8_0" in checks["model"].detail
+    assert checks["model"].status == "fail"
+    assert "not downloaded; run: dg-chat models pull tiny:Q8_0" in checks["model"].detail
 
 
 def test_version_mismatch_and_missing_offload_warn(monkeypatch):
@@ -83,7 +84,8 @@ def test_version_mismatch_and_missing_offload_warn(monkeypatch):
 
 
 def test_doctor_runs_on_this_machine():
-    result = subprocess.run([sys.executable, "-m", "dg_chat.cli", "doctor"], capture_output=True, text=True, timeout=120)
+    result = subprocess.run([sys.executable, "-m", "dg_chat.cli", "doctor"], capture_output=True, text=True,
+                            timeout=120)
     assert result.returncode in (0, 1) and "Traceback" not in result.stderr + result.stdout
     lines = result.stdout.splitlines()
     assert len(lines) >= 10 and all(LINE.match(line) for line in lines)
@@ -110,7 +112,8 @@ def test_kernels_triton_where_it_cannot_run_fails_with_a_hint(monkeypatch):
 def test_kernels_auto_on_cuda_without_triton_warns(monkeypatch):
     from dg_chat.engine.backends.torch_dg.kernels import runtime
 
-    monkeypatch.setattr("dg_chat.engine.backends.torch_dg.backend.resolve_device", lambda requested: torch.device("cuda"))
+    monkeypatch.setattr("dg_chat.engine.backends.torch_dg.backend.resolve_device",
+                        lambda requested: torch.device("cuda"))
     monkeypatch.setattr(runtime, "triton", None)
     check = doctor.check_kernels(Settings())
     assert check.status == "warn" and check.detail.startswith("auto → reference on cuda; Triton not usable: the triton")

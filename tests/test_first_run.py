@@ -5,14 +5,14 @@ from __future__ import annotations
 import threading
 
 import pytest
-from tests.support.fake_hub import FakeHub, FakeRepo, point_hub_at, tiny_gguf, write_catalog
 from textual.app import App
 from textual.widgets import Button, ProgressBar, Static
 
 from dg_chat import hub, paths
 from dg_chat.config import Settings
 from dg_chat.hub import record_choice, recorded_choice
-from dg_chat.tui.first_run import FirstRunScreen, first_run_needed
+from dg_chat.tui.screens.first_run import FirstRunScreen, first_run_needed
+from tests.support.fake_hub import FakeHub, FakeRepo, point_hub_at, tiny_gguf, write_catalog
 
 REPO = "test-org/tiny-GGUF"
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import struct
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import gguf
 import numpy as np
@@ -122,13 +122,16 @@ CORRUPTIONS: dict[str, tuple[Callable[[bytearray], bytearray | None], str]] = {
     "absurd kv count": (lambda d: _put(d, 16, "Q", 2**63 - 1), "cannot fit in"),
     "absurd tensor count": (lambda d: _put(d, 8, "Q", 2**63 + 1), "cannot fit in"),
     "misaligned offset": (_patch_offset("blk.0.attn_v.weight", delta=1), "not aligned"),
-    "offset beyond the end": (_patch_offset("blk.0.attn_v.weight", delta=2**40), "truncated file: tensor 'blk.0.attn_v.weight'"),
+    "offset beyond the end": (_patch_offset("blk.0.attn_v.weight", delta=2**40),
+                              "truncated file: tensor 'blk.0.attn_v.weight'"),
     "unknown tensor type": (lambda d: _put(d, _tensor_pos(d, "blk.0.attn_q.weight")[1], "I", 99), "unknown type 99"),
     "unknown value type": (lambda d: _put(d, _value_pos(d, "test.u16"), "I", 99), "unknown value type 99"),
     "unknown array element type": (lambda d: _put(d, _value_pos(d, "tokenizer.ggml.scores") + 4, "I", 77),
                                    "unknown array element type 77"),
-    "duplicate key": (lambda d: _rename(d, "diffusion.eb_t_max", "diffusion.eb_t_min"), "duplicate metadata key 'diffusion.eb_t_min'"),
-    "duplicate tensor": (lambda d: _rename(d, "blk.0.attn_v.weight", "blk.0.attn_k.weight"), "duplicate tensor 'blk.0.attn_k.weight'"),
+    "duplicate key": (lambda d: _rename(d, "diffusion.eb_t_max", "diffusion.eb_t_min"),
+                      "duplicate metadata key 'diffusion.eb_t_min'"),
+    "duplicate tensor": (lambda d: _rename(d, "blk.0.attn_v.weight", "blk.0.attn_k.weight"),
+                         "duplicate tensor 'blk.0.attn_k.weight'"),
     "overlapping tensors": (_patch_offset("blk.0.attn_v.weight", to="blk.0.attn_k.weight"), "overlap"),
     "absurd string length": (lambda d: _put(d, _value_pos(d, "general.name") + 4, "Q", 2**62), "truncated file"),
     "absurd array count": (lambda d: _put(d, _value_pos(d, "tokenizer.ggml.tokens") + 8, "Q", 2**61), "truncated file"),

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import pytest
-from tests.support.fake_hub import tiny_gguf, write_catalog
 
 from dg_chat import hub, paths
 from dg_chat.config import Settings
 from dg_chat.engine.backends.choice import choose_backend
 from dg_chat.errors import DgChatError
+from tests.support.fake_hub import tiny_gguf, write_catalog
 
 GiB = 1024**3
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import io
 
 import pytest
-from tests.support.fake_hub import FakeHub, FakeRepo, point_hub_at, tiny_gguf, write_catalog
 
 from dg_chat import hub, paths
 from dg_chat.cli import main
+from tests.support.fake_hub import FakeHub, FakeRepo, point_hub_at, tiny_gguf, write_catalog
 
 REPO = "test-org/tiny-GGUF"
 

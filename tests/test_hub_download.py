@@ -6,13 +6,13 @@ import socket
 from pathlib import Path
 
 import pytest
-from tests.support.fake_hub import FakeHub, FakeRepo, point_hub_at, tiny_gguf, write_catalog
-from tests.support.gguf_edit import split
 
 from dg_chat import hub, paths
 from dg_chat.config import Settings
 from dg_chat.errors import DgChatError
 from dg_chat.gguf.reader import open_gguf
+from tests.support.fake_hub import FakeHub, FakeRepo, point_hub_at, tiny_gguf, write_catalog
+from tests.support.gguf_edit import split
 
 REPO = "test-org/tiny-GGUF"
 Q4, Q8 = "tiny-Q4_K_M.gguf", "tiny-Q8_0.gguf"

@@ -1,6 +1,7 @@
-"""The headless core (engine, gguf, text, hub, store) never imports textual: ask, the benchmarks
-and the tests use it without a terminal UI. And dg_chat's import graph stays a layered DAG: no
-module imports one that (indirectly) imports it back, and no layer imports a layer above it."""
+"""The headless core (engine, gguf, text, hub, store, recording, export) and the server (serve) never
+import textual: ask, the benchmarks, `dg-chat serve` and the tests use them without a terminal UI. And
+dg_chat's import graph stays a layered DAG: no module imports one that (indirectly) imports it back, and
+no layer imports a layer above it."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "dg_chat"
-HEADLESS = ("engine", "gguf", "text", "hub", "store")
+HEADLESS = ("engine", "gguf", "text", "hub", "store", "recording", "export", "serve")
 
 
 def module_name(file: Path) -> str:
@@ -34,7 +35,8 @@ def headless_modules() -> list[str]:
 
 def test_headless_modules_do_not_import_textual() -> None:
     modules = headless_modules()
-    assert {"dg_chat.gguf.reader", "dg_chat.text.tokenizer", "dg_chat.text.chat", "dg_chat.engine.events"} <= set(modules)
+    assert {"dg_chat.gguf.reader", "dg_chat.text.tokenizer", "dg_chat.text.chat",
+            "dg_chat.engine.events"} <= set(modules)
     code = ("import importlib, json, sys\n"
             f"for name in {modules!r}:\n"
             "    importlib.import_module(name)\n"
@@ -56,7 +58,8 @@ def test_the_check_would_see_textual() -> None:
 LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"errors", "paths", "config", "config_file", "text", "gguf", "hub"}),
     frozenset({"engine"}),
-    frozenset({"store"}),  # records what the engine produced
+    frozenset({"store", "recording", "export"}),  # records what the engine produced, and writes it out
+    frozenset({"serve"}),  # the engine over HTTP (dg-chat serve)
     frozenset({"commands", "tui", "cli", ""}),  # "": dg_chat/__init__.py
 )
 """dg_chat's top-level modules and packages, lowest first: a module imports from its own layer or below."""
@@ -103,22 +106,25 @@ def _targets(node: ast.Import | ast.ImportFrom, importer: str, is_package: bool,
 
 def imports_of(modules: dict[str, Path]) -> list[Import]:
     """Every import statement of every module, module level (also under `if TYPE_CHECKING:`) or in a function."""
-    found: list[Import] = []
     known = set(modules)
-    for name, file in modules.items():
-        source = file.read_text(encoding="utf-8")
-        lines = source.splitlines()
+    return [imp for name, file in modules.items() for imp in _imports_in(name, file, known)]
 
-        def visit(node: ast.AST, in_function: bool) -> None:
-            if isinstance(node, (ast.Import, ast.ImportFrom)):
-                says_why = _says_why(lines, node.lineno - 1)
-                for target in _targets(node, name, file.name == "__init__.py", known):
-                    found.append(Import(name, target, node.lineno, in_function, says_why))
-            inner = in_function or isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
-            for child in ast.iter_child_nodes(node):
-                visit(child, inner)
 
-        visit(ast.parse(source, filename=str(file)), False)
+def _imports_in(name: str, file: Path, known: set[str]) -> list[Import]:
+    found: list[Import] = []
+    source = file.read_text(encoding="utf-8")
+    lines = source.splitlines()
+
+    def visit(node: ast.AST, in_function: bool) -> None:
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            says_why = _says_why(lines, node.lineno - 1)
+            for target in _targets(node, name, file.name == "__init__.py", known):
+                found.append(Import(name, target, node.lineno, in_function, says_why))
+        inner = in_function or isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
+        for child in ast.iter_child_nodes(node):
+            visit(child, inner)
+
+    visit(ast.parse(source, filename=str(file)), False)
     return found
 
 

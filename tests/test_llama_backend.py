@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from dg_chat.config import SamplerSettings, Settings
-from dg_chat.engine.backends.llama import PROMPT_BUDGET, LlamaBackend, LlamaError, load_llama_engine_parts
+from dg_chat.engine.backends.llama import PROMPT_BUDGET, LlamaBackend, LlamaError, open_backend
 from dg_chat.engine.backends.llama_tokenizer import LlamaTokenizer
 from dg_chat.engine.events import BlockCommitted, CanvasStep, PromptEncoded, TurnFinished
 from dg_chat.engine.generate import ContextOverflowError, generate
@@ -95,7 +95,8 @@ def test_logits_are_a_zero_copy_view_of_the_right_rows(loaded, arch):
     canvas = torch.full((backend.canvas_length,), backend.mask_token_id)
     canvas[:3] = torch.tensor([9, 10, 11])
     logits = backend.denoise(canvas, None)
-    raw = np.ctypeslib.as_array(lib.llama_get_logits(backend._handles["ctx"]), shape=(4 + len(canvas), backend.vocab_size))
+    raw = np.ctypeslib.as_array(lib.llama_get_logits(backend._handles["ctx"]),
+                                shape=(4 + len(canvas), backend.vocab_size))
     first_row = 3 if backend.shift_logits else 4
     assert backend.shift_logits == (arch in ("dream", "rnd1"))
     assert logits.shape == (len(canvas), backend.vocab_size) and logits.dtype == torch.float32
@@ -140,7 +141,10 @@ def n_ubatch(backend: LlamaBackend) -> int:
 
 def test_context_is_sized_for_the_canvases_and_capped_by_training(tmp_path):
     path = tiny.write_model(tmp_path / "short.gguf", "dream", context_length=600)
-    backend, tokenizer = load_llama_engine_parts(path, Settings(sampler=SamplerSettings(max_canvases=2)))
+    gguf = open_gguf(path)
+    opened = open_backend(gguf, Settings(sampler=SamplerSettings(max_canvases=2)))
+    backend, tokenizer = opened.backend, opened.tokenizer
+    assert gguf._map.closed  # parsed once, then left to libllama
     try:
         assert backend.canvas_length == 256 and backend.context_length == backend.window == n_ubatch(backend) == 600
         assert tokenizer.vocab_size == backend.vocab_size

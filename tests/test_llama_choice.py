@@ -26,7 +26,8 @@ def test_auto_picks_the_backend_that_runs_the_architecture(arch, backend):
 @pytest.mark.parametrize(("arch", "requested", "message"), [
     ("diffusion-gemma", "llama", "the installed llama.cpp (llama-cpp-python 0.3.36) cannot load 'diffusion-gemma' "
                                  "models; use --backend torch (or auto)"),
-    ("dream", "torch", "the torch backend runs only diffusion-gemma models, not 'dream'; use --backend llama (or auto)"),
+    ("dream", "torch", "the torch backend runs only diffusion-gemma models, not 'dream'; "
+                       "use --backend llama (or auto)"),
     ("llama", "llama", "dg-chat's llama.cpp backend does not run 'llama' models; dg-chat runs"),
     ("mamba-9", "auto", "no backend runs the 'mamba-9' architecture"),
     ("dream", "cuda", "unknown backend 'cuda'"),

@@ -237,10 +237,12 @@ def test_steps_per_block_come_from_the_settings_not_the_prompt():
 
 # -- the behaviours llama.cpp's diffusion example gets wrong ---------------------------------
 
-def one_step(algorithm: str, rows: torch.Tensor, *, temperature: float = 0.0, seed: int = 0, **settings):
+def one_step(algorithm: str, rows: torch.Tensor, *, temperature: float = 0.0, seed: int = 0,
+             **settings) -> ms.UnmaskingStep:
     """Run one step of `algorithm` on synthetic logits `rows` [m, V] of a canvas of len(rows)."""
     backend = ToyBackend("dream", canvas_length=len(rows))
-    s = SamplerSettings(max_steps=settings.pop("max_steps", 4), algorithm=algorithm, temperature=temperature, **settings)
+    s = SamplerSettings(max_steps=settings.pop("max_steps", 4), algorithm=algorithm, temperature=temperature,
+                        **settings)
     sampler = ms.MaskSampler(s, backend=backend, generator=torch.Generator().manual_seed(seed))
     counts = ms.llada_transfer_counts(len(rows), s.max_steps)
     return sampler._step(rows.clone(), 1, len(rows), counts)
@@ -257,9 +259,9 @@ def peaked_and_flat(peaked: list[int], n: int = 6) -> torch.Tensor:
 @pytest.mark.parametrize("algorithm", ["entropy", "rnd1"])
 def test_lowest_entropy_is_unmasked_first(algorithm):
     rows = peaked_and_flat([4])
-    chosen, tokens, _, row_entropy = one_step(algorithm, rows, max_steps=2)
-    assert row_entropy[4] < row_entropy[0]
-    assert chosen.tolist()[:1] == [4] and tokens.tolist()[:1] == [7]
+    decided = one_step(algorithm, rows, max_steps=2)
+    assert decided.entropy[4] < decided.entropy[0]
+    assert decided.chosen.tolist()[:1] == [4] and decided.tokens.tolist()[:1] == [7]
 
 
 @pytest.mark.parametrize("algorithm", ["low_confidence", "maskgit_plus", "topk_margin", "entropy", "origin", "rnd1"])
@@ -268,14 +270,14 @@ def test_temperature_zero_is_greedy_and_seed_independent(algorithm):
     rows[:, MASK] = -1e9
     first = one_step(algorithm, rows, seed=1)
     second = one_step(algorithm, rows, seed=2)
-    assert torch.equal(first[2], rows.argmax(-1))
+    assert torch.equal(first.prediction, rows.argmax(-1))
     if algorithm != "origin":  # origin draws which positions move, even when greedy
-        assert torch.equal(first[0], second[0])
+        assert torch.equal(first.chosen, second.chosen)
 
 
 def test_llada_sampling_covers_every_row():
     rows = torch.zeros(32, VOCAB)  # every token equally likely on every row
-    _, _, predicted, _ = one_step("low_confidence", rows, temperature=1.0)
+    predicted = one_step("low_confidence", rows, temperature=1.0).prediction
     assert len(set(predicted.tolist())) > 10  # each row got its own draw, not just row 0
 
 
@@ -290,7 +292,7 @@ def test_llada_samples_the_distribution_of_its_gumbel_max():
     backend = ToyBackend("llada", canvas_length=20000)
     s = SamplerSettings(max_steps=2, temperature=temperature)
     sampler = ms.MaskSampler(s, backend=backend, generator=g)
-    _, _, ours, _ = sampler._step(rows, 1, 20000, ms.llada_transfer_counts(20000, 2))
+    ours = sampler._step(rows, 1, 20000, ms.llada_transfer_counts(20000, 2)).prediction
     expected = torch.softmax(logits / temperature, -1)
     for draws in (gumbel, ours):
         assert torch.allclose(torch.bincount(draws, minlength=5)[:5] / 20000., expected, atol=0.015)
@@ -299,14 +301,15 @@ def test_llada_samples_the_distribution_of_its_gumbel_max():
 @pytest.mark.parametrize("algorithm", ["maskgit_plus", "topk_margin", "entropy"])
 def test_temperature_sampling_covers_every_row(algorithm):
     rows = torch.zeros(32, VOCAB)
-    chosen, tokens, _, _ = one_step(algorithm, rows, temperature=1.0, max_steps=1)  # the last step unmasks all
-    assert len(chosen) == 32 and len(set(tokens.tolist())) > 10  # every committed row was drawn, not just row 0
+    decided = one_step(algorithm, rows, temperature=1.0, max_steps=1)  # the last step unmasks all
+    # every committed row was drawn, not just row 0
+    assert len(decided.chosen) == 32 and len(set(decided.tokens.tolist())) > 10
 
 
 def test_alg_temp_draws_positions_without_replacement():
     rows = peaked_and_flat([0], n=16)  # one position dominates the confidence
     for seed in range(20):
-        chosen, _, _, _ = one_step("maskgit_plus", rows, seed=seed, alg_temp=0.01, max_steps=2, eps=0.0)
+        chosen = one_step("maskgit_plus", rows, seed=seed, alg_temp=0.01, max_steps=2, eps=0.0).chosen
         assert len(chosen) == 8 and len(set(chosen.tolist())) == 8
 
 
@@ -314,7 +317,7 @@ def test_alg_temp_prefers_confident_positions():
     rows = peaked_and_flat([2, 9], n=16)
     hits = 0
     for seed in range(20):
-        chosen, _, _, _ = one_step("maskgit_plus", rows, seed=seed, alg_temp=0.05, max_steps=8, eps=0.0)
+        chosen = one_step("maskgit_plus", rows, seed=seed, alg_temp=0.05, max_steps=8, eps=0.0).chosen
         hits += set(chosen.tolist()) == {2, 9}
     assert hits == 20
 
@@ -324,7 +327,7 @@ def test_margin_is_between_the_two_most_likely_tokens():
     rows[0, [20, 21]] = torch.tensor([3.0, 2.9])  # confident top-1, but a close second: small margin
     rows[1, 30] = 2.0                             # less confident top-1, far from the rest: big margin
     rows[:, 0] = rows[:, 1] = -5.0                # tokens 0 and 1 say nothing (llama.cpp compares them)
-    chosen, _, _, _ = one_step("topk_margin", rows, max_steps=2, eps=0.0)
+    chosen = one_step("topk_margin", rows, max_steps=2, eps=0.0).chosen
     assert chosen.tolist() == [1]
     confidence_of = torch.softmax(rows, -1).topk(2).values
     assert confidence_of[1, 0] - confidence_of[1, 1] > confidence_of[0, 0] - confidence_of[0, 1]

@@ -109,7 +109,8 @@ def test_models_info_of_the_real_gemma4_vocab(gemma4_vocab, capsys):
 
 @pytest.mark.parametrize("name, expected", [
     ("no-such-model.gguf", "no such model file: no-such-model.gguf"),
-    ("diffusiongemma:Q4_K_M", "diffusiongemma:Q4_K_M is not downloaded; run: dg-chat models pull diffusiongemma:Q4_K_M"),
+    ("diffusiongemma:Q4_K_M",
+     "diffusiongemma:Q4_K_M is not downloaded; run: dg-chat models pull diffusiongemma:Q4_K_M"),
 ])
 def test_models_info_of_something_that_is_not_a_local_model(name, expected, capsys):
     assert main(["models", "info", name]) == 1
@@ -128,7 +129,8 @@ def test_models_info_shows_the_cuda_memory_of_both_kernel_choices(tmp_path, caps
     # the published shapes at a 32k context: 0.99 GB (static) / 1.30 GB (growing) of KV cache, 0.8 GB of CUDA runtime
     assert triton.startswith("VRAM on CUDA 32k context: 1.8 GB with triton kernels (weights 0.0, KV cache 1.0, "
                              "activations 0.0, CUDA runtime 0.8)")
-    assert reference.endswith("GB with reference kernels (weights 0.0, KV cache 1.3, activations 0.0, CUDA runtime 0.8)")
+    assert reference.endswith("GB with reference kernels (weights 0.0, KV cache 1.3, activations 0.0, "
+                              "CUDA runtime 0.8)")
 
 
 def test_models_info_says_why_it_cannot_estimate_the_memory(tmp_path, capsys):

@@ -18,6 +18,12 @@ def test_readme_has_exactly_two_setup_commands():
     assert commands[0].endswith("dg-chat") and "pytest" in commands[1]
 
 
+def test_the_test_command_lints_and_type_checks_before_the_tests():
+    steps = readme_commands()[1].split(" && ")
+    assert steps[0] == "scripts/setup.sh --dev" and steps[-1] == ".venv/bin/python -m pytest"
+    assert ".venv/bin/ruff check ." in steps[1:-1] and ".venv/bin/mypy" in steps[1:-1]
+
+
 def test_ci_runs_the_readme_test_command():
     ci = (ROOT / ".ci" / "run").read_text()
     assert readme_commands()[1] in ci.splitlines()
@@ -36,7 +42,7 @@ def readme_key_rows() -> list[tuple[list[str], list[str]]]:
 
 
 def test_the_readme_key_table_matches_the_bindings():
-    from dg_chat.tui.app import key_bindings
+    from dg_chat.tui.bindings import key_bindings
     from dg_chat.tui.screens.help import key_label
 
     keys_of = {binding.id: key_label(binding.key) for binding in key_bindings()}

@@ -167,7 +167,7 @@ def test_output_is_the_argmax_of_the_last_step_and_is_committed_before_the_next_
     events = run(backend, SamplerSettings(seed=3, max_steps=4, max_canvases=3), end_ids=frozenset())
     blocks = [e for e in events if isinstance(e, BlockCommitted)]
     last_steps = [[e for e in events if isinstance(e, CanvasStep) and e.block == b][-1] for b in range(3)]
-    for block, last in zip(blocks, last_steps):
+    for block, last in zip(blocks, last_steps, strict=True):
         assert block.tokens.tolist() == last.argmax.tolist()
     assert backend.committed == [blocks[0].tokens.tolist(), blocks[1].tokens.tolist()]
 

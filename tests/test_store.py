@@ -283,7 +283,7 @@ def test_title_from_the_first_message():
 
 
 def test_store_and_recording_do_not_import_textual():
-    code = ("import sys, dg_chat.store, dg_chat.tui.recording, dg_chat.tui.text; "
+    code = ("import sys, dg_chat.store, dg_chat.recording, dg_chat.tui.text; "
             "print([m for m in sys.modules if m.split('.')[0] in ('textual', 'rich')])")
     root = Path(__file__).resolve().parent.parent
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root)

@@ -8,8 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from gguf.constants import TokenType
-from tokenizers import Tokenizer as HFTokenizer
-from tokenizers import decoders, models, pre_tokenizers, trainers
+from tokenizers import Tokenizer as HFTokenizer, decoders, models, pre_tokenizers, trainers
 
 from dg_chat.errors import DgChatError
 from dg_chat.gguf.reader import open_gguf
@@ -44,7 +43,7 @@ def llama_cases(vocab: Path) -> list[tuple[str, list[int]]]:
     cases = raw.removesuffix(CASE_SEPARATOR).split(CASE_SEPARATOR)
     lines = Path(f"{vocab}.out").read_bytes().decode("utf-8").splitlines()
     assert len(cases) == len(lines)
-    return [(case, [int(i) for i in line.split()]) for case, line in zip(cases, lines)]
+    return [(case, [int(i) for i in line.split()]) for case, line in zip(cases, lines, strict=True)]
 
 
 @pytest.fixture(scope="module")
@@ -156,7 +155,8 @@ def test_pieces_are_printable(gemma4: Tokenizer) -> None:
     assert len(pieces) == gemma4.vocab_size and pieces is gemma4.pieces
     assert [i for i, piece in enumerate(pieces) if CONTROL_CHARS.search(piece)] == []
     byte = lambda b: gemma4.piece(gemma4.token_id(f"<0x{b:02X}>"))  # noqa: E731
-    assert (byte(0x1B), byte(0x0A), byte(0x09), byte(0x7F), byte(0x20), byte(0xE2)) == ("␛", "␊", "␉", "␡", " ", "\ufffd")
+    bytes_shown = (byte(0x1B), byte(0x0A), byte(0x09), byte(0x7F), byte(0x20), byte(0xE2))
+    assert bytes_shown == ("␛", "␊", "␉", "␡", " ", "\ufffd")
     assert gemma4.piece(gemma4.token_id("▁the")) == " the"
     assert gemma4.piece(107) == "␊" and gemma4.piece(105) == "<|turn>"
     assert gemma4.piece(-1) == gemma4.piece(gemma4.vocab_size) == "\ufffd"

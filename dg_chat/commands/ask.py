@@ -13,19 +13,19 @@ import json
 import signal
 import sys
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
-from typing import Iterator
 
 from rich.console import Console
 from rich.live import Live
 from rich.text import Text
 
-from dg_chat.engine.engine import Engine
 from dg_chat.engine.events import EMPTY_ANSWER, BlockCommitted, CanvasStep, TurnFailed, TurnFinished
 from dg_chat.engine.loader import load_engine
+from dg_chat.engine.turn_engine import TurnEngine
 from dg_chat.errors import DgChatError
-from dg_chat.text.chat import Message
 from dg_chat.text.canvas import token_runs
+from dg_chat.text.chat import Message
 from dg_chat.text.sanitize import printable, visible
 
 
@@ -40,13 +40,13 @@ def read_prompt(args: argparse.Namespace) -> str:
 CANVAS_STYLES = {"accepted": "bright_white", "changed": "bold bright_white", "noise": "dim", "quiet": "dim"}
 
 
-def canvas_text(step: CanvasStep, engine: Engine) -> Text:
+def canvas_text(step: CanvasStep, engine: TurnEngine) -> Text:
     """The canvas as the model sees it: accepted tokens bright, noise dim, fresh changes marked,
     end tokens and lone bytes as quiet cells, nothing past the first accepted end token."""
     text = Text(f"block {step.block + 1} · step {step.step}/{step.max_steps} · "
                 f"mean entropy {step.mean_entropy:.3f}\n", style="bold")
     runs = token_runs(step, lambda token: visible(engine.tokenizer.piece(token)),
-                      getattr(engine.backend, "mask_token_id", None), engine.end_ids)
+                      engine.backend.mask_token_id, engine.end_ids)
     for piece, kind in runs:
         text.append(piece, style=CANVAS_STYLES[kind])
     return text
@@ -122,7 +122,7 @@ def stop_on_interrupt(cancel: threading.Event) -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
 
 
-def _answer(args: argparse.Namespace, engine: Engine, messages: list[Message], err: Console) -> int:
+def _answer(args: argparse.Namespace, engine: TurnEngine, messages: list[Message], err: Console) -> int:
     settings = args.settings
     # The frames go to stderr only: Live must not take over stdout (the answer would end up on
     # stderr, a line per block). Where stdout is the same terminal, the answer waits until the
@@ -169,7 +169,8 @@ def _answer(args: argparse.Namespace, engine: Engine, messages: list[Message], e
         err.print(Text(printable(finished.thinking), style="dim"))
     stats = finished.stats
     err.print(f"[dim]{stats.tokens} tokens · {stats.blocks} blocks · {stats.steps_per_block:.1f} steps/block · "
-              f"{stats.tokens_per_second:.1f} tok/s · seed {stats.seed}[/dim]")
+              f"{stats.tokens_per_second:.1f} tok/s · first block {stats.first_block_seconds:.2f} s · "
+              f"seed {stats.seed}[/dim]")
     if finished.stopped:
         err.print("stopped: the partial answer is above", markup=False)
         return EXIT_STOPPED

@@ -9,7 +9,7 @@ from dg_chat.store import Store
 
 
 def run(args: argparse.Namespace) -> int:
-    from dg_chat.tui.app import DgChatApp  # Textual only for this command
+    from dg_chat.tui.app import DgChatApp  # noqa: PLC0415 - Textual only for this command
 
     with closing(Store()) as store:
         app = DgChatApp(args.settings, store=store, continue_last=args.continue_chat)

@@ -16,6 +16,8 @@ from dg_chat import hub, paths
 from dg_chat.commands.output import StdoutConsole
 from dg_chat.config import Settings
 from dg_chat.engine.backends.choice import choose_backend, llama_status
+from dg_chat.engine.remote.client import RemoteClient, RemoteError
+from dg_chat.engine.remote.spec import EXAMPLE as REMOTE_EXAMPLE, api_key, is_remote, parse_remote
 from dg_chat.errors import DgChatError
 from dg_chat.gguf.reader import open_gguf
 from dg_chat.store import history_problems, repair_history
@@ -82,12 +84,13 @@ def check_kernels(settings: Settings) -> Check:
     """The `kernels` setting, what it resolves to on the configured device, and whether Triton can run there."""
     try:
         # Here, so that a broken PyTorch engine is a failed check, not a crash of doctor.
-        from dg_chat.engine.backends.base import BackendError
-        from dg_chat.engine.backends.torch_dg.backend import resolve_device
-        from dg_chat.engine.backends.torch_dg.kernel_choice import choose_kernels
-        from dg_chat.engine.backends.torch_dg.kernels.runtime import unavailable_reason
+        from dg_chat.engine.backends.base import BackendError  # noqa: PLC0415
+        from dg_chat.engine.backends.torch_dg.backend import resolve_device  # noqa: PLC0415
+        from dg_chat.engine.backends.torch_dg.kernel_choice import choose_kernels  # noqa: PLC0415
+        from dg_chat.engine.backends.torch_dg.kernels.runtime import unavailable_reason  # noqa: PLC0415
     except Exception as exc:  # noqa: BLE001 - a broken install must be reported, not raised
-        return Check("fail", "kernels", f"the PyTorch engine is not importable ({_first_line(exc)})", "run scripts/setup.sh")
+        return Check("fail", "kernels", f"the PyTorch engine is not importable ({_first_line(exc)})",
+                     "run scripts/setup.sh")
     try:
         device = resolve_device(settings.device)
     except BackendError as exc:
@@ -116,10 +119,39 @@ def _model_check(name: str, path: Path, settings: Settings, hint: str) -> Check:
     return Check("ok", name, f"{hub.gb(path.stat().st_size)}, {architecture} on the {backend} backend ({path})")
 
 
+def check_remote(settings: Settings) -> list[Check]:
+    """A model on a server (openai:...): the server answers, takes the API key and lists the model."""
+    try:
+        spec = parse_remote(settings.model)
+    except DgChatError as exc:
+        return [Check("fail", "model", str(exc), f"e.g. -m {REMOTE_EXAMPLE}")]
+    key = api_key(settings.api_key_env)
+    client = RemoteClient(spec, key, settings.api_key_env)
+    try:
+        served = client.models()
+    except RemoteError as exc:
+        if exc.status in (401, 403):
+            return [Check("ok", "endpoint", f"{client.label} answers"), Check("fail", "api key", str(exc))]
+        return [Check("fail", "endpoint", str(exc))]
+    finally:
+        client.close()
+    checks = [Check("ok", "endpoint", f"{client.label} answers, serving {len(served)} model(s)"),
+              Check("ok", "api key", f"accepted, from {settings.api_key_env}" if key else
+                    f"none needed ({settings.api_key_env} is not set)")]
+    wanted = spec.model or (served[0] if served else "")
+    if wanted not in served:
+        return checks + [Check("fail", "model", f"{wanted or 'a model'} is not served; the server lists: "
+                                                f"{', '.join(served) or 'nothing'}",
+                               "fix the part after # of the spec")]
+    return checks + [Check("ok", "model", f"{wanted} is served")]
+
+
 def check_models(settings: Settings) -> list[Check]:
     local = hub.local_models(settings)
     redownload = "remove it with `dg-chat models rm` and pull it again"
     checks = [_model_check(m.spec, m.path, settings, redownload) for m in local]
+    if is_remote(settings.model):
+        return checks + check_remote(settings)
     if all(m.spec == hub.DEMO for m in local):
         checks.append(Check("warn", "downloads", f"no model downloaded to {hub.models_cache(settings)}",
                             "dg-chat models pull diffusiongemma"))
@@ -134,7 +166,8 @@ def check_models(settings: Settings) -> list[Check]:
 def check_paths(settings: Settings) -> list[Check]:
     config = paths.config_file()
     models = hub.models_cache(settings)
-    hub_mode = "offline (HF_HUB_OFFLINE)" if constants.HF_HUB_OFFLINE else f"{constants.ENDPOINT}, used by `models pull` only"
+    hub_mode = ("offline (HF_HUB_OFFLINE)" if constants.HF_HUB_OFFLINE
+                else f"{constants.ENDPOINT}, used by `models pull` only")
     existing = next(p for p in (models, *models.parents) if p.exists())
     free = shutil.disk_usage(existing).free
     return [

@@ -7,6 +7,7 @@ import argparse
 from rich.text import Text
 
 from dg_chat.commands.output import StdoutConsole
+from dg_chat.config import BackendChoice
 from dg_chat.engine.backends.choice import choose_backend
 from dg_chat.engine.backends.torch_dg.hparams import ARCH, HParams
 from dg_chat.errors import DgChatError
@@ -30,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def backend_verdict(architecture: str, requested: str = "auto") -> str:
+def backend_verdict(architecture: str, requested: BackendChoice = "auto") -> str:
     """The backend that would run the model, or "none: " and why none would."""
     try:
         return choose_backend(architecture, requested)
@@ -48,7 +49,8 @@ def _rows(s: ModelSummary, backend: str) -> list[tuple[str, str]]:
     ]
     for i, group in enumerate(s.quant_mix):
         plural = "s" if group.tensors != 1 else ""
-        rows.append(("tensor types" if i == 0 else "", f"{group.type}: {group.tensors} tensor{plural}, {human_bytes(group.n_bytes)}"))
+        rows.append(("tensor types" if i == 0 else "",
+                     f"{group.type}: {group.tensors} tensor{plural}, {human_bytes(group.n_bytes)}"))
     if not s.quant_mix:
         rows.append(("tensor types", "(no tensors: vocabulary only)"))
     rows += [
@@ -69,7 +71,7 @@ def _memory_rows(gguf: GGUFFile) -> list[tuple[str, str]]:
     """DiffusionGemma only: the CUDA memory it needs with each kernel choice, from the header alone."""
     if gguf.architecture != ARCH:
         return []
-    from dg_chat.engine.backends.torch_dg.memory import context_label, cuda_memory, default_context  # imports torch
+    from dg_chat.engine.backends.torch_dg.memory import context_label, cuda_memory, default_context  # noqa: PLC0415 - imports torch
 
     try:
         hp = HParams.from_gguf(gguf)

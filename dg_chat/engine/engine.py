@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 
@@ -14,15 +14,18 @@ from dg_chat.engine.backends.base import Backend
 from dg_chat.engine.events import Event, TurnFailed
 from dg_chat.engine.generate import generate
 from dg_chat.engine.model_info import ModelInfo
+from dg_chat.engine.turn_engine import ContextUse
 from dg_chat.errors import DgChatError
 from dg_chat.text.chat import ChatFormat, Message
-from dg_chat.text.tokenizer import Tokenizer
+from dg_chat.text.tokenizer import SpecialTokenText
 
 log = logging.getLogger(__name__)
 
 
 class Engine:
-    def __init__(self, backend: Backend, tokenizer: Tokenizer, chat: ChatFormat, *,
+    """A local GGUF on one backend: a `TurnEngine` (engine/turn_engine.py), what the front ends use."""
+
+    def __init__(self, backend: Backend, tokenizer: SpecialTokenText, chat: ChatFormat, *,
                  end_ids: frozenset[int], name: str, file: str = "", quant: str = ""):
         self.backend = backend
         self.tokenizer = tokenizer
@@ -40,6 +43,11 @@ class Engine:
     def prompt_ids(self, messages: Sequence[Message], thinking: bool) -> list[int]:
         return self.chat.render(messages, thinking=thinking)
 
+    def context_use(self, messages: Sequence[Message], thinking: bool) -> ContextUse:
+        last = self.tokenizer.encode(messages[-1].content) if messages else []
+        return ContextUse(len(self.prompt_ids(messages, thinking)), len(last), self.backend.canvas_length,
+                          self.backend.context_length)
+
     def turn(self, messages: Sequence[Message], sampler: SamplerSettings,
              cancel: threading.Event | None = None) -> Iterator[Event]:
         """Answer the conversation's last user message. Blocking: run it off the UI thread.
@@ -52,7 +60,7 @@ class Engine:
         except torch.OutOfMemoryError:
             yield TurnFailed(f"out of memory on {self.backend.device}: use a smaller quant, fewer "
                              "canvases, or --device cpu")
-        except Exception as exc:  # noqa: BLE001 - a failed turn must not take the app down
+        except Exception as exc:  # a failed turn must not take the app down (logged with its traceback)
             log.exception("turn failed")
             yield TurnFailed(f"internal error: {type(exc).__name__}: {exc}")
 

@@ -72,6 +72,8 @@ class Stats:
     """Wall time of the denoising and commits (prompt encoding excluded)."""
     seed: int | None = None
     """The seed the turn used: pass it back (--seed) to reproduce the answer."""
+    first_block_seconds: float = 0.0
+    """Wall time from the start of the turn to its first committed block (prompt encoding included)."""
 
     @property
     def blocks(self) -> int:

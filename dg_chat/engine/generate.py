@@ -16,7 +16,7 @@ from __future__ import annotations
 import secrets
 import threading
 import time
-from typing import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 
@@ -24,6 +24,7 @@ from dg_chat.config import SamplerSettings
 from dg_chat.engine.backends.base import Backend
 from dg_chat.engine.events import BlockCommitted, Event, PromptEncoded, Stats, TurnFinished
 from dg_chat.engine.sampling import BlockSampler, EntropyBoundSampler
+from dg_chat.engine.turn_engine import context_overflow
 from dg_chat.errors import DgChatError
 
 Parse = Callable[[Sequence[int]], tuple[str, str]]
@@ -65,12 +66,9 @@ def cut_at_end(tokens: list[int], end_ids: frozenset[int]) -> tuple[list[int], b
 
 def check_context(backend: Backend, n_prompt: int, max_canvases: int) -> int:
     """How many canvases fit after the prompt; an error if not even one does."""
-    room = backend.context_length - n_prompt
-    if room < backend.canvas_length:
-        raise ContextOverflowError(
-            f"the prompt has {n_prompt} tokens; with a {backend.canvas_length}-token canvas it exceeds "
-            f"the model's context of {backend.context_length} tokens (start a new chat or shorten it)")
-    return min(max_canvases, room // backend.canvas_length)
+    if problem := context_overflow(n_prompt, backend.canvas_length, backend.context_length):
+        raise ContextOverflowError(problem)
+    return min(max_canvases, (backend.context_length - n_prompt) // backend.canvas_length)
 
 
 def generate(backend: Backend, prompt_ids: Sequence[int], settings: SamplerSettings, *,
@@ -116,11 +114,13 @@ def generate(backend: Backend, prompt_ids: Sequence[int], settings: SamplerSetti
             steps = result.steps
         kept += tokens
         stats.steps.append(steps)
+        if block == 0:
+            stats.first_block_seconds = stats.prompt_seconds + time.perf_counter() - started
         thinking, answer = parse(kept)
         final = stopped or ended or block == max_canvases - 1
         yield BlockCommitted(block=block, tokens=torch.tensor(tokens, dtype=torch.int32).numpy(),
                              steps=steps, thinking=thinking, answer=answer, final=final)
-        if final:
+        if final or result is None:  # (a cancelled block is final)
             break
         previous = result.tokens
     stats.tokens = len(kept)

@@ -2,49 +2,58 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Callable
 
-from dg_chat.config import Settings
+from dg_chat.config import BackendName, Settings
+from dg_chat.engine.backends.base import OpenedBackend
 from dg_chat.engine.backends.choice import choose_backend
 from dg_chat.engine.engine import Engine
-from dg_chat.errors import DgChatError
-from dg_chat.gguf.checks import check_divisors
-from dg_chat.gguf.reader import GGUFError, open_gguf
+from dg_chat.engine.remote.engine import RemoteEngine, connect
+from dg_chat.engine.remote.spec import is_remote
+from dg_chat.gguf.reader import GGUFFile, open_gguf
 from dg_chat.gguf.summary import file_type_name
 from dg_chat.hub import resolve_model
 from dg_chat.text.chat import chat_format_for
-from dg_chat.text.tokenizer import Tokenizer
+
+Opener = Callable[[GGUFFile, Settings], OpenedBackend]
+"""A backend module's `open_backend`: owns the open GGUF from the call on (see each module)."""
 
 
-def _tokenizer(path: Path, metadata: dict) -> Tokenizer:
-    try:
-        return Tokenizer.from_metadata(metadata)
-    except DgChatError as exc:  # its messages name the key, not the file
-        raise GGUFError(f"{path}: {exc}") from None
+def _open_torch(gguf: GGUFFile, settings: Settings) -> OpenedBackend:
+    from dg_chat.engine.backends.torch_dg.backend import open_backend  # noqa: PLC0415 - only the chosen backend loads
+
+    return open_backend(gguf, settings)
 
 
-def load_engine(settings: Settings) -> Engine:
-    """Resolve `settings.model` to a local GGUF, choose its backend and load it (slow)."""
+def _open_llama(gguf: GGUFFile, settings: Settings) -> OpenedBackend:
+    from dg_chat.engine.backends.llama import open_backend  # noqa: PLC0415 - only the chosen backend loads
+
+    return open_backend(gguf, settings)
+
+
+OPENERS: dict[BackendName, Opener] = {"torch": _open_torch, "llama": _open_llama}
+"""Backend name -> its opener; only the chosen backend's module (and its libraries) is imported."""
+
+
+def load_engine(settings: Settings) -> Engine | RemoteEngine:
+    """Resolve `settings.model` to a local GGUF, choose its backend and load it (slow); a model on a
+    server (openai:<base-url>#<model>) is connected to instead."""
+    if is_remote(settings.model):
+        return connect(settings)
     path = resolve_model(settings.model, settings)  # offline: names, paths, or the demo
     f = open_gguf(path)
     try:
-        backend_name = choose_backend(f.architecture, settings.backend)
+        opener = OPENERS[choose_backend(f.architecture, settings.backend)]
         metadata = f.metadata
-        if backend_name == "llama":
-            f.close()
-            from dg_chat.engine.backends.llama import load_llama_engine_parts  # noqa: PLC0415 - only the chosen backend loads
-
-            backend, tokenizer = load_llama_engine_parts(path, settings)
-        else:
-            from dg_chat.engine.backends.torch_dg.backend import TorchBackend  # noqa: PLC0415 - only the chosen backend loads
-
-            if "rope_freqs.weight" in f.tensors:  # the engine divides by them
-                check_divisors(f, "rope_freqs.weight")
-            backend = TorchBackend(f, settings.device, settings.kernels)  # keeps the file mapped, closes it on close()
-            tokenizer = _tokenizer(path, metadata)
     except BaseException:
         f.close()
         raise
-    chat = chat_format_for(metadata, tokenizer)
-    return Engine(backend, tokenizer, chat, end_ids=chat.end_ids, name=str(metadata.get("general.name") or path.stem),
-                  file=str(path), quant=file_type_name(metadata.get("general.file_type")) or "")
+    opened = opener(f, settings)  # the opener owns f from here on
+    try:
+        chat = chat_format_for(metadata, opened.tokenizer)
+    except BaseException:
+        opened.backend.close()
+        raise
+    return Engine(opened.backend, opened.tokenizer, chat, end_ids=chat.end_ids,
+                  name=str(metadata.get("general.name") or path.stem), file=str(path),
+                  quant=file_type_name(metadata.get("general.file_type")) or "")

@@ -39,27 +39,36 @@ Deliberate differences from the references, all visible in tests/test_mask_sampl
 from __future__ import annotations
 
 import weakref
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from dg_chat.config import DREAM_ALGORITHMS, LLADA_ALGORITHMS, SamplerSettings
+from dg_chat.config import (
+    DREAM_ALGORITHMS,
+    LLADA_ALGORITHMS,
+    RND1_ALGORITHMS,
+    Algorithm,
+    AlgorithmChoice,
+    SamplerSettings,
+)
 from dg_chat.engine.backends.base import Backend
 from dg_chat.engine.events import CanvasStep
 from dg_chat.engine.sampling import BlockDenoiser, BlockResult, NonFiniteLogits
 from dg_chat.errors import DgChatError
+from dg_chat.gguf.architectures import MaskArchitecture, is_mask_architecture
 
-FAMILY_ALGORITHM = {"dream": "entropy", "llada": "low_confidence", "llada-moe": "low_confidence", "rnd1": "rnd1"}
+FAMILY_ALGORITHM: dict[MaskArchitecture, Algorithm] = {"dream": "entropy", "llada": "low_confidence",
+                                           "llada-moe": "low_confidence", "rnd1": "rnd1"}
 """What `auto` means: the algorithm each family's reference code or demo uses by default."""
 
 
-def resolve_algorithm(name: str, architecture: str) -> str:
+def resolve_algorithm(name: AlgorithmChoice, architecture: str) -> Algorithm:
     if name != "auto":
         return name
-    try:
-        return FAMILY_ALGORITHM[architecture]
-    except KeyError:
-        raise DgChatError(f"no default unmasking algorithm for '{architecture}' models; set --algorithm") from None
+    if not is_mask_architecture(architecture):
+        raise DgChatError(f"no default unmasking algorithm for '{architecture}' models; set --algorithm")
+    return FAMILY_ALGORITHM[architecture]
 
 
 # -- schedules: how many positions a step unmasks ------------------------------------------
@@ -183,6 +192,20 @@ def top_positions(scores: torch.Tensor, k: int) -> torch.Tensor:
 
 # -- one step -------------------------------------------------------------------------------
 
+@dataclass(frozen=True, slots=True)
+class UnmaskingStep:
+    """What one step decides for the m still-masked positions of a canvas (every algorithm's record)."""
+
+    chosen: torch.Tensor
+    """int64 [k]: the masked positions unmasked now, as indices into the m masked positions."""
+    tokens: torch.Tensor
+    """int64 [k]: the tokens they get."""
+    prediction: torch.Tensor
+    """int64 [m]: the predicted token of every masked position (the canvas's best guess, shown live)."""
+    entropy: torch.Tensor
+    """float32 [m]: entropy of every masked position's distribution, in nats."""
+
+
 _SCRATCH: weakref.WeakKeyDictionary[Backend, dict[str, torch.Tensor]] = weakref.WeakKeyDictionary()
 """Per backend (one turn at a time each): the sampler's [canvas, vocab] work buffers."""
 
@@ -202,9 +225,10 @@ class MaskSampler:
         # [canvas, vocab] float32 work buffers, allocated (and page-faulted in, by zeroing) once per
         # backend: writing fresh ones costs as much as the softmax itself, on every step.
         shape = (backend.canvas_length, backend.vocab_size)
-        self._buffers = _SCRATCH.get(backend)
-        if self._buffers is None or self._buffers["probs"].shape != shape:
-            self._buffers = _SCRATCH[backend] = {"probs": torch.zeros(shape), "rows": torch.zeros(shape)}
+        buffers = _SCRATCH.get(backend)
+        if buffers is None or buffers["probs"].shape != shape:
+            buffers = _SCRATCH[backend] = {"probs": torch.zeros(shape), "rows": torch.zeros(shape)}
+        self._buffers = buffers
         # The generation window (the canvases the loop can produce) is fixed once the prompt is in.
         n = backend.canvas_length
         room = (backend.context_length - backend.cached_tokens) // n
@@ -224,10 +248,10 @@ class MaskSampler:
             if not torch.isfinite(logits.sum()):  # one pass, one scalar per step
                 raise NonFiniteLogits(backend.path)
             rows = logits if len(masked) == n else torch.index_select(logits, 0, masked, out=self._rows(len(masked)))
-            chosen, tokens, predicted, row_entropy = self._step(rows, step, n, llada_counts)
-            canvas[masked[chosen]] = tokens
+            decided = self._step(rows, step, n, llada_counts)
+            canvas[masked[decided.chosen]] = decided.tokens
             new_prediction = canvas.clone()
-            new_prediction[masked] = predicted
+            new_prediction[masked] = decided.prediction
             changed = new_prediction != prediction
             prediction = new_prediction
             yield CanvasStep(
@@ -236,21 +260,20 @@ class MaskSampler:
                 argmax=prediction.to(torch.int32).numpy(),
                 accepted=(canvas != self.mask_id).numpy(),
                 changed=changed.numpy(),
-                mean_entropy=float(row_entropy.mean()),
+                mean_entropy=float(decided.entropy.mean()),
             )
-            if len(chosen) == len(masked):  # nothing left to unmask
+            if len(decided.chosen) == len(masked):  # nothing left to unmask
                 break
         return BlockResult(canvas.clone(), step)
 
-    def _step(self, rows: torch.Tensor, step: int, n_canvas: int,
-              llada_counts: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _step(self, rows: torch.Tensor, step: int, n_canvas: int, llada_counts: list[int]) -> UnmaskingStep:
         """For the masked rows' logits [m, V] of 1-based `step`: which rows to unmask, their
         tokens, the prediction of every row and the entropy of every row's distribution."""
         if self.algorithm in LLADA_ALGORITHMS:
             return self._llada(rows, llada_counts[step - 1])
         if self.algorithm in DREAM_ALGORITHMS:
             return self._dream(rows, step - 1)
-        if self.algorithm == "rnd1":
+        if self.algorithm in RND1_ALGORITHMS:
             return self._rnd1(rows, step, n_canvas)
         raise DgChatError(f"unknown unmasking algorithm {self.algorithm!r}")
 
@@ -267,7 +290,7 @@ class MaskSampler:
     def _distribution(self, logits: torch.Tensor) -> Distribution:
         return Distribution(logits, self._buffers["probs"][:len(logits)])
 
-    def _llada(self, rows: torch.Tensor, count: int):
+    def _llada(self, rows: torch.Tensor, count: int) -> UnmaskingStep:
         t = self.settings.temperature
         dist = self._distribution(self._tempered(rows, 0))  # LLaDA ranks by the untempered softmax
         if t > 0:  # sample softmax(rows / t), as LLaDA's Gumbel-max does (a copy: LLaDA's canvas is small)
@@ -279,9 +302,9 @@ class MaskSampler:
         else:
             confidence = torch.rand(len(rows), generator=self.generator)
         chosen = top_positions(confidence, count)
-        return chosen, x0[chosen], x0, dist.entropy
+        return UnmaskingStep(chosen, x0[chosen], x0, dist.entropy)
 
-    def _dream(self, rows: torch.Tensor, step: int):
+    def _dream(self, rows: torch.Tensor, step: int) -> UnmaskingStep:
         s = self.settings
         logits = self._tempered(rows, s.temperature)
         probs = self._buffers["probs"][:len(rows)]
@@ -291,7 +314,7 @@ class MaskSampler:
             move = torch.rand(len(rows), generator=self.generator) < dream_transfer_probability(step, self.timesteps)
             chosen = move.nonzero().squeeze(-1)
             x0 = self._sampled_at(dist, x0, chosen)
-            return chosen, x0[chosen], x0, dist.entropy
+            return UnmaskingStep(chosen, x0[chosen], x0, dist.entropy)
         if self.algorithm == "maskgit_plus":
             if s.temperature > 0:
                 x0 = dist.sample(self.generator)
@@ -308,9 +331,9 @@ class MaskSampler:
             chosen = top_positions(confidence, count)
         if self.algorithm != "maskgit_plus":  # margin and entropy do not depend on the draw
             x0 = self._sampled_at(dist, x0, chosen)
-        return chosen, x0[chosen], x0, dist.entropy
+        return UnmaskingStep(chosen, x0[chosen], x0, dist.entropy)
 
-    def _sampled_at(self, dist, x0: torch.Tensor, chosen: torch.Tensor) -> torch.Tensor:
+    def _sampled_at(self, dist: Distribution, x0: torch.Tensor, chosen: torch.Tensor) -> torch.Tensor:
         """`x0` with tokens drawn at the `chosen` positions only (at T > 0): the others are not
         kept, so drawing them would only cost time (same distribution at the kept positions)."""
         if self.settings.temperature <= 0 or not len(chosen):
@@ -319,7 +342,7 @@ class MaskSampler:
         x0[chosen] = dist.sample(self.generator, chosen)
         return x0
 
-    def _rnd1(self, rows: torch.Tensor, step: int, n_canvas: int):
+    def _rnd1(self, rows: torch.Tensor, step: int, n_canvas: int) -> UnmaskingStep:
         s = self.settings
         logits = self._tempered(rows, s.temperature)
         probs = self._buffers["probs"][:len(rows)]
@@ -327,4 +350,4 @@ class MaskSampler:
         x0 = dist.sample(self.generator) if s.temperature > 0 else dist.argmax
         keep = rnd1_kept_masked(n_canvas, step, self.steps)
         chosen = top_positions(-dist.entropy, max(0, len(rows) - keep))
-        return chosen, x0[chosen], x0, dist.entropy
+        return UnmaskingStep(chosen, x0[chosen], x0, dist.entropy)

@@ -19,8 +19,9 @@ multinomial's C x V exponential draws are what a CPU step spends most of its tim
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Generator
 from dataclasses import dataclass
-from typing import Generator, Protocol
+from typing import Protocol
 
 import torch
 

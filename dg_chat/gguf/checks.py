@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 from gguf.constants import GGMLQuantizationType
@@ -40,11 +40,11 @@ def _fail(f: GGUFFile, key: str, value: Any, expected: str) -> GGUFError:
     return GGUFError(f"{f.path}: metadata '{key}' {found}, expected {expected}")
 
 
-def _is_int(value: Any) -> bool:
+def _is_int(value: Any) -> TypeGuard[int | np.integer]:
     return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
 
-def _is_number(value: Any) -> bool:
+def _is_number(value: Any) -> TypeGuard[int | float | np.integer | np.floating]:
     return _is_int(value) or isinstance(value, (float, np.floating))
 
 

@@ -8,8 +8,8 @@ equal `gguf.quants.dequantize` bit for bit: the same float32 operations in the s
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from math import prod
-from typing import Callable
 
 import torch
 from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType as Q
@@ -136,7 +136,8 @@ def dequantize(raw: torch.Tensor, qtype: Q | int, shape: tuple[int, ...] | None 
         raise ValueError(f"{name}: expected uint8 rows of bytes, got {raw.dtype} of shape {tuple(raw.shape)}")
     block, type_size = GGML_QUANT_SIZES[qtype]
     if raw.shape[-1] % type_size:
-        raise ValueError(f"{name}: rows of {raw.shape[-1]} bytes are not whole {qtype.name} blocks of {type_size} bytes")
+        raise ValueError(f"{name}: rows of {raw.shape[-1]} bytes are not whole {qtype.name} blocks "
+                         f"of {type_size} bytes")
     row_shape = (*raw.shape[:-1], raw.shape[-1] // type_size * block)
     if shape is not None and prod(shape) != prod(row_shape):
         raise ValueError(f"{name}: shape {tuple(shape)} does not hold the {prod(row_shape)} values of the bytes")

@@ -14,6 +14,7 @@ import os
 import re
 import struct
 from dataclasses import dataclass, replace
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -108,7 +109,7 @@ class _Cursor:
         self.need(count * 8, what)  # each string has at least its 8-byte length: no absurd counts
         buf, pos, size = self.buf, self.pos, self.size
         unpack = _U64.unpack_from
-        raw = []
+        raw: list[bytes] = []
         append = raw.append
         for _ in range(count):
             if pos + 8 > size:
@@ -185,7 +186,8 @@ class GGUFFile:
         n_kv = cur.scalar("Q", "header")
         # Smallest possible entries: a KV is 8+0+4+1 bytes, a tensor info 8+0+4+8+4+8.
         if n_kv * 13 > cur.size or n_tensors * 32 > cur.size:
-            raise cur.fail(f"corrupt or truncated header: {n_kv} metadata entries and {n_tensors} tensors cannot fit in {cur.size} bytes")
+            raise cur.fail(f"corrupt or truncated header: {n_kv} metadata entries and {n_tensors} tensors "
+                           f"cannot fit in {cur.size} bytes")
 
         self.metadata: dict[str, Any] = {}
         for i in range(n_kv):
@@ -215,7 +217,7 @@ class GGUFFile:
         for name, ne, raw_type, rel_offset in infos:
             self.tensors[name] = self._tensor_info(cur, name, ne, raw_type, rel_offset)
         spans = sorted((t.offset, t.offset + t.n_bytes, t.name) for t in self.tensors.values())
-        for (_, end, a), (start, _, b) in zip(spans, spans[1:]):
+        for (_, end, a), (start, _, b) in pairwise(spans):
             if start < end:
                 raise cur.fail(f"tensors '{a}' and '{b}' overlap")
 

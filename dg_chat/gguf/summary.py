@@ -13,10 +13,11 @@ from typing import Any
 
 from gguf.constants import LlamaFileType
 
+from dg_chat.gguf.architectures import MASK_ARCHITECTURES
 from dg_chat.gguf.reader import GGUFFile
 
 # Mask-token diffusion models denoise the whole answer at once: they have no canvas length.
-MASK_DIFFUSION_ARCHITECTURES = frozenset({"dream", "llada", "llada-moe", "rnd1"})
+MASK_DIFFUSION_ARCHITECTURES = frozenset(MASK_ARCHITECTURES)
 CANVAS_LENGTH_KEY = "diffusion.canvas_length"  # no architecture prefix (diffusiongemma-spec §5.1)
 
 

@@ -7,7 +7,8 @@ to U+FFFD) are one quiet placeholder cell each, noise is cut short, a mask token
 
 from __future__ import annotations
 
-from typing import Callable, Literal, Protocol
+from collections.abc import Callable
+from typing import Literal, Protocol
 
 import numpy as np
 
@@ -25,9 +26,14 @@ LEGEND: tuple[tuple[str, Kind], ...] = (
 
 
 class Canvas(Protocol):
-    tokens: np.ndarray
-    accepted: np.ndarray
-    changed: np.ndarray
+    """A step's canvas as shown (CanvasStep, the TUI's frames): read-only here."""
+
+    @property
+    def tokens(self) -> np.ndarray: ...
+    @property
+    def accepted(self) -> np.ndarray: ...
+    @property
+    def changed(self) -> np.ndarray: ...
 
 
 def token_runs(canvas: Canvas, piece: Callable[[int], str], mask_id: int | None,

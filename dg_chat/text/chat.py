@@ -11,12 +11,13 @@ In all of them, message text is tokenized without special-token parsing: a user 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Mapping, Protocol, Sequence
+from typing import Any, Literal, Protocol
 
 from dg_chat.errors import DgChatError
 from dg_chat.text.template import ChatTemplate
-from dg_chat.text.tokenizer import Tokenizer
+from dg_chat.text.tokenizer import SpecialTokenText
 
 Role = Literal["system", "user", "model"]
 
@@ -30,6 +31,9 @@ class Message:
 
 
 class ChatFormat(Protocol):
+    end_ids: frozenset[int]
+    """Token ids that end a model turn (`end_token_ids`)."""
+
     def render(self, messages: Sequence[Message], *, thinking: bool) -> list[int]:
         """Token ids of the whole conversation plus the generation prompt for the next model turn.
         User and model text is tokenized without special-token parsing."""
@@ -46,11 +50,11 @@ _END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|eom_id|>", "<|endoftext|>"
 _THOUGHT_HEADER = "thought\n"
 
 
-def _is_gemma4(metadata: Mapping[str, Any], tokenizer: Tokenizer) -> bool:
+def _is_gemma4(metadata: Mapping[str, Any], tokenizer: SpecialTokenText) -> bool:
     return metadata.get("tokenizer.ggml.model") == "gemma4" or tokenizer.special_id("<|turn>") is not None
 
 
-def end_token_ids(metadata: Mapping[str, Any], tokenizer: Tokenizer) -> frozenset[int]:
+def end_token_ids(metadata: Mapping[str, Any], tokenizer: SpecialTokenText) -> frozenset[int]:
     """Ids that end a model turn: for Gemma 4 EOS, <turn|> and <|tool_response> ({1, 106, 50})."""
     if _is_gemma4(metadata, tokenizer):
         ids = [tokenizer.eos_id, tokenizer.special_id("<turn|>"), tokenizer.special_id("<|tool_response>")]
@@ -60,7 +64,7 @@ def end_token_ids(metadata: Mapping[str, Any], tokenizer: Tokenizer) -> frozense
     return frozenset(i for i in ids if i is not None)
 
 
-def chat_format_for(metadata: Mapping[str, Any], tokenizer: Tokenizer) -> ChatFormat:
+def chat_format_for(metadata: Mapping[str, Any], tokenizer: SpecialTokenText) -> ChatFormat:
     source = metadata.get("tokenizer.chat_template")
     template = ChatTemplate(source) if source else None
     ends = end_token_ids(metadata, tokenizer)
@@ -99,7 +103,7 @@ class Gemma4Format:
     system prompt, if any). Thinking off: the generation prompt pre-fills an empty, closed thought,
     `<|channel>thought\\n<channel|>`, so the model answers directly."""
 
-    def __init__(self, tokenizer: Tokenizer, end_ids: frozenset[int], *, newline_after_think: bool = True):
+    def __init__(self, tokenizer: SpecialTokenText, end_ids: frozenset[int], *, newline_after_think: bool = True):
         self._tokenizer = tokenizer
         self.end_ids = end_ids
         self._after_think = "\n" if newline_after_think else ""
@@ -160,7 +164,7 @@ class JinjaFormat:
     and the rendered text is split at the sentinels: only the template's own text is searched for
     special tokens, the messages' text is put back and encoded as plain text."""
 
-    def __init__(self, template: ChatTemplate, tokenizer: Tokenizer, end_ids: frozenset[int]):
+    def __init__(self, template: ChatTemplate, tokenizer: SpecialTokenText, end_ids: frozenset[int]):
         self._template = template
         self._tokenizer = tokenizer
         self.end_ids = end_ids
@@ -207,7 +211,7 @@ class PlainFormat:
 
     _LABELS = {"system": "System", "user": "User", "model": "Assistant"}
 
-    def __init__(self, tokenizer: Tokenizer, end_ids: frozenset[int]):
+    def __init__(self, tokenizer: SpecialTokenText, end_ids: frozenset[int]):
         self._tokenizer = tokenizer
         self.end_ids = end_ids
 

@@ -49,5 +49,5 @@ class ChatTemplate:
             return self._template.render(messages=messages, tools=None, documents=None,
                                          add_generation_prompt=True, enable_thinking=thinking,
                                          bos_token=bos_token, eos_token=eos_token)
-        except Exception as exc:  # the template is foreign code: any failure is the model file's
+        except Exception as exc:  # noqa: BLE001 - the template is foreign code: any failure is the model file's
             raise DgChatError(f"the model's chat template failed: {_one_line(exc)}") from None

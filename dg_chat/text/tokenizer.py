@@ -20,13 +20,13 @@ loading the same tokenizer from a saved 32 MB tokenizer.json, so nothing is cach
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Mapping, Sequence
 from functools import cached_property
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from gguf.constants import TokenType
-from tokenizers import Regex, decoders, models, normalizers, pre_tokenizers
-from tokenizers import Tokenizer as _HFTokenizer
+from tokenizers import Regex, Tokenizer as _HFTokenizer, decoders, models, normalizers, pre_tokenizers
 
 from dg_chat.errors import DgChatError
 from dg_chat.text.sanitize import visible
@@ -51,8 +51,19 @@ _ADDED_TYPES = [TokenType.CONTROL.value, TokenType.USER_DEFINED.value]
 _HIDDEN_TYPES = [TokenType.CONTROL.value, TokenType.UNUSED.value]
 
 class SpecialTokenText:
-    """Prompt building shared by dg-chat's tokenizers: special tokens come only from trusted
+    """What dg-chat's tokenizers (`Tokenizer` below, the llama backend's `LlamaTokenizer`) offer the chat
+    formats and the engine, and the prompt building they share: special tokens come only from trusted
     template text (`split_specials`) or as ids, never from `encode` of user text."""
+
+    vocab_size: int
+    bos_id: int | None
+    eos_id: int | None
+    pad_id: int | None
+    mask_id: int | None
+    add_bos: bool
+    """Whether prompts start with BOS (`tokenizer.ggml.add_bos_token`)."""
+    model: str
+    """`tokenizer.ggml.model` of the GGUF ("gemma4", "gpt2", "llama", ...)."""
 
     def __init__(self, special_by_text: Mapping[str, int]):
         self._special_by_text = dict(special_by_text)
@@ -61,6 +72,15 @@ class SpecialTokenText:
         self._special_re = re.compile("|".join(map(re.escape, alternatives))) if alternatives else None
 
     def encode(self, text: str, *, add_bos: bool = False) -> list[int]:
+        raise NotImplementedError
+
+    def token_id(self, token: str) -> int:
+        raise NotImplementedError
+
+    def decode(self, ids: Sequence[int], *, skip_special: bool = True) -> str:
+        raise NotImplementedError
+
+    def piece(self, token_id: int) -> str:
         raise NotImplementedError
 
     def split_specials(self, text: str) -> list[int | str]:
@@ -95,15 +115,7 @@ class SpecialTokenText:
 
 
 class Tokenizer(SpecialTokenText):
-    vocab_size: int
-    bos_id: int | None
-    eos_id: int | None
-    pad_id: int | None
-    mask_id: int | None
-    add_bos: bool
-    """Whether prompts start with BOS (`tokenizer.ggml.add_bos_token`)."""
-    model: str
-    """`tokenizer.ggml.model`: "gemma4" or "gpt2"."""
+    """The tokenizer a GGUF describes in its metadata (`tokenizer.ggml.model` "gemma4" or "gpt2")."""
 
     def __init__(self, backend: _HFTokenizer, tokens: Sequence[str], token_types: np.ndarray,
                  *, model: str, special_ids: Mapping[str, int | None], add_bos: bool):
@@ -118,7 +130,7 @@ class Tokenizer(SpecialTokenText):
         super().__init__({text: i for i, text in self._added.items()})
 
     @classmethod
-    def from_metadata(cls, metadata: Mapping[str, Any]) -> "Tokenizer":
+    def from_metadata(cls, metadata: Mapping[str, Any]) -> Tokenizer:
         model = metadata.get("tokenizer.ggml.model")
         if model not in ("gemma4", "gpt2"):
             raise DgChatError(f"unsupported tokenizer model {model!r} (dg-chat reads 'gemma4' and 'gpt2' tokenizers)")
@@ -142,12 +154,13 @@ class Tokenizer(SpecialTokenText):
         pre = metadata.get("tokenizer.ggml.pre")
         if model == "gpt2" and pre not in _GPT2_PRE and pre not in _REGEX_PRE:
             raise DgChatError(f"unsupported pre-tokenizer {pre!r} of a gpt2 tokenizer")
-        pairs = [tuple(merge.split(" ", 1)) for merge in merges]
-        if any(len(pair) != 2 for pair in pairs):
+        split = [merge.split(" ", 1) for merge in merges]
+        if any(len(pair) != 2 for pair in split):
             raise DgChatError("tokenizer.ggml.merges has an entry that is not two tokens joined by a space")
+        pairs = [(left, right) for left, right in split]
         try:
             backend = _pipeline(model, pre, {token: i for i, token in enumerate(tokens)}, pairs)
-        except Exception as exc:  # `tokenizers` reports an inconsistent vocabulary as a plain Exception
+        except Exception as exc:  # noqa: BLE001 - `tokenizers` reports an inconsistent vocabulary as a plain Exception
             reason = " ".join(str(exc).split())
             raise DgChatError(f"the {model} tokenizer in this GGUF is inconsistent: {reason}") from None
         return cls(backend, tokens, types, model=model, special_ids=special_ids,
@@ -194,7 +207,7 @@ class Tokenizer(SpecialTokenText):
         return [visible(text) for text in texts]
 
 
-def _pipeline(model: str, pre: str | None, vocab: dict[str, int], merges: list[tuple[str, ...]]) -> _HFTokenizer:
+def _pipeline(model: str, pre: str | None, vocab: dict[str, int], merges: list[tuple[str, str]]) -> _HFTokenizer:
     """The `tokenizers` pipeline of a GGUF tokenizer, without its special tokens."""
     if model == "gemma4":
         backend = _HFTokenizer(models.BPE(vocab, merges, byte_fallback=True, fuse_unk=True, unk_token="<unk>"))
@@ -202,7 +215,7 @@ def _pipeline(model: str, pre: str | None, vocab: dict[str, int], merges: list[t
         backend.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()])
         return backend
     backend = _HFTokenizer(models.BPE(vocab, merges, ignore_merges=pre in _IGNORE_MERGES_PRE))
-    if pre in _GPT2_PRE:
+    if pre is None or pre in _GPT2_PRE:
         backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     else:
         backend.pre_tokenizer = pre_tokenizers.Sequence([

@@ -58,8 +58,13 @@ def main(argv: list[str]) -> dict[str, Any]:
 
     import torch
 
-    from tests.support.cuda_compile import (PublishedWidths, cuda_backend_unavailable, record_step, run_compile,
-                                            triton_backend)
+    from tests.support.cuda_compile import (
+        PublishedWidths,
+        cuda_backend_unavailable,
+        record_step,
+        run_compile,
+        triton_backend,
+    )
 
     if reason := cuda_backend_unavailable():
         return {"error": reason}
@@ -131,7 +136,7 @@ def _record_sass_cases() -> list[dict[str, Any]]:
                     top_i, top_w = torch.zeros(m, 1, dtype=torch.int64), torch.ones(m, 1)
                     moe.experts(x, weight(types[0], 1, 2 * WIDTH, HIDDEN), weight(types[1], 1, HIDDEN, WIDTH),
                                 top_i, top_w, int8_activations=int8)
-            for launch, label in zip((r for r in launches if "_align_" not in r.kernel), types):
+            for launch, label in zip((r for r in launches if "_align_" not in r.kernel), types, strict=False):
                 name = {"_gate_up_kernel": "moe gate_up", "_down_kernel": "moe down"}.get(launch.kernel.split(":")[1],
                                                                                            kernel)
                 if launch.key() not in seen:  # the two MoE cases launch the same gate_up

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import argparse
 import time
-from typing import Callable
+from collections.abc import Callable
+from functools import partial
 
 import numpy as np
 import torch
@@ -53,8 +54,8 @@ def main(argv: list[str]) -> dict:
         raw = quantized(qtype, (args.rows, args.cols), rng)
         raw_t = torch.from_numpy(raw).to(device)
         megabytes = raw.nbytes / 1e6
-        ref = best_seconds(lambda: quants.dequantize(raw, qtype), args.repeat, lambda: None)
-        ours = best_seconds(lambda: dequantize(raw_t, qtype), args.repeat, sync)
+        ref = best_seconds(partial(quants.dequantize, raw, qtype), args.repeat, lambda: None)
+        ours = best_seconds(partial(dequantize, raw_t, qtype), args.repeat, sync)
         results[qtype.name] = {
             "MB": round(megabytes, 2),
             "gguf_quants_MB_s": round(megabytes / ref, 1),

@@ -136,7 +136,8 @@ def main(argv: list[str]) -> dict:
         "ours": {"seconds": best_ours, "tokens_per_s": tokens / best_ours, "seconds_per_step": best_ours / forwards},
         "ours_fast_draws": {"seconds": best_fast, "tokens_per_s": tokens / best_fast,
                             "seconds_per_step": best_fast / forwards},
-        "transformers": {"seconds": best_ref, "tokens_per_s": tokens / best_ref, "seconds_per_step": best_ref / forwards},
+        "transformers": {"seconds": best_ref, "tokens_per_s": tokens / best_ref,
+                         "seconds_per_step": best_ref / forwards},
         "speed_ratio": best_ref / best_ours,
         "speed_ratio_fast_draws": best_ref / best_fast,
         # final growth: what stays resident (weights, caches); peak - final: transient activations

@@ -45,8 +45,9 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -317,8 +318,9 @@ def measure_launches(device: torch.device) -> dict[str, Any]:
 
 def _raw_weight(qtype, n: int, k: int, generator: torch.Generator, experts: int | None = None):
     """Random valid raw blocks [(experts,) n, row_bytes] of `qtype` (values of std 0.02)."""
-    import q4_k_m_layout
     from gguf import GGMLQuantizationType as Q
+
+    import q4_k_m_layout
 
     shape = (n, k) if experts is None else (experts, n, k)
     if qtype in q4_k_m_layout.UNIT_STD:

@@ -13,8 +13,9 @@ import importlib.util
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from tokenizers import Tokenizer as HFTokenizer
 

@@ -33,15 +33,23 @@ import time
 import pytest
 import torch
 
-from tests.support.cuda_compile import (TARGETS, PublishedWidths, Variant, cuda_backend_unavailable, record_step,
-                                        report, run_compile, triton_backend)
+from tests.support.cuda_compile import (
+    TARGETS,
+    PublishedWidths,
+    Variant,
+    cuda_backend_unavailable,
+    record_step,
+    report,
+    run_compile,
+    triton_backend,
+)
 
 pytest.importorskip("transformers")
 if reason := cuda_backend_unavailable():
     pytest.skip(reason, allow_module_level=True)
 
-from dg_chat.engine.backends.torch_dg.kernels import runtime  # noqa: E402 - after the skip: imports triton
-from tests.support.tiny_dg import tiny_q4_k_m  # noqa: E402
+from dg_chat.engine.backends.torch_dg.kernels import runtime  # after the skip: imports triton
+from tests.support.tiny_dg import tiny_q4_k_m
 
 if runtime.unavailable_reason(torch.device("cpu")):
     pytest.skip("recording runs the host code under TRITON_INTERPRET=1", allow_module_level=True)
@@ -89,7 +97,8 @@ def test_the_recording_covers_every_kernel_in_both_dtypes_for_both_targets(varia
     for target in TARGETS:
         compiled = {v.kernel.split(":")[1] for v in variants if v.target == target}
         assert compiled >= expected, f"{target}: never launched: {sorted(expected - compiled)}"
-        x_types = {v.signature["x_ptr"] for v in variants if v.target == target and v.kernel.endswith(":_linear_kernel")}
+        x_types = {v.signature["x_ptr"] for v in variants
+                   if v.target == target and v.kernel.endswith(":_linear_kernel")}
         assert x_types == {"*fp32", "*bf16"}, x_types
         published = {(v.kernel.split(":")[1], v.constexprs.get("BLOCK") or v.constexprs.get("E_PAD"))
                      for v in variants if v.target == target and any("published" in p for p in v.phases)}

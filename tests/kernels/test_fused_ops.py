@@ -4,7 +4,8 @@ at the real sizes with a few tokens, under Triton's interpreter."""
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 import torch

@@ -51,7 +51,8 @@ class PeakedBackend:
         self.calls += 1
         logits = self.base + self.sway[canvas][:, None] * torch.linspace(-1, 1, self.vocab_size)
         if self_cond is not None:  # the reference hands over probs, the fused sampler lse
-            probs = self_cond.probs if self_cond.probs is not None else (self_cond.logits - self_cond.lse[:, None]).exp()
+            probs = (self_cond.probs if self_cond.probs is not None
+                     else (self_cond.logits - self_cond.lse[:, None]).exp())
             logits = logits + 0.1 * probs
         return 30 * torch.tanh(logits / 30)
 
@@ -217,7 +218,7 @@ def test_denoise_block_steps_and_stops_like_the_reference():
     reference_steps, reference = run_block(make(EntropyBoundSampler, settings), PeakedBackend())
     assert fused.steps == reference.steps == len(fused_steps) == 4
     assert torch.equal(fused.tokens, reference.tokens) and torch.equal(fused.tokens, PeakedBackend().target)
-    for ours, theirs in zip(fused_steps, reference_steps):
+    for ours, theirs in zip(fused_steps, reference_steps, strict=True):
         assert (ours.block, ours.step, ours.max_steps) == (theirs.block, theirs.step, theirs.max_steps)
         assert ours.tokens.dtype == ours.argmax.dtype == theirs.tokens.dtype
         assert ours.accepted.dtype == ours.changed.dtype == bool

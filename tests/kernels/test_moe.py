@@ -52,7 +52,7 @@ def _check_alignment(top_i: torch.Tensor, n_experts: int, block_m: int) -> tuple
     used = expert_ids >= 0
     assert torch.equal(used, (blocks < n).any(1)), "-1 exactly on the blocks without assignments"
     assert torch.equal(used, torch.arange(len(used)) < used.sum()), "-1 only as a tail"
-    for block, expert in zip(blocks[used], expert_ids[used]):
+    for block, expert in zip(blocks[used], expert_ids[used], strict=True):
         assert (flat[block[block < n].long()] == expert).all(), "a block holds one expert"
     counts = torch.bincount(flat, minlength=n_experts)
     assert torch.equal(torch.bincount(expert_ids[used].long(), minlength=n_experts),

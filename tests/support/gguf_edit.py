@@ -45,7 +45,8 @@ def split(src: Path, first: Path, parts: int) -> list[Path]:
         names = list(f.tensors)
         for index, path in enumerate(paths):
             w = gguf.GGUFWriter(str(path), f.architecture)
-            kvs = {key: value for key, value in f.metadata.items() if key not in ("general.architecture", "GGUF.version")}
+            kvs = {key: value for key, value in f.metadata.items()
+                   if key not in ("general.architecture", "GGUF.version")}
             w.add_uint16("split.no", index)
             w.add_uint16("split.count", parts)
             w.add_int32("split.tensors.count", len(names))

@@ -48,7 +48,8 @@ def shapes(dims: Dims = Dims()) -> dict[str, tuple[int, ...]]:
     """name -> numpy-order shape of every tensor (spec §5.2: 7 global, 23 per sliding layer, 22 per full)."""
     h, ff = dims.hidden, dims.ff
     out: dict[str, tuple[int, ...]] = {
-        "token_embd.weight": (dims.vocab, h), "output_norm.weight": (h,), "rope_freqs.weight": (dims.full_head_dim // 2,),
+        "token_embd.weight": (dims.vocab, h), "output_norm.weight": (h,),
+        "rope_freqs.weight": (dims.full_head_dim // 2,),
         "self_cond_pre_norm.weight": (h,), "self_cond_gate.weight": (ff, h), "self_cond_up.weight": (ff, h),
         "self_cond_down.weight": (h, ff),
     }

@@ -22,7 +22,8 @@ def hf_model(*, vocab_size: int = 512, layer_types=("sliding_attention", "full_a
         vocab_size=vocab_size, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=len(layer_types),
         num_attention_heads=heads, num_key_value_heads=heads // 2, head_dim=head_dim, global_head_dim=2 * head_dim,
         num_global_key_value_heads=max(1, heads // 4), sliding_window=sliding_window, layer_types=list(layer_types),
-        num_experts=experts, top_k_experts=top_k, moe_intermediate_size=expert_ff, max_position_embeddings=max_positions)
+        num_experts=experts, top_k_experts=top_k, moe_intermediate_size=expert_ff,
+        max_position_embeddings=max_positions)
     vision = Gemma4VisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
                                 num_key_value_heads=2, head_dim=16, position_embedding_size=64)
     config = DiffusionGemmaConfig(text_config=text, vision_config=vision, canvas_length=canvas_length)

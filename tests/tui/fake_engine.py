@@ -1,4 +1,5 @@
-"""A scripted engine with the interface of dg_chat.engine.engine.Engine, for TUI tests.
+"""A scripted engine, a `TurnEngine` as dg_chat.engine.engine.Engine is (tests/test_turn_engine.py checks
+both against dg_chat/engine/turn_engine.py), for TUI tests.
 
 Each turn is deterministic: the reply text (a function of the conversation) is split into
 word tokens, laid out in canvases, and every canvas is "denoised" over a few steps: random
@@ -15,14 +16,15 @@ import random
 import re
 import threading
 import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
 from dg_chat.config import SamplerSettings, Settings
 from dg_chat.engine.events import BlockCommitted, CanvasStep, Event, PromptEncoded, Stats, TurnFailed, TurnFinished
 from dg_chat.engine.model_info import ModelInfo
+from dg_chat.engine.turn_engine import ContextUse
 from dg_chat.errors import DgChatError
 from dg_chat.text.chat import Message
 
@@ -101,6 +103,11 @@ class ScriptedEngine:
 
     def prompt_ids(self, messages: Sequence[Message], thinking: bool) -> list[int]:
         return [token for m in messages for token in [*self.tokenizer.encode(m.content), EOS]]
+
+    def context_use(self, messages: Sequence[Message], thinking: bool) -> ContextUse:
+        last = self.tokenizer.encode(messages[-1].content) if messages else []
+        return ContextUse(len(self.prompt_ids(messages, thinking)), len(last), self.backend.canvas_length,
+                          self.backend.context_length)
 
     def turn(self, messages: Sequence[Message], sampler: SamplerSettings,
              cancel: threading.Event | None = None) -> Iterator[Event]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dg_chat.config import Settings
 from dg_chat.errors import DgChatError
-from dg_chat.tui.app import binding_ids, key_bindings
+from dg_chat.tui.bindings import binding_ids, key_bindings
 from dg_chat.tui.screens.help import HelpScreen
 from dg_chat.tui.screens.model_picker import ModelPicker
 from dg_chat.tui.widgets.message import MessageView

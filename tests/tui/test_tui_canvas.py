@@ -6,7 +6,7 @@ import numpy as np
 from textual.app import App, ComposeResult
 from textual.message import Message
 
-from dg_chat.tui.recording import Frame
+from dg_chat.recording import Frame
 from dg_chat.text.canvas import BYTE_GLYPH, END_GLYPH, MASK_GLYPH, token_runs
 from dg_chat.tui.widgets.canvas import CanvasFrame, CanvasView, frame_header, wrap_runs
 from tests.tui.conftest import wait_until

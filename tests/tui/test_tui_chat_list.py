@@ -58,6 +58,6 @@ async def test_a_deleted_chat_can_be_brought_back_with_u(make_app, store):
 async def test_a_delete_not_undone_is_carried_out(make_app, store):
     app = make_app(ScriptedEngine())
     async with app.run_test(size=SIZE) as pilot:
-        chat_list = await delete_the_second_of_two_chats(pilot)
+        await delete_the_second_of_two_chats(pilot)
         assert len(store.chats()) == 2  # still undoable
     assert [c.title for c in store.chats()] == ["pears"]  # purged when the app ends

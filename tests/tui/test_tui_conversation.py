@@ -9,9 +9,10 @@ from textual.widgets import Markdown
 from dg_chat.config import Settings
 from dg_chat.engine.events import EMPTY_ANSWER, BlockCommitted, PromptEncoded, TurnFailed, TurnFinished
 from dg_chat.store import StoreError
-from dg_chat.tui.app import DgChatApp, TurnEvent
+from dg_chat.tui.app import DgChatApp
 from dg_chat.tui.screens.replay import ReplayScreen
 from dg_chat.tui.screens.settings import SettingsScreen
+from dg_chat.tui.turns import TurnEvent
 from dg_chat.tui.widgets.canvas import CanvasFrame, CanvasView
 from dg_chat.tui.widgets.message import MessageView
 from dg_chat.tui.widgets.prompt import Prompt
@@ -71,7 +72,11 @@ async def test_escape_stops_and_keeps_the_partial_answer(make_app, store):
     engine = ScriptedEngine(lambda m: LONG, pause_at=(1, 2))
     blocks = []
     app = make_app(engine)
-    hook = lambda m: isinstance(m, TurnEvent) and isinstance(m.event, BlockCommitted) and blocks.append(m.event)
+
+    def hook(m):
+        if isinstance(m, TurnEvent) and isinstance(m.event, BlockCommitted):
+            blocks.append(m.event)
+
     async with app.run_test(size=SIZE, message_hook=hook) as pilot:
         await send(pilot, "go", wait=False)
         await paused(pilot, engine)
@@ -403,7 +408,7 @@ async def test_settings_screen_offers_the_mask_algorithms(make_app, store):
 
 async def test_first_run_offers_the_demo_then_starts_it(store, tmp_path, monkeypatch):
     from dg_chat import hub
-    from dg_chat.tui.first_run import FirstRunScreen
+    from dg_chat.tui.screens.first_run import FirstRunScreen
     from tests.tui.fake_engine import factory
 
     demo = tmp_path / "demo.gguf"

@@ -8,8 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from dg_chat.recording import decode_block
 from dg_chat.store import Store
-from dg_chat.tui.recording import decode_block
 
 ROOT = Path(__file__).resolve().parents[2]
 ANSWER = "The quick brown fox jumps over the lazy dog. " * 10

@@ -8,8 +8,8 @@ import numpy as np
 
 from dg_chat.config import SamplerSettings, Settings
 from dg_chat.engine.events import BlockCommitted, CanvasStep
+from dg_chat.recording import AnswerRecorder, BlockRecording, decode_block
 from dg_chat.text.chat import Message
-from dg_chat.tui.recording import AnswerRecorder, BlockRecording, decode_block
 from tests.tui.fake_engine import ScriptedEngine
 
 LONG = "The quick brown fox jumps over the lazy dog. " * 10

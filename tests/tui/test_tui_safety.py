@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dg_chat.tui.recording import Frame
+from dg_chat.recording import Frame
 from dg_chat.text.sanitize import printable
 from dg_chat.tui.text import code_blocks
 from dg_chat.tui.widgets.canvas import token_runs

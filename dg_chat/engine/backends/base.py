@@ -6,13 +6,17 @@ backends, so a backend holds no sampling logic at all.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Protocol, Sequence
+from typing import Protocol
 
 import torch
 
+from dg_chat.config import BackendName
+from dg_chat.engine.turn_engine import Noise
 from dg_chat.errors import DgChatError
+from dg_chat.text.tokenizer import SpecialTokenText
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,7 +34,9 @@ class SelfCondition:
 
 
 class Backend(Protocol):
-    name: str
+    """Structurally also the `BackendView` that front ends read (engine/turn_engine.py)."""
+
+    name: BackendName
     """"torch" or "llama"."""
     path: Path
     """The GGUF file."""
@@ -44,15 +50,18 @@ class Backend(Protocol):
     """Most tokens (prompt + all canvases) the backend can hold."""
     device: str
     """Where it computes: "cpu", "cuda:0", ..."""
-    noise: Literal["uniform", "mask"]
+    noise: Noise
     """"uniform": canvases start as random tokens (DiffusionGemma); "mask": as mask tokens (Dream, LLaDA)."""
     mask_token_id: int | None
     """The mask token of "mask" models."""
     fused_sampling: bool
     """Sample with the fused on-device sampler (the Triton path of DiffusionGemma) instead of the
     reference one."""
-    cached_tokens: int
-    """Tokens currently held as context."""
+
+    @property
+    def cached_tokens(self) -> int:
+        """Tokens currently held as context."""
+        ...
 
     def prefill(self, token_ids: Sequence[int]) -> int:
         """Make the context hold exactly `token_ids`, reusing the longest cached common prefix.
@@ -77,3 +86,12 @@ class Backend(Protocol):
 
 class BackendError(DgChatError):
     """Raised by backends for failures the user can act on (message: one line, shown as is)."""
+
+
+@dataclass(frozen=True, slots=True)
+class OpenedBackend:
+    """What a backend module's `open_backend(gguf, settings)` hands the loader (engine/loader.py)."""
+
+    backend: Backend
+    tokenizer: SpecialTokenText
+    """The model's tokenizer: built from the GGUF's metadata (torch) or libllama's own (llama)."""

@@ -9,8 +9,15 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from dg_chat.engine.backends.llama_lib import (LLAMA_ARCHITECTURES, TORCH_ARCHITECTURES, LlamaError,
-                                               libllama_architectures, library, llama_cpp_version)
+from dg_chat.config import BACKENDS, BackendChoice, BackendName
+from dg_chat.engine.backends.llama_lib import (
+    LLAMA_ARCHITECTURES,
+    TORCH_ARCHITECTURES,
+    LlamaError,
+    libllama_architectures,
+    library,
+    llama_cpp_version,
+)
 from dg_chat.errors import DgChatError
 from dg_chat.gguf.reader import open_gguf
 
@@ -30,12 +37,13 @@ def _llama_problem(architecture: str) -> str | None:
     return None
 
 
-def choose_backend(architecture: str, requested: str = "auto") -> str:
+def choose_backend(architecture: str, requested: BackendChoice = "auto") -> BackendName:
     """"torch" or "llama" for this architecture, or a DgChatError saying why not and what to do."""
     everything = ", ".join(sorted(TORCH_ARCHITECTURES | LLAMA_ARCHITECTURES))
     if requested == "torch":
         if architecture not in TORCH_ARCHITECTURES:
-            hint = "use --backend llama (or auto)" if architecture in LLAMA_ARCHITECTURES else f"dg-chat runs {everything}"
+            hint = ("use --backend llama (or auto)" if architecture in LLAMA_ARCHITECTURES
+                    else f"dg-chat runs {everything}")
             raise DgChatError(f"the torch backend runs only {', '.join(sorted(TORCH_ARCHITECTURES))} models, "
                               f"not '{architecture}'; {hint}")
         return "torch"
@@ -46,7 +54,7 @@ def choose_backend(architecture: str, requested: str = "auto") -> str:
         hint = "use --backend torch (or auto)" if architecture in TORCH_ARCHITECTURES else f"dg-chat runs {everything}"
         raise DgChatError(f"{problem}; {hint}")
     if requested != "auto":
-        raise DgChatError(f"unknown backend {requested!r} (auto, torch or llama)")
+        raise DgChatError(f"unknown backend {requested!r} ({', '.join(BACKENDS)})")
     if architecture in LLAMA_ARCHITECTURES:
         problem = _llama_problem(architecture)
         if problem is not None:
@@ -57,7 +65,7 @@ def choose_backend(architecture: str, requested: str = "auto") -> str:
     raise DgChatError(f"no backend runs the '{architecture}' architecture (supported: {everything})")
 
 
-def choose_backend_for_gguf(path: str | os.PathLike, requested: str = "auto") -> tuple[str, str]:
+def choose_backend_for_gguf(path: str | os.PathLike, requested: BackendChoice = "auto") -> tuple[str, BackendName]:
     """(architecture, backend) of a GGUF file; GGUFError or DgChatError (one line) if none fits."""
     with open_gguf(path) as gguf:
         architecture = gguf.architecture

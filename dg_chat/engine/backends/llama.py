@@ -30,27 +30,28 @@ import re
 import subprocess
 import sys
 import weakref
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
-from dg_chat.config import Settings
-from dg_chat.engine.backends.base import SelfCondition
-from dg_chat.engine.backends.llama_lib import (LLAMA_ARCHITECTURES, LlamaError, clean_log_line, library,
-                                               library_and_log)
+from dg_chat.config import BackendName, Settings
+from dg_chat.engine.backends.base import OpenedBackend, SelfCondition
+from dg_chat.engine.backends.llama_lib import LLAMA_ARCHITECTURES, LlamaError, clean_log_line, library, library_and_log
 from dg_chat.engine.backends.llama_tokenizer import LlamaTokenizer
+from dg_chat.engine.turn_engine import Noise
+from dg_chat.gguf.architectures import MOE_MASK_ARCHITECTURES, MaskArchitecture, is_mask_architecture
 from dg_chat.gguf.checks import check_divisors, check_token_ids, meta_float, meta_int, meta_ints, vocabulary_size
 from dg_chat.gguf.reader import GGUFError, GGUFFile, open_gguf
 
-CANVAS_LENGTHS = {"llada": 32, "llada-moe": 32, "dream": 256, "rnd1": 256}
+CANVAS_LENGTHS: dict[MaskArchitecture, int] = {"llada": 32, "llada-moe": 32, "dream": 256, "rnd1": 256}
 """Block length per family. LLaDA: 32, the semi-autoregressive block length of its reference
 generate.py and chat demo (and a 32-token window per step keeps its 1-token-per-step default
 cheap). Dream and RND1 denoise their whole answer as one sequence in their references (Dream's
 demos: 256-512 tokens, RND1's: 256): one 256-token canvas is the nearest block loop."""
-MOE_ARCHITECTURES = frozenset({"llada-moe", "rnd1"})
 PROMPT_BUDGET = 2048
 """Tokens of room for the conversation to grow, beyond what is decoded now, when sizing libllama's context."""
 PREFLIGHT_TIMEOUT_S = 300
@@ -60,31 +61,36 @@ PREFLIGHT_TIMEOUT_S = 300
 
 @dataclass(frozen=True, slots=True)
 class ModelInfo:
-    architecture: str
+    architecture: MaskArchitecture
     n_ctx_train: int
     tokenizer_model: str
     """`tokenizer.ggml.model` ("gpt2", "llama", ...)."""
 
 
 def read_model_info(path: Path) -> ModelInfo:
+    """`model_info` of the GGUF at `path`."""
+    with open_gguf(path) as gguf:
+        return model_info(gguf)
+
+
+def model_info(gguf: GGUFFile) -> ModelInfo:
     """What the GGUF metadata says, checked: LlamaError/GGUFError (one line) when the file cannot
     be a model this backend runs (unsupported architecture, no mask token, no vocabulary, or an
     impossible or wrongly typed value of a key that libllama or the sampler reads)."""
-    with open_gguf(path) as gguf:
-        arch = gguf.architecture
-        if arch not in LLAMA_ARCHITECTURES:
-            raise LlamaError(f"{path}: '{arch}' is not an architecture the llama.cpp backend runs "
-                             f"({', '.join(sorted(LLAMA_ARCHITECTURES))})")
-        n_vocab = vocabulary_size(gguf)
-        check_token_ids(gguf, n_vocab)
-        if gguf.get("tokenizer.ggml.mask_token_id") is None:
-            raise LlamaError(f"{path}: a {arch} model needs a mask token, but tokenizer.ggml.mask_token_id is missing")
-        _check_hyperparameters(gguf, arch)
-        return ModelInfo(
-            architecture=arch,
-            n_ctx_train=meta_int(gguf, f"{arch}.context_length"),
-            tokenizer_model=gguf.get("tokenizer.ggml.model", ""),
-        )
+    path, arch = gguf.path, gguf.architecture
+    if arch not in LLAMA_ARCHITECTURES or not is_mask_architecture(arch):
+        raise LlamaError(f"{path}: '{arch}' is not an architecture the llama.cpp backend runs "
+                         f"({', '.join(sorted(LLAMA_ARCHITECTURES))})")
+    n_vocab = vocabulary_size(gguf)
+    check_token_ids(gguf, n_vocab)
+    if gguf.get("tokenizer.ggml.mask_token_id") is None:
+        raise LlamaError(f"{path}: a {arch} model needs a mask token, but tokenizer.ggml.mask_token_id is missing")
+    _check_hyperparameters(gguf, arch)
+    return ModelInfo(
+        architecture=arch,
+        n_ctx_train=meta_int(gguf, f"{arch}.context_length"),
+        tokenizer_model=gguf.get("tokenizer.ggml.model", ""),
+    )
 
 
 def _check_hyperparameters(gguf: GGUFFile, arch: str) -> None:
@@ -93,7 +99,7 @@ def _check_hyperparameters(gguf: GGUFFile, arch: str) -> None:
     heads = meta_ints(gguf, f"{arch}.attention.head_count", n_layers)
     if f"{arch}.attention.head_count_kv" in gguf.metadata:
         kv_heads = meta_ints(gguf, f"{arch}.attention.head_count_kv", n_layers)
-        if any(h % kv for h, kv in zip(heads, kv_heads)):
+        if any(h % kv for h, kv in zip(heads, kv_heads, strict=True)):
             raise GGUFError(f"{gguf.path}: metadata '{arch}.attention.head_count_kv' is {kv_heads}, "
                             f"expected divisors of the attention heads {heads}")
     meta_int(gguf, f"{arch}.embedding_length")
@@ -102,7 +108,7 @@ def _check_hyperparameters(gguf: GGUFFile, arch: str) -> None:
         meta_ints(gguf, f"{arch}.feed_forward_length", n_layers)
     if f"{arch}.rope.freq_base" in gguf.metadata:
         meta_float(gguf, f"{arch}.rope.freq_base")
-    if arch in MOE_ARCHITECTURES or f"{arch}.expert_count" in gguf.metadata:
+    if arch in MOE_MASK_ARCHITECTURES or f"{arch}.expert_count" in gguf.metadata:
         experts = meta_int(gguf, f"{arch}.expert_count")
         meta_int(gguf, f"{arch}.expert_used_count", maximum=experts)
     if "rope_freqs.weight" in gguf.tensors:
@@ -190,20 +196,22 @@ def _free(lib: Any, handles: dict[str, Any]) -> None:
 class LlamaBackend:
     """A Dream/LLaDA/LLaDA-MoE/RND1 GGUF in libllama (see the module docstring)."""
 
-    name = "llama"
-    noise = "mask"
+    name: BackendName = "llama"
+    noise: Noise = "mask"
     fused_sampling = False
     device = "cpu"
     """Where logits and sampling live: libllama hands back logits in host memory."""
 
     def __init__(self, path: str | os.PathLike, *, max_canvases: int = 4, canvas_length: int | None = None,
-                 gpu: bool | None = None, main_gpu: int | None = None, n_threads: int | None = None):
+                 gpu: bool | None = None, main_gpu: int | None = None, n_threads: int | None = None,
+                 info: ModelInfo | None = None):
         """context_length is the model's training context; libllama's context starts with room
-        for max_canvases canvases and PROMPT_BUDGET tokens of conversation (see `_reserve`)."""
+        for max_canvases canvases and PROMPT_BUDGET tokens of conversation (see `_reserve`).
+        `info`: the file's checked `model_info` where the caller has it (else it is read from `path`)."""
         self.path = Path(path)
-        self.info = read_model_info(self.path)
-        self.architecture = self.info.architecture
-        self.canvas_length = canvas_length or CANVAS_LENGTHS[self.architecture]
+        self.info = read_model_info(self.path) if info is None else info
+        self.architecture: str = self.info.architecture
+        self.canvas_length = canvas_length or CANVAS_LENGTHS[self.info.architecture]
         self.max_canvases = max_canvases
         self.context_length = self.info.n_ctx_train
         if self.context_length < self.canvas_length + 1:
@@ -318,7 +326,7 @@ class LlamaBackend:
         self._check_ids(ids)
         self._reserve(len(ids) + self.max_canvases * self.canvas_length)
         common = 0
-        for old, new in zip(self._context, ids):
+        for old, new in zip(self._context, ids, strict=False):  # the common prefix
             if old != new:
                 break
             common += 1
@@ -367,12 +375,22 @@ class LlamaBackend:
         self._finalizer()
 
 
-def load_llama_engine_parts(path: str | os.PathLike, settings: Settings) -> tuple[LlamaBackend, LlamaTokenizer]:
-    """What the model loader needs from this backend: the backend, sized for the sampler's
-    canvases, and the model's own tokenizer (its `end_ids` are the turn's end tokens)."""
-    gpu, main_gpu = llama_device(settings.device)
-    backend = LlamaBackend(path, max_canvases=settings.sampler.max_canvases, gpu=gpu, main_gpu=main_gpu)
-    return backend, LlamaTokenizer(backend, backend.info.tokenizer_model)
+def open_backend(gguf: GGUFFile, settings: Settings) -> OpenedBackend:
+    """The loader's entry (engine/loader.py): the backend, sized for the sampler's canvases, and the
+    model's own tokenizer (its `end_ids` are the turn's end tokens). The checks of stage 1 read the
+    already open `gguf`, which is then closed (libllama maps the file itself): it is parsed once."""
+    try:
+        gpu, main_gpu = llama_device(settings.device)
+        info = model_info(gguf)
+    finally:
+        gguf.close()
+    backend = LlamaBackend(gguf.path, max_canvases=settings.sampler.max_canvases, gpu=gpu, main_gpu=main_gpu,
+                           info=info)
+    try:
+        return OpenedBackend(backend, LlamaTokenizer(backend, info.tokenizer_model))
+    except BaseException:
+        backend.close()
+        raise
 
 
 def llama_device(device: str) -> tuple[bool | None, int | None]:

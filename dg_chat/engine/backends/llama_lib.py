@@ -20,12 +20,14 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from dg_chat.errors import DgChatError
+from dg_chat.gguf.architectures import DIFFUSION_GEMMA, MASK_ARCHITECTURES
 
 log = logging.getLogger(__name__)
 
-TORCH_ARCHITECTURES = frozenset({"diffusion-gemma"})
-LLAMA_ARCHITECTURES = frozenset({"dream", "llada", "llada-moe", "rnd1"})
-"""What dg-chat's llama.cpp driver (engine/backends/llama.py) runs."""
+TORCH_ARCHITECTURES = frozenset({DIFFUSION_GEMMA})
+"""What the PyTorch engine (engine/backends/torch_dg/) runs."""
+LLAMA_ARCHITECTURES = frozenset(MASK_ARCHITECTURES)
+"""What dg-chat's llama.cpp driver (engine/backends/llama.py) runs: every mask-token architecture."""
 _MAX_ARCH_ENUM = 4096
 
 
@@ -96,7 +98,7 @@ def libllama_architectures() -> frozenset[str] | None:
     except (LlamaError, AttributeError, KeyError):
         return None
     arch_name.argtypes, arch_name.restype = [ctypes.c_int], ctypes.c_char_p
-    names = set()
+    names: set[str] = set()
     for value in range(_MAX_ARCH_ENUM):
         name = arch_name(value).decode()
         if name == "(unknown)":  # LLM_ARCH_UNKNOWN, the last enum value

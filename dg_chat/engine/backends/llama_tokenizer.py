@@ -8,8 +8,9 @@ formats find special tokens only in trusted template text (SpecialTokenText.spli
 from __future__ import annotations
 
 import ctypes
+from collections.abc import Sequence
 from functools import cached_property
-from typing import Any, Protocol, Sequence
+from typing import Any, Protocol
 
 from dg_chat.errors import DgChatError
 from dg_chat.text.sanitize import visible
@@ -63,7 +64,8 @@ class LlamaTokenizer(SpecialTokenText):
         capacity = len(data) + 8
         for _ in range(2):
             out = (ctypes.c_int32 * capacity)()
-            n = self._lib.llama_tokenize(self._vocab, data, len(data), out, capacity, False, False)  # never parse specials
+            # add_special and parse_special off: never parse specials
+            n = self._lib.llama_tokenize(self._vocab, data, len(data), out, capacity, False, False)
             if n >= 0:
                 return out[:n]
             capacity = -n

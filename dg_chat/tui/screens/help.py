@@ -12,7 +12,6 @@ from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Label, Static
 
-
 _NAMES = {"ctrl": "Ctrl", "shift": "Shift", "alt": "Alt", "escape": "Esc", "enter": "Enter", "space": "Space",
           "question_mark": "?", "up": "↑", "down": "↓", "left": "←", "right": "→", "pageup": "PgUp",
           "pagedown": "PgDn", "home": "Home", "end": "End", "tab": "Tab", "delete": "Del"}

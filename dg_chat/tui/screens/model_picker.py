@@ -1,4 +1,5 @@
-"""The model picker: the demo, downloaded catalog models and local GGUF files, one per line.
+"""The model picker: the demo, downloaded catalog models, local GGUF files and a configured model on a
+server, one per line, and a field to type any spec (a GGUF path, openai:<base-url>#<model>).
 
 Returns the chosen model spec (as `--model` takes it) or None; the app loads it off the UI thread.
 """
@@ -13,10 +14,12 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.screen import ModalScreen
-from textual.widgets import Label, OptionList
+from textual.widgets import Input, Label, OptionList
 from textual.widgets.option_list import Option
 
 from dg_chat.config import Settings
+from dg_chat.engine.remote.spec import EXAMPLE, is_remote, parse_remote
+from dg_chat.errors import DgChatError
 from dg_chat.hub import gb, local_models
 from dg_chat.text.sanitize import printable
 
@@ -24,21 +27,28 @@ from dg_chat.text.sanitize import printable
 @dataclass(frozen=True, slots=True)
 class ModelChoice:
     spec: str
-    """What `--model` takes: "demo", "NAME:QUANT" or a GGUF path."""
-    path: Path
-    size: int
+    """What `--model` takes: "demo", "NAME:QUANT", a GGUF path or openai:<base-url>#<model>."""
+    path: Path | None
+    """The GGUF file; None for a model on a server."""
+    size: int = 0
+
+    def is_current(self, current: str) -> bool:
+        """`current`: the loaded model's file (ModelInfo.file; a server's model: its spec)."""
+        return str(self.path) == current if self.path is not None else self.spec == current
 
     def label(self, current: str) -> str:
-        mark = "● " if str(self.path) == current else "  "
-        return printable(f"{mark}{self.spec}  ({gb(self.size)})")
+        mark = "● " if self.is_current(current) else "  "
+        return printable(f"{mark}{self.spec}  ({gb(self.size) if self.path is not None else 'server'})")
 
 
 def model_choices(settings: Settings, loaded_file: str = "") -> list[ModelChoice]:
-    """The models this machine can load without the network: the demo, every downloaded catalog
-    quant, and the GGUF files configured or loaded now (`settings.model`, `loaded_file`)."""
+    """The models at hand: the demo, every downloaded catalog quant, and the GGUF files or server
+    models configured or loaded now (`settings.model`, `loaded_file`)."""
     choices = [ModelChoice(model.spec, model.path, model.size) for model in local_models(settings)]
-    known = {choice.path.resolve() for choice in choices}
+    known = {choice.path.resolve() for choice in choices if choice.path is not None}
     for candidate in (settings.model, loaded_file):
+        if is_remote(candidate) and all(choice.spec != candidate for choice in choices):
+            choices.append(ModelChoice(candidate, None))
         path = Path(candidate).expanduser() if candidate.lower().endswith(".gguf") else None
         if path is not None and path.is_file() and path.resolve() not in known:
             known.add(path.resolve())
@@ -64,9 +74,11 @@ class ModelPicker(ModalScreen[str | None]):
             if not self.choices:
                 yield Label("No model on this machine: dg-chat models pull diffusiongemma", classes="hint")
             yield Label("Download more with: dg-chat models pull NAME", classes="hint")
+            yield Label("Or type a GGUF path or a server's model (Tab, then Enter):", classes="hint")
+            yield Input(placeholder=EXAMPLE, id="model-spec")
 
     def on_mount(self) -> None:
-        current = next((i for i, c in enumerate(self.choices) if str(c.path) == self.current_file), 0)
+        current = next((i for i, c in enumerate(self.choices) if c.is_current(self.current_file)), 0)
         option_list = self.query_one(OptionList)
         option_list.highlighted = current if self.choices else None
         option_list.focus()
@@ -74,3 +86,16 @@ class ModelPicker(ModalScreen[str | None]):
     @on(OptionList.OptionSelected)
     def _choose(self, event: OptionList.OptionSelected) -> None:
         self.dismiss(self.choices[int(event.option.id or 0)].spec)
+
+    @on(Input.Submitted, "#model-spec")
+    def _typed(self, event: Input.Submitted) -> None:
+        spec = event.value.strip()
+        if not spec:
+            return
+        if is_remote(spec):
+            try:
+                parse_remote(spec)
+            except DgChatError as exc:
+                self.notify(str(exc), severity="error", markup=False)
+                return
+        self.dismiss(spec)

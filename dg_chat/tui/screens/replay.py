@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -11,7 +11,7 @@ from textual.screen import ModalScreen
 from textual.timer import Timer
 from textual.widgets import Static
 
-from dg_chat.tui.recording import Frame
+from dg_chat.recording import Frame
 from dg_chat.tui.widgets.canvas import CanvasView
 
 STEPS_PER_SECOND = 8

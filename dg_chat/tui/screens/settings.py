@@ -12,6 +12,7 @@ import copy
 import inspect
 import textwrap
 from dataclasses import dataclass, fields
+from typing import Literal, get_args, get_origin
 
 from textual import on
 from textual.app import ComposeResult
@@ -20,8 +21,9 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Select, Static, Switch, TextArea
 
-from dg_chat.config import MASK_ALGORITHMS, ConfigError, SamplerSettings, Settings, settings_from_dict, settings_to_dict
+from dg_chat.config import LEAF_TYPES, ConfigError, SamplerSettings, Settings, settings_from_dict, settings_to_dict
 from dg_chat.config_file import TomlValue
+from dg_chat.engine.turn_engine import Noise
 
 
 @dataclass(frozen=True)
@@ -52,12 +54,14 @@ MASK = {  # Dream, LLaDA, RND1: canvases start as mask tokens
     "alg_temp": Field("Unmasking temperature (Dream)"),
     "eps": Field("Schedule end (Dream)"),
 }
-FAMILY_TITLES = {"uniform": "DiffusionGemma sampler", "mask": "Mask-model sampler (Dream, LLaDA, RND1)"}
+FAMILY_TITLES: dict[Noise, str] = {"uniform": "DiffusionGemma sampler",
+                                   "mask": "Mask-model sampler (Dream, LLaDA, RND1)"}
+FAMILY_FIELDS: dict[Noise, dict[str, Field]] = {"uniform": UNIFORM, "mask": MASK}
 
 
-def family_fields(noise: str | None) -> dict[str, Field]:
-    """The knobs that act on a model whose canvases start as `noise` ("uniform", "mask"; None: unknown, all)."""
-    family = {"uniform": UNIFORM, "mask": MASK}.get(noise or "", {**UNIFORM, **MASK})
+def family_fields(noise: Noise | None) -> dict[str, Field]:
+    """The knobs that act on a model whose canvases start as `noise` (None: unknown, all of them)."""
+    family = FAMILY_FIELDS[noise] if noise is not None else {**UNIFORM, **MASK}
     return {**COMMON, **family}
 
 
@@ -90,11 +94,11 @@ class SettingsScreen(ModalScreen[SettingsChoice | None]):
         Binding("ctrl+d", "save(True)", "Save as default", id="settings-save-default", priority=True),
     ]
 
-    def __init__(self, settings: Settings, noise: str | None = None) -> None:
+    def __init__(self, settings: Settings, noise: Noise | None = None) -> None:
         super().__init__(classes="dialog")
         self.settings = settings
         self.fields = family_fields(noise)
-        self.title_text = FAMILY_TITLES.get(noise or "", "Sampler settings")
+        self.title_text = FAMILY_TITLES[noise] if noise is not None else "Sampler settings"
 
     def compose(self) -> ComposeResult:
         docs = field_docs(SamplerSettings)
@@ -119,9 +123,9 @@ class SettingsScreen(ModalScreen[SettingsChoice | None]):
     def _editor(name: str, value: object) -> Input | Select | Switch:
         if isinstance(value, bool):
             return Switch(value, id=f"setting-{name}")
-        if name == "algorithm":
-            return Select([(a, a) for a in MASK_ALGORITHMS], value=value, allow_blank=False, id=f"setting-{name}",
-                          compact=True)
+        if get_origin(LEAF_TYPES[name]) is Literal:  # a fixed choice (algorithm): its values, from its type
+            return Select([(a, a) for a in get_args(LEAF_TYPES[name])], value=value, allow_blank=False,
+                          id=f"setting-{name}", compact=True)
         return Input("" if value is None else str(value), id=f"setting-{name}", compact=True)
 
     def on_mount(self) -> None:
@@ -132,7 +136,10 @@ class SettingsScreen(ModalScreen[SettingsChoice | None]):
         data = settings_to_dict(copy.deepcopy(self.settings))
         for name in self.fields:
             widget = self.query_one(f"#setting-{name}")
-            data["sampler"][name] = widget.value.strip() if isinstance(widget, Input) else widget.value
+            if isinstance(widget, Input):
+                data["sampler"][name] = widget.value.strip()
+            elif isinstance(widget, (Select, Switch)):
+                data["sampler"][name] = widget.value
         data["system_prompt"] = self.query_one("#setting-system_prompt", TextArea).text
         return settings_from_dict(data)
 

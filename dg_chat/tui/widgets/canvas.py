@@ -16,8 +16,8 @@ as what is dg_chat.text.canvas's `token_runs` (end tokens and lone bytes as quie
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from functools import lru_cache
-from typing import Callable
 
 from rich.cells import cell_len, chop_cells
 from rich.segment import Segment
@@ -27,11 +27,12 @@ from textual.strip import Strip
 from textual.timer import Timer
 from textual.widget import Widget
 
-from dg_chat.tui.recording import Frame
+from dg_chat.recording import Frame
 from dg_chat.text.canvas import LEGEND, token_runs
 from dg_chat.text.sanitize import visible
 
 HEADER_LINES = 3  # the title line, the step bar and the legend
+SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
 
 
 class CanvasFrame(Message, bubble=False):
@@ -130,6 +131,9 @@ class CanvasView(Widget):
         self._lines: list[Strip] = []
         self._block_done = False
         """The painted frame's block has committed (it may have stopped before its last step)."""
+        self._waiting: tuple[int, float] | None = None
+        """(block, since when) while a block is awaited without frames (a server that sends whole blocks)."""
+        self._spinner: Timer | None = None
 
     def set_vocabulary(self, piece: Callable[[int], str], mask_id: int | None,
                        end_ids: frozenset[int] = frozenset()) -> None:
@@ -144,11 +148,34 @@ class CanvasView(Widget):
         self._pending = None
         self.painted = None
         self._title = "encoding the prompt…"
+        self._stop_waiting()
         self._layout()
 
     def stop(self) -> None:
         self.turn = None
         self._pending = None
+        self._stop_waiting()
+
+    def wait_for_block(self, block: int) -> None:
+        """Block `block` is being made but no frame of it is shown: a spinner with its elapsed time
+        stands in for the canvas until a frame arrives (or the turn ends)."""
+        self._waiting = (block, time.monotonic())
+        self._tick()
+        if self._spinner is None:
+            self._spinner = self.set_interval(1 / len(SPINNER), self._tick)
+
+    def _tick(self) -> None:
+        if self._waiting is not None:
+            block, since = self._waiting
+            elapsed = time.monotonic() - since
+            self._title = f"{SPINNER[int(elapsed * len(SPINNER)) % len(SPINNER)]} block {block + 1} · {elapsed:.1f} s"
+            self._layout()
+
+    def _stop_waiting(self) -> None:
+        self._waiting = None
+        if self._spinner is not None:
+            self._spinner.stop()
+            self._spinner = None
 
     def on_canvas_frame(self, message: CanvasFrame) -> None:
         if message.turn == self.turn:
@@ -171,6 +198,7 @@ class CanvasView(Widget):
             self.paint(frame)
 
     def paint(self, frame: Frame) -> None:
+        self._stop_waiting()
         self._last_paint = time.monotonic()
         self.painted = frame
         self._block_done = False

@@ -7,7 +7,7 @@ text is set once with `Markdown.update`. All text passes through `printable`.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -18,12 +18,15 @@ from textual.widgets.markdown import MarkdownStream
 
 from dg_chat.engine.events import EMPTY_ANSWER
 from dg_chat.engine.model_info import ModelInfo
+from dg_chat.store import INCOMPLETE, Status
 from dg_chat.text.sanitize import printable
 from dg_chat.tui.text import code_blocks, message_parser
 
-GENERATING = "generating"
+Generating = Literal["generating"]
+GENERATING: Generating = "generating"
 """A status shown only while the answer is produced (the store says "partial")."""
-INCOMPLETE = ("partial", "stopped", "failed")
+ViewStatus = Literal[Status, Generating]
+"""What a message view shows: a stored status, or that the answer is being produced."""
 
 
 def stats_label(stats: dict[str, Any] | None) -> str:
@@ -35,14 +38,19 @@ def stats_label(stats: dict[str, Any] | None) -> str:
             f"{stats.get('steps_per_block', 0.0):.3g} steps · {stats.get('tokens_per_second', 0.0):.1f} tok/s")
 
 
-def status_label(status: str, error: str = "") -> str:
-    return {
-        "complete": "",
-        GENERATING: "generating…",
-        "partial": "interrupted",
-        "stopped": "stopped",
-        "failed": f"failed: {error}" if error else "failed",
-    }.get(status, status)
+STATUS_LABELS: dict[ViewStatus, str] = {
+    "complete": "",
+    GENERATING: "generating…",
+    "partial": "interrupted",
+    "stopped": "stopped",
+    "failed": "failed",
+}
+"""The header's word for each status (tests/test_defined_once.py checks that every status has one)."""
+
+
+def status_label(status: ViewStatus, error: str = "") -> str:
+    label = STATUS_LABELS[status]
+    return f"{label}: {error}" if status == "failed" and error else label
 
 
 class MessageView(Vertical, can_focus=True):
@@ -72,7 +80,7 @@ class MessageView(Vertical, can_focus=True):
             self.view = view
             self.direction = direction
 
-    def __init__(self, role: str, content: str = "", *, thinking: str = "", status: str = "complete",
+    def __init__(self, role: str, content: str = "", *, thinking: str = "", status: ViewStatus = "complete",
                  error: str = "", message_id: int | None = None, model: ModelInfo | None = None,
                  stats: dict[str, Any] | None = None, version: tuple[int, int] = (1, 1)) -> None:
         super().__init__(classes=f"message {role}")
@@ -80,7 +88,7 @@ class MessageView(Vertical, can_focus=True):
         self.role = role
         self.content = content
         self.thinking = thinking
-        self.status = status
+        self.status: ViewStatus = status
         self.error = error
         self.message_id = message_id
         self.model = model
@@ -119,7 +127,7 @@ class MessageView(Vertical, can_focus=True):
                  status_label(self.status, self.error), stats_label(self.stats)]
         return printable(" · ".join(part for part in parts if part))
 
-    def set_status(self, status: str, error: str = "") -> None:
+    def set_status(self, status: ViewStatus, error: str = "") -> None:
         self.status, self.error = status, error
         self.query_one(".message-header", Static).update(self._header())
         self.set_class(status in INCOMPLETE, "incomplete")
@@ -144,7 +152,7 @@ class MessageView(Vertical, can_focus=True):
                 await self._streams.pop(name).stop()
             await markdown.update(printable(new))
 
-    async def finish(self, thinking: str, answer: str, status: str, error: str = "",
+    async def finish(self, thinking: str, answer: str, status: Status, error: str = "",
                      stats: dict[str, Any] | None = None) -> None:
         """End of the turn: stop streaming and set the final text in one update."""
         for stream in self._streams.values():

@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 
-from dg_chat.engine.backends.base import BackendError, SelfCondition
-from dg_chat.engine.backends.torch_dg.hparams import HParams
+from dg_chat.config import BackendName, KernelsChoice, KernelsName, Settings
+from dg_chat.engine.backends.base import BackendError, OpenedBackend, SelfCondition
 from dg_chat.engine.backends.torch_dg.cache import GrowingKVCache, KVCache, StaticKVCache
+from dg_chat.engine.backends.torch_dg.hparams import HParams
 from dg_chat.engine.backends.torch_dg.kernel_choice import choose_kernels
 from dg_chat.engine.backends.torch_dg.memory import GB, context_label, cuda_memory, default_context
 from dg_chat.engine.backends.torch_dg.model import DiffusionGemma
 from dg_chat.engine.backends.torch_dg.ops import Ops, ReferenceOps
 from dg_chat.engine.backends.torch_dg.weights import Weights
-from dg_chat.gguf.reader import GGUFFile
+from dg_chat.engine.turn_engine import Noise
+from dg_chat.errors import DgChatError
+from dg_chat.gguf.checks import check_divisors
+from dg_chat.gguf.reader import GGUFError, GGUFFile
+from dg_chat.text.tokenizer import Tokenizer
 
 
 def resolve_device(requested: str) -> torch.device:
@@ -34,7 +39,7 @@ def resolve_device(requested: str) -> torch.device:
     return device
 
 
-def check_gpu_memory(f: GGUFFile, hp: HParams, device: torch.device, kernels: str) -> None:
+def check_gpu_memory(f: GGUFFile, hp: HParams, device: torch.device, kernels: KernelsName) -> None:
     """A one-line error before loading, instead of running out of memory halfway: the estimate of
     `memory.cuda_memory` for `kernels` ("triton" or "reference") at the default context."""
     estimate = cuda_memory(f, hp, kernels, default_context(hp))
@@ -47,11 +52,11 @@ def check_gpu_memory(f: GGUFFile, hp: HParams, device: torch.device, kernels: st
 
 
 class TorchBackend:
-    name = "torch"
-    noise = "uniform"
-    mask_token_id = None
+    name: BackendName = "torch"
+    noise: Noise = "uniform"
+    mask_token_id: int | None = None
 
-    def __init__(self, f: GGUFFile, device: str = "auto", kernels: str = "auto"):
+    def __init__(self, f: GGUFFile, device: str = "auto", kernels: KernelsChoice = "auto"):
         self.file = f
         self.path: Path = f.path
         self.architecture = f.architecture
@@ -77,7 +82,7 @@ class TorchBackend:
         self.cache = self._new_cache()
         self.tokens: list[int] = []
         self._graphs = None
-        if self.kernels == "triton" and dev.type == "cuda":
+        if self.kernels == "triton" and dev.type == "cuda" and isinstance(self.cache, StaticKVCache):
             from dg_chat.engine.backends.torch_dg.graphs import DecodeGraphs  # noqa: PLC0415 - CUDA only
 
             self._graphs = DecodeGraphs(self.model, self.cache)
@@ -103,8 +108,8 @@ class TorchBackend:
 
     def prefill(self, token_ids: Sequence[int]) -> int:
         common = 0
-        for cached, new in zip(self.tokens, token_ids):
-            if cached != new:
+        for cached, token in zip(self.tokens, token_ids, strict=False):  # the common prefix
+            if cached != token:
                 break
             common += 1
         if common < len(self.tokens) and not self.cache.truncate(common):
@@ -134,3 +139,24 @@ class TorchBackend:
         self.cache = GrowingKVCache(self.hp)
         self.tokens = []
         self.file.close()
+
+
+def open_backend(f: GGUFFile, settings: Settings) -> OpenedBackend:
+    """The loader's entry (engine/loader.py): the backend on `settings.device` with `settings.kernels`,
+    and the tokenizer of the GGUF's metadata. Owns `f` from the call on: the backend keeps it mapped
+    and closes it on close(); a failure closes it."""
+    try:
+        if "rope_freqs.weight" in f.tensors:  # the model divides by them
+            check_divisors(f, "rope_freqs.weight")
+        backend = TorchBackend(f, settings.device, settings.kernels)  # checks the hyper-parameters first
+    except BaseException:
+        f.close()
+        raise
+    try:
+        return OpenedBackend(backend, Tokenizer.from_metadata(f.metadata))
+    except DgChatError as exc:  # its messages name the key, not the file
+        backend.close()
+        raise GGUFError(f"{f.path}: {exc}") from None
+    except BaseException:
+        backend.close()
+        raise

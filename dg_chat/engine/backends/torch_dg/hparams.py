@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from dg_chat.gguf.architectures import DIFFUSION_GEMMA
 from dg_chat.gguf.checks import check_token_ids, meta_flags, meta_float, meta_int, meta_ints
 from dg_chat.gguf.reader import GGUFError, GGUFFile
 
-ARCH = "diffusion-gemma"
+ARCH = DIFFUSION_GEMMA
 
 
 @dataclass(frozen=True)

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 
+from dg_chat.config import KernelsChoice, KernelsName
 from dg_chat.engine.backends.base import BackendError
 from dg_chat.engine.backends.torch_dg.kernels import runtime
 
-Kernels = Literal["triton", "reference"]
 
-
-def choose_kernels(requested: str, device: torch.device) -> Kernels:
+def choose_kernels(requested: KernelsChoice, device: torch.device) -> KernelsName:
     """auto -> "triton" where the Triton kernels can run on a CUDA `device`, else "reference";
     "triton" where they cannot run raises a one-line BackendError with the way out."""
     if requested == "reference":

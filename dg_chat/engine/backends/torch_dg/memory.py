@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
+from dg_chat.config import KernelsName
 from dg_chat.engine.backends.torch_dg.cache import GrowingKVCache, StaticKVCache
 from dg_chat.engine.backends.torch_dg.hparams import HParams
 from dg_chat.engine.backends.torch_dg.weights import device_bytes
@@ -26,7 +27,7 @@ KV_BYTES = 2
 class MemoryEstimate:
     """GPU memory for one model, kernel choice and context, in bytes."""
 
-    kernels: str
+    kernels: KernelsName
     context: int
     """Tokens of context the KV cache holds."""
     weights: int
@@ -56,7 +57,7 @@ def context_label(tokens: int) -> str:
     return f"{tokens // 1024}k" if tokens % 1024 == 0 else f"{tokens:,}-token"
 
 
-def weight_bytes(f: GGUFFile, kernels: str) -> int:
+def weight_bytes(f: GGUFFile, kernels: KernelsName) -> int:
     """triton: every tensor as stored in the file (quantised blocks, F32 norms as they are);
     reference: what `Weights` allocates on CUDA (dense tensors in bf16, experts as stored)."""
     if kernels == "triton":
@@ -64,7 +65,7 @@ def weight_bytes(f: GGUFFile, kernels: str) -> int:
     return device_bytes(f, torch.device("cuda"), torch.bfloat16)
 
 
-def kv_cache_bytes(hp: HParams, kernels: str, context: int) -> int:
+def kv_cache_bytes(hp: HParams, kernels: KernelsName, context: int) -> int:
     """bf16 K and V: kv_heads · head_dim · 2 · 2 bytes per position and layer, for the cache each
     path keeps (cache.py). triton (StaticKVCache): a sliding layer holds a ring of window − 1 +
     canvas positions, a full-attention layer `context`, each plus a canvas of decoder scratch;
@@ -78,7 +79,7 @@ def kv_cache_bytes(hp: HParams, kernels: str, context: int) -> int:
                for layer in hp.layers)
 
 
-def activation_bytes(hp: HParams, kernels: str) -> int:
+def activation_bytes(hp: HParams, kernels: KernelsName) -> int:
     """The largest buffers of a decode step, C = canvas, V = vocabulary, k = experts used:
     fp32 logits C·V·4, the MoE intermediates C·k·(hidden + 2·expert_ff)·4, and on the reference
     path the bf16 self-conditioning probabilities C·V·2 and 2 more fp32 [C, V] sampler buffers
@@ -89,7 +90,7 @@ def activation_bytes(hp: HParams, kernels: str) -> int:
     return canvas_vocab * 4 + moe + reference_only
 
 
-def cuda_memory(f: GGUFFile, hp: HParams, kernels: str, context: int) -> MemoryEstimate:
+def cuda_memory(f: GGUFFile, hp: HParams, kernels: KernelsName, context: int) -> MemoryEstimate:
     """What DiffusionGemma in `f` needs on a CUDA GPU with `kernels` ("triton" or "reference")
     and a KV cache of `context` tokens."""
     return MemoryEstimate(kernels=kernels, context=context, weights=weight_bytes(f, kernels),

@@ -17,7 +17,6 @@ import torch
 from dg_chat.engine.backends.torch_dg.kernels import runtime
 from dg_chat.engine.backends.torch_dg.kernels.runtime import tl, triton
 
-
 # -- device helpers ---------------------------------------------------------------------------
 
 @triton.jit
@@ -233,10 +232,11 @@ def head_norm_rope(x: torch.Tensor, weight: torch.Tensor | None, cos: torch.Tens
     _vector(weight, hd)
     if (cos is None) != (sin is None):
         raise ValueError("cos and sin go together")
-    if cos is not None and cos.dim() == 3 and cos.shape[1] == 1:  # Positions.rope's broadcast layout
-        cos, sin = cos.squeeze(1), sin.squeeze(1)
-    if cos is not None and (cos.shape != (t, hd) or sin.shape != (t, hd) or cos.stride() != sin.stride()):
-        raise ValueError(f"expected cos and sin [{t}, {hd}] with the same strides")
+    if cos is not None and sin is not None:
+        if cos.dim() == 3 and cos.shape[1] == 1:  # Positions.rope's broadcast layout
+            cos, sin = cos.squeeze(1), sin.squeeze(1)
+        if cos.shape != (t, hd) or sin.shape != (t, hd) or cos.stride() != sin.stride():
+            raise ValueError(f"expected cos and sin [{t}, {hd}] with the same strides")
     if out is None:
         result = y = torch.empty((t, heads, hd), dtype=x.dtype, device=x.device)
     elif out.shape != (heads, t, hd) or out.dtype != x.dtype:
@@ -247,7 +247,7 @@ def head_norm_rope(x: torch.Tensor, weight: torch.Tensor | None, cos: torch.Tens
     half_block = triton.next_power_of_2(hd // 2)
     runtime.launch(_head_norm_rope_kernel, (t, heads), x, x if weight is None else weight,
                    cos if rope else x, sin if rope else x, y, hd // 2, *x.stride(),
-                   *(cos.stride() if rope else (0, 0)), *y.stride(), eps,
+                   *(cos.stride() if cos is not None else (0, 0)), *y.stride(), eps,
                    HAS_WEIGHT=weight is not None, ROPE=rope, BLOCK=half_block, num_warps=_warps(2 * half_block))
     return result
 

@@ -21,10 +21,14 @@ from __future__ import annotations
 
 import torch
 
-from dg_chat.engine.backends.torch_dg.kernels.gguf_tiles import (INT8_TYPES, SCALE_GROUP, RawWeight, accumulate,
-                                                                   dequant_tile)
-from dg_chat.engine.backends.torch_dg.kernels.runtime import (interpreting, launch, tl, triton,
-                                                               unavailable_reason)
+from dg_chat.engine.backends.torch_dg.kernels.gguf_tiles import (
+    INT8_TYPES,
+    SCALE_GROUP,
+    RawWeight,
+    accumulate,
+    dequant_tile,
+)
+from dg_chat.engine.backends.torch_dg.kernels.runtime import interpreting, launch, tl, triton, unavailable_reason
 from dg_chat.engine.backends.torch_dg.kernels.tl_math import gelu_tanh, mma, tanh
 
 ACTIVATION_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -231,8 +235,9 @@ def linear(x: torch.Tensor, w: RawWeight, *, softcap: float = 0.0,
     """y = x @ Wᵀ, reading W's GGUF blocks as stored (one launch).
 
     x: [M, K] float32/float16/bfloat16, contiguous. w: [N, K] raw blocks. Returns [M, N] in
-    `out_dtype` (default x.dtype), or into `out` (contiguous [M, N]). Accumulates in fp32; with `softcap` c > 0 the epilogue returns
-    c·tanh(y/c), in fp32 before the final rounding (Gemma's final logit soft-capping).
+    `out_dtype` (default x.dtype), or into `out` (contiguous [M, N]). Accumulates in fp32; with
+    `softcap` c > 0 the epilogue returns c·tanh(y/c), in fp32 before the final rounding (Gemma's
+    final logit soft-capping).
 
     int8_activations (W4A8, W of Q4_K/Q5_0/Q8_0 only): x is quantised per 32 values to int8
     (llama.cpp q8_1 rounding) and meets the codes in exact int32 dots with an fp32 epilogue;

@@ -30,10 +30,11 @@ from dg_chat.engine.backends.torch_dg.kernels.tl_math import mma
 
 # constexpr: a compiled kernel may read only constexpr globals (the interpreter reads any)
 F32, F16, BF16 = tl.constexpr(int(Q.F32)), tl.constexpr(int(Q.F16)), tl.constexpr(int(Q.BF16))
-Q5_0, Q8_0, Q4_K, Q6_K = tl.constexpr(int(Q.Q5_0)), tl.constexpr(int(Q.Q8_0)), tl.constexpr(int(Q.Q4_K)), tl.constexpr(int(Q.Q6_K))
+Q5_0, Q8_0 = tl.constexpr(int(Q.Q5_0)), tl.constexpr(int(Q.Q8_0))
+Q4_K, Q6_K = tl.constexpr(int(Q.Q4_K)), tl.constexpr(int(Q.Q6_K))
 KERNEL_TYPES = frozenset({Q.F32, Q.F16, Q.BF16, Q.Q5_0, Q.Q8_0, Q.Q4_K, Q.Q6_K})
 """The types the kernels read (the published DiffusionGemma quants use only these)."""
-SCALE_GROUP = {Q.Q4_K: 32, Q.Q5_0: 32, Q.Q8_0: 32, Q.Q6_K: 16}
+SCALE_GROUP: dict[int, int] = {Q.Q4_K: 32, Q.Q5_0: 32, Q.Q8_0: 32, Q.Q6_K: 16}
 """Values that share one scale, per quantised type: `dot_tile`'s K-blocks."""
 INT8_TYPES = frozenset({Q.Q4_K, Q.Q5_0, Q.Q8_0})
 """Weight types `int8_dot_tile` reads: one scale per 32 values, like the activations' blocks
@@ -56,7 +57,8 @@ class RawWeight:
         if Q(self.qtype) not in KERNEL_TYPES:
             raise ValueError(f"no Triton kernel reads GGUF type {Q(self.qtype).name}")
         if self.data.dtype != torch.uint8 or self.cols % block or self.data.shape[-1] != self.cols // block * type_size:
-            raise ValueError(f"{tuple(self.data.shape)} {self.data.dtype} is not rows of {self.cols} {Q(self.qtype).name} values")
+            raise ValueError(f"{tuple(self.data.shape)} {self.data.dtype} is not rows of {self.cols} "
+                             f"{Q(self.qtype).name} values")
 
     @property
     def rows(self) -> int:

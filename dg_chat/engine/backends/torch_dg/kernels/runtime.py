@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 
@@ -15,7 +16,7 @@ try:
     import triton
     import triton.language as tl  # noqa: F401 - re-exported for the kernel modules
 except ImportError:  # CPU builds of torch do not depend on triton
-    triton = None  # type: ignore[assignment]
+    triton = None
 
 
 def interpreting() -> bool:

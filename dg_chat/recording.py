@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from dg_chat.engine.events import BlockCommitted, CanvasStep, Event, TurnFailed, TurnFinished
-from dg_chat.store import Store
+from dg_chat.store import Store, finished_status
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -123,7 +123,7 @@ class AnswerRecorder:
         elif isinstance(event, TurnFinished):
             self._end(event)
             self.store.update_message(self.message_id, content=event.answer, thinking=event.thinking,
-                                      status="stopped" if event.stopped else "complete",
+                                      status=finished_status(event.stopped),
                                       stats=event.stats.to_dict())
         elif isinstance(event, TurnFailed):
             self._end(event)

@@ -1,0 +1,184 @@
+"""HTTP to an OpenAI-compatible server: `GET /models` and a streamed `POST /chat/completions`.
+
+Every failure is a `RemoteError` whose message is one line, names the server (never the API key:
+any echo of it in a server's message is masked) and says what to do. A stop must not wait for
+the server's next chunk (vLLM sends one per canvas): while a stream is read, a set `cancel`
+shuts the socket down, which ends the blocked read at once and tells the server to stop.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from typing import Any
+
+import httpx
+from httpx_sse import EventSource, ServerSentEvent, SSEError
+
+from dg_chat.engine.remote.spec import RemoteSpec
+from dg_chat.errors import DgChatError
+
+CONNECT_SECONDS = 10.0
+READ_SECONDS = 300.0
+"""Longest silence of a server while it answers (a queue on a busy server can be long)."""
+MESSAGE_CHARS = 200
+"""A server's error message is cut to this many characters."""
+
+
+class RemoteError(DgChatError):
+    """A failure of the server or the connection; one line."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        """The HTTP status the server answered with; None if it did not answer."""
+
+
+class StreamCut(RemoteError):
+    """The stream ended before the answer did."""
+
+
+class RemoteClient:
+    """One server, one model spec; the API key goes into the Authorization header and nowhere else."""
+
+    def __init__(self, spec: RemoteSpec, key: str | None, key_env: str) -> None:
+        self.spec = spec
+        self.label = spec.label()
+        self._key = key
+        self._key_env = key_env
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        timeout = httpx.Timeout(READ_SECONDS, connect=CONNECT_SECONDS)
+        self._http = httpx.Client(base_url=spec.base_url + "/", headers=headers, timeout=timeout)
+
+    def models(self) -> list[str]:
+        """The ids of the models the server lists at /models."""
+        with self._errors():
+            response = self._http.get("models")
+        self._check(response)
+        try:
+            return [str(model["id"]) for model in response.json()["data"]]
+        except (ValueError, KeyError, TypeError):
+            raise RemoteError(f"{self.spec.label('')}/models did not answer with a model list "
+                              f"({self.clip(response.text) or 'empty'}); is the base URL right?") from None
+
+    def stream(self, body: dict[str, Any], cancel: threading.Event | None = None) -> Iterator[ServerSentEvent]:
+        """The server-sent events of a streamed chat completion; returns quietly once `cancel` is set
+        (the connection is closed), raises StreamCut if the connection breaks."""
+        with self._errors(), self._http.stream("POST", "chat/completions", json=body,
+                                               headers={"Accept": "text/event-stream"}) as response:
+            if response.is_error:
+                response.read()
+                self._check(response)
+            events = EventSource(response)
+            with _shut_on(cancel, response):
+                try:
+                    yield from events.iter_sse()
+                except SSEError:
+                    raise RemoteError(f"{self.label} did not answer with an event stream (Content-Type "
+                                      f"{response.headers.get('content-type', 'missing')!r})") from None
+                except httpx.TransportError as exc:
+                    if cancel is None or not cancel.is_set():
+                        raise StreamCut(f"the stream from {self.label} was cut mid-answer "
+                                        f"({self.clip(str(exc)) or type(exc).__name__}); the partial answer is kept"
+                                        ) from None
+
+    def close(self) -> None:
+        self._http.close()
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        """Connection failures as one line each."""
+        try:
+            yield
+        except httpx.TimeoutException as exc:
+            what = "did not connect" if isinstance(exc, httpx.ConnectTimeout) else "stopped answering"
+            seconds = CONNECT_SECONDS if isinstance(exc, httpx.ConnectTimeout) else READ_SECONDS
+            raise RemoteError(f"{self.label} {what} within {seconds:.0f} s; is the server up?") from None
+        except httpx.ConnectError as exc:
+            raise RemoteError(f"cannot reach {self.label} ({self.clip(str(exc)) or 'connection failed'}); "
+                              "is the server running at that address?") from None
+        except httpx.TransportError as exc:
+            raise RemoteError(f"the connection to {self.label} failed "
+                              f"({self.clip(str(exc)) or type(exc).__name__})") from None
+
+    def _check(self, response: httpx.Response) -> None:
+        """A RemoteError for an error status, with the server's own message."""
+        if not response.is_error:
+            return
+        status = f"{response.status_code} {response.reason_phrase}".strip()
+        said = server_message(response)
+        said = f": {self.clip(said)}" if said else ""
+        raise RemoteError(self._status_message(response.status_code, f"{status}{said}"), response.status_code)
+
+    def _status_message(self, code: int, status: str) -> str:
+        if code in (401, 403):
+            if self._key is None:
+                return (f"{self.label} wants an API key ({status}); put it in the environment variable "
+                        f"{self._key_env} (the api_key_env setting names the variable)")
+            return f"{self.label} refused the API key from {self._key_env} ({status})"
+        if code == 404:
+            return (f"{self.label}: not found ({status}); check the model name (`dg-chat doctor` lists the "
+                    "served ones) and that the base URL ends in /v1")
+        if code == 429:
+            return f"{self.label} is busy ({status}); try again later"
+        if code >= 500:
+            return f"{self.label} failed ({status})"
+        return f"{self.label} refused the request ({status})"
+
+    def clip(self, text: str) -> str:
+        """One line of at most MESSAGE_CHARS characters, with the API key masked."""
+        if self._key:
+            text = text.replace(self._key, "***")
+        text = " ".join(text.split())
+        return text if len(text) <= MESSAGE_CHARS else text[:MESSAGE_CHARS - 1] + "…"
+
+
+def server_message(response: httpx.Response) -> str:
+    """The message of an OpenAI-style error body ({"error": {"message": ...}}), FastAPI's "detail",
+    or the body's text."""
+    try:
+        data = response.json()
+    except (ValueError, UnicodeDecodeError):
+        return response.text
+    if isinstance(data, dict):
+        error = data.get("error")
+        for said in (error.get("message") if isinstance(error, dict) else error, data.get("detail"),
+                     data.get("message")):
+            if said:
+                return said if isinstance(said, str) else json.dumps(said)
+    return response.text
+
+
+@contextmanager
+def _shut_on(cancel: threading.Event | None, response: httpx.Response) -> Iterator[None]:
+    """While inside: once `cancel` is set, shut the socket of `response` down."""
+    if cancel is None:
+        yield
+        return
+    left = threading.Event()
+
+    def watch() -> None:
+        while not left.is_set():
+            if cancel.wait(0.05):
+                _shut_down(response)
+                return
+
+    watcher = threading.Thread(target=watch, name="dg-chat-remote-stop", daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        left.set()
+        watcher.join()
+
+
+def _shut_down(response: httpx.Response) -> None:
+    """End the connection under `response`; a read blocked on it in another thread returns at once."""
+    stream = response.extensions.get("network_stream")
+    sock = stream.get_extra_info("socket") if stream is not None else None
+    if isinstance(sock, socket.socket):
+        with suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)

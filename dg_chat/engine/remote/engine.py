@@ -1,0 +1,270 @@
+"""`RemoteEngine`: a model on an OpenAI-compatible server, with the turn API of the local Engine.
+
+A turn is one streamed chat completion. Each chunk with text (or marked as a block by dg-chat's
+server) is one committed canvas (vLLM sends one per canvas; a token-streaming server's chunks
+become small blocks): a BlockCommitted whose thinking comes from `reasoning_content`. Where the
+server sends dg-chat's `dg_chat.canvas` events, each is a CanvasStep. The server sends text
+pieces, not token ids: `PieceVocabulary` numbers the pieces so that a CanvasStep is what it is
+for a local model, and consumers look them up by number as they do with a tokenizer. No local
+tokenizer means no prompt token ids (`prompt_ids` is None).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from dg_chat.config import SamplerSettings, Settings
+from dg_chat.engine.events import (
+    BlockCommitted,
+    CanvasStep,
+    Event,
+    PromptEncoded,
+    Stats,
+    TurnFailed,
+    TurnFinished,
+)
+from dg_chat.engine.model_info import ModelInfo
+from dg_chat.engine.remote.client import RemoteClient, RemoteError, StreamCut
+from dg_chat.engine.remote.spec import api_key, parse_remote
+from dg_chat.engine.turn_engine import Noise
+from dg_chat.errors import DgChatError
+from dg_chat.text.chat import Message
+
+log = logging.getLogger(__name__)
+
+ROLES = {"system": "system", "user": "user", "model": "assistant"}
+CANVAS_EVENT = "dg_chat.canvas"
+NO_TOKENS = np.zeros(0, dtype=np.int32)
+
+
+class PieceVocabulary:
+    """The text pieces of remote canvases, numbered in the order they first arrive (the stand-in
+    for a tokenizer: `piece(number)` is what a canvas position shows)."""
+
+    def __init__(self) -> None:
+        self._pieces: list[str] = []
+        self._numbers: dict[str, int] = {}
+
+    def numbers(self, pieces: Sequence[str]) -> np.ndarray:
+        """int32 numbers of `pieces`; a new piece gets the next number."""
+        out = np.empty(len(pieces), dtype=np.int32)
+        for i, piece in enumerate(pieces):
+            number = self._numbers.get(piece)
+            if number is None:
+                number = self._numbers[piece] = len(self._pieces)
+                self._pieces.append(piece)
+            out[i] = number
+        return out
+
+    def piece(self, number: int) -> str:
+        return self._pieces[number] if 0 <= number < len(self._pieces) else "?"
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """What a turn reads of one chat.completion.chunk."""
+
+    answer: str
+    thinking: str
+    finish: str | None
+    """finish_reason: set on the last chunk of an answer."""
+    marked: bool
+    """dg-chat's server marks every block's chunk (`dg_chat.block`), even one whose text is held back."""
+    steps: int
+    """Denoising steps of the block, from dg-chat's extension (0: not said)."""
+
+    @property
+    def is_block(self) -> bool:
+        """The chunk of a committed canvas (vLLM: one with text; not the role, finish or usage chunk)."""
+        return bool(self.answer or self.thinking or self.marked)
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteServer:
+    """What consumers read of an engine's backend, for a model that runs on a server."""
+
+    device: str
+    """host:port of the server."""
+    name: str = "openai"
+    noise: Noise | None = None
+    """Unknown here: the settings screen offers every sampler knob (dg-chat's own server uses them)."""
+    mask_token_id: int | None = None
+
+
+def request_body(model: str, messages: Sequence[Message], sampler: SamplerSettings, seed: int) -> dict[str, Any]:
+    """A streamed chat completion with usage, the seed, thinking for vLLM's chat template, and
+    dg-chat's extension (live canvases, every sampler setting) for dg-chat's own server. No
+    `max_tokens`: dg-chat's server takes `max_canvases` from the sampler, others use their own limit
+    (a canvas's length is not known here)."""
+    return {
+        "model": model,
+        "messages": [{"role": ROLES[m.role], "content": m.content} for m in messages],
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "seed": seed,
+        "chat_template_kwargs": {"enable_thinking": sampler.thinking},
+        "dg_chat": {"canvas": True, "sampler": {**asdict(sampler), "seed": seed}, "thinking": sampler.thinking},
+    }
+
+
+def malformed(data: str) -> str:
+    """A short quote of a bad event's data."""
+    return repr(data if len(data) <= 60 else data[:59] + "…")
+
+
+class RemoteEngine:
+    """The turn API of `dg_chat.engine.engine.Engine` over HTTP."""
+
+    def __init__(self, client: RemoteClient, model: str) -> None:
+        self.client = client
+        self.name = model
+        self.tokenizer = PieceVocabulary()
+        self.backend = RemoteServer(client.spec.host)
+        self.end_ids: frozenset[int] = frozenset()
+
+    @property
+    def info(self) -> ModelInfo:
+        return ModelInfo(self.name, self.client.spec.label(self.name), "", self.backend.name, self.backend.device)
+
+    def prompt_ids(self, messages: Sequence[Message], thinking: bool) -> None:
+        """None: the server renders and tokenizes the prompt."""
+
+    def context_use(self, messages: Sequence[Message], thinking: bool) -> None:
+        """None: the server checks its context (and a turn it refuses fails with its reason)."""
+
+    def turn(self, messages: Sequence[Message], sampler: SamplerSettings,
+             cancel: threading.Event | None = None) -> Iterator[Event]:
+        """Answer the conversation's last user message, as Engine.turn does: blocking, always ends
+        with TurnFinished or TurnFailed. A stop closes the stream; the blocks received are kept."""
+        try:
+            yield from self._turn(messages, sampler, cancel)
+        except DgChatError as exc:
+            yield TurnFailed(str(exc))
+        except Exception as exc:  # a failed turn must not take the app down
+            log.exception("remote turn failed")
+            yield TurnFailed(f"internal error: {type(exc).__name__}: {exc}")
+
+    def _turn(self, messages: Sequence[Message], sampler: SamplerSettings,
+              cancel: threading.Event | None) -> Iterator[Event]:
+        seed = secrets.randbits(63) if sampler.seed is None else sampler.seed
+        stats = Stats(seed=seed)
+        label = self.client.label
+        thinking = answer = ""
+        steps = 0  # of the block being denoised, from its canvas events
+        ended = False
+        started = time.perf_counter()
+        events = self.client.stream(request_body(self.name, messages, sampler, seed), cancel)
+        for number, event in enumerate(events):
+            if number == 0:  # the server has read the prompt
+                stats.prompt_seconds = time.perf_counter() - started
+                yield PromptEncoded(0, stats.prompt_seconds)
+            if event.data == "[DONE]":
+                ended = True
+                break
+            data = self._json(event.data)
+            if event.event == CANVAS_EVENT:
+                step = self._canvas_step(data, len(stats.steps))
+                steps = step.step
+                yield step
+            elif event.event in ("", "message"):  # a standard chunk (other events: extensions unknown here)
+                chunk = self._chunk(data, stats)
+                ended = ended or chunk.finish is not None
+                if chunk.is_block:
+                    thinking, answer = thinking + chunk.thinking, answer + chunk.answer
+                    stats.steps.append(chunk.steps or steps)
+                    steps = 0
+                    if len(stats.steps) == 1:
+                        stats.first_block_seconds = time.perf_counter() - started
+                    yield BlockCommitted(len(stats.steps) - 1, NO_TOKENS, stats.steps[-1], thinking, answer,
+                                         final=chunk.finish is not None)
+            if cancel is not None and cancel.is_set():  # what has arrived is kept; the rest is not read
+                break
+        stopped = cancel is not None and cancel.is_set() and not ended
+        if not ended and not stopped:
+            raise StreamCut(f"the stream from {label} was cut mid-answer (it ended after {len(stats.steps)} "
+                            "block(s) without finishing); the partial answer is kept")
+        stats.seconds = time.perf_counter() - started - stats.prompt_seconds
+        yield TurnFinished(answer=answer, thinking=thinking, token_ids=[], stats=stats, stopped=stopped)
+
+    def _json(self, data: str) -> dict[str, Any]:
+        """The JSON object of an event's data."""
+        try:
+            value = json.loads(data)
+        except ValueError:
+            value = None
+        if not isinstance(value, dict):
+            raise RemoteError(f"{self.client.label} sent a malformed event: {malformed(self.client.clip(data))}")
+        return value
+
+    def _chunk(self, data: dict[str, Any], stats: Stats) -> Chunk:
+        """A chat.completion.chunk; its usage goes into `stats`."""
+        error = data.get("error")
+        if error is not None:  # vLLM and dg-chat's server report a failure inside the stream
+            said = error.get("message") if isinstance(error, dict) else error
+            raise RemoteError(f"{self.client.label} failed mid-answer: {self.client.clip(str(said))}")
+        try:
+            usage = data.get("usage")
+            if usage is not None:
+                stats.prompt_tokens = int(usage.get("prompt_tokens") or 0)
+                stats.tokens = int(usage.get("completion_tokens") or 0)
+            extension = data.get("dg_chat") or {}
+            choices = data.get("choices") or [{}]  # none: the usage chunk
+            delta = choices[0].get("delta") or {}
+            chunk = Chunk(answer=delta.get("content") or "",
+                          thinking=delta.get("reasoning_content") or delta.get("reasoning") or "",
+                          finish=choices[0].get("finish_reason"), marked="block" in extension,
+                          steps=int(extension.get("steps") or 0))
+            if not (isinstance(chunk.answer, str) and isinstance(chunk.thinking, str)
+                    and isinstance(chunk.finish, str | None)):
+                raise TypeError
+            return chunk
+        except (AttributeError, TypeError, KeyError, IndexError, ValueError):
+            raise RemoteError(f"{self.client.label} sent a malformed chunk: "
+                              f"{malformed(self.client.clip(json.dumps(data)))}") from None
+
+    def _canvas_step(self, data: dict[str, Any], block: int) -> CanvasStep:
+        """A `dg_chat.canvas` event as a CanvasStep of block `block` (the blocks received so far)."""
+        try:
+            pieces, accepted, changed = data["pieces"], data["accepted"], data["changed"]
+            if not (isinstance(pieces, list) and all(isinstance(p, str) for p in pieces)
+                    and len(pieces) == len(accepted) == len(changed)):
+                raise ValueError
+            numbers = self.tokenizer.numbers(pieces)
+            return CanvasStep(block=block, step=int(data["step"]), max_steps=int(data["max_steps"]),
+                              tokens=numbers, argmax=numbers, accepted=np.asarray(accepted, dtype=bool),
+                              changed=np.asarray(changed, dtype=bool), mean_entropy=float(data["mean_entropy"]))
+        except (KeyError, TypeError, ValueError):
+            raise RemoteError(f"{self.client.label} sent a malformed canvas event: "
+                              f"{malformed(self.client.clip(json.dumps(data)))}") from None
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def connect(settings: Settings) -> RemoteEngine:
+    """The engine of `settings.model` (`openai:<base-url>#<model>`); without a model, the first one
+    the server lists. Makes no request when the model is named."""
+    spec = parse_remote(settings.model)
+    client = RemoteClient(spec, api_key(settings.api_key_env), settings.api_key_env)
+    try:
+        model = spec.model or _first_model(client)
+    except BaseException:
+        client.close()
+        raise
+    return RemoteEngine(client, model)
+
+
+def _first_model(client: RemoteClient) -> str:
+    models = client.models()
+    if not models:
+        raise RemoteError(f"{client.label} serves no model")
+    return models[0]

@@ -1,0 +1,58 @@
+"""The model spec of a remote model, `openai:<base-url>#<model>`, and its API key.
+
+The key is read from the environment variable named by the `api_key_env` setting when a
+connection is made; it is never part of a spec, a label, a setting or a message. A spec is stored
+with every chat's settings and answer, so it may hold no password either.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from dg_chat.errors import DgChatError
+
+PREFIX = "openai:"
+EXAMPLE = "openai:http://127.0.0.1:8000/v1#google/diffusiongemma-26B-A4B-it"
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteSpec:
+    base_url: str
+    """The API root, e.g. http://127.0.0.1:8000/v1 (requests go to <base_url>/chat/completions)."""
+    model: str
+    """The served model's id; empty: the first model the server lists."""
+
+    @property
+    def host(self) -> str:
+        """host:port of the server (what the status bar shows as the device)."""
+        return urlsplit(self.base_url).netloc
+
+    def label(self, model: str | None = None) -> str:
+        """The spec as recorded and shown, naming `model` (default: the spec's own)."""
+        name = self.model if model is None else model
+        return f"{PREFIX}{self.base_url}#{name}" if name else f"{PREFIX}{self.base_url}"
+
+
+def is_remote(spec: str) -> bool:
+    return spec.strip().lower().startswith(PREFIX)
+
+
+def parse_remote(spec: str) -> RemoteSpec:
+    """`openai:<base-url>[#<model>]` -> RemoteSpec; a DgChatError that shows the expected form."""
+    url, _, model = spec.strip()[len(PREFIX):].partition("#")
+    url = url.strip()
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise DgChatError(f"a remote model is openai:<base-url>#<model>, e.g. {EXAMPLE}; "
+                          f"{url or 'an empty URL'!r} is not an http(s) URL")
+    if parts.username is not None or parts.password is not None:
+        raise DgChatError("a remote model's URL must not hold a user or password (specs are saved with every "
+                          "chat): put the API key in the environment variable named by the api_key_env setting")
+    return RemoteSpec(url.rstrip("/"), model.strip())
+
+
+def api_key(variable: str) -> str | None:
+    """The API key from the environment variable `variable` (the `api_key_env` setting); None if unset."""
+    return (os.environ.get(variable) or None) if variable else None

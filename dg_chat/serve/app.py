@@ -1,0 +1,193 @@
+"""The Starlette application of `dg-chat serve`: `GET /v1/models`, `POST /v1/chat/completions`
+(whole or streamed), an optional bearer token, and every error in OpenAI's JSON shape."""
+
+from __future__ import annotations
+
+import hmac
+import json
+import threading
+import time
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+
+import anyio
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from dg_chat.config import SamplerSettings
+from dg_chat.engine.events import BlockCommitted, CanvasStep, TurnFailed, TurnFinished
+from dg_chat.engine.generate import check_context
+from dg_chat.errors import DgChatError
+from dg_chat.serve.protocol import (
+    CANVAS_EVENT,
+    DONE,
+    ChatRequest,
+    Deltas,
+    Reply,
+    RequestError,
+    canvas_event,
+    error_body,
+    finish_reason,
+    parse_request,
+    sse,
+)
+from dg_chat.serve.worker import EngineWorker, Job
+
+STOPPED = "the server stopped the answer before its end (it is shutting down)"
+
+
+def error_response(status: int, message: str, kind: str = "invalid_request_error",
+                   headers: Mapping[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(error_body(status, message, kind), status_code=status, headers=headers)
+
+
+class BearerToken:
+    """ASGI middleware: every request carries `Authorization: Bearer <token>`, else 401. The
+    token is compared in constant time and never logged or echoed."""
+
+    def __init__(self, app: ASGIApp, token: str):
+        self.app = app
+        self.token = token.encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            scheme, _, given = dict(scope["headers"]).get(b"authorization", b"").partition(b" ")
+            if scheme.lower() != b"bearer" or not hmac.compare_digest(given.strip(), self.token):
+                response = error_response(401, "a missing or wrong bearer token (send Authorization: Bearer <token>)",
+                                          "authentication_error", {"WWW-Authenticate": "Bearer"})
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+@asynccontextmanager
+async def stopped_on_disconnect(receive: Receive, cancel: threading.Event) -> AsyncIterator[None]:
+    """While inside, a client that goes away sets `cancel`: the engine stops its turn at the next
+    step (or skips it while queued). Leaving sets it too: a finished turn ignores it."""
+
+    async def watch() -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        cancel.set()
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(watch)
+        try:
+            yield
+        finally:
+            cancel.set()
+            group.cancel_scope.cancel()
+
+
+class TurnResponse:
+    """The ASGI response of one queued turn: the whole answer as one `chat.completion`, or a
+    stream of SSE events that starts at once (while the turn may still be queued)."""
+
+    def __init__(self, job: Job, request: ChatRequest, routes: Routes):
+        self.job, self.request, self.routes = job, request, routes
+        self.reply = Reply(routes.model)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async with stopped_on_disconnect(receive, self.job.cancel):
+            if not self.request.stream:
+                await (await self.whole())(scope, receive, send)
+                return
+            await send({"type": "http.response.start", "status": 200, "headers": [
+                (b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache"),
+                (b"x-accel-buffering", b"no")]})
+            async for text in self.events():
+                await send({"type": "http.response.body", "body": text.encode(), "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def whole(self) -> Response:
+        async for event in self.job.events():
+            if isinstance(event, TurnFinished) and not event.stopped:
+                return JSONResponse(self.reply.completion(event, finish_reason(event.token_ids, self.routes.end_ids)))
+            if isinstance(event, TurnFailed):
+                return error_response(500, event.error, "server_error")
+        return error_response(503, STOPPED, "server_error")
+
+    async def events(self) -> AsyncIterator[str]:
+        """The SSE events: canvas steps when asked, a chunk per block (the last one waits for the
+        turn's end, which gives its finish_reason and usage), then [DONE]; an error event instead
+        of the last chunk if the turn fails or is stopped."""
+        deltas, last = Deltas(), None
+        async for event in self.job.events():
+            if isinstance(event, CanvasStep) and self.request.canvas:
+                yield sse(canvas_event(event, self.routes.piece), CANVAS_EVENT)
+            elif isinstance(event, BlockCommitted) and event.final:
+                last = event
+            elif isinstance(event, BlockCommitted):
+                yield sse(self.reply.chunk(deltas.next(event, last=False), event))
+            elif isinstance(event, TurnFinished) and not event.stopped and last is not None:
+                finish = finish_reason(event.token_ids, self.routes.end_ids)
+                stats = event.stats if self.request.include_usage else None
+                yield sse(self.reply.chunk(deltas.next(last, last=True), last, finish, stats))
+                yield DONE
+                return
+            elif isinstance(event, TurnFailed):
+                yield sse(error_body(500, event.error, "server_error"))
+                yield DONE
+                return
+        yield sse(error_body(503, STOPPED, "server_error"))
+        yield DONE
+
+
+class Routes:
+    """The routes over one EngineWorker, the model's id and the server's sampler defaults."""
+
+    def __init__(self, worker: EngineWorker, model: str, defaults: SamplerSettings):
+        self.worker, self.model, self.defaults = worker, model, defaults
+        engine = worker.engine
+        self.piece, self.end_ids = engine.tokenizer.piece, engine.end_ids
+        self.started = int(time.time())
+
+    async def models(self, request: Request) -> JSONResponse:
+        backend = self.worker.engine.backend
+        return JSONResponse({"object": "list", "data": [{
+            "id": self.model, "object": "model", "created": self.started, "owned_by": "dg-chat",
+            "max_model_len": backend.context_length}]})
+
+    async def chat_completions(self, request: Request) -> Response | TurnResponse:
+        try:
+            chat = await self._parse(request)
+        except RequestError as exc:
+            return JSONResponse(exc.body(), status_code=exc.status)
+        return TurnResponse(self.worker.submit(chat.messages, chat.sampler), chat, self)
+
+    async def _parse(self, request: Request) -> ChatRequest:
+        try:
+            body = json.loads(await request.body())
+        except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            raise RequestError(400, f"the request body is not valid JSON: {exc}") from None
+        engine = self.worker.engine
+        chat = parse_request(body, model=self.model, defaults=self.defaults,
+                             canvas_length=engine.backend.canvas_length)
+        try:  # the prompt is tokenized off the event loop: a long conversation takes a while
+            prompt = await anyio.to_thread.run_sync(engine.prompt_ids, chat.messages, chat.sampler.thinking)
+            check_context(engine.backend, len(prompt), chat.sampler.max_canvases)
+        except DgChatError as exc:  # a prompt longer than the context, a template that refuses the roles
+            raise RequestError(400, str(exc)) from None
+        return chat
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HTTPException)
+    message = {404: f"no such endpoint: {request.url.path} (this server has /v1/models and /v1/chat/completions)",
+               405: f"{request.method} is not allowed on {request.url.path}"}.get(exc.status_code, exc.detail)
+    return error_response(exc.status_code, message, headers=exc.headers)
+
+
+def create_app(worker: EngineWorker, model: str, defaults: SamplerSettings, token: str | None = None) -> Starlette:
+    """The server's ASGI app; `token`: the bearer token every request must carry (None: none)."""
+    api = Routes(worker, model, defaults)
+    return Starlette(
+        routes=[Route("/v1/models", api.models, methods=["GET"]),
+                Route("/v1/chat/completions", api.chat_completions, methods=["POST"])],
+        middleware=[Middleware(BearerToken, token=token)] if token else [],
+        exception_handlers={HTTPException: _http_error})

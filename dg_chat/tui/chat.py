@@ -1,0 +1,297 @@
+"""The open chat: its transcript, the live canvas, the prompt and the context gauge (the #main column).
+
+The pane holds the chat on screen (its id, its settings, the message being edited) and runs its
+turns (turns.py): it sends the prompt, regenerates, edits the last message, switches answer versions,
+replays answers and changes the chat's settings. The app loads the engine into it, lists the chats
+and binds the keys (bindings.py), whose actions call the pane.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.message import Message
+from textual.widgets import TextArea
+
+from dg_chat.config import SamplerSettings, Settings
+from dg_chat.config_file import save_defaults
+from dg_chat.engine.turn_engine import TurnEngine
+from dg_chat.errors import DgChatError
+from dg_chat.recording import decode_block
+from dg_chat.store import Store, title_from
+from dg_chat.text.chat import Message as ChatMessage
+from dg_chat.tui.failures import recoverable
+from dg_chat.tui.screens.replay import ReplayScreen
+from dg_chat.tui.screens.settings import SettingsChoice, SettingsScreen, sampler_defaults
+from dg_chat.tui.turns import Turn, TurnEvent, Turns, conversation, run_turn
+from dg_chat.tui.widgets.canvas import CanvasView
+from dg_chat.tui.widgets.gauge import DELAY as GAUGE_DELAY, ContextGauge
+from dg_chat.tui.widgets.message import GENERATING, MessageView
+from dg_chat.tui.widgets.prompt import Prompt
+from dg_chat.tui.widgets.status import StatusBar
+from dg_chat.tui.widgets.transcript import Transcript
+from dg_chat.tui.widgets.welcome import Welcome
+
+
+class ChatPane(Vertical):
+    class Stored(Message):
+        """A message of chat `chat_id` was stored (a new chat, or one that moves to the top of the list)."""
+
+        def __init__(self, chat_id: int) -> None:
+            super().__init__()
+            self.chat_id = chat_id
+
+    def __init__(self, store: Store, settings: Settings, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.store = store
+        self.settings = settings
+        """The app's settings: new chats start with them."""
+        self.engine: TurnEngine | None = None
+        self.engine_error = ""
+        self.chat_id: int | None = None
+        self.chat_settings = copy.deepcopy(settings)
+        self.turns = Turns()
+        self._editing: int | None = None
+        """Id of the user message being edited; resending replaces it and what follows."""
+
+    def compose(self) -> ComposeResult:
+        yield Transcript(id="transcript")
+        yield CanvasView(fps=self.settings.ui.canvas_fps, id="canvas")
+        yield Prompt(id="prompt")
+        yield ContextGauge(id="gauge")
+
+    @property
+    def generating(self) -> bool:
+        """A turn is running (or being stopped)."""
+        return self.turns.current is not None
+
+    @property
+    def status(self) -> StatusBar:
+        return self.screen.query_one(StatusBar)
+
+    @property
+    def transcript(self) -> Transcript:
+        return self.query_one(Transcript)
+
+    def busy(self) -> bool:
+        if self.generating:
+            self.notify("An answer is being generated: wait for it, or press Esc to stop it.", severity="warning")
+            return True
+        return False
+
+    def _can_answer(self) -> bool:
+        if self.busy():
+            return False
+        if self.engine is None:
+            reason = self.engine_error or "the model is still loading"
+            self.notify(f"No model to answer with: {reason}", severity="warning", markup=False)
+            return False
+        return True
+
+    def _history(self, before: int | None = None) -> list[ChatMessage]:
+        """The conversation as the model sees it (`before`: only the messages stored before that id)."""
+        return conversation(self.store, self.chat_id, self.chat_settings.system_prompt, before)
+
+    # sending and turns
+
+    @on(TextArea.Changed, "#prompt")
+    @work(exclusive=True, group="gauge", exit_on_error=False)
+    async def _measure_draft(self) -> None:
+        await asyncio.sleep(GAUGE_DELAY)  # exclusive: a later key cancels this measurement
+        draft = self.query_one(Prompt).text
+        size = None
+        if self.engine is not None and draft.strip():
+            history = self._history(before=self._editing)  # an edit replaces its message and what follows
+            size = self.engine.context_use([*history, ChatMessage("user", draft)], self.chat_settings.sampler.thinking)
+        self.query_one(ContextGauge).show(size)
+
+    @on(Prompt.Submitted)
+    @recoverable
+    async def _send(self, message: Prompt.Submitted) -> None:
+        if not self._can_answer():
+            self.query_one(Prompt).restore(message.text)
+            return
+        assert self.engine is not None
+        asked = [*self._history(before=self._editing), ChatMessage("user", message.text)]
+        use = self.engine.context_use(asked, self.chat_settings.sampler.thinking)
+        if use is not None and (problem := use.problem):  # None: a server checks its context itself
+            self.query_one(Prompt).restore(message.text)
+            self.notify(f"Not sent: {problem}", severity="error", timeout=20, markup=False)
+            return
+        if self._editing is not None:
+            self.store.delete_messages_from(self._editing)
+            await self.transcript.remove_from(self._editing)
+            self._editing = None
+            self.query_one(Prompt).end_edit(cancelled=False)
+        try:
+            if self.chat_id is None:
+                self.chat_id = self.store.create_chat(title_from(message.text), self.chat_settings)
+            # Stored before anything is generated: the question survives whatever happens next.
+            message_id = self.store.add_message(self.chat_id, "user", message.text)
+        except DgChatError:
+            self.query_one(Prompt).restore(message.text)
+            raise
+        await self._start_turn(MessageView("user", message.text, message_id=message_id))
+        self.post_message(self.Stored(self.chat_id))
+
+    async def _start_turn(self, *new_views: MessageView) -> None:
+        """Start the engine on the conversation, then show `new_views` and the coming answer."""
+        assert self.engine is not None and self.chat_id is not None
+        history = self._history()
+        model = self.engine.info
+        message_id = self.store.add_message(self.chat_id, "model", "", status="partial", model=model)
+        versions = len(self.store.versions(message_id))  # earlier ones: regenerated
+        self.status.new_turn(blocks=self.chat_settings.sampler.max_canvases)
+        turn = self.turns.start(message_id, MessageView("model", status=GENERATING, message_id=message_id,
+                                                        model=model, version=(versions, versions)))
+        canvas = self.query_one(CanvasView)
+        canvas.start(turn.id)  # before the first frame can arrive
+        self._generate(turn, self.engine, history, copy.deepcopy(self.chat_settings.sampler), canvas)
+        await self.transcript.add(*new_views, turn.view)
+        canvas.display = self.settings.ui.show_canvas
+        self.transcript.scroll_end(animate=False)
+
+    @work(thread=True, group="turn", exit_on_error=False)
+    def _generate(self, turn: Turn, engine: TurnEngine, messages: list[ChatMessage], sampler: SamplerSettings,
+                  canvas: CanvasView) -> None:
+        run_turn(self.store, turn, engine, messages, sampler, to_canvas=canvas.post_message, to_ui=self.post_message)
+
+    async def on_turn_event(self, message: TurnEvent) -> None:
+        await self.turns.show(message, self.query_one(CanvasView), self.status, self)
+
+    @on(CanvasView.Painted, "#canvas")
+    def _show_progress(self, message: CanvasView.Painted) -> None:
+        turn = self.turns.current
+        if turn is not None and not turn.detached:
+            frame = message.frame
+            self.status.set(block=frame.block + 1, step=frame.step, max_steps=frame.max_steps)
+
+    def stop(self) -> None:
+        """Stop the answer at its next step, or else cancel an edit."""
+        if self.turns.stop():
+            self.status.set(state="stopping…")
+        elif self._editing is not None:
+            self._editing = None
+            self.query_one(Prompt).end_edit(cancelled=True)
+            self.notify("Edit cancelled")
+
+    async def regenerate(self) -> None:
+        if not self._can_answer():
+            return
+        views = self.transcript.views()
+        if not views or self.chat_id is None:
+            self.notify("Nothing to regenerate yet", severity="warning")
+            return
+        if views[-1].role == "model" and views[-1].message_id is not None:
+            self.store.supersede(views[-1].message_id)  # kept as an earlier version (◀ ▶ on the answer)
+            await views[-1].remove()
+        await self._start_turn()
+
+    def edit_last(self) -> None:
+        if self.busy():
+            return
+        users = [v for v in self.transcript.views() if v.role == "user"]
+        if not users:
+            self.notify("No message to edit yet", severity="warning")
+            return
+        prompt = self.query_one(Prompt)
+        if self._editing is None:
+            prompt.begin_edit(users[-1].content)
+        prompt.focus()
+        self._editing = users[-1].message_id
+        self.notify("Editing your last message: Enter resends it and replaces the answer, Esc cancels.")
+
+    async def show_chat(self, chat_id: int | None) -> None:
+        """Show a saved chat, or an empty new one (None). A turn in progress is stopped."""
+        if self.turns.detach():
+            canvas = self.query_one(CanvasView)
+            canvas.stop()
+            canvas.display = False
+            self.status.end_turn("stopping…")
+        if self._editing is not None:
+            self._editing = None
+            self.query_one(Prompt).end_edit(cancelled=True)
+        self.chat_id = chat_id
+        self.chat_settings = self.store.chat_settings(chat_id) if chat_id is not None else copy.deepcopy(self.settings)
+        messages = self.store.messages(chat_id) if chat_id is not None else []
+        versions = self.store.version_numbers(chat_id) if chat_id is not None else {}
+        with self.app.batch_update():
+            model = self.engine.info if self.engine is not None else None
+            await self.transcript.show(messages, versions, Welcome(model, self.engine_error))
+        self.transcript.scroll_end(animate=False)
+        self.status.set(thinking=self.chat_settings.sampler.thinking)
+
+    # answers: versions and replays
+
+    @on(MessageView.VersionRequested)
+    @recoverable
+    async def _show_version(self, message: MessageView.VersionRequested) -> None:
+        view = message.view
+        if self.busy() or view.message_id is None:
+            return
+        versions = self.store.versions(view.message_id)
+        number = view.version[0] - 1 + message.direction
+        if not 0 <= number < len(versions):
+            return
+        self.store.choose_version(versions[number].id)
+        shown = await self.transcript.replace(view, versions[number], (number + 1, len(versions)))
+        shown.focus()
+
+    @on(MessageView.ReplayRequested)
+    @recoverable
+    def _replay(self, message: MessageView.ReplayRequested) -> None:
+        view = message.view
+        if view.role != "model" or view.message_id is None:
+            self.notify("Only answers can be replayed", severity="warning")
+            return
+        if self.engine is None:
+            self.notify("Replay shows tokens with the model's tokenizer: load a model first", severity="warning")
+            return
+        blocks = [decode_block(data) for data in self.store.frames(view.message_id)]
+        if not any(blocks):
+            self.notify("No denoising steps were recorded for this answer", severity="warning")
+            return
+        self.app.push_screen(ReplayScreen(blocks, self.engine.tokenizer.piece,
+                                          self.engine.backend.mask_token_id, self.engine.end_ids))
+
+    def replay_last(self) -> None:
+        answers = [v for v in self.transcript.views() if v.role == "model"]
+        if not answers:
+            self.notify("No answer to replay yet", severity="warning")
+            return
+        answers[-1].action_replay()
+
+    # the chat's settings
+
+    def _save_chat_settings(self) -> None:
+        if self.chat_id is not None:
+            self.store.set_chat_settings(self.chat_id, self.chat_settings)
+        self.status.set(thinking=self.chat_settings.sampler.thinking)
+
+    def toggle_thinking(self) -> None:
+        sampler = self.chat_settings.sampler
+        sampler.thinking = not sampler.thinking
+        self._save_chat_settings()
+        self.notify(f"Thinking {'on' if sampler.thinking else 'off'} for this chat")
+
+    def edit_settings(self) -> None:
+        noise = self.engine.backend.noise if self.engine is not None else None
+        self.app.push_screen(SettingsScreen(self.chat_settings, noise), self._apply_settings)
+
+    @recoverable
+    def _apply_settings(self, choice: SettingsChoice | None) -> None:
+        if choice is None:
+            return
+        self.chat_settings = choice.settings
+        self._save_chat_settings()
+        if choice.as_default:
+            path = save_defaults(sampler_defaults(choice.settings))
+            self.settings.sampler = copy.deepcopy(choice.settings.sampler)
+            self.settings.system_prompt = choice.settings.system_prompt
+            self.notify(f"Settings saved for this chat and as the default of new chats ({path})", markup=False)
+        else:
+            self.notify("Settings saved for this chat")

@@ -1,0 +1,191 @@
+"""A small vLLM-style OpenAI-compatible server for tests, run for real on 127.0.0.1 in a thread.
+
+It streams one `chat.completion.chunk` per canvas (block), thinking as `reasoning_content`, and
+when a request asks for dg-chat's extension (and `canvas` is on) the denoising steps of each block
+as `dg_chat.canvas` events before its chunk. It can be told to fail in each way a real server
+fails (`fail`), and to hold before a block until released (`hold_before`), to test a stop.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import select
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+MODEL = "google/diffusiongemma-26B-A4B-it"
+CANVAS = 8
+FAILURES = ("401", "403", "404", "429", "500", "cut", "ends", "malformed", "not-sse")
+
+
+@dataclass
+class Reply:
+    blocks: list[tuple[str, str]] = field(default_factory=lambda: [("", "The sky is "), ("", "blue.")])
+    """(thinking, answer) text of each block."""
+    steps: int = 3
+    canvas: bool = True
+    """Send dg_chat.canvas events when the request asks for them."""
+    usage: tuple[int, int] = (12, 9)
+    """prompt_tokens, completion_tokens."""
+
+
+class FakeOpenAI:
+    def __init__(self, *, key: str | None = None, reply: Reply | None = None) -> None:
+        self.key = key
+        self.reply = reply or Reply()
+        self.fail: str | None = None
+        self.hold_before: int | None = None
+        """Block index before which the stream waits until `release` is set (or the client leaves)."""
+        self.release = threading.Event()
+        self.holding = threading.Event()
+        self.client_left = threading.Event()
+        self.requests: list[dict[str, Any]] = []
+        self.headers: list[dict[str, str]] = []
+        self._server = _QuietServer(("127.0.0.1", 0), _handler(self))
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}/v1"
+
+    def spec(self, model: str = MODEL) -> str:
+        return f"openai:{self.url}#{model}"
+
+    def close(self) -> None:
+        self.release.set()
+        self._server.shutdown()
+        self._server.server_close()
+
+
+class _QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # a client that left mid-stream (a stop, a test's end) is no error of the server
+
+
+def _handler(server: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            if self._refused():
+                return
+            if self.path == "/v1/models":
+                self._json(200, {"object": "list", "data": [{"id": MODEL, "object": "model"}]})
+            else:
+                self._json(404, {"detail": "Not Found"})
+
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            server.requests.append(body)
+            server.headers.append(dict(self.headers))
+            if self._refused():
+                return
+            if self.path != "/v1/chat/completions":
+                self._json(404, {"detail": "Not Found"})
+            elif server.fail == "404" or body.get("model") != MODEL:
+                self._error(404, f"The model `{body.get('model')}` does not exist.", "NotFoundError")
+            elif server.fail == "429":
+                self._error(429, "Rate limit reached: 3 requests per minute", "RateLimitError")
+            elif server.fail == "500":
+                self._error(500, "CUDA error: an illegal memory access was encountered", "InternalServerError")
+            elif server.fail == "not-sse":
+                self._raw(200, b"<html>proxy login</html>", "text/html")
+            else:
+                self._stream(body)
+
+        def _refused(self) -> bool:
+            if server.fail in ("401", "403"):  # echoes the key, as some servers do: the client must mask it
+                presented = self.headers.get("Authorization", "").removeprefix("Bearer ")
+                self._error(int(server.fail), f"Incorrect API key provided: {presented}", "AuthenticationError")
+                return True
+            if server.key is not None and self.headers.get("Authorization") != f"Bearer {server.key}":
+                self._error(401, "Missing or invalid API key", "AuthenticationError")
+                return True
+            return False
+
+        def _error(self, status: int, message: str, kind: str) -> None:
+            self._json(status, {"error": {"message": message, "type": kind, "code": status}})
+
+        def _json(self, status: int, data: Any) -> None:
+            self._raw(status, json.dumps(data).encode(), "application/json")
+
+        def _raw(self, status: int, data: bytes, content_type: str) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def _send(self, text: str) -> None:
+            data = text.encode()
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+            self.wfile.flush()
+
+        def _chunk(self, delta: dict[str, Any], finish: str | None = None, **extra: Any) -> None:
+            chunk = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "model": MODEL,
+                     "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **extra}
+            self._send(f"data: {json.dumps(chunk)}\n\n")
+
+        def _stream(self, body: dict[str, Any]) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            reply = server.reply
+            canvas = reply.canvas and bool((body.get("dg_chat") or {}).get("canvas"))
+            self._chunk({"role": "assistant", "content": ""})
+            for block, (thinking, answer) in enumerate(reply.blocks):
+                if block == server.hold_before and not self._held():
+                    return
+                if canvas:
+                    self._canvas(block, thinking + answer, reply.steps)
+                last = block == len(reply.blocks) - 1
+                delta = {"content": answer} | ({"reasoning_content": thinking} if thinking else {})
+                self._chunk(delta, "stop" if last else None, dg_chat={"block": block, "steps": reply.steps})
+                if server.fail == "cut":
+                    self.close_connection = True
+                    return  # no final chunk of the chunked body: the connection just ends
+                if server.fail == "ends":
+                    self.wfile.write(b"0\r\n\r\n")
+                    return  # a complete body, but the answer has no end (no finish_reason, no [DONE])
+                if server.fail == "malformed":
+                    self._send("data: {\"choices\": [{\"delta\": \n\n")
+            usage = dict(zip(("prompt_tokens", "completion_tokens"), reply.usage, strict=True))
+            self._send(f"data: {json.dumps({'choices': [], 'usage': usage})}\n\n")
+            self._send("data: [DONE]\n\n")
+            self.wfile.write(b"0\r\n\r\n")
+
+        def _canvas(self, block: int, text: str, steps: int) -> None:
+            words = [w + " " for w in text.split()][:CANVAS]
+            pieces = (words + ["<pad>"] * CANVAS)[:CANVAS]
+            previous: list[str] = []
+            for step in range(1, steps + 1):
+                kept = math.ceil(CANVAS * step / steps)
+                now = pieces[:kept] + [f"~{i}" for i in range(kept, CANVAS)]
+                event = {"block": block, "step": step, "max_steps": steps, "pieces": now,
+                         "accepted": [i < kept for i in range(CANVAS)],
+                         "changed": [not previous or previous[i] != now[i] for i in range(CANVAS)],
+                         "mean_entropy": 1.0 - step / steps}
+                previous = now
+                self._send(f"event: dg_chat.canvas\ndata: {json.dumps(event)}\n\n")
+
+        def _held(self) -> bool:
+            """Wait for `release`; False if the client closed the connection meanwhile."""
+            server.holding.set()
+            while not server.release.wait(0.02):
+                readable, _, _ = select.select([self.connection], [], [], 0)
+                if readable and not self.connection.recv(1):
+                    server.client_left.set()
+                    return False
+            return True
+
+    return Handler

@@ -1,0 +1,337 @@
+"""The remote backend (openai:<base-url>#<model>) against a real HTTP server on 127.0.0.1: a small
+vLLM-style fake that streams one chunk per canvas (and dg-chat's canvas events when asked), and fails
+on demand. `dg-chat ask`, `dg-chat doctor` and the engine's event stream; every error is one line;
+the API key never shows."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+
+import pytest
+
+from dg_chat.cli import main
+from dg_chat.commands.ask import AnswerStream, canvas_text
+from dg_chat.config import SamplerSettings, Settings
+from dg_chat.engine.events import (
+    BlockCommitted,
+    CanvasStep,
+    PromptEncoded,
+    TurnFinished,
+)
+from dg_chat.engine.loader import load_engine
+from dg_chat.engine.remote.engine import RemoteEngine
+from dg_chat.engine.remote.spec import parse_remote
+from dg_chat.engine.turn_engine import BackendView, TokenPieces, TurnEngine
+from dg_chat.errors import DgChatError
+from dg_chat.text.chat import Message
+from tests.support.fake_openai import MODEL, FakeOpenAI, Reply
+
+KEY = "sk-test-5f1c0ffee0ddba11"
+
+
+@pytest.fixture
+def server():
+    server = FakeOpenAI()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def keyed(monkeypatch):
+    """A server that wants KEY, and KEY in OPENAI_API_KEY."""
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    server = FakeOpenAI(key=KEY)
+    yield server
+    server.close()
+
+
+def engine_for(spec: str) -> RemoteEngine:
+    engine = load_engine(Settings(model=spec))
+    assert isinstance(engine, RemoteEngine)
+    return engine
+
+
+def turn(engine: RemoteEngine, sampler: SamplerSettings | None = None, cancel: threading.Event | None = None):
+    return list(engine.turn([Message("user", "Why is the sky blue?")], sampler or SamplerSettings(seed=4), cancel))
+
+
+def error_line(err: str) -> str:
+    """The one line of an error on stderr."""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert lines[0].startswith("dg-chat: error: ")
+    return lines[0]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# the spec
+
+
+def test_a_spec_names_the_base_url_and_the_model_and_never_a_password():
+    spec = parse_remote("openai:https://llm.example.com:8443/v1/#org/model")
+    assert (spec.base_url, spec.model, spec.host) == ("https://llm.example.com:8443/v1", "org/model",
+                                                      "llm.example.com:8443")
+    assert spec.label() == "openai:https://llm.example.com:8443/v1#org/model"
+    with pytest.raises(DgChatError, match="openai:<base-url>#<model>"):
+        parse_remote("openai:localhost:8000#m")
+    with pytest.raises(DgChatError, match="must not hold a user or password"):
+        parse_remote("openai:https://me:secret@llm.example.com/v1#m")
+
+
+# the turn
+
+
+def test_each_chunk_is_a_block_and_each_canvas_event_a_step_with_its_pieces(server):
+    engine = engine_for(server.spec())
+    events = turn(engine)
+    kinds = [type(e).__name__ for e in events]
+    assert kinds == ["PromptEncoded", *["CanvasStep"] * 3, "BlockCommitted", *["CanvasStep"] * 3, "BlockCommitted",
+                     "TurnFinished"]
+    steps = [e for e in events if isinstance(e, CanvasStep)]
+    assert [(s.block, s.step, s.max_steps) for s in steps] == [(b, s, 3) for b in (0, 1) for s in (1, 2, 3)]
+    last = steps[2]
+    assert [engine.tokenizer.piece(n) for n in last.tokens[:3]] == ["The ", "sky ", "is "] and last.accepted.all()
+    assert not steps[0].accepted.all() and steps[0].changed.all()
+    assert "The sky is" in canvas_text(last, engine).plain  # what `ask --show-steps` draws
+    blocks = [e for e in events if isinstance(e, BlockCommitted)]
+    assert [b.answer for b in blocks] == ["The sky is ", "The sky is blue."]
+    assert [b.final for b in blocks] == [False, True]
+    finished = events[-1]
+    assert finished.answer == "The sky is blue." and not finished.stopped
+    stats = finished.stats
+    assert (stats.prompt_tokens, stats.tokens, stats.steps, stats.seed) == (12, 9, [3, 3], 4)
+    assert 0 < stats.prompt_seconds <= stats.first_block_seconds and stats.tokens_per_second > 0
+    body = server.requests[-1]
+    assert body["stream"] is True and body["stream_options"] == {"include_usage": True} and body["seed"] == 4
+    assert body["model"] == MODEL and body["messages"] == [{"role": "user", "content": "Why is the sky blue?"}]
+    assert body["dg_chat"]["canvas"] is True and body["dg_chat"]["sampler"]["max_steps"] == 48
+    engine.close()
+
+
+def test_without_canvas_events_blocks_arrive_whole_with_thinking_from_reasoning_content():
+    server = FakeOpenAI(reply=Reply(blocks=[("Light scatters. ", ""), ("", "Blue light "), ("", "scatters most.")],
+                                    canvas=False))
+    try:
+        engine = engine_for(server.spec())
+        events = turn(engine, SamplerSettings(seed=1, thinking=True, max_canvases=3))
+    finally:
+        server.close()
+    assert [type(e) for e in events] == [PromptEncoded, BlockCommitted, BlockCommitted, BlockCommitted, TurnFinished]
+    finished = events[-1]
+    assert (finished.thinking, finished.answer) == ("Light scatters. ", "Blue light scatters most.")
+    assert finished.stats.steps == [3, 3, 3]  # from the chunks' dg_chat extension
+    body = server.requests[-1]
+    assert body["chat_template_kwargs"] == {"enable_thinking": True} and body["dg_chat"]["sampler"]["max_canvases"] == 3
+
+
+def test_the_remote_engine_is_a_turn_engine_without_prompt_ids(server):
+    engine = engine_for(server.spec())
+    assert isinstance(engine, TurnEngine) and isinstance(engine.backend, BackendView)
+    assert isinstance(engine.tokenizer, TokenPieces) and engine.prompt_ids([Message("user", "hi")], False) is None
+    assert (engine.backend.name, engine.backend.noise, engine.backend.mask_token_id) == ("openai", None, None)
+    assert server.requests == []  # a named model needs no request to connect
+
+
+def test_without_a_model_name_the_first_served_model_answers(server):
+    engine = engine_for(f"openai:{server.url}")
+    assert engine.name == MODEL and engine.info.file == server.spec()
+    assert turn(engine)[-1].answer == "The sky is blue."
+
+
+def test_a_stop_closes_the_stream_at_once_and_keeps_the_blocks_received(server):
+    server.hold_before = 1  # the server "denoises" block 1 until released
+    engine = engine_for(server.spec())
+    cancel = threading.Event()
+    events = []
+    for event in engine.turn([Message("user", "hi")], SamplerSettings(), cancel):
+        events.append(event)
+        if isinstance(event, BlockCommitted):
+            cancel.set()  # the stop: block 1 is still being made
+    finished = events[-1]
+    assert isinstance(finished, TurnFinished) and finished.stopped and finished.answer == "The sky is "
+    assert server.client_left.wait(5)  # the server saw the connection go, long before its next block
+
+
+# dg-chat ask
+
+
+def test_ask_prints_the_answer_and_json_names_the_remote_model(server, capsys):
+    assert main(["ask", "-m", server.spec(), "--seed", "7", "Why is the sky blue?"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == "The sky is blue.\n" and "first block" in captured.err
+    assert main(["ask", "-m", server.spec(), "--json", "hi"]) == 0
+    answer = json.loads(capsys.readouterr().out)
+    assert answer["text"] == "The sky is blue." and answer["backend"] == "openai" and answer["prompt_ids"] is None
+    assert answer["model"] == {"name": MODEL, "file": server.spec(), "quant": "", "backend": "openai",
+                               "device": server.url.split("/")[2]}
+    assert answer["stats"]["tokens"] == 9 and answer["stats"]["steps"] == [3, 3]
+
+
+def test_ctrl_c_in_ask_closes_the_stream_and_keeps_the_partial_answer(server, capsys, monkeypatch):
+    server.hold_before = 1
+    block = AnswerStream.block
+
+    def interrupt_after_the_first_block(stream: AnswerStream, answer: str) -> None:
+        block(stream, answer)
+        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C while the server makes block 1
+
+    monkeypatch.setattr(AnswerStream, "block", interrupt_after_the_first_block)
+    assert main(["ask", "-m", server.spec(), "hi"]) == 130
+    captured = capsys.readouterr()
+    assert captured.out == "The sky is \n" and "stopped" in captured.err
+    assert server.client_left.wait(5)
+
+
+ERRORS = {
+    "401": ("wants an API key (401 Unauthorized: Incorrect API key provided:); put it in the environment "
+            "variable OPENAI_API_KEY"),
+    "403": "wants an API key (403 Forbidden",
+    "404": "not found (404 Not Found: The model `google/diffusiongemma-26B-A4B-it` does not exist.); check the model",
+    "429": "is busy (429 Too Many Requests: Rate limit reached: 3 requests per minute); try again later",
+    "500": "failed (500 Internal Server Error: CUDA error: an illegal memory access was encountered)",
+    "cut": "was cut mid-answer (peer closed connection without sending complete message body",
+    "ends": "was cut mid-answer (it ended after 1 block(s) without finishing); the partial answer is kept",
+    "malformed": "sent a malformed event: '{\"choices\": [{\"delta\":'",
+    "not-sse": "did not answer with an event stream (Content-Type 'text/html')",
+}
+
+
+@pytest.mark.parametrize("failure", ERRORS)
+def test_each_server_failure_is_one_line_and_a_cut_answer_keeps_its_part(server, failure, capsys):
+    server.fail = failure
+    assert main(["ask", "-m", server.spec(), "hi"]) == 1
+    captured = capsys.readouterr()
+    line = error_line(captured.err)
+    assert ERRORS[failure] in line
+    cut = failure in ("cut", "ends", "malformed")
+    assert line.startswith("dg-chat: error: the stream from " if failure in ("cut", "ends") else
+                           f"dg-chat: error: {server.spec()}")
+    assert captured.out == ("The sky is \n" if cut else "")
+
+
+def test_an_unreachable_server_is_one_line(capsys):
+    spec = f"openai:http://127.0.0.1:{free_port()}/v1#m"
+    assert main(["ask", "-m", spec, "hi"]) == 1
+    assert error_line(capsys.readouterr().err) == (f"dg-chat: error: cannot reach {spec} ([Errno 111] Connection "
+                                                   "refused); is the server running at that address?")
+
+
+def test_a_malformed_spec_is_one_line(capsys):
+    assert main(["ask", "-m", "openai:not a url", "hi"]) == 1
+    assert "a remote model is openai:<base-url>#<model>" in error_line(capsys.readouterr().err)
+
+
+# the API key
+
+
+def test_the_key_comes_from_the_variable_the_settings_name(monkeypatch, capsys):
+    server = FakeOpenAI(key=KEY)
+    monkeypatch.setenv("DG_CHAT_API_KEY_ENV", "VLLM_KEY")
+    monkeypatch.setenv("VLLM_KEY", KEY)
+    try:
+        assert main(["ask", "-m", server.spec(), "hi"]) == 0
+        capsys.readouterr()
+        monkeypatch.setenv("VLLM_KEY", "sk-wrong")
+        assert main(["ask", "-m", server.spec(), "hi"]) == 1
+    finally:
+        server.close()
+    assert server.headers[0]["Authorization"] == f"Bearer {KEY}"
+    assert ("refused the API key from VLLM_KEY (401 Unauthorized: Missing or invalid API key)"
+            in error_line(capsys.readouterr().err))
+
+
+def test_the_key_never_shows_in_output_json_logs_or_errors(keyed, capsys, caplog):
+    caplog.set_level(logging.DEBUG)
+    assert main(["ask", "-m", keyed.spec(), "hi"]) == 0
+    assert main(["ask", "-m", keyed.spec(), "--json", "hi"]) == 0
+    assert main(["-m", keyed.spec(), "doctor"]) in (0, 1)
+    keyed.fail = "401"  # the server echoes the key it got
+    assert main(["ask", "-m", keyed.spec(), "hi"]) == 1
+    assert main(["-m", keyed.spec(), "doctor"]) == 1
+    captured = capsys.readouterr()
+    assert "refused the API key from OPENAI_API_KEY (401 Unauthorized: Incorrect API key provided: ***)" in captured.err
+    assert "api key" in captured.out and caplog.records  # doctor ran its check; httpx logged
+    for text in (captured.out, captured.err, caplog.text, *(repr(r.__dict__) for r in caplog.records)):
+        assert KEY not in text
+
+
+# dg-chat doctor
+
+
+def test_doctor_checks_the_endpoint_the_key_and_the_model(keyed, monkeypatch, capsys):
+    assert main(["-m", keyed.spec(), "doctor"]) in (0, 1)  # other checks depend on the machine
+    lines = {line.split()[0] + " " + line.split()[1]: line for line in capsys.readouterr().out.splitlines()}
+    assert "answers, serving 1 model(s)" in lines["ok endpoint"]
+    assert "accepted, from OPENAI_API_KEY" in lines["ok api"]
+    assert f"{MODEL} is served" in lines["ok model"]
+    main(["-m", keyed.spec("gemma-9000"), "doctor"])
+    assert f"gemma-9000 is not served; the server lists: {MODEL}" in capsys.readouterr().out
+    monkeypatch.delenv("OPENAI_API_KEY")
+    main(["-m", keyed.spec(), "doctor"])
+    out = capsys.readouterr().out
+    assert "ok   endpoint" in out and "fail api key" in out and "wants an API key" in out
+    main(["-m", f"openai:http://127.0.0.1:{free_port()}/v1#m", "doctor"])
+    assert "fail endpoint        cannot reach" in capsys.readouterr().out
+
+
+# dg-chat's own server
+
+
+@pytest.fixture(scope="module")
+def served(tiny_chat_gguf, tmp_path_factory):
+    """`dg-chat serve` on the tiny DiffusionGemma GGUF, as a process of its own; yields its base URL."""
+    home = tmp_path_factory.mktemp("serve-home")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
+           **{f"DG_CHAT_{name}_DIR": str(home / name.lower()) for name in ("CONFIG", "DATA", "CACHE")}}
+    process = subprocess.Popen([sys.executable, "-m", "dg_chat.cli", "-m", str(tiny_chat_gguf), "--device", "cpu",
+                                "serve", "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env=env)
+    try:
+        line = process.stdout.readline()  # printed once it accepts connections
+        found = re.search(r" at (http://\S+) ", line)
+        assert found, line + process.stderr.read()
+        yield found.group(1)
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=30)
+
+
+def test_dg_chat_serve_gives_the_local_engines_answer_and_its_live_canvas(served, tiny_chat_gguf):
+    sampler = SamplerSettings(seed=5, max_steps=3, max_canvases=2)
+    question = [Message("user", "Why is the sky blue?")]
+    local = load_engine(Settings(model=str(tiny_chat_gguf), device="cpu"))
+    try:
+        expected = list(local.turn(question, sampler))
+        pieces = [[local.tokenizer.piece(t) for t in e.argmax.tolist()] for e in expected if isinstance(e, CanvasStep)]
+    finally:
+        local.close()
+    remote = engine_for(f"openai:{served}")
+    events = list(remote.turn(question, sampler))
+    assert [type(e) for e in events] == [type(e) for e in expected]
+    assert events[-1].answer == expected[-1].answer and events[-1].thinking == expected[-1].thinking
+    assert events[-1].stats.steps == expected[-1].stats.steps and events[-1].stats.seed == 5
+    assert events[-1].stats.tokens == expected[-1].stats.tokens > 0
+    steps = [e for e in events if isinstance(e, CanvasStep)]
+    assert [[remote.tokenizer.piece(n) for n in s.tokens.tolist()] for s in steps] == pieces
+    assert [(s.block, s.step) for s in steps] == [(e.block, e.step) for e in expected if isinstance(e, CanvasStep)]
+
+
+def test_ask_through_dg_chat_serve_prints_what_ask_prints_locally(served, tiny_chat_gguf, capsys):
+    flags = ["--seed", "2", "--steps", "2", "--max-canvases", "1", "Hello"]
+    assert main(["ask", "-m", str(tiny_chat_gguf), "--device", "cpu", *flags]) == 0
+    local = capsys.readouterr().out
+    assert main(["ask", "-m", f"openai:{served}", *flags]) == 0
+    assert capsys.readouterr().out == local

@@ -1,0 +1,375 @@
+"""`dg-chat serve`: the real server on 127.0.0.1 (an ephemeral port, uvicorn in a thread) over the
+demo model and a tiny random DiffusionGemma with the Gemma 4 chat format, driven over HTTP with
+httpx, its answers checked against the same engine run locally; the command itself in a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+
+from dg_chat.config import SamplerSettings, Settings
+from dg_chat.engine.engine import Engine
+from dg_chat.engine.events import BlockCommitted, CanvasStep, Event, TurnFailed, TurnFinished
+from dg_chat.engine.loader import load_engine
+from dg_chat.serve.app import create_app
+from dg_chat.serve.protocol import Deltas
+from dg_chat.serve.server import listen, running, url
+from dg_chat.serve.worker import EngineWorker
+from dg_chat.text.chat import Message
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO = ROOT / "models" / "demo.gguf"
+DEFAULTS = SamplerSettings(max_steps=6)
+"""The servers' sampler defaults: few steps, fast turns."""
+
+
+@contextmanager
+def serving(engine: Engine, *, token: str | None = None) -> Iterator[httpx.Client]:
+    """The server of model "demo" on a free port of 127.0.0.1, its uvicorn in a thread; a client for its /v1."""
+    worker = EngineWorker(engine)
+    try:
+        with listen("127.0.0.1", 0) as sock, running(create_app(worker, "demo", DEFAULTS, token), worker, sock), \
+                httpx.Client(base_url=url(sock), timeout=120) as client:
+            yield client
+    finally:
+        worker.close()
+
+
+def local_turn(engine: Engine, messages: list[Message], sampler: SamplerSettings) -> list[Event]:
+    """The turn as `dg-chat ask` runs it: from an empty context."""
+    engine.backend.prefill([])
+    return list(engine.turn(messages, sampler))
+
+
+def sse_events(response: httpx.Response) -> list[tuple[str | None, str]]:
+    """(event name or None, data) of each Server-Sent Event."""
+    events, name, data = [], None, []
+    for line in response.iter_lines():
+        if line.startswith("event: "):
+            name = line.removeprefix("event: ")
+        elif line.startswith("data: "):
+            data.append(line.removeprefix("data: "))
+        elif not line and data:
+            events.append((name, "\n".join(data)))
+            name, data = None, []
+    return events
+
+
+def stream(client: httpx.Client, body: dict[str, Any]) -> list[tuple[str | None, str]]:
+    with client.stream("POST", "/chat/completions", json={**body, "stream": True}) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        return sse_events(response)
+
+
+def chat(text: str, seed: int, **fields: Any) -> dict[str, Any]:
+    return {"model": "demo", "messages": [{"role": "user", "content": text}], "seed": seed, **fields}
+
+
+@pytest.fixture(scope="module")
+def demo() -> Iterator[Engine]:
+    engine = load_engine(Settings(model=str(DEMO), device="cpu"))
+    yield engine
+    engine.close()
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_chat_gguf: Path) -> Iterator[Engine]:
+    """A random DiffusionGemma with the Gemma 4 tokenizer: it never ends early (several blocks)."""
+    engine = load_engine(Settings(model=str(tiny_chat_gguf), device="cpu"))
+    yield engine
+    engine.close()
+
+
+def test_models_lists_the_loaded_model(demo):
+    with serving(demo) as client:
+        models = client.get("/models").json()
+    assert models["object"] == "list"
+    assert [(m["id"], m["object"], m["max_model_len"]) for m in models["data"]] == [("demo", "model", 1024)]
+
+
+def test_a_whole_answer_is_the_local_engines_answer(demo):
+    messages = [Message("system", "You are a player."), Message("user", "Tell me of the king")]
+    sampler = replace(DEFAULTS, seed=11, max_steps=4, max_canvases=2)
+    *_, finished = local_turn(demo, messages, sampler)
+    body = {"model": "demo", "seed": 11, "max_tokens": 65,  # 65 tokens: two 64-token canvases
+            "messages": [{"role": "system", "content": "You are a player."},
+                         {"role": "user", "content": [{"type": "text", "text": "Tell me of the king"}]}],
+            "dg_chat": {"sampler": {"max_steps": 4}}}
+    with serving(demo) as client:
+        answer = client.post("/chat/completions", json=body).json()
+    assert answer["object"] == "chat.completion" and answer["model"] == "demo"
+    (choice,) = answer["choices"]
+    assert choice["message"] == {"role": "assistant", "content": finished.answer}
+    assert choice["finish_reason"] == ("stop" if finished.token_ids[-1] in demo.end_ids else "length")
+    assert answer["usage"] == {"prompt_tokens": len(demo.prompt_ids(messages, False)),
+                               "completion_tokens": len(finished.token_ids),
+                               "total_tokens": len(demo.prompt_ids(messages, False)) + len(finished.token_ids)}
+
+
+def test_a_streamed_answer_is_one_chunk_per_block(tiny):
+    sampler = replace(DEFAULTS, seed=3, max_steps=2, max_canvases=3)
+    events = local_turn(tiny, [Message("user", "Hello")], sampler)
+    blocks = [e for e in events if isinstance(e, BlockCommitted)]
+    finished = events[-1]
+    assert len(blocks) == 3 and not finished.stopped
+    with serving(tiny) as client:
+        sent = stream(client, chat("Hello", 3, max_tokens=48, stream_options={"include_usage": True},
+                                   dg_chat={"sampler": {"max_steps": 2}}))
+    assert sent[-1] == (None, "[DONE]") and all(name is None for name, _ in sent)
+    chunks = [json.loads(data) for _, data in sent[:-1]]
+    assert len(chunks) == len(blocks)
+    assert all(c["object"] == "chat.completion.chunk" and c["id"] == chunks[0]["id"] for c in chunks)
+    assert [c["dg_chat"] for c in chunks] == [{"block": b.block, "steps": b.steps} for b in blocks]
+    deltas = [c["choices"][0]["delta"] for c in chunks]
+    assert deltas[0]["role"] == "assistant" and all("role" not in d for d in deltas[1:])
+    assert "".join(d["content"] for d in deltas) == finished.answer
+    assert [c["choices"][0]["finish_reason"] for c in chunks] == [None, None, "length"]
+    assert [("usage" in c) for c in chunks] == [False, False, True]
+    assert chunks[-1]["usage"]["completion_tokens"] == len(finished.token_ids) == 48
+
+
+def test_canvas_events_come_before_their_block_when_asked(tiny):
+    sampler = replace(DEFAULTS, seed=5, max_steps=2, max_canvases=2)
+    events = local_turn(tiny, [Message("user", "Hi")], sampler)
+    body = chat("Hi", 5, max_tokens=32, dg_chat={"canvas": True, "sampler": {"max_steps": 2}})
+    with serving(tiny) as client:
+        sent = stream(client, body)
+        plain = stream(client, {**body, "dg_chat": {"sampler": {"max_steps": 2}}})
+    expected = []  # what the local turn gives, in the order the server sends it
+    for event in events:
+        if isinstance(event, CanvasStep):
+            expected.append(("dg_chat.canvas", {
+                "block": event.block, "step": event.step, "max_steps": 2,
+                "pieces": [tiny.tokenizer.piece(t) for t in event.argmax.tolist()],
+                "accepted": event.accepted.tolist(), "changed": event.changed.tolist(),
+                "mean_entropy": pytest.approx(event.mean_entropy)}))
+        elif isinstance(event, BlockCommitted):
+            expected.append((None, {"block": event.block, "steps": event.steps}))
+    got = [(name, json.loads(data) if name else json.loads(data)["dg_chat"]) for name, data in sent[:-1]]
+    assert got == expected
+    assert all(len(data["pieces"]) == tiny.backend.canvas_length for name, data in got if name)
+    assert [name for name, _ in plain] == [None, None, None]  # not asked: two chunks and [DONE]
+
+
+def test_thinking_reaches_the_model(tiny):
+    messages = [Message("user", "Why?")]
+    sampler = replace(DEFAULTS, seed=2, max_steps=2, max_canvases=1, thinking=True)
+    *_, finished = local_turn(tiny, messages, sampler)
+    with serving(tiny) as client:
+        answer = client.post("/chat/completions", json=chat("Why?", 2, max_tokens=1, dg_chat={
+            "thinking": True, "sampler": {"max_steps": 2}})).json()
+    message = answer["choices"][0]["message"]
+    assert message["content"] == finished.answer
+    assert message.get("reasoning_content", "") == finished.thinking
+    # the thinking prompt (<|think|> in a system turn) is longer than the plain one
+    thinking_prompt, plain_prompt = tiny.prompt_ids(messages, True), tiny.prompt_ids(messages, False)
+    assert answer["usage"]["prompt_tokens"] == len(thinking_prompt) > len(plain_prompt)
+
+
+def test_deltas_add_up_and_hold_back_a_split_character():
+    deltas = Deltas()
+
+    def block(n: int, thinking: str, answer: str) -> BlockCommitted:
+        return BlockCommitted(n, np.zeros(1, np.int32), 1, thinking, answer, final=False)
+
+    assert deltas.next(block(0, "Hm\ufffd", ""), last=False) == {"role": "assistant", "reasoning_content": "Hm",
+                                                                    "content": ""}
+    assert deltas.next(block(1, "Hmé", "Caf\ufffd"), last=False) == {"reasoning_content": "é", "content": "Caf"}
+    assert deltas.next(block(2, "Hmé", "Café!\ufffd"), last=True) == {"content": "é!\ufffd"}
+
+
+def test_a_bearer_token_is_required_when_set(demo):
+    token = "s3cret-token"
+    with serving(demo, token=token) as client:
+        missing = client.get("/models")
+        wrong = client.get("/models", headers={"Authorization": "Bearer nope"})
+        ok = client.get("/models", headers={"Authorization": f"Bearer {token}"})
+        answer = client.post("/chat/completions", json=chat("Hi", 1), headers={"Authorization": f"bearer {token}"})
+    for response in (missing, wrong):
+        assert response.status_code == 401 and response.headers["www-authenticate"] == "Bearer"
+        assert response.json()["error"]["type"] == "authentication_error" and token not in response.text
+    assert ok.status_code == 200 and answer.status_code == 200 and token not in answer.text
+
+
+@pytest.mark.parametrize("body, status, message", [
+    (b"{bad", 400, "the request body is not valid JSON: Expecting property name"),
+    (b"[1, 2]", 400, "the request body must be a JSON object, not a list"),
+    ({"messages": []}, 400, "messages: expected a non-empty list"),
+    ({"messages": [{"role": "tool", "content": "x"}]}, 400, "messages[0].role: expected one of system"),
+    ({"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}, 400, "only text is supported"),
+    ({"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]}, 400,
+     "the last message must be the user's"),
+    (chat("x", 1) | {"seed": "7"}, 400, "seed: expected an integer, got \"7\""),
+    (chat("x", 1) | {"max_tokens": 0}, 400, "max_tokens: must be at least 1"),
+    (chat("x", 1) | {"n": 2}, 400, "one choice per request"),
+    (chat("x", 1) | {"dg_chat": {"canvas": "yes"}}, 400, "dg_chat.canvas: expected true or false"),
+    (chat("x", 1) | {"dg_chat": {"sampler": {"max_steps": 0}}}, 400, "dg_chat.sampler.max_steps: must be at least 1"),
+    (chat("x", 1) | {"dg_chat": {"sampler": {"steps": 3}}}, 400, "dg_chat.sampler.steps: unknown setting"),
+    (chat("x", 1) | {"dg_chat": {"sampler": {"t_min": 0.9}}}, 400, "needs t_min <= t_max"),
+    (chat("x", 1) | {"dg_chat": {"sampler": {"t_max": True}}}, 400, "dg_chat.sampler.t_max: expected a number"),
+    (chat("word " * 2000, 1), 400, "exceeds the model's context of 1024 tokens"),
+    (chat("x", 1) | {"model": "gpt-4o"}, 404, "the model \"gpt-4o\" does not exist: this server has \"demo\""),
+])
+def test_a_bad_request_gets_a_one_line_error(demo, body, status, message):
+    with serving(demo) as client:
+        if isinstance(body, bytes):
+            response = client.post("/chat/completions", content=body, headers={"content-type": "application/json"})
+        else:
+            response = client.post("/chat/completions", json=body)
+    assert response.status_code == status
+    error = response.json()["error"]
+    assert message in error["message"] and "\n" not in error["message"]
+    assert error["code"] == status and error["type"] == "invalid_request_error"
+
+
+def test_unknown_paths_and_methods_get_json_errors(demo):
+    with serving(demo) as client:
+        path, method = client.get("/completions"), client.get("/chat/completions")
+    assert path.status_code == 404 and "no such endpoint: /v1/completions" in path.json()["error"]["message"]
+    assert method.status_code == 405 and "GET is not allowed" in method.json()["error"]["message"]
+
+
+def test_eight_concurrent_clients_get_their_own_answers(demo):
+    prompts = ["Tell me of the king", "Who is there?", "Speak of love", "What news?",
+               "Where is Rome?", "Sing a song", "Who are you?", "Farewell"]
+    expected = [local_turn(demo, [Message("user", p)], replace(DEFAULTS, seed=100 + i))[-1].answer
+                for i, p in enumerate(prompts)]
+    assert len(set(expected)) == len(expected)  # the check below could see a mix-up
+
+    def ask(i: int) -> str:
+        body = chat(prompts[i], 100 + i)
+        if i % 2:  # half of them streamed
+            return "".join(json.loads(data)["choices"][0]["delta"]["content"]
+                           for _, data in stream(client, body)[:-1])
+        return client.post("/chat/completions", json=body).json()["choices"][0]["message"]["content"]
+
+    with serving(demo) as client, ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(ask, range(8)))
+    assert answers == expected
+
+
+class RecordingEngine:
+    """The engine, recording how each turn finished."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self.finished: list[TurnFinished] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.engine, name)
+
+    def turn(self, *args: Any) -> Iterator[Event]:
+        for event in self.engine.turn(*args):
+            if isinstance(event, TurnFinished):
+                self.finished.append(event)
+            yield event
+
+
+def test_a_client_that_goes_away_stops_its_turn(demo):
+    engine = RecordingEngine(demo)
+    endless = chat("Tell me of the king", 1, stream=True, dg_chat={
+        "canvas": True, "sampler": {"max_steps": 1000, "confidence": 0.0, "max_canvases": 8}})
+    with serving(engine) as client:
+        with client.stream("POST", "/chat/completions", json=endless) as response:
+            first = next(line for line in response.iter_lines() if line.startswith("data: "))
+            assert json.loads(first.removeprefix("data: "))["step"] == 1
+        # gone after one step of up to 8000: the engine is free for the next client at once
+        after = client.post("/chat/completions", json=chat("Who is there?", 2))
+    assert after.status_code == 200 and after.json()["choices"][0]["message"]["content"]
+    stopped, done = engine.finished
+    assert stopped.stopped and stopped.stats.forwards < 1000 and not done.stopped
+
+
+def test_stopping_the_server_ends_its_open_streams(demo):
+    worker = EngineWorker(demo)
+    endless = chat("Tell me of the king", 1, stream=True, dg_chat={
+        "canvas": True, "sampler": {"max_steps": 1000, "confidence": 0.0, "max_canvases": 8}})
+    try:
+        with listen("127.0.0.1", 0) as sock, httpx.Client(base_url=url(sock), timeout=120) as client, \
+                running(create_app(worker, "demo", DEFAULTS), worker, sock) as server, \
+                client.stream("POST", "/chat/completions", json=endless) as response:
+            lines = response.iter_lines()
+            assert next(lines) == "event: dg_chat.canvas"
+            server.should_exit = True  # as Ctrl+C does
+            rest = [line for line in lines if line.startswith("data: {\"error") or line == "data: [DONE]"]
+    finally:
+        worker.close()
+    assert [json.loads(rest[0].removeprefix("data: "))["error"]["code"], rest[1]] == [503, "data: [DONE]"]
+
+
+class FailingEngine:
+    """The engine, failing every turn as an engine reports a failure (out of memory, damaged weights)."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.engine, name)
+
+    def turn(self, *args: Any) -> Iterator[Event]:
+        yield TurnFailed("out of memory on cpu: use a smaller quant, fewer canvases, or --device cpu")
+
+
+def test_a_failed_turn_is_a_server_error(demo):
+    with serving(FailingEngine(demo)) as client:
+        response = client.post("/chat/completions", json=chat("Hi", 1))
+        sent = stream(client, chat("Hi", 1))
+    assert response.status_code == 500
+    error = {"message": "out of memory on cpu: use a smaller quant, fewer canvases, or --device cpu",
+             "type": "server_error", "code": 500}
+    assert response.json() == {"error": error}
+    assert [(name, json.loads(data) if data != "[DONE]" else data) for name, data in sent] == [
+        (None, {"error": error}), (None, "[DONE]")]
+
+
+def serve_command(*argv: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "dg_chat.cli", "serve", "-m", str(DEMO), *argv], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def test_the_command_prints_its_url_and_stops_on_ctrl_c():
+    token = "tok-" + "x" * 20
+    process = serve_command("--port", "0", "--steps", "3", "--token-env", "TEST_SERVE_TOKEN",
+                            env={**os.environ, "TEST_SERVE_TOKEN": token})
+    try:
+        line = process.stdout.readline()
+        match = re.fullmatch(r"dg-chat: serving demo at (http://127\.0\.0\.1:\d+/v1) \(Ctrl\+C stops\)\n", line)
+        assert match, line + process.stderr.read() if process.poll() is not None else line
+        headers = {"Authorization": f"Bearer {token}"}
+        with httpx.Client(base_url=match.group(1), timeout=120, headers=headers) as client:
+            assert client.get("/models").json()["data"][0]["id"] == "demo"
+            assert client.post("/chat/completions", json=chat("Hi", 1)).status_code == 200
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 0
+    assert err == "dg-chat: server stopped\n" and out == ""
+    assert token not in line + out + err
+
+
+def test_a_port_in_use_is_one_line():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        process = serve_command("--port", str(port))
+        out, err = process.communicate(timeout=120)
+    assert process.returncode == 1 and out == ""
+    assert err == f"dg-chat: error: port {port} on 127.0.0.1 is in use: stop what uses it or choose another --port\n"
