@@ -27,6 +27,7 @@ from dg_chat.engine.events import (
     TurnFinished,
 )
 from dg_chat.engine.loader import load_engine
+from dg_chat.engine.remote import client as client_module
 from dg_chat.engine.remote.engine import RemoteEngine
 from dg_chat.engine.remote.spec import parse_remote
 from dg_chat.engine.turn_engine import BackendView, TokenPieces, TurnEngine
@@ -137,6 +138,27 @@ def test_without_canvas_events_blocks_arrive_whole_with_thinking_from_reasoning_
     assert body["chat_template_kwargs"] == {"enable_thinking": True} and body["dg_chat"]["sampler"]["max_canvases"] == 3
 
 
+def test_a_strict_server_is_asked_again_without_the_extension_fields_and_never_sent_them_again():
+    server = FakeOpenAI(strict=True)  # as OpenAI's own API: 400 for a field it does not know
+    try:
+        engine = engine_for(server.spec())
+        first, second = turn(engine), turn(engine)
+    finally:
+        server.close()
+    for events in (first, second):  # blocks only: no live canvas without the extension
+        assert [type(e) for e in events] == [PromptEncoded, BlockCommitted, BlockCommitted, TurnFinished]
+        assert events[-1].answer == "The sky is blue."
+    extensions = [sorted(body.keys() & {"dg_chat", "chat_template_kwargs"}) for body in server.requests]
+    assert extensions == [["chat_template_kwargs", "dg_chat"], [], []]
+
+
+def test_another_400_is_not_retried(server):
+    server.fail = "400"
+    events = turn(engine_for(server.spec()))
+    assert "400 Bad Request: This model's maximum context length is 8192 tokens" in events[-1].error
+    assert len(server.requests) == 1 and "dg_chat" in server.requests[0]
+
+
 def test_the_remote_engine_is_a_turn_engine_without_prompt_ids(server):
     engine = engine_for(server.spec())
     assert isinstance(engine, TurnEngine) and isinstance(engine.backend, BackendView)
@@ -163,6 +185,36 @@ def test_a_stop_closes_the_stream_at_once_and_keeps_the_blocks_received(server):
     finished = events[-1]
     assert isinstance(finished, TurnFinished) and finished.stopped and finished.answer == "The sky is "
     assert server.client_left.wait(5)  # the server saw the connection go, long before its next block
+
+
+def test_a_stop_before_the_server_answers_ends_the_turn_at_once():
+    """A server that takes the connection and never answers (a hung or queued server): a stop must
+    not wait for the read timeout (minutes) to end the turn."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        engine = engine_for(f"openai:http://127.0.0.1:{listener.getsockname()[1]}/v1#m")
+        cancel = threading.Event()
+        threading.Timer(0.3, cancel.set).start()
+        events: list = []
+        reader = threading.Thread(target=lambda: events.extend(engine.turn([Message("user", "hi")],
+                                                                           SamplerSettings(), cancel)))
+        reader.start()
+        reader.join(10)
+        engine.close()
+    assert not reader.is_alive(), "the stop waited for the server"
+    assert len(events) == 1 and isinstance(events[0], TurnFinished) and events[0].stopped
+
+
+def test_a_finished_turn_has_closed_its_stream(server):
+    """When TurnFinished arrives the connection and its stop watcher are gone, however long the
+    caller keeps the turn's iterator."""
+    engine = engine_for(server.spec())
+    for event in engine.turn([Message("user", "hi")], SamplerSettings(), threading.Event()):
+        if isinstance(event, TurnFinished):
+            assert not event.stopped
+            assert not [t for t in threading.enumerate() if t.name == "dg-chat-remote-stop"]
+    engine.close()
 
 
 # dg-chat ask
@@ -196,6 +248,7 @@ def test_ctrl_c_in_ask_closes_the_stream_and_keeps_the_partial_answer(server, ca
 
 
 ERRORS = {
+    "400": "refused the request (400 Bad Request: This model's maximum context length is 8192 tokens)",
     "401": ("wants an API key (401 Unauthorized: Incorrect API key provided:); put it in the environment "
             "variable OPENAI_API_KEY"),
     "403": "wants an API key (403 Forbidden",
@@ -203,6 +256,7 @@ ERRORS = {
     "429": "is busy (429 Too Many Requests: Rate limit reached: 3 requests per minute); try again later",
     "500": "failed (500 Internal Server Error: CUDA error: an illegal memory access was encountered)",
     "cut": "was cut mid-answer (peer closed connection without sending complete message body",
+    "cut-before": "was cut mid-answer (peer closed connection without sending complete message body",
     "ends": "was cut mid-answer (it ended after 1 block(s) without finishing); the partial answer is kept",
     "malformed": "sent a malformed event: '{\"choices\": [{\"delta\":'",
     "not-sse": "did not answer with an event stream (Content-Type 'text/html')",
@@ -217,9 +271,10 @@ def test_each_server_failure_is_one_line_and_a_cut_answer_keeps_its_part(server,
     line = error_line(captured.err)
     assert ERRORS[failure] in line
     cut = failure in ("cut", "ends", "malformed")
-    assert line.startswith("dg-chat: error: the stream from " if failure in ("cut", "ends") else
+    assert line.startswith("dg-chat: error: the stream from " if failure.startswith(("cut", "ends")) else
                            f"dg-chat: error: {server.spec()}")
     assert captured.out == ("The sky is \n" if cut else "")
+    assert line.endswith("; the partial answer is kept") == (failure in ("cut", "ends"))  # only when there is one
 
 
 def test_an_unreachable_server_is_one_line(capsys):
@@ -227,6 +282,18 @@ def test_an_unreachable_server_is_one_line(capsys):
     assert main(["ask", "-m", spec, "hi"]) == 1
     assert error_line(capsys.readouterr().err) == (f"dg-chat: error: cannot reach {spec} ([Errno 111] Connection "
                                                    "refused); is the server running at that address?")
+
+
+def test_a_server_that_never_lists_its_models_is_one_line_within_the_list_timeout(monkeypatch, capsys):
+    """The model list gets a short read timeout of its own (LIST_SECONDS), not the answer's minutes."""
+    monkeypatch.setattr(client_module, "LIST_SECONDS", 1.0)
+    with socket.socket() as listener:  # takes the connection, never answers
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        spec = f"openai:http://127.0.0.1:{listener.getsockname()[1]}/v1"
+        assert main(["ask", "-m", spec, "hi"]) == 1
+    assert error_line(capsys.readouterr().err) == (f"dg-chat: error: {spec} stopped answering within 1 s; "
+                                                   "is the server up?")
 
 
 def test_a_malformed_spec_is_one_line(capsys):
@@ -266,6 +333,27 @@ def test_the_key_never_shows_in_output_json_logs_or_errors(keyed, capsys, caplog
     assert "api key" in captured.out and caplog.records  # doctor ran its check; httpx logged
     for text in (captured.out, captured.err, caplog.text, *(repr(r.__dict__) for r in caplog.records)):
         assert KEY not in text
+
+
+@pytest.mark.parametrize("value", [f"{KEY}\n", f" {KEY}\r\n"])
+def test_a_key_with_a_line_end_is_sent_without_it(keyed, monkeypatch, capsys, value):
+    """A key copied from a file keeps its line end; an HTTP library would refuse it and quote it."""
+    monkeypatch.setenv("OPENAI_API_KEY", value)
+    assert main(["ask", "-m", keyed.spec(), "hi"]) == 0
+    assert capsys.readouterr().out == "The sky is blue.\n"
+
+
+def test_a_key_no_header_can_carry_is_one_line_that_does_not_show_it(server, monkeypatch, capsys):
+    for value in ("sk-séc-5f1c0ffee", "sk-5f1c\x1bffee", "sk-5f1c\nffee"):
+        monkeypatch.setenv("OPENAI_API_KEY", value)
+        assert main(["ask", "-m", server.spec(), "hi"]) == 1
+        assert main(["-m", server.spec(), "doctor"]) == 1
+        captured = capsys.readouterr()
+        line = error_line(captured.err)
+        assert line == ("dg-chat: error: the API key in OPENAI_API_KEY holds characters an HTTP header cannot carry "
+                        "(non-ASCII or control characters); set the variable to the key alone")
+        assert "holds characters an HTTP header cannot carry" in captured.out  # doctor's api key check
+        assert "5f1c" not in captured.out + captured.err
 
 
 # dg-chat doctor

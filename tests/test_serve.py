@@ -11,6 +11,8 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -26,6 +28,7 @@ from dg_chat.config import SamplerSettings, Settings
 from dg_chat.engine.engine import Engine
 from dg_chat.engine.events import BlockCommitted, CanvasStep, Event, TurnFailed, TurnFinished
 from dg_chat.engine.loader import load_engine
+from dg_chat.serve import worker as worker_module
 from dg_chat.serve.app import create_app
 from dg_chat.serve.protocol import Deltas
 from dg_chat.serve.server import listen, running, url
@@ -313,6 +316,75 @@ def test_stopping_the_server_ends_its_open_streams(demo):
     assert [json.loads(rest[0].removeprefix("data: "))["error"]["code"], rest[1]] == [503, "data: [DONE]"]
 
 
+class PromptThreads:
+    """The engine, recording the thread of every prompt the server has it tokenize."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self.threads: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.engine, name)
+
+    def prompt_ids(self, *args: Any) -> list[int]:
+        self.threads.append(threading.current_thread().name)
+        return self.engine.prompt_ids(*args)
+
+
+def test_prompts_are_tokenized_on_the_engine_thread_only(demo):
+    engine = PromptThreads(demo)  # libllama's tokenizer must not run beside a turn
+    with serving(engine) as client:
+        whole = client.post("/chat/completions", json=chat("Hi", 1))
+        streamed = stream(client, chat("Hi", 1))
+        too_long = [client.post("/chat/completions", json=chat("word " * 2000, 1, stream=flag))
+                    for flag in (False, True)]
+    assert whole.status_code == 200 and streamed[-1] == (None, "[DONE]")
+    for response in too_long:  # a streamed request too: refused before its stream starts
+        assert response.status_code == 400 and "exceeds the model's context" in response.json()["error"]["message"]
+    assert len(engine.threads) == 4 and set(engine.threads) == {"dg-chat-engine"}
+
+
+class HeldEngine:
+    """The engine, each turn held until `release` is set; `started` once one is."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self.started, self.release = threading.Event(), threading.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.engine, name)
+
+    def turn(self, *args: Any) -> Iterator[Event]:
+        self.started.set()
+        self.release.wait(60)
+        yield from self.engine.turn(*args)
+
+
+def test_a_request_beyond_the_waiting_limit_gets_429(demo, monkeypatch):
+    monkeypatch.setattr(worker_module, "MAX_WAITING", 2)
+    engine = HeldEngine(demo)
+    worker = EngineWorker(engine)
+    try:
+        with listen("127.0.0.1", 0) as sock, running(create_app(worker, "demo", DEFAULTS), worker, sock), \
+                httpx.Client(base_url=url(sock), timeout=120) as client, ThreadPoolExecutor(3) as pool:
+            try:
+                asked = [pool.submit(client.post, "/chat/completions", json=chat("Hi", 1))]
+                assert engine.started.wait(60)  # one runs...
+                asked += [pool.submit(client.post, "/chat/completions", json=chat("Hi", seed)) for seed in (2, 3)]
+                deadline = time.monotonic() + 60
+                while worker.waiting < 2 and time.monotonic() < deadline:  # ...two wait
+                    time.sleep(0.01)
+                refused = client.post("/chat/completions", json=chat("Hi", 4))
+            finally:
+                engine.release.set()
+            answered = [future.result().status_code for future in asked]
+    finally:
+        worker.close()
+    assert refused.status_code == 429 and refused.json() == {"error": {
+        "message": "the server is busy: 2 requests are waiting", "type": "rate_limit_error", "code": 429}}
+    assert answered == [200, 200, 200] and worker.waiting == 0
+
+
 class FailingEngine:
     """The engine, failing every turn as an engine reports a failure (out of memory, damaged weights)."""
 
@@ -362,6 +434,19 @@ def test_the_command_prints_its_url_and_stops_on_ctrl_c():
     assert process.returncode == 0
     assert err == "dg-chat: server stopped\n" and out == ""
     assert token not in line + out + err
+
+
+def test_sigterm_stops_the_command_as_ctrl_c_does_with_sigterms_status():
+    process = serve_command("--port", "0", "--steps", "3")
+    try:
+        line = process.stdout.readline()
+        assert line.startswith("dg-chat: serving demo at "), line + process.stderr.read() if process.poll() else line
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 143  # as the TUI's (dg_chat/tui/signals.py)
+    assert err == "dg-chat: server stopped\n" and out == ""
 
 
 def test_a_port_in_use_is_one_line():

@@ -125,7 +125,10 @@ def check_remote(settings: Settings) -> list[Check]:
         spec = parse_remote(settings.model)
     except DgChatError as exc:
         return [Check("fail", "model", str(exc), f"e.g. -m {REMOTE_EXAMPLE}")]
-    key = api_key(settings.api_key_env)
+    try:
+        key = api_key(settings.api_key_env)
+    except DgChatError as exc:
+        return [Check("fail", "api key", str(exc))]
     client = RemoteClient(spec, key, settings.api_key_env)
     try:
         served = client.models()

@@ -1,14 +1,16 @@
 """`dg-chat serve`: the model as an OpenAI-compatible server (the protocol: `dg_chat.serve`).
 
 Binds first (a port in use is a one-line error before the slow model load), loads the model,
-prints one line with the URL once it accepts connections, and serves until Ctrl+C, which stops
-the running turns and ends with one line.
+prints one line with the URL once it accepts connections, and serves until Ctrl+C or SIGTERM,
+which stop the running turns, close the engine and end with one line (SIGTERM with status 143, as
+the TUI does).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import warnings
 from contextlib import ExitStack, nullcontext
@@ -23,6 +25,17 @@ from dg_chat.errors import DgChatError, DgChatWarning
 from dg_chat.serve.app import create_app
 from dg_chat.serve.server import Server, is_loopback, listen, url
 from dg_chat.serve.worker import EngineWorker
+
+EXIT_TERMINATED = 128 + signal.SIGTERM
+"""The exit status after SIGTERM (143), as the TUI's (dg_chat/tui/signals.py)."""
+
+
+class Terminated(Exception):
+    """SIGTERM arrived: the server stops as on Ctrl+C."""
+
+
+def _terminated(signum: int, frame: object) -> None:
+    raise Terminated
 
 
 def bearer_token(env_name: str | None) -> str | None:
@@ -65,9 +78,17 @@ def run(args: argparse.Namespace) -> int:
         name = model_id(settings, engine)
         server = Server(create_app(worker, name, settings.sampler, token), worker,
                         on_ready=lambda: print(f"dg-chat: serving {name} at {url(sock)} (Ctrl+C stops)", flush=True))
+        status = 0
+        # uvicorn stops on the first Ctrl+C or SIGTERM, then raises the signal again for the
+        # handler that was there before: KeyboardInterrupt, or Terminated from this one
+        previous = signal.signal(signal.SIGTERM, _terminated)
         try:
             server.run(sockets=[sock])
-        except KeyboardInterrupt:  # uvicorn stops on the first Ctrl+C, then raises it again
+        except KeyboardInterrupt:
             pass
+        except Terminated:
+            status = EXIT_TERMINATED
+        finally:
+            signal.signal(signal.SIGTERM, previous)
     print("dg-chat: server stopped", file=sys.stderr)
-    return 0
+    return status

@@ -12,7 +12,9 @@ canvas (block): `choices[0].delta.content` holds that block's answer text and
 a `usage` object (`prompt_tokens`, `completion_tokens`).
 
 dg-chat's opt-in extension (the request body carries `"dg_chat": {"canvas": true}`; a server
-that does not know it ignores the unknown field, so the client falls back to per-block display):
+that does not know it ignores the unknown field, so the client falls back to per-block display; a
+strict one such as OpenAI's answers 400 naming the field, and the client sends the request again
+without `dg_chat` and `chat_template_kwargs`, and no later request carries them):
 each denoising step is sent as its own SSE event **before** the block's normal chunk:
 
     event: dg_chat.canvas
@@ -45,11 +47,14 @@ How `dg-chat serve` fills it in
   answer `dg-chat ask --seed N` gives for it.
 - finish_reason: "stop" when the answer ends with an end-of-turn token, "length" when it ran out
   of canvases. `usage.completion_tokens` counts the kept tokens, end token included.
-- One engine, one turn at a time: requests queue in arrival order. A client that goes away stops
-  its turn at the next denoising step (or before it starts, if still queued).
+- One engine, one turn at a time: requests queue in arrival order, at most `worker.MAX_WAITING`
+  (32) behind the running one. A request's prompt is checked when the engine takes it (the
+  engine's thread alone uses its tokenizer), so its response starts then. A client that goes away
+  stops its turn at the next denoising step (or before it starts, if still queued).
 - Errors: 400 `invalid_request_error` (not JSON, a bad field, a prompt longer than the context),
   401 `authentication_error` (the bearer token, when the server has one), 404 (an unknown model
-  or path), 405, 500 `server_error` (the engine failed), 503 (the server stopped the turn: it is
+  or path), 405, 429 `rate_limit_error` (the queue is full: "the server is busy: N requests are
+  waiting"), 500 `server_error` (the engine failed), 503 (the server stopped the turn: it is
   shutting down). `code` is the HTTP status. In a stream that has begun, an error is one
   `data: {"error": {...}}` event followed by `data: [DONE]`, without a `finish_reason` chunk.
 

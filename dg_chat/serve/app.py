@@ -21,8 +21,6 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from dg_chat.config import SamplerSettings
 from dg_chat.engine.events import BlockCommitted, CanvasStep, TurnFailed, TurnFinished
-from dg_chat.engine.generate import check_context
-from dg_chat.errors import DgChatError
 from dg_chat.serve.protocol import (
     CANVAS_EVENT,
     DONE,
@@ -36,7 +34,7 @@ from dg_chat.serve.protocol import (
     parse_request,
     sse,
 )
-from dg_chat.serve.worker import EngineWorker, Job
+from dg_chat.serve.worker import Busy, EngineWorker, Job
 
 STOPPED = "the server stopped the answer before its end (it is shutting down)"
 
@@ -85,8 +83,8 @@ async def stopped_on_disconnect(receive: Receive, cancel: threading.Event) -> As
 
 
 class TurnResponse:
-    """The ASGI response of one queued turn: the whole answer as one `chat.completion`, or a
-    stream of SSE events that starts at once (while the turn may still be queued)."""
+    """The ASGI response of one queued turn, once the engine takes it: a 400 if it refuses the
+    prompt, else the whole answer as one `chat.completion` or a stream of SSE events."""
 
     def __init__(self, job: Job, request: ChatRequest, routes: Routes):
         self.job, self.request, self.routes = job, request, routes
@@ -94,6 +92,9 @@ class TurnResponse:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         async with stopped_on_disconnect(receive, self.job.cancel):
+            if (refused := await self.job.taken()) is not None:
+                await error_response(400, refused)(scope, receive, send)
+                return
             if not self.request.stream:
                 await (await self.whole())(scope, receive, send)
                 return
@@ -156,24 +157,20 @@ class Routes:
     async def chat_completions(self, request: Request) -> Response | TurnResponse:
         try:
             chat = await self._parse(request)
+            job = self.worker.submit(chat.messages, chat.sampler)  # its prompt is checked on the engine's thread
         except RequestError as exc:
             return JSONResponse(exc.body(), status_code=exc.status)
-        return TurnResponse(self.worker.submit(chat.messages, chat.sampler), chat, self)
+        except Busy as exc:
+            return error_response(429, str(exc), "rate_limit_error")
+        return TurnResponse(job, chat, self)
 
     async def _parse(self, request: Request) -> ChatRequest:
         try:
             body = json.loads(await request.body())
         except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
             raise RequestError(400, f"the request body is not valid JSON: {exc}") from None
-        engine = self.worker.engine
-        chat = parse_request(body, model=self.model, defaults=self.defaults,
-                             canvas_length=engine.backend.canvas_length)
-        try:  # the prompt is tokenized off the event loop: a long conversation takes a while
-            prompt = await anyio.to_thread.run_sync(engine.prompt_ids, chat.messages, chat.sampler.thinking)
-            check_context(engine.backend, len(prompt), chat.sampler.max_canvases)
-        except DgChatError as exc:  # a prompt longer than the context, a template that refuses the roles
-            raise RequestError(400, str(exc)) from None
-        return chat
+        return parse_request(body, model=self.model, defaults=self.defaults,
+                             canvas_length=self.worker.engine.backend.canvas_length)
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:

@@ -3,7 +3,8 @@
 It streams one `chat.completion.chunk` per canvas (block), thinking as `reasoning_content`, and
 when a request asks for dg-chat's extension (and `canvas` is on) the denoising steps of each block
 as `dg_chat.canvas` events before its chunk. It can be told to fail in each way a real server
-fails (`fail`), and to hold before a block until released (`hold_before`), to test a stop.
+fails (`fail`), and to hold before a block until released (`hold_before`), to test a stop. A
+`strict` one refuses request fields that OpenAI's API does not have with a 400, as OpenAI's does.
 """
 
 from __future__ import annotations
@@ -18,7 +19,10 @@ from typing import Any
 
 MODEL = "google/diffusiongemma-26B-A4B-it"
 CANVAS = 8
-FAILURES = ("401", "403", "404", "429", "500", "cut", "ends", "malformed", "not-sse")
+FAILURES = ("400", "401", "403", "404", "429", "500", "cut", "cut-before", "ends", "malformed", "not-sse")
+OPENAI_FIELDS = frozenset({"model", "messages", "stream", "stream_options", "seed", "max_tokens",
+                           "max_completion_tokens", "temperature", "top_p", "n", "stop", "user"})
+"""The request fields a strict server knows."""
 
 
 @dataclass
@@ -33,8 +37,9 @@ class Reply:
 
 
 class FakeOpenAI:
-    def __init__(self, *, key: str | None = None, reply: Reply | None = None) -> None:
+    def __init__(self, *, key: str | None = None, reply: Reply | None = None, strict: bool = False) -> None:
         self.key = key
+        self.strict = strict
         self.reply = reply or Reply()
         self.fail: str | None = None
         self.hold_before: int | None = None
@@ -91,6 +96,12 @@ def _handler(server: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
                 return
             if self.path != "/v1/chat/completions":
                 self._json(404, {"detail": "Not Found"})
+            elif server.strict and (unknown := sorted(body.keys() - OPENAI_FIELDS)):
+                plural = "s" if len(unknown) > 1 else ""
+                self._error(400, f"Unrecognized request argument{plural} supplied: {', '.join(unknown)}",
+                            "invalid_request_error")
+            elif server.fail == "400":
+                self._error(400, "This model's maximum context length is 8192 tokens", "invalid_request_error")
             elif server.fail == "404" or body.get("model") != MODEL:
                 self._error(404, f"The model `{body.get('model')}` does not exist.", "NotFoundError")
             elif server.fail == "429":
@@ -143,6 +154,9 @@ def _handler(server: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
             reply = server.reply
             canvas = reply.canvas and bool((body.get("dg_chat") or {}).get("canvas"))
             self._chunk({"role": "assistant", "content": ""})
+            if server.fail == "cut-before":
+                self.close_connection = True
+                return  # the connection ends before the first block
             for block, (thinking, answer) in enumerate(reply.blocks):
                 if block == server.hold_before and not self._held():
                     return

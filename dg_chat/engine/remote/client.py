@@ -2,8 +2,10 @@
 
 Every failure is a `RemoteError` whose message is one line, names the server (never the API key:
 any echo of it in a server's message is masked) and says what to do. A stop must not wait for
-the server's next chunk (vLLM sends one per canvas): while a stream is read, a set `cancel`
-shuts the socket down, which ends the blocked read at once and tells the server to stop.
+the server's next chunk (vLLM sends one per canvas), nor for a server that has not answered at all
+yet: from the moment the connection is made, a set `cancel` shuts its socket down, which ends the
+blocked read at once and tells the server to stop. (Each request has a connection of its own, so
+that the socket of every request is seen being made.)
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import json
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from contextlib import contextmanager, suppress
 from typing import Any
 
@@ -24,6 +26,8 @@ from dg_chat.errors import DgChatError
 CONNECT_SECONDS = 10.0
 READ_SECONDS = 300.0
 """Longest silence of a server while it answers (a queue on a busy server can be long)."""
+LIST_SECONDS = 30.0
+"""Longest wait for the model list (`doctor`, a spec without a model): no model runs for it."""
 MESSAGE_CHARS = 200
 """A server's error message is cut to this many characters."""
 
@@ -31,14 +35,16 @@ MESSAGE_CHARS = 200
 class RemoteError(DgChatError):
     """A failure of the server or the connection; one line."""
 
-    def __init__(self, message: str, status: int | None = None) -> None:
+    def __init__(self, message: str, status: int | None = None, said: str = "") -> None:
         super().__init__(message)
         self.status = status
         """The HTTP status the server answered with; None if it did not answer."""
+        self.said = said
+        """The server's own error message (clipped, the key masked); "" if none."""
 
 
 class StreamCut(RemoteError):
-    """The stream ended before the answer did."""
+    """The stream ended before the answer did (the engine says whether a partial answer is kept)."""
 
 
 class RemoteClient:
@@ -51,12 +57,13 @@ class RemoteClient:
         self._key_env = key_env
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         timeout = httpx.Timeout(READ_SECONDS, connect=CONNECT_SECONDS)
-        self._http = httpx.Client(base_url=spec.base_url + "/", headers=headers, timeout=timeout)
+        self._http = httpx.Client(base_url=spec.base_url + "/", headers=headers, timeout=timeout,
+                                  limits=httpx.Limits(max_keepalive_connections=0))
 
     def models(self) -> list[str]:
         """The ids of the models the server lists at /models."""
-        with self._errors():
-            response = self._http.get("models")
+        with self._errors(read_seconds=LIST_SECONDS):
+            response = self._http.get("models", timeout=httpx.Timeout(LIST_SECONDS, connect=CONNECT_SECONDS))
         self._check(response)
         try:
             return [str(model["id"]) for model in response.json()["data"]]
@@ -64,54 +71,60 @@ class RemoteClient:
             raise RemoteError(f"{self.spec.label('')}/models did not answer with a model list "
                               f"({self.clip(response.text) or 'empty'}); is the base URL right?") from None
 
-    def stream(self, body: dict[str, Any], cancel: threading.Event | None = None) -> Iterator[ServerSentEvent]:
+    def stream(self, body: dict[str, Any],
+               cancel: threading.Event | None = None) -> Generator[ServerSentEvent, None, None]:
         """The server-sent events of a streamed chat completion; returns quietly once `cancel` is set
         (the connection is closed), raises StreamCut if the connection breaks."""
-        with self._errors(), self._http.stream("POST", "chat/completions", json=body,
-                                               headers={"Accept": "text/event-stream"}) as response:
+        connection = _Connection()
+        with self._errors(cancel), _shut_on(cancel, connection), self._http.stream(
+                "POST", "chat/completions", json=body, headers={"Accept": "text/event-stream"},
+                extensions={"trace": connection.trace}) as response:
+            connection.answered(response)
             if response.is_error:
                 response.read()
                 self._check(response)
             events = EventSource(response)
-            with _shut_on(cancel, response):
-                try:
-                    yield from events.iter_sse()
-                except SSEError:
-                    raise RemoteError(f"{self.label} did not answer with an event stream (Content-Type "
-                                      f"{response.headers.get('content-type', 'missing')!r})") from None
-                except httpx.TransportError as exc:
-                    if cancel is None or not cancel.is_set():
-                        raise StreamCut(f"the stream from {self.label} was cut mid-answer "
-                                        f"({self.clip(str(exc)) or type(exc).__name__}); the partial answer is kept"
-                                        ) from None
+            try:
+                yield from events.iter_sse()
+            except SSEError:
+                raise RemoteError(f"{self.label} did not answer with an event stream (Content-Type "
+                                  f"{response.headers.get('content-type', 'missing')!r})") from None
+            except httpx.TransportError as exc:
+                if cancel is None or not cancel.is_set():
+                    raise StreamCut(f"the stream from {self.label} was cut mid-answer "
+                                    f"({self.clip(str(exc)) or type(exc).__name__})") from None
 
     def close(self) -> None:
         self._http.close()
 
     @contextmanager
-    def _errors(self) -> Iterator[None]:
-        """Connection failures as one line each."""
+    def _errors(self, cancel: threading.Event | None = None, read_seconds: float = READ_SECONDS) -> Iterator[None]:
+        """Connection failures as one line each; none once `cancel` is set (the stop ended the connection)."""
         try:
             yield
-        except httpx.TimeoutException as exc:
-            what = "did not connect" if isinstance(exc, httpx.ConnectTimeout) else "stopped answering"
-            seconds = CONNECT_SECONDS if isinstance(exc, httpx.ConnectTimeout) else READ_SECONDS
-            raise RemoteError(f"{self.label} {what} within {seconds:.0f} s; is the server up?") from None
-        except httpx.ConnectError as exc:
-            raise RemoteError(f"cannot reach {self.label} ({self.clip(str(exc)) or 'connection failed'}); "
-                              "is the server running at that address?") from None
         except httpx.TransportError as exc:
-            raise RemoteError(f"the connection to {self.label} failed "
-                              f"({self.clip(str(exc)) or type(exc).__name__})") from None
+            if cancel is not None and cancel.is_set():
+                return
+            raise self._one_line(exc, read_seconds) from None
+
+    def _one_line(self, exc: httpx.TransportError, read_seconds: float) -> RemoteError:
+        if isinstance(exc, httpx.TimeoutException):
+            what = "did not connect" if isinstance(exc, httpx.ConnectTimeout) else "stopped answering"
+            seconds = CONNECT_SECONDS if isinstance(exc, httpx.ConnectTimeout) else read_seconds
+            return RemoteError(f"{self.label} {what} within {seconds:.0f} s; is the server up?")
+        if isinstance(exc, httpx.ConnectError):
+            return RemoteError(f"cannot reach {self.label} ({self.clip(str(exc)) or 'connection failed'}); "
+                               "is the server running at that address?")
+        return RemoteError(f"the connection to {self.label} failed ({self.clip(str(exc)) or type(exc).__name__})")
 
     def _check(self, response: httpx.Response) -> None:
         """A RemoteError for an error status, with the server's own message."""
         if not response.is_error:
             return
         status = f"{response.status_code} {response.reason_phrase}".strip()
-        said = server_message(response)
-        said = f": {self.clip(said)}" if said else ""
-        raise RemoteError(self._status_message(response.status_code, f"{status}{said}"), response.status_code)
+        said = self.clip(server_message(response))
+        raise RemoteError(self._status_message(response.status_code, f"{status}: {said}" if said else status),
+                          response.status_code, said)
 
     def _status_message(self, code: int, status: str) -> str:
         if code in (401, 403):
@@ -152,19 +165,46 @@ def server_message(response: httpx.Response) -> str:
     return response.text
 
 
+class _Connection:
+    """The socket of one request, from the moment it is connected (httpcore's trace extension)."""
+
+    def __init__(self) -> None:
+        self.socket: socket.socket | None = None
+
+    def trace(self, name: str, info: dict[str, Any]) -> None:
+        """httpcore's trace callback: a direct or proxied connection is made (`connection.`, `socks.`...)."""
+        if name.endswith((".connect_tcp.complete", ".start_tls.complete")):
+            self._take(info.get("return_value"))
+
+    def answered(self, response: httpx.Response) -> None:
+        """The server's answer has begun: its connection's socket, if no trace event named it."""
+        if self.socket is None:
+            self._take(response.extensions.get("network_stream"))
+
+    def _take(self, stream: Any) -> None:
+        sock = stream.get_extra_info("socket") if stream is not None else None
+        if isinstance(sock, socket.socket):
+            self.socket = sock
+
+
 @contextmanager
-def _shut_on(cancel: threading.Event | None, response: httpx.Response) -> Iterator[None]:
-    """While inside: once `cancel` is set, shut the socket of `response` down."""
+def _shut_on(cancel: threading.Event | None, connection: _Connection) -> Iterator[None]:
+    """While inside: once `cancel` is set, shut the socket of `connection` down (as soon as it has one:
+    a read blocked on it in another thread returns at once, whether or not the server has answered)."""
     if cancel is None:
         yield
         return
     left = threading.Event()
 
     def watch() -> None:
-        while not left.is_set():
-            if cancel.wait(0.05):
-                _shut_down(response)
+        while not cancel.wait(0.05):
+            if left.is_set():
                 return
+        while connection.socket is None:  # still connecting (at most the connect timeout)
+            if left.wait(0.05):
+                return
+        with suppress(OSError):
+            connection.socket.shutdown(socket.SHUT_RDWR)
 
     watcher = threading.Thread(target=watch, name="dg-chat-remote-stop", daemon=True)
     watcher.start()
@@ -173,12 +213,3 @@ def _shut_on(cancel: threading.Event | None, response: httpx.Response) -> Iterat
     finally:
         left.set()
         watcher.join()
-
-
-def _shut_down(response: httpx.Response) -> None:
-    """End the connection under `response`; a read blocked on it in another thread returns at once."""
-    stream = response.extensions.get("network_stream")
-    sock = stream.get_extra_info("socket") if stream is not None else None
-    if isinstance(sock, socket.socket):
-        with suppress(OSError):
-            sock.shutdown(socket.SHUT_RDWR)

@@ -16,11 +16,13 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
+from contextlib import closing
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+from httpx_sse import ServerSentEvent
 
 from dg_chat.config import SamplerSettings, Settings
 from dg_chat.engine.events import (
@@ -43,6 +45,8 @@ log = logging.getLogger(__name__)
 
 ROLES = {"system": "system", "user": "user", "model": "assistant"}
 CANVAS_EVENT = "dg_chat.canvas"
+EXTENSION_FIELDS = ("chat_template_kwargs", "dg_chat")
+"""Request fields beyond OpenAI's own, which a strict server refuses."""
 NO_TOKENS = np.zeros(0, dtype=np.int32)
 
 
@@ -100,20 +104,29 @@ class RemoteServer:
     mask_token_id: int | None = None
 
 
-def request_body(model: str, messages: Sequence[Message], sampler: SamplerSettings, seed: int) -> dict[str, Any]:
-    """A streamed chat completion with usage, the seed, thinking for vLLM's chat template, and
-    dg-chat's extension (live canvases, every sampler setting) for dg-chat's own server. No
-    `max_tokens`: dg-chat's server takes `max_canvases` from the sampler, others use their own limit
-    (a canvas's length is not known here)."""
-    return {
+def request_body(model: str, messages: Sequence[Message], sampler: SamplerSettings, seed: int,
+                 extensions: bool = True) -> dict[str, Any]:
+    """A streamed chat completion with usage, the seed, and (`extensions`) thinking for vLLM's chat
+    template and dg-chat's extension (live canvases, every sampler setting) for dg-chat's own server.
+    No `max_tokens`: dg-chat's server takes `max_canvases` from the sampler, others use their own
+    limit (a canvas's length is not known here)."""
+    body: dict[str, Any] = {
         "model": model,
         "messages": [{"role": ROLES[m.role], "content": m.content} for m in messages],
         "stream": True,
         "stream_options": {"include_usage": True},
         "seed": seed,
-        "chat_template_kwargs": {"enable_thinking": sampler.thinking},
-        "dg_chat": {"canvas": True, "sampler": {**asdict(sampler), "seed": seed}, "thinking": sampler.thinking},
     }
+    if extensions:
+        body["chat_template_kwargs"] = {"enable_thinking": sampler.thinking}
+        body["dg_chat"] = {"canvas": True, "sampler": {**asdict(sampler), "seed": seed}, "thinking": sampler.thinking}
+    return body
+
+
+def refuses_extensions(error: RemoteError) -> bool:
+    """A strict server's 400 for a field it does not know, naming one of EXTENSION_FIELDS
+    (OpenAI: "Unrecognized request argument supplied: dg_chat")."""
+    return error.status == 400 and any(name in error.said for name in EXTENSION_FIELDS)
 
 
 def malformed(data: str) -> str:
@@ -130,6 +143,8 @@ class RemoteEngine:
         self.tokenizer = PieceVocabulary()
         self.backend = RemoteServer(client.spec.host)
         self.end_ids: frozenset[int] = frozenset()
+        self.strict = False
+        """The server refused the extension fields once: no request carries them any more."""
 
     @property
     def info(self) -> ModelInfo:
@@ -145,8 +160,14 @@ class RemoteEngine:
              cancel: threading.Event | None = None) -> Iterator[Event]:
         """Answer the conversation's last user message, as Engine.turn does: blocking, always ends
         with TurnFinished or TurnFailed. A stop closes the stream; the blocks received are kept."""
+        blocks = 0
         try:
-            yield from self._turn(messages, sampler, cancel)
+            with closing(self._turn(messages, sampler, cancel)) as events:
+                for event in events:
+                    blocks += isinstance(event, BlockCommitted)
+                    yield event
+        except StreamCut as exc:
+            yield TurnFailed(f"{exc}; the partial answer is kept" if blocks else str(exc))
         except DgChatError as exc:
             yield TurnFailed(str(exc))
         except Exception as exc:  # a failed turn must not take the app down
@@ -154,7 +175,7 @@ class RemoteEngine:
             yield TurnFailed(f"internal error: {type(exc).__name__}: {exc}")
 
     def _turn(self, messages: Sequence[Message], sampler: SamplerSettings,
-              cancel: threading.Event | None) -> Iterator[Event]:
+              cancel: threading.Event | None) -> Generator[Event, None, None]:
         seed = secrets.randbits(63) if sampler.seed is None else sampler.seed
         stats = Stats(seed=seed)
         label = self.client.label
@@ -162,38 +183,56 @@ class RemoteEngine:
         steps = 0  # of the block being denoised, from its canvas events
         ended = False
         started = time.perf_counter()
-        events = self.client.stream(request_body(self.name, messages, sampler, seed), cancel)
-        for number, event in enumerate(events):
-            if number == 0:  # the server has read the prompt
-                stats.prompt_seconds = time.perf_counter() - started
-                yield PromptEncoded(0, stats.prompt_seconds)
-            if event.data == "[DONE]":
-                ended = True
-                break
-            data = self._json(event.data)
-            if event.event == CANVAS_EVENT:
-                step = self._canvas_step(data, len(stats.steps))
-                steps = step.step
-                yield step
-            elif event.event in ("", "message"):  # a standard chunk (other events: extensions unknown here)
-                chunk = self._chunk(data, stats)
-                ended = ended or chunk.finish is not None
-                if chunk.is_block:
-                    thinking, answer = thinking + chunk.thinking, answer + chunk.answer
-                    stats.steps.append(chunk.steps or steps)
-                    steps = 0
-                    if len(stats.steps) == 1:
-                        stats.first_block_seconds = time.perf_counter() - started
-                    yield BlockCommitted(len(stats.steps) - 1, NO_TOKENS, stats.steps[-1], thinking, answer,
-                                         final=chunk.finish is not None)
-            if cancel is not None and cancel.is_set():  # what has arrived is kept; the rest is not read
-                break
+        # closed on leaving the loop ([DONE], a stop, a bad event): its connection and watcher thread
+        # end then, not whenever the turn's generator is collected
+        with closing(self._stream(messages, sampler, seed, cancel)) as events:
+            for number, event in enumerate(events):
+                if number == 0:  # the server has read the prompt
+                    stats.prompt_seconds = time.perf_counter() - started
+                    yield PromptEncoded(0, stats.prompt_seconds)
+                if event.data == "[DONE]":
+                    ended = True
+                    break
+                data = self._json(event.data)
+                if event.event == CANVAS_EVENT:
+                    step = self._canvas_step(data, len(stats.steps))
+                    steps = step.step
+                    yield step
+                elif event.event in ("", "message"):  # a standard chunk (other events: extensions unknown here)
+                    chunk = self._chunk(data, stats)
+                    ended = ended or chunk.finish is not None
+                    if chunk.is_block:
+                        thinking, answer = thinking + chunk.thinking, answer + chunk.answer
+                        stats.steps.append(chunk.steps or steps)
+                        steps = 0
+                        if len(stats.steps) == 1:
+                            stats.first_block_seconds = time.perf_counter() - started
+                        yield BlockCommitted(len(stats.steps) - 1, NO_TOKENS, stats.steps[-1], thinking, answer,
+                                             final=chunk.finish is not None)
+                if cancel is not None and cancel.is_set():  # what has arrived is kept; the rest is not read
+                    break
         stopped = cancel is not None and cancel.is_set() and not ended
         if not ended and not stopped:
             raise StreamCut(f"the stream from {label} was cut mid-answer (it ended after {len(stats.steps)} "
-                            "block(s) without finishing); the partial answer is kept")
+                            "block(s) without finishing)")
         stats.seconds = time.perf_counter() - started - stats.prompt_seconds
         yield TurnFinished(answer=answer, thinking=thinking, token_ids=[], stats=stats, stopped=stopped)
+
+    def _stream(self, messages: Sequence[Message], sampler: SamplerSettings, seed: int,
+                cancel: threading.Event | None) -> Generator[ServerSentEvent, None, None]:
+        """The events of the turn's request. A strict server (OpenAI's own) answers 400 to fields it
+        does not know: when it refuses the extension fields, the request is sent once more without
+        them, and so is every later one (blocks only then, no live canvas)."""
+        if not self.strict:
+            try:
+                yield from self.client.stream(request_body(self.name, messages, sampler, seed), cancel)
+                return
+            except RemoteError as exc:  # a status comes before any event: nothing was yielded yet
+                if not refuses_extensions(exc):
+                    raise
+            self.strict = True
+            log.info("%s refuses dg-chat's extension fields: requests go without them", self.client.label)
+        yield from self.client.stream(request_body(self.name, messages, sampler, seed, extensions=False), cancel)
 
     def _json(self, data: str) -> dict[str, Any]:
         """The JSON object of an event's data."""

@@ -54,5 +54,11 @@ def parse_remote(spec: str) -> RemoteSpec:
 
 
 def api_key(variable: str) -> str | None:
-    """The API key from the environment variable `variable` (the `api_key_env` setting); None if unset."""
-    return (os.environ.get(variable) or None) if variable else None
+    """The API key from the environment variable `variable` (the `api_key_env` setting); None if unset.
+    Spaces around it (a line end copied from a file) are dropped; a key that an HTTP header cannot
+    carry is a one-line error that does not show it (an HTTP library's message would)."""
+    key = os.environ.get(variable, "").strip() if variable else ""
+    if key and not (key.isascii() and key.isprintable()):
+        raise DgChatError(f"the API key in {variable} holds characters an HTTP header cannot carry (non-ASCII "
+                          "or control characters); set the variable to the key alone")
+    return key or None
