@@ -1,9 +1,10 @@
-"""The shipped demo model, models/demo.gguf, run by dg-chat's own engine with the default sampler.
+"""The shipped demo model, models/demo.gguf: dg-chat's own guide, run by dg-chat's engine with the
+default sampler (figures also in models/demo.md and `scripts/bench.py demo`).
 
-Quality figures (also in models/demo.md): for 20 fixed prompts, all with the same seed, the
-answers are made of words of the training text, adaptive stopping ends most blocks before the
-step limit, and different prompts get different answers. "Word" is defined by
-scripts/train_demo.py `words()`; the training text's word list ships as models/demo-words.txt.gz.
+It is asked the 40 held-out questions of its training split (hand-written paraphrases it never saw)
+and the 20 held-out out-of-domain prompts of models/demo-guide/outside.toml, each with 3 seeds.
+"Intended answer" means word-level F1 >= 0.7 against the topic's answer (scripts/train_demo.py
+`f1`); "dictionary words" are the words of the guide's answers (models/demo-words.txt.gz).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from dg_chat import hub, paths
 from dg_chat.cli import main
@@ -25,15 +27,17 @@ WORDS = ROOT / "models" / "demo-words.txt.gz"
 
 
 train_demo = load_script("train_demo")
+demo_guide = load_script("demo_guide")
 
 
 @pytest.fixture(scope="module")
 def quality():
-    return train_demo.evaluate(DEMO, WORDS)
+    torch.set_num_threads(1)
+    return train_demo.evaluate(DEMO, WORDS, demo_guide.split(demo_guide.load()))
 
 
 def test_the_demo_file_is_a_small_diffusion_gemma() -> None:
-    assert DEMO.stat().st_size <= 25 * 10**6
+    assert DEMO.stat().st_size <= 40 * 10**6
     with open_gguf(DEMO) as f:
         meta = f.metadata
         assert f.architecture == "diffusion-gemma"
@@ -45,25 +49,38 @@ def test_the_demo_file_is_a_small_diffusion_gemma() -> None:
         assert meta["tokenizer.chat_template"] == train_demo.CHAT_TEMPLATE
 
 
-def test_answers_are_words_of_the_training_text(quality) -> None:
-    assert all(answer.strip() for answer in quality.answers)
-    assert quality.words >= 5 * len(train_demo.PROMPTS)  # answers, not single tokens
-    assert quality.word_share >= 0.8, quality.summary()
+def test_held_out_questions_are_answered_on_their_topic(quality) -> None:
+    # Floors under what the shipped file measured (models/demo.md: mean F1 0.37, 6% of answers
+    # at F1 >= 0.7): a retrained file must not be worse. Issue 14's goal, 80% at F1 >= 0.7, is
+    # not reached by 50 CPU-minutes of training yet.
+    figures = quality.figures()
+    assert len(quality.in_domain) == 3 * demo_guide.EVAL_TOPICS
+    assert figures["in_domain_empty"] == 0, quality.summary()
+    assert figures["in_domain_mean_f1"] >= 0.33, quality.summary()
+    assert figures["in_domain_intended"] >= 0.05, quality.summary()
 
 
-def test_adaptive_stopping_ends_most_blocks_early(quality) -> None:
-    assert quality.early_stop_share >= 0.75, quality.summary()
+def test_outside_its_domain_it_says_what_it_is(quality) -> None:
+    figures = quality.figures()
+    assert len(quality.outside) == 3 * 20
+    assert figures["outside_empty"] == 0, quality.summary()
+    assert figures["outside_demo_answer"] >= 0.9, quality.summary()
 
 
-def test_answers_change_with_the_prompt(quality) -> None:
-    # every prompt used the same seed, so only the prompt can make the answers differ
-    assert len(set(quality.answers)) >= 0.9 * len(train_demo.PROMPTS), quality.answers
+def test_answers_are_dictionary_words_over_several_canvases(quality) -> None:
+    figures = quality.figures()
+    assert figures["dictionary_words"] >= 0.95, quality.summary()
+    assert figures["in_domain_two_canvases_or_more"] >= 0.4, quality.summary()
 
 
-def test_the_word_check_can_fail() -> None:
+def test_the_quality_measures_can_fail() -> None:
+    answer = demo_guide.load().topics[0].answer
+    assert train_demo.f1(answer, answer) == 1.0
+    assert train_demo.f1("Press Escape to stop.", answer) < train_demo.GOOD_F1
+    assert train_demo.f1("", answer) == 0.0
     known = train_demo.read_word_list(WORDS)
-    assert {"thee", "lord", "o'er", "tis"} <= known
-    assert not {"computer", "internet", "xqzt"} & known
+    assert {"canvas", "denoising", "entropy"} <= known
+    assert not {"thee", "xqzt", "pizza"} & known
 
 
 def test_the_demo_is_the_default_model() -> None:
@@ -72,7 +89,7 @@ def test_the_demo_is_the_default_model() -> None:
 
 
 def test_ask_demo_answers(capsys) -> None:
-    assert main(["ask", "Who's there?", "--demo", "--seed", "1", "--json"]) == 0
+    assert main(["ask", "What is a canvas?", "--demo", "--seed", "1", "--json"]) == 0
     answer = json.loads(capsys.readouterr().out)
     assert answer["backend"] == "torch" and answer["text"].strip()
     assert answer["stats"]["blocks"] >= 1 and answer["stats"]["steps_per_block"] < 48

@@ -3,14 +3,17 @@ help, the app's actions in the command palette, prompt history, per-message stat
 
 from __future__ import annotations
 
+from dg_chat import hub
 from dg_chat.config import Settings
+from dg_chat.engine.model_info import ModelInfo
 from dg_chat.errors import DgChatError
 from dg_chat.tui.bindings import binding_ids, key_bindings
 from dg_chat.tui.screens.help import HelpScreen
 from dg_chat.tui.screens.model_picker import ModelPicker
 from dg_chat.tui.widgets.message import MessageView
 from dg_chat.tui.widgets.prompt import Prompt
-from dg_chat.tui.widgets.welcome import EXAMPLE_PROMPTS, Welcome
+from dg_chat.tui.widgets.welcome import DEMO_PROMPTS, EXAMPLE_PROMPTS, Welcome, example_prompts
+from tests.support.scripts import load_script
 from tests.tui.conftest import SIZE, ready, send, wait_until
 from tests.tui.fake_engine import ScriptedEngine
 
@@ -150,6 +153,13 @@ async def test_an_empty_chat_welcomes_with_the_model_and_example_prompts(make_ap
         assert not app.query(Welcome)
         await pilot.press("ctrl+n")
         await wait_until(pilot, lambda: bool(app.query(Welcome)))
+
+
+def test_the_demo_models_welcome_asks_what_its_guide_knows():
+    demo = ModelInfo("dg-chat guide", str(hub.demo_file()), "", "torch", "cpu")
+    assert example_prompts(demo) == DEMO_PROMPTS and example_prompts(None) == EXAMPLE_PROMPTS
+    guide = load_script("demo_guide").load()
+    assert set(DEMO_PROMPTS) <= {question for topic in guide.topics for question in topic.questions}
 
 
 def test_every_binding_id_is_unique():

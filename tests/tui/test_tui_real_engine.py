@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from dg_chat.config import Settings
 from dg_chat.engine.loader import load_engine
+from dg_chat.recording import decode_block
 from dg_chat.tui.app import DgChatApp
-from dg_chat.tui.first_run import FirstRunScreen
-from dg_chat.tui.recording import decode_block
+from dg_chat.tui.screens.first_run import FirstRunScreen
 from dg_chat.tui.screens.replay import ReplayScreen
 from dg_chat.tui.widgets.canvas import CanvasFrame
 from dg_chat.tui.widgets.message import MessageView
@@ -45,7 +45,12 @@ async def test_a_fresh_install_denoises_a_typed_prompt_into_words_on_the_demo(st
     settings.sampler.seed = 3
     frames = []
     app = DgChatApp(settings, store=store, engine_factory=load_engine, export_dir=tmp_path)
-    async with app.run_test(size=SIZE, message_hook=lambda m: isinstance(m, CanvasFrame) and frames.append(m.frame)) as pilot:
+
+    def hook(m):
+        if isinstance(m, CanvasFrame):
+            frames.append(m.frame)
+
+    async with app.run_test(size=SIZE, message_hook=hook) as pilot:
         await wait_until(pilot, lambda: isinstance(app.screen, FirstRunScreen))
         await pilot.press("enter")
         await wait_until(pilot, lambda: app.engine is not None, timeout=60)

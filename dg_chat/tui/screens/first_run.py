@@ -89,7 +89,8 @@ class FirstRunScreen(Screen[str]):
             yield Static("Welcome to dg-chat", id="title")
             yield Static("No model is set up yet. How do you want to start?")
             yield Button("Start the demo model now", id="demo", variant="primary", disabled=not demo.is_file())
-            yield Static("A tiny model shipped with dg-chat; it runs anywhere, to try the interface."
+            yield Static("A tiny model shipped with dg-chat, its own guide: ask it how to use dg-chat or what a "
+                         "canvas is. It runs anywhere, in seconds."
                          if demo.is_file() else f"The demo model is missing from this installation ({demo}).",
                          id="demo-note", markup=False)
             yield Button(f"Download {model.title}", id="download", disabled=True)
