@@ -114,14 +114,14 @@ def demo_with(tmp_path: Path, **changes) -> Path:
 
 N_VOCAB = 4096  # the demo's tokenizer
 BAD_METADATA = [
-    ({"diffusion.canvas_length": 0}, "metadata 'diffusion.canvas_length' is 0, expected an integer in 1..1024"),
+    ({"diffusion.canvas_length": 0}, "metadata 'diffusion.canvas_length' is 0, expected an integer in 1..4096"),
     ({"tokenizer.ggml.eos_token_id": "1"},
      f"metadata 'tokenizer.ggml.eos_token_id' is a string ('1'), expected a token id in 0..{N_VOCAB - 1}"),
     ({"tokenizer.ggml.bos_token_id": 10**6}, "metadata 'tokenizer.ggml.bos_token_id' is 1000000, expected a token id"),
     ({f"{ARCH}.block_count": 0}, f"metadata '{ARCH}.block_count' is 0, expected an integer >= 1"),
     ({f"{ARCH}.embedding_length": None}, f"metadata '{ARCH}.embedding_length' missing, expected an integer >= 1"),
     ({f"{ARCH}.attention.sliding_window": 5000},
-     f"metadata '{ARCH}.attention.sliding_window' is 5000, expected an integer in 1..1024"),
+     f"metadata '{ARCH}.attention.sliding_window' is 5000, expected an integer in 1..4096"),
     ({f"{ARCH}.attention.head_count_kv": np.array([2, 2, 2], np.int32)},
      f"metadata '{ARCH}.attention.head_count_kv' is an array of 3, expected 4 integers >= 1 (one per layer)"),
     ({f"{ARCH}.attention.head_count_kv": np.array([2, 2, 3, 1], np.int32)},

@@ -103,7 +103,7 @@ def test_models_lists_the_loaded_model(demo):
     with serving(demo) as client:
         models = client.get("/models").json()
     assert models["object"] == "list"
-    assert [(m["id"], m["object"], m["max_model_len"]) for m in models["data"]] == [("demo", "model", 1024)]
+    assert [(m["id"], m["object"], m["max_model_len"]) for m in models["data"]] == [("demo", "model", 4096)]
 
 
 def test_a_whole_answer_is_the_local_engines_answer(demo):
@@ -226,7 +226,7 @@ def test_a_bearer_token_is_required_when_set(demo):
     (chat("x", 1) | {"dg_chat": {"sampler": {"steps": 3}}}, 400, "dg_chat.sampler.steps: unknown setting"),
     (chat("x", 1) | {"dg_chat": {"sampler": {"t_min": 0.9}}}, 400, "needs t_min <= t_max"),
     (chat("x", 1) | {"dg_chat": {"sampler": {"t_max": True}}}, 400, "dg_chat.sampler.t_max: expected a number"),
-    (chat("word " * 2000, 1), 400, "exceeds the model's context of 1024 tokens"),
+    (chat("word " * 5000, 1), 400, "exceeds the model's context of 4096 tokens"),
     (chat("x", 1) | {"model": "gpt-4o"}, 404, "the model \"gpt-4o\" does not exist: this server has \"demo\""),
 ])
 def test_a_bad_request_gets_a_one_line_error(demo, body, status, message):
@@ -249,8 +249,9 @@ def test_unknown_paths_and_methods_get_json_errors(demo):
 
 
 def test_eight_concurrent_clients_get_their_own_answers(demo):
-    prompts = ["Tell me of the king", "Who is there?", "Speak of love", "What news?",
-               "Where is Rome?", "Sing a song", "Who are you?", "Farewell"]
+    prompts = ["What is a canvas?", "How do I stop an answer?", "What is self-conditioning?",
+               "What does doctor check?", "Which quant fits an RTX 4090?", "How do I export a chat?",
+               "Who are you?", "What is the entropy bound?"]
     expected = [local_turn(demo, [Message("user", p)], replace(DEFAULTS, seed=100 + i))[-1].answer
                 for i, p in enumerate(prompts)]
     assert len(set(expected)) == len(expected)  # the check below could see a mix-up
@@ -336,7 +337,7 @@ def test_prompts_are_tokenized_on_the_engine_thread_only(demo):
     with serving(engine) as client:
         whole = client.post("/chat/completions", json=chat("Hi", 1))
         streamed = stream(client, chat("Hi", 1))
-        too_long = [client.post("/chat/completions", json=chat("word " * 2000, 1, stream=flag))
+        too_long = [client.post("/chat/completions", json=chat("word " * 5000, 1, stream=flag))
                     for flag in (False, True)]
     assert whole.status_code == 200 and streamed[-1] == (None, "[DONE]")
     for response in too_long:  # a streamed request too: refused before its stream starts
