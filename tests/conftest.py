@@ -67,3 +67,13 @@ def gemma4(gemma4_metadata: dict):
     from dg_chat.text.tokenizer import Tokenizer
 
     return Tokenizer.from_metadata(gemma4_metadata)
+
+
+@pytest.fixture
+def server():
+    """A fake vLLM-style OpenAI server on 127.0.0.1 (tests/support/fake_openai.py), closed after the test."""
+    from tests.support.fake_openai import FakeOpenAI
+
+    fake = FakeOpenAI()
+    yield fake
+    fake.close()

@@ -39,13 +39,6 @@ KEY = "sk-test-5f1c0ffee0ddba11"
 
 
 @pytest.fixture
-def server():
-    server = FakeOpenAI()
-    yield server
-    server.close()
-
-
-@pytest.fixture
 def keyed(monkeypatch):
     """A server that wants KEY, and KEY in OPENAI_API_KEY."""
     monkeypatch.setenv("OPENAI_API_KEY", KEY)

@@ -268,15 +268,22 @@ def test_eight_concurrent_clients_get_their_own_answers(demo):
     assert answers == expected
 
 
-class RecordingEngine:
-    """The engine, recording how each turn finished."""
+class EngineWrapper:
+    """The engine with some of its methods replaced by a subclass; everything else passes through."""
 
     def __init__(self, engine: Engine):
         self.engine = engine
-        self.finished: list[TurnFinished] = []
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.engine, name)
+
+
+class RecordingEngine(EngineWrapper):
+    """The engine, recording how each turn finished."""
+
+    def __init__(self, engine: Engine):
+        super().__init__(engine)
+        self.finished: list[TurnFinished] = []
 
     def turn(self, *args: Any) -> Iterator[Event]:
         for event in self.engine.turn(*args):
@@ -317,15 +324,12 @@ def test_stopping_the_server_ends_its_open_streams(demo):
     assert [json.loads(rest[0].removeprefix("data: "))["error"]["code"], rest[1]] == [503, "data: [DONE]"]
 
 
-class PromptThreads:
+class PromptThreads(EngineWrapper):
     """The engine, recording the thread of every prompt the server has it tokenize."""
 
     def __init__(self, engine: Engine):
-        self.engine = engine
+        super().__init__(engine)
         self.threads: list[str] = []
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.engine, name)
 
     def prompt_ids(self, *args: Any) -> list[int]:
         self.threads.append(threading.current_thread().name)
@@ -345,15 +349,12 @@ def test_prompts_are_tokenized_on_the_engine_thread_only(demo):
     assert len(engine.threads) == 4 and set(engine.threads) == {"dg-chat-engine"}
 
 
-class HeldEngine:
+class HeldEngine(EngineWrapper):
     """The engine, each turn held until `release` is set; `started` once one is."""
 
     def __init__(self, engine: Engine):
-        self.engine = engine
+        super().__init__(engine)
         self.started, self.release = threading.Event(), threading.Event()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.engine, name)
 
     def turn(self, *args: Any) -> Iterator[Event]:
         self.started.set()
@@ -386,14 +387,8 @@ def test_a_request_beyond_the_waiting_limit_gets_429(demo, monkeypatch):
     assert answered == [200, 200, 200] and worker.waiting == 0
 
 
-class FailingEngine:
+class FailingEngine(EngineWrapper):
     """The engine, failing every turn as an engine reports a failure (out of memory, damaged weights)."""
-
-    def __init__(self, engine: Engine):
-        self.engine = engine
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.engine, name)
 
     def turn(self, *args: Any) -> Iterator[Event]:
         yield TurnFailed("out of memory on cpu: use a smaller quant, fewer canvases, or --device cpu")

@@ -5,8 +5,6 @@ the history and the export."""
 
 from __future__ import annotations
 
-import pytest
-
 from dg_chat import paths
 from dg_chat.config import Settings
 from dg_chat.engine.loader import load_engine
@@ -22,13 +20,6 @@ from tests.support.fake_openai import MODEL, FakeOpenAI, Reply
 from tests.tui.conftest import SIZE, finished, ready, send, wait_until
 
 KEY = "sk-tui-8badf00d5eed"
-
-
-@pytest.fixture
-def server():
-    server = FakeOpenAI()
-    yield server
-    server.close()
 
 
 def remote_app(make_app, server: FakeOpenAI):

@@ -18,6 +18,11 @@ CODE_ANSWER = ("Here is a function:\n\n```python\ndef add(a, b):\n    return a +
 LONG = "The quick brown fox jumps over the lazy dog. " * 10
 
 
+async def open_screen(pilot, key: str, screen: type) -> None:
+    await pilot.press(key)
+    await wait_until(pilot, lambda: isinstance(pilot.app.screen, screen))
+
+
 def test_mid_denoise_canvas(snap_compare, make_app):
     engine = ScriptedEngine(lambda m: LONG, canvas_length=64, steps=8, pause_at=(1, 3))
 
@@ -66,8 +71,7 @@ def test_error_notice(snap_compare, make_app):
 def test_settings_screen(snap_compare, make_app):
     async def run_before(pilot):
         await ready(pilot)
-        await pilot.press("ctrl+o")
-        await wait_until(pilot, lambda: isinstance(pilot.app.screen, SettingsScreen))
+        await open_screen(pilot, "ctrl+o", SettingsScreen)
 
     assert snap_compare(make_app(), terminal_size=(100, 44), run_before=run_before)
 
@@ -103,8 +107,7 @@ def test_status_bar_mid_turn(snap_compare, make_app, width):
 def test_model_picker(snap_compare, make_app):
     async def run_before(pilot):
         await send(pilot, "hello")  # its header names the model that answered
-        await pilot.press("f2")
-        await wait_until(pilot, lambda: isinstance(pilot.app.screen, ModelPicker))
+        await open_screen(pilot, "f2", ModelPicker)
 
     assert snap_compare(make_app(), terminal_size=SIZE, run_before=run_before)
 
@@ -112,7 +115,6 @@ def test_model_picker(snap_compare, make_app):
 def test_help_screen(snap_compare, make_app):
     async def run_before(pilot):
         await ready(pilot)
-        await pilot.press("f1")
-        await wait_until(pilot, lambda: isinstance(pilot.app.screen, HelpScreen))
+        await open_screen(pilot, "f1", HelpScreen)
 
     assert snap_compare(make_app(), terminal_size=(100, 44), run_before=run_before)
