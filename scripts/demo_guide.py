@@ -1,11 +1,13 @@
 """dg-chat's guide: the demo model's training set, read from models/demo-guide/*.toml.
 
-Each file holds `[[topic]]` tables (`id`, 7-9 hand-written `questions`, one `answer`); outside.toml
+Each file holds `[[topic]]` tables (`id`, 12-14 hand-written `questions`, one `answer`); outside.toml
 also holds `[outside]`: the answer to every question outside the guide's domain, with `train` and
-held-out `eval` prompts. `split()` holds one hand-written question of EVAL_TOPICS topics out of
-training (the quality check asks those), and `paraphrases()` multiplies the others with seeded
-surface variations (case, punctuation, greetings, synonyms), so the model keys on what is asked,
-not on how it is typed. Everything here is plain Python: no torch, no tokenizer.
+held-out `eval` prompts; eval.toml holds one hand-written `[[paraphrase]]` per topic, a rewording
+of one of its questions that is never trained on. `split()` picks EVAL_TOPICS of those paraphrases
+for the quality check (issue 14: "held-out paraphrases of trained questions"), and `paraphrases()`
+multiplies every hand-written question with seeded surface variations (case, punctuation,
+greetings, synonyms), so the model keys on what is asked, not on how it is typed. Everything here
+is plain Python: no torch, no tokenizer.
 """
 
 from __future__ import annotations
@@ -42,19 +44,29 @@ class Topic:
 
 
 @dataclass(frozen=True)
+class Paraphrase:
+    """A held-out rewording (`text`) of the hand-written question `of` of topic `topic`."""
+    topic: str
+    of: str
+    text: str
+
+
+@dataclass(frozen=True)
 class Guide:
     topics: tuple[Topic, ...]
     outside_answer: str
     outside_train: tuple[str, ...]
     outside_eval: tuple[str, ...]
+    held_out: tuple[Paraphrase, ...]
+    """eval.toml: one paraphrase per topic, never trained on."""
 
 
 @dataclass(frozen=True)
 class Split:
     train: tuple[tuple[str, str], ...]
-    """(question, answer): the hand-written questions left for training, and the outside prompts."""
+    """(question, answer): every hand-written question, and the outside prompts."""
     held_out: tuple[tuple[str, str], ...]
-    """(question, answer): one hand-written question of EVAL_TOPICS topics, never trained on."""
+    """(paraphrase, answer): the held-out paraphrases of EVAL_TOPICS topics."""
     outside_eval: tuple[str, ...]
 
 
@@ -67,26 +79,23 @@ def answer_text(answer: str) -> str:
 def load(folder: Path = GUIDE) -> Guide:
     topics: list[Topic] = []
     outside: dict = {}
+    held_out: list[Paraphrase] = []
     for path in sorted(folder.glob("*.toml")):
         data = tomllib.loads(path.read_text())
         topics += [Topic(t["id"], tuple(t["questions"]), answer_text(t["answer"])) for t in data.get("topic", [])]
         outside = data.get("outside", outside)
-    return Guide(tuple(topics), answer_text(outside["answer"]), tuple(outside["train"]), tuple(outside["eval"]))
+        held_out += [Paraphrase(p["topic"], p["of"], p["text"]) for p in data.get("paraphrase", [])]
+    return Guide(tuple(topics), answer_text(outside["answer"]), tuple(outside["train"]), tuple(outside["eval"]),
+                 tuple(held_out))
 
 
 def split(guide: Guide, seed: int = 0) -> Split:
-    """Hold out one hand-written question of EVAL_TOPICS topics (seeded choice of topics and question)."""
-    rng = random.Random(seed)
-    held_ids = {t.id for t in rng.sample(guide.topics, min(EVAL_TOPICS, len(guide.topics)))}
-    train: list[tuple[str, str]] = []
-    held: list[tuple[str, str]] = []
-    for topic in guide.topics:
-        questions = list(topic.questions)
-        if topic.id in held_ids:
-            held.append((questions.pop(rng.randrange(len(questions))), topic.answer))
-        train += [(q, topic.answer) for q in questions]
+    """Train on every hand-written question; hold out the paraphrases of EVAL_TOPICS topics (seeded)."""
+    answers = {topic.id: topic.answer for topic in guide.topics}
+    picked = random.Random(seed).sample(guide.held_out, min(EVAL_TOPICS, len(guide.held_out)))
+    train = [(q, topic.answer) for topic in guide.topics for q in topic.questions]
     train += [(q, guide.outside_answer) for q in guide.outside_train]
-    return Split(tuple(train), tuple(held), guide.outside_eval)
+    return Split(tuple(train), tuple((p.text, answers[p.topic]) for p in picked), guide.outside_eval)
 
 
 def vary(question: str, rng: random.Random) -> str:

@@ -1,12 +1,13 @@
 """Train the embedded demo model: a small DiffusionGemma that is dg-chat's own guide, CPU only.
 
-    python scripts/train_demo.py [--seed 0] [--minutes 54] [--out models/demo.gguf]
+    python scripts/train_demo.py [--seed 0] [--steps 4400] [--minutes 60] [--threads 2] [--out models/demo.gguf]
 
 Data: the question -> answer topics of models/demo-guide/*.toml (scripts/demo_guide.py), written
 from this repository's README, docs and --help texts: how to use dg-chat and what block-diffusion
 models are, 45-110 words per answer (66-150 tokens: two to four canvases); every
-other question gets the "I am the small demo model" answer. One hand-written question of 40 topics
-is held out for the quality check; the rest are multiplied by seeded surface paraphrases. A quarter
+other question gets the "I am the small demo model" answer. Every hand-written question is
+multiplied by seeded surface paraphrases; the quality check asks 40 hand-written paraphrases of
+trained questions that are never trained on (models/demo-guide/eval.toml). A quarter
 of the examples carry an earlier exchange of the chat in front of the question, so follow-up
 questions in a chat are answered too.
 
@@ -18,12 +19,13 @@ the prompt and the answer's earlier canvases, and denoises that canvas, corrupte
 random tokens at a rate t ~ U(0.001, 1); two-pass self-conditioning with p = 0.5 (the second pass
 is fed the first pass's detached logits).
 
-Deterministic for a seed and a step count: `--minutes` sets the number of steps from the rate
-measured on the 2-core development machine (STEPS_PER_MINUTE); a run still going at 1.1x the
-budget stops early and says so. Outputs, next to --out: the GGUF, a loss log (-train-log.csv),
-the loss curve (-loss.png) and the answers' word list (-words.txt.gz, the dictionary of the quality
-check). Finally the quality figures of the GGUF, measured with dg-chat's own engine, are printed
-(`evaluate`, also run by tests/test_demo_model.py and `scripts/bench.py demo`).
+Deterministic for a seed, a step count and a thread count. The default 4,400 steps take about 51
+minutes with 2 threads on the 2-core development machine when nothing else runs (0.7 s per step);
+a run still going after `--minutes` stops early and says so. Outputs, next to --out: the GGUF, a
+loss log (-train-log.csv), the loss curve (-loss.png) and the answers' word list (-words.txt.gz,
+the dictionary of the quality check). Finally the quality figures of the GGUF, measured with
+dg-chat's own engine, are printed (`evaluate`, also run by tests/test_demo_model.py and
+`scripts/bench.py demo`).
 """
 
 from __future__ import annotations
@@ -73,7 +75,6 @@ MULTI_TURN_P = 0.25  # examples with an earlier exchange before the question
 BATCH = 12  # examples; each brings every canvas of its answer
 PEAK_LR = 3e-3
 WARMUP = 60
-STEPS_PER_MINUTE = 50  # measured on the 2-core development machine, 1 torch thread at nice -10, tests running beside it
 SELF_CONDITIONING_P = 0.5
 T_MIN = 0.001
 WORD = re.compile(r"[a-z]+(?:'[a-z]+)*")
@@ -375,7 +376,7 @@ class Answer:
 @dataclass(frozen=True)
 class Quality:
     in_domain: list[Answer]
-    """The held-out questions, once per seed."""
+    """The held-out paraphrases, once per seed."""
     outside: list[Answer]
     """The held-out out-of-domain prompts, once per seed."""
     known_words: frozenset[str]
@@ -431,7 +432,7 @@ def answer(engine, prompt: str, intended: str, seed: int) -> Answer:
 
 
 def evaluate(gguf: Path, word_list: Path, split: demo_guide.Split, seeds: Sequence[int] = EVAL_SEEDS) -> Quality:
-    """Answer the held-out questions and out-of-domain prompts once per seed with dg-chat's engine."""
+    """Answer the held-out paraphrases and out-of-domain prompts once per seed with dg-chat's engine."""
     from dg_chat.engine.loader import load_engine
 
     outside_answer = demo_guide.load().outside_answer
@@ -449,10 +450,10 @@ def evaluate(gguf: Path, word_list: Path, split: demo_guide.Split, seeds: Sequen
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--minutes", type=float, default=54, help="training time budget (sets the step count)")
-    parser.add_argument("--steps", type=int, help="train this many steps instead (e.g. a quick smoke run)")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads (more than the free cores is much slower)")
+    parser.add_argument("--steps", type=int, default=4400, help="optimizer steps (the shipped run: 4400)")
+    parser.add_argument("--minutes", type=float, default=60, help="time budget: stop early when it is spent")
+    parser.add_argument("--threads", type=int, default=2,
+                        help="torch threads: 2 needs both cores free (more than the free cores is much slower)")
     parser.add_argument("--out", type=Path, default=ROOT / "models" / "demo.gguf")
     args = parser.parse_args(argv)
 
@@ -476,13 +477,13 @@ def main(argv: list[str] | None = None) -> int:
 
     model = make_model(tokenizer.vocab_size)
     params = sum(p.numel() for name, p in model.named_parameters() if "vision" not in name)
-    steps = args.steps or round(args.minutes * STEPS_PER_MINUTE)
+    steps = args.steps
     blocks = sum(map(canvases, examples))
     print(f"{len(guide.topics)} topics, {len(split.train)} questions -> {len(examples)} examples "
           f"({blocks} canvases); vocabulary {tokenizer.vocab_size}; {params / 1e6:.2f}M parameters; "
           f"{steps} steps of {BATCH}")
     started = time.perf_counter()
-    done = train(model, examples, steps=steps, seed=args.seed, budget_s=args.minutes * 60 * 1.1, log_path=log_path)
+    done = train(model, examples, steps=steps, seed=args.seed, budget_s=args.minutes * 60, log_path=log_path)
     minutes = (time.perf_counter() - started) / 60
     print(f"trained {done} steps in {minutes:.1f} min")
 

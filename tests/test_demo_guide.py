@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.scripts import load_script
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -39,6 +41,7 @@ def _load() -> tuple[dict[str, dict], dict[str, str]]:
 FILES, PARSE_ERRORS = _load()
 TOPICS: list[dict] = [topic for doc in FILES.values() for topic in doc.get("topic", [])]
 OUTSIDE: dict = next((doc["outside"] for doc in FILES.values() if "outside" in doc), {})
+PARAPHRASES: list[dict] = [p for doc in FILES.values() for p in doc.get("paraphrase", [])]
 ANSWERS = [(t.get("id", "?"), t.get("answer", "")) for t in TOPICS] + [("outside", OUTSIDE.get("answer", ""))]
 SPANS = [(topic_id, span) for topic_id, answer in ANSWERS for span in re.findall(r"`([^`]*)`", answer)]
 STOPWORDS = set("a an the is are was were what whats s who how do does did i me my you your in on of to for and "
@@ -210,7 +213,7 @@ def test_topic_ids_are_unique() -> None:
 
 @pytest.mark.parametrize("topic", TOPICS, ids=[t.get("id", "?") for t in TOPICS])
 def test_topic_shape(topic: dict) -> None:
-    assert 7 <= len(topic["questions"]) <= 9, f"{len(topic['questions'])} questions"
+    assert 12 <= len(topic["questions"]) <= 14, f"{len(topic['questions'])} questions"
     assert 40 <= len(topic["answer"].split()) <= 120, f"{len(topic['answer'].split())} words"
 
 
@@ -236,3 +239,22 @@ def test_outside_prompts() -> None:
         mine = set(normalise(prompt).split()) - STOPWORDS
         close = [p for p, words in zip(train, content, strict=True) if len(mine & words) >= 0.75 * len(mine)]
         assert not close, f"eval {prompt!r} is close to train {close}"
+
+
+def test_every_topic_has_one_held_out_paraphrase_of_its_own_question() -> None:
+    questions = {topic["id"]: topic["questions"] for topic in TOPICS}
+    assert sorted(p["topic"] for p in PARAPHRASES) == sorted(questions)
+    assert not [p for p in PARAPHRASES if p["of"] not in questions[p["topic"]]]
+    assert not [p for p in PARAPHRASES if not 3 <= len(p["text"].split()) <= 20]
+
+
+def test_held_out_paraphrases_are_never_trained_on() -> None:
+    """Not a hand-written question or outside prompt, nor one of the generated variants the
+    training script trains on (case, punctuation, greetings, synonyms)."""
+    demo_guide = load_script("demo_guide")
+    guide = demo_guide.load()
+    split = demo_guide.split(guide)
+    trained = {normalise(question) for question, _ in demo_guide.paraphrases(split.train)}
+    assert len(split.held_out) == demo_guide.EVAL_TOPICS
+    assert not [p.text for p in guide.held_out if normalise(p.text) in trained]
+    assert not [p.text for p in guide.held_out if normalise(p.text) == normalise(p.of)]
