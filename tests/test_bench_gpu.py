@@ -16,7 +16,7 @@ import torch
 
 from tests.support.scripts import ROOT, load_script
 
-PHASES = ("environment", "weights", "triton", "reference", "accuracy")
+PHASES = ("environment", "weights", "triton", "reference", "accuracy", "triton_int8")
 BACKEND_NUMBERS = ("load_s", "prefill_s", "decode_ms_per_step", "tok_s_at_14_steps", "tok_s_at_48_steps")
 
 
@@ -48,11 +48,19 @@ def test_both_kernel_choices_produce_finite_numbers(smoke: tuple[dict[str, Any],
     assert phases["reference"]["logits_vs_triton"]["rms_rel"] < 1e-4
 
 
+def test_the_int8_phase_times_the_w4a8_path(smoke: tuple[dict[str, Any], Path]) -> None:
+    phase = smoke[0]["phases"]["triton_int8"]
+    assert phase["kernels"] == "triton" and phase["int8_activations"] is True and phase["logits_finite"] is True
+    assert math.isfinite(phase["decode_ms_per_step"]) and phase["decode_ms_per_step"] > 0
+    assert 0 < phase["logits_vs_triton"]["rms_rel"] < 0.1  # the activation quantisation error
+
+
 def test_accuracy_covers_a_linear_and_both_expert_down_types(smoke: tuple[dict[str, Any], Path]) -> None:
     accuracy = smoke[0]["phases"]["accuracy"]
     for key in ("linear_attn_q", "experts_q8_0_down", "experts_q5_0_down"):
         assert accuracy[key]["finite"] is True
         assert 0 <= accuracy[key]["rms_rel"] < 1e-5 and 0 <= accuracy[key]["max_rel"] < 1e-5  # float32 here
+    assert 0 < accuracy["linear_attn_q_int8"]["rms_rel"] < 3e-2  # W4A8: the activation quantisation error
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")

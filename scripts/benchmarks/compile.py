@@ -4,21 +4,24 @@ launches on a GPU, compiled offline (no GPU needed) for sm_89 (RTX 4090) and sm_
 The launches are those of prefills, a block's first canvas and two fused-sampler denoising steps
 of a model with the published 26B-A4B's widths in two layers, computing in bf16 as on CUDA, with
 every launch configuration chosen as on a GPU (tests/support/cuda_compile.py; the kernels are
-not run). `--tiny` adds the tiny Q4_K_M test model in float32 and bf16 (needs transformers).
+not run). `--tiny` adds the tiny Q4_K_M test model in float32 and bf16 (needs transformers);
+`--int8` the published widths' step with int8 activations (`TritonOps(int8_activations=True)`).
 
 Per variant: registers, stack and local bytes per thread (spills), shared memory, compile time,
 or the compiler's error. The summary counts variants and failures per target and lists the
 variants that spill. Numbers are the compiler's, not timings.
 
-`--sass` adds the K-loop cost of the quantised GEMMs (`SASS_CASES`, bf16 and int8 activations)
-on sm_89: each kernel is launched with its GPU configuration (recorded, not run), compiled to a
-cubin and disassembled (cuobjdump -sass). The K-loop is the longest backward branch (target
+`--sass` adds the K-loop cost of the quantised GEMMs (`SASS_CASES`, bf16 and int8 activations:
+quantised once by `gemm.quantize_activations` for linear and linear_glu, inside the K-loop for the
+MoE experts) on sm_89: each kernel is launched with its GPU configuration (recorded, not run),
+compiled to a cubin and disassembled (cuobjdump -sass). The K-loop is the longest backward branch (target
 address below the branch's own) whose span holds a tensor-core instruction (HMMA/IMMA); its
 instructions are counted from the branch target up to and including the branch (everything
 ptxas emitted there, NOPs included; the software-pipelined steady state with num_stages).
 Per weight element = count × 32 × num_warps / (weight tiles × BLOCK_N × BLOCK_K): thread
 instructions that one iteration spends per weight element it reads (two tiles per iteration
-for the GeGLU kernels), for the program's whole BLOCK_M row tile.
+for the GeGLU kernels), for the program's whole BLOCK_M row tile; "per element, all rows"
+multiplies it by the row tiles of the case's M (each unpacks the weights again).
 """
 
 from __future__ import annotations
@@ -42,8 +45,10 @@ SASS_CASES = [  # (kernel, weight types (gate_up, down for the experts), M: rows
     ("linear", ("Q4_K",), 256), ("linear", ("Q5_0",), 256), ("linear", ("Q8_0",), 256), ("linear", ("Q6_K",), 256),
     ("linear_glu", ("Q4_K",), 256), ("experts", ("Q4_K", "Q5_0"), 32), ("experts", ("Q4_K", "Q8_0"), 32),
 ]
-"""The GEMMs `--sass` counts: linear at BLOCK_M 64 and linear_glu at its own (32) for M = 256, the
-MoE experts with one full 32-row block per expert (32 tokens, top-1, one expert)."""
+"""The GEMMs `--sass` counts, each at its GPU configuration for M rows: linear and linear_glu for
+the 256-row canvas (bf16: BLOCK_M 64 and 32; int8: one 256-row tile, `gemm._q8_linear_config`
+and `_q8_linear_glu_config`), the MoE experts with one full 32-row block per expert (32 tokens,
+top-1, one expert)."""
 HIDDEN, WIDTH = 2816, 704
 
 
@@ -52,6 +57,7 @@ def main(argv: list[str]) -> dict[str, Any]:
     parser.add_argument("--targets", default="sm_89,sm_90",
                         help="comma-separated sm_NN compute capabilities (default: sm_89,sm_90)")
     parser.add_argument("--tiny", action="store_true", help="also the tiny Q4_K_M model in float32 and bf16")
+    parser.add_argument("--int8", action="store_true", help="also the published widths with int8 activations (W4A8)")
     parser.add_argument("--sass", action="store_true",
                         help="also sm_89 SASS instructions per weight element of the quantised GEMMs' K-loops")
     args = parser.parse_args(argv)
@@ -71,6 +77,8 @@ def main(argv: list[str]) -> dict[str, Any]:
     torch.set_num_threads(1)
     targets = {name: int(name.removeprefix("sm_")) for name in args.targets.split(",")}
     launches = record_step(PublishedWidths(), "published-bf16")
+    if args.int8:
+        launches += record_step(PublishedWidths(int8_activations=True), "published-bf16-int8")
     if args.tiny:
         from tests.support.tiny_dg import tiny_q4_k_m
 
@@ -127,21 +135,23 @@ def _record_sass_cases() -> list[dict[str, Any]]:
         for int8 in (False, True) if all(Q[t] in INT8_TYPES for t in types) else (False,):
             x = torch.zeros(m, HIDDEN, dtype=torch.bfloat16)
             with record_gpu_launches() as launches:
+                a = gemm.quantize_activations(x) if int8 else x
                 if kernel == "linear":
-                    gemm.linear(x, weight(types[0], HIDDEN, HIDDEN), int8_activations=int8)
+                    gemm.linear(a, weight(types[0], HIDDEN, HIDDEN))
                 elif kernel == "linear_glu":
-                    gemm.linear_glu(x, weight(types[0], WIDTH, HIDDEN), weight(types[0], WIDTH, HIDDEN),
-                                    int8_activations=int8)
+                    gemm.linear_glu(a, weight(types[0], WIDTH, HIDDEN), weight(types[0], WIDTH, HIDDEN))
                 else:
                     top_i, top_w = torch.zeros(m, 1, dtype=torch.int64), torch.ones(m, 1)
                     moe.experts(x, weight(types[0], 1, 2 * WIDTH, HIDDEN), weight(types[1], 1, HIDDEN, WIDTH),
                                 top_i, top_w, int8_activations=int8)
-            for launch, label in zip((r for r in launches if "_align_" not in r.kernel), types, strict=False):
+            gemms = (r for r in launches if not r.kernel.endswith(("_align_kernel", "_quantize_q8_kernel")))
+            for launch, label in zip(gemms, types, strict=False):
                 name = {"_gate_up_kernel": "moe gate_up", "_down_kernel": "moe down"}.get(launch.kernel.split(":")[1],
                                                                                            kernel)
                 if launch.key() not in seen:  # the two MoE cases launch the same gate_up
                     seen.add(launch.key())
-                    cases.append({"case": f"{name} {label} {'int8' if int8 else 'bf16'}", **asdict(launch)})
+                    cases.append({"case": f"{name} {label} {'int8' if int8 else 'bf16'}", "rows": m,
+                                  **asdict(launch)})
     return cases
 
 
@@ -199,7 +209,7 @@ def _sass_child() -> int:
     rows = []
     for case in json.load(sys.stdin):
         counts.clear()
-        launch = {k: v for k, v in case.items() if k != "case"}
+        launch = {k: v for k, v in case.items() if k not in ("case", "rows")}
         with mock.patch.object(triton, "compile", counting_compile):
             (variant,) = compile_variants([launch], {"sm_89": 89})
         if variant.error:
@@ -207,10 +217,13 @@ def _sass_child() -> int:
         meta = {k: int(v) for k, v in variant.constexprs.items() if k.startswith(("BLOCK_", "num_"))}
         tiles = 1 if case["case"].startswith(("linear ", "moe down")) else 2
         elements = tiles * meta["BLOCK_N"] * meta["BLOCK_K"]
+        per_element = counts[0] * 32 * meta["num_warps"] / elements
+        row_tiles = -(-case["rows"] // meta["BLOCK_M"])
         rows.append({"case": case["case"], **meta, "registers": variant.registers,
                      "spill_bytes": (variant.stack or 0) + (variant.local or 0), "k_loop_sass": counts[0],
                      "weight_elements_per_iteration": elements,
-                     "thread_instructions_per_element": round(counts[0] * 32 * meta["num_warps"] / elements, 2)})
+                     "thread_instructions_per_element": round(per_element, 2), "rows": case["rows"],
+                     "row_tiles": row_tiles, "per_element_all_rows": round(per_element * row_tiles, 2)})
     json.dump(rows, sys.stdout)
     return 0
 

@@ -19,10 +19,12 @@ so a timeout still leaves data, and the whole JSON is printed at the end:
    `logits_vs_triton`: the reference path's logits for the triton phase's first canvas (same
    prompt, no self-conditioning) against the triton path's, rms and max relative error.
 4. `accuracy`: one layer's MoE per down type (Q4_K gate_up + Q8_0 down: layer 0; + Q5_0: layer 3) and one
-   linear (attn_q, Q4_K) of the file, run by the Triton kernels in the backend's compute dtype
-   (bf16 on CUDA) on a canvas of random activations with random top-k routing, against an fp32 CPU
-   oracle built from the same blocks (`dg_chat.gguf.dequant.dequantize` + fp32 matmul): rms error
-   ‖ours − ref‖/‖ref‖ and max relative error max|ours − ref|/max|ref|.
+   linear (attn_q, Q4_K; also with int8 activations, W4A8) of the file, run by the Triton kernels in
+   the backend's compute dtype (bf16 on CUDA) on a canvas of random activations with random top-k
+   routing, against an fp32 CPU oracle built from the same blocks (`dg_chat.gguf.dequant.dequantize`
+   + fp32 matmul): rms error ‖ours − ref‖/‖ref‖ and max relative error max|ours − ref|/max|ref|.
+5. `triton_int8`: phase 2 with `TritonOps(int8_activations=True)` (W4A8 dense GEMMs), with whatever
+   time the deadline leaves; `logits_vs_triton` is then the W4A8 error against phase 2's logits.
 
 `--smoke` runs the same code on the CPU under TRITON_INTERPRET=1 with a tiny model of the same
 layout (same writer, other dimensions), 2 decode steps: the JSON has the same keys (for a test).
@@ -55,7 +57,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]
 
 DEADLINE_S = 450.0
 """7.5 minutes for everything (gpu-engine.md §7.4)."""
-BUDGETS_S = {"environment": 20, "weights": 100, "triton": 180, "reference": 90, "accuracy": 60}
+BUDGETS_S = {"environment": 20, "weights": 100, "triton": 180, "reference": 90, "accuracy": 60, "triton_int8": 150}
 """Per-phase time budgets (each also bounded by what is left of the deadline)."""
 CANVAS_STEPS = (14, 48)
 """Denoising steps per 256-token canvas for the tok/s figures."""
@@ -215,19 +217,23 @@ def _fused_sampler(vocab: int, canvas_length: int, steps: int, device: torch.dev
 
 
 def run_backend(result: dict[str, Any], kernels: str, path: Path, device: torch.device, shared: Shared,
-                steps: int) -> None:
-    """Phases 2 and 3: load, prefill, time `steps` decode steps of one kernel choice."""
+                steps: int, int8_activations: bool = False) -> None:
+    """Phases 2, 3 and 5: load, prefill, time `steps` decode steps of one kernel choice."""
     from dg_chat.engine.backends.base import SelfCondition
     from dg_chat.engine.backends.torch_dg.backend import TorchBackend
+    from dg_chat.engine.backends.torch_dg.kernels.triton_ops import TritonOps
     from dg_chat.gguf.reader import open_gguf
 
     result["kernels"] = kernels
+    result["int8_activations"] = int8_activations
     if device.type == "cuda":
         gc.collect()
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
     begin = time.perf_counter()
     backend = TorchBackend(open_gguf(path), str(device), kernels)
+    if int8_activations:  # before the first step: the CUDA graphs capture whichever ops the model has
+        backend.model.ops = TritonOps(backend.hp, backend.model.w, int8_activations=True)
     _sync(device)
     result["load_s"] = _sig(time.perf_counter() - begin)
     result["compute_dtype"] = str(backend.model.dtype).removeprefix("torch.")
@@ -245,7 +251,7 @@ def run_backend(result: dict[str, Any], kernels: str, path: Path, device: torch.
         _sync(device)
         result["first_step_s"] = _sig(time.perf_counter() - begin)
         first = logits.float().cpu()
-        if kernels == "triton":
+        if kernels == "triton" and not int8_activations:
             shared.first_logits = first
         elif shared.first_logits is not None:
             result["logits_vs_triton"] = _errors(first, shared.first_logits)
@@ -322,8 +328,10 @@ def accuracy(result: dict[str, Any], path: Path, device: torch.device, dims: Any
 
         name = "blk.0.attn_q.weight"
         data, qtype = raw(name)
-        ours = gemm.linear(x.to(device), RawWeight(data.to(device), int(qtype), dims.hidden))
-        result["linear_attn_q"] = {"tensor": name, "type": qtype.name, **_errors(ours, xr @ weight(name).T)}
+        w, ref = RawWeight(data.to(device), int(qtype), dims.hidden), xr @ weight(name).T
+        result["linear_attn_q"] = {"tensor": name, "type": qtype.name, **_errors(gemm.linear(x.to(device), w), ref)}
+        ours = gemm.linear(gemm.quantize_activations(x.to(device)), w)
+        result["linear_attn_q_int8"] = {"tensor": name, "type": qtype.name, **_errors(ours, ref)}
 
         downs = {Q(f.info(f"blk.{i}.ffn_down_exps.weight").type): i for i in reversed(range(dims.n_layers))}
         for layer in sorted(downs.values()):  # the first layer of each down type (Q8_0 and Q5_0)
@@ -397,6 +405,8 @@ def main(argv: list[str]) -> dict:
                 phases.run("reference", BUDGETS_S["reference"],
                            lambda record: run_backend(record, "reference", path, device, shared, reference_steps))
             phases.run("accuracy", BUDGETS_S["accuracy"], lambda record: accuracy(record, path, device, dims))
+            phases.run("triton_int8", BUDGETS_S["triton_int8"],
+                       lambda record: run_backend(record, "triton", path, device, shared, steps, int8_activations=True))
     finally:
         if not args.keep:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -407,9 +417,9 @@ def main(argv: list[str]) -> dict:
 
 
 def _summary(results: dict[str, Any]) -> str:
-    """One line: ms/step and tok/s of each path, peak VRAM, worst accuracy rms."""
+    """One line: ms/step and tok/s of each path, peak VRAM, worst accuracy rms (W4A8 apart)."""
     parts = []
-    for name in ("triton", "reference"):
+    for name in ("triton", "triton_int8", "reference"):
         phase = results["phases"].get(name, {})
         if "decode_ms_per_step" in phase:
             peak = phase.get("peak_vram_bytes")
@@ -419,6 +429,8 @@ def _summary(results: dict[str, Any]) -> str:
         else:
             parts.append(f"{name} {phase.get('status', 'not run')}")
     acc = results["phases"].get("accuracy", {})
-    rms = [v["rms_rel"] for v in acc.values() if isinstance(v, dict) and "rms_rel" in v]
+    rms = [v["rms_rel"] for k, v in acc.items() if isinstance(v, dict) and "rms_rel" in v and not k.endswith("_int8")]
     parts.append(f"accuracy rms <= {max(rms):.2e}" if rms else f"accuracy {acc.get('status', 'not run')}")
+    if "linear_attn_q_int8" in acc:
+        parts.append(f"W4A8 linear rms {acc['linear_attn_q_int8']['rms_rel']:.2e}")
     return "; ".join(parts)

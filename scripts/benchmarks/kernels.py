@@ -34,7 +34,8 @@ no CUDA GPU is present, before any kernel module is imported).
 
 `--quick` (for the smoke test, < 60 s on one core) measures the launch counts and a subset of the
 errors (every type at K = 2816 with N = 64; the MoE with a Q5_0 down, float32 only, one token
-routed to 2 experts).
+routed to 2 experts). `--int8-activations` counts the launches of `TritonOps(int8_activations=True)`
+(W4A8 dense GEMMs, each input quantised by one launch of its own).
 """
 
 from __future__ import annotations
@@ -229,7 +230,7 @@ def tiny_dims():
                 full_kv_heads=1, full_layers=frozenset({1}))
 
 
-def _compute_in_bf16(backend: Any) -> None:
+def _compute_in_bf16(backend: Any, int8_activations: bool) -> None:
     """Give a CPU TorchBackend the CUDA path's compute dtype (bf16), so that the dtype casts of a
     step (which are no-ops in float32) are counted as on a GPU: the same model, ops and cache
     classes, rebuilt with bf16 vectors and a bf16 static cache."""
@@ -239,11 +240,12 @@ def _compute_in_bf16(backend: Any) -> None:
     from dg_chat.engine.backends.torch_dg.weights import Weights
 
     weights = Weights(backend.file, torch.device("cpu"), torch.bfloat16, raw_matrices=True)
-    backend.model = DiffusionGemma(backend.hp, weights, TritonOps(backend.hp, weights))
+    ops = TritonOps(backend.hp, weights, int8_activations=int8_activations)
+    backend.model = DiffusionGemma(backend.hp, weights, ops)
     backend.cache = StaticKVCache(backend.hp, torch.device("cpu"), torch.bfloat16)
 
 
-def measure_launches(device: torch.device) -> dict[str, Any]:
+def measure_launches(device: torch.device, int8_activations: bool = False) -> dict[str, Any]:
     """Launches and host syncs per decode step: measured per section on the tiny model, then the
     real 30-layer step computed from them."""
     import q4_k_m_layout
@@ -258,7 +260,11 @@ def measure_launches(device: torch.device) -> dict[str, Any]:
         backend = TorchBackend(open_gguf(path), str(device), "triton")
         try:
             if device.type == "cpu":
-                _compute_in_bf16(backend)
+                _compute_in_bf16(backend, int8_activations)
+            elif int8_activations:
+                from dg_chat.engine.backends.torch_dg.kernels.triton_ops import TritonOps
+
+                backend.model.ops = TritonOps(backend.hp, backend.model.w, int8_activations=True)
             generator = torch.Generator().manual_seed(0)
             backend.prefill(torch.randint(5, dims.vocab, (dims.canvas,), generator=generator).tolist())
             canvas = torch.randint(0, dims.vocab, (dims.canvas,), generator=generator).to(device)
@@ -288,7 +294,8 @@ def measure_launches(device: torch.device) -> dict[str, Any]:
         "measured": ("prologue, one sliding layer, one full layer, epilogue, lm_head and the sampler step, on a "
                      f"{dims.n_layers}-layer model with the published layout's tensors and types at tiny sizes "
                      f"(hidden {dims.hidden}, vocab {dims.vocab}, canvas {dims.canvas}), triton kernels on "
-                     f"{device}{' under TRITON_INTERPRET=1, in bf16 as on a GPU' if device.type == 'cpu' else ''}; "
+                     f"{device}{' under TRITON_INTERPRET=1, in bf16 as on a GPU' if device.type == 'cpu' else ''}"
+                     f"{', int8 activations (W4A8 dense GEMMs)' if int8_activations else ''}; "
                      f"prompt of {dims.canvas} tokens (the counts do not depend on the cache length)"),
         "computed": (f"real_step = prologue + {REAL_SLIDING_LAYERS} x sliding + {REAL_FULL_LAYERS} x full + epilogue "
                      "+ lm_head + sampler (launch counts do not depend on tensor sizes)"),
@@ -414,17 +421,20 @@ def main(argv: list[str]) -> dict:
     parser = argparse.ArgumentParser(prog="bench.py kernels", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="launch counts and a subset of the errors (< 60 s)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--int8-activations", action="store_true",
+                        help="count the launches of TritonOps(int8_activations=True)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     start = time.perf_counter()
-    launches = measure_launches(device)
+    launches = measure_launches(device, args.int8_activations)
     launches_s = time.perf_counter() - start
     errors = measure_errors(device, args.quick)
     return {
         "device": str(device),
         "interpreter": os.environ.get("TRITON_INTERPRET") == "1",
         "quick": args.quick,
+        "int8_activations": args.int8_activations,
         "torch": torch.__version__,
         "launches": launches,
         "errors": errors,

@@ -21,7 +21,14 @@ import torch.nn.functional as F
 from gguf.constants import GGMLQuantizationType as Q
 
 from dg_chat.engine.backends.torch_dg.kernels import runtime
-from dg_chat.engine.backends.torch_dg.kernels.gemm import embedding, linear, linear_glu, softmax_matmul
+from dg_chat.engine.backends.torch_dg.kernels.gemm import (
+    Q8Activations,
+    embedding,
+    linear,
+    linear_glu,
+    quantize_activations,
+    softmax_matmul,
+)
 from dg_chat.engine.backends.torch_dg.kernels.gguf_tiles import RawWeight
 from dg_chat.gguf.dequant import dequantize
 from tests.kernels.test_moe import int8_rounded
@@ -145,45 +152,94 @@ def test_glu_epilogue_is_torch_gelu_tanh() -> None:
     assert ((y.double() - ref).abs() / ref.abs()).nan_to_num().max().item() <= 1e-5  # x = 0: 0/0
 
 
-# W4A8 at the real shapes (M = 4): (gate or linear type, up type or None, N, K)
-INT8_CASES = [(Q.Q4_K, None, 1408, 2816), (Q.Q5_0, None, 704, 2112), (Q.Q8_0, None, 704, 2816),
-              (Q.Q4_K, Q.Q4_K, 704, 2816), (Q.Q8_0, Q.Q5_0, 704, 2112)]
+def q8_reference(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(codes int8 [M, K], scales and code sums fp32 [K/32, M]) of x per 32 values, by the
+    kernel's own fp32 arithmetic: d = amax/127, codes round(x·(1/d)) with ties away from zero."""
+    blocks = x.float().unflatten(-1, (-1, 32))
+    d = blocks.abs().amax(-1) / 127
+    v = blocks * torch.where(d > 0, 1 / torch.where(d > 0, d, 1), 0)[..., None]
+    q = v.sign() * (v.abs() + 0.5).floor()
+    return q.flatten(-2).to(torch.int8), d.T.contiguous(), q.sum(-1).T.contiguous()
 
 
-@pytest.mark.parametrize(("first", "second", "n", "k"), INT8_CASES,
-                         ids=[f"{'glu' if u else 'linear'}-{g.name}{'-' + u.name if u else ''}-{n}x{k}"
-                              for g, u, n, k in INT8_CASES])
-def test_int8_activations(first: Q, second: Q | None, n: int, k: int) -> None:
-    """W4A8: exact against the float64 oracle fed the same int8-rounded activations (the integer
-    dots are exact; only the fp32 epilogue rounds), and the quantisation error against the plain
-    float64 oracle reported and loosely bounded."""
+def dequantized(q8: Q8Activations) -> torch.Tensor:
+    """The float64 values [M, K] that quantised activations stand for: codes times scales."""
+    return (q8.qa.double().unflatten(-1, (-1, 32)) * q8.da.T.double()[..., None]).flatten(-2)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_quantize_activations_is_the_reference_rounding(dtype: torch.dtype) -> None:
+    """Bit-exact codes, scales and sums, an all-zero block included. From float32 inputs the
+    codes are also those of test_moe's float64 `int8_rounded` (what the GEMM oracles below
+    multiply; its scales are float64); fp16/bf16 inputs hit exact ties x/d = k + 1/2, where
+    rounding x·(1/d) in fp32 decides, so a few codes differ from the float64 division's."""
+    x = activations(5, 2816, dtype) * 3
+    x[2, 64:96] = 0
+    q8 = quantize_activations(x)
+    codes, scales, sums = q8_reference(x)
+    assert q8.dtype == dtype and q8.shape == (5, 2816)
+    assert torch.equal(q8.qa, codes) and torch.equal(q8.da, scales) and torch.equal(q8.sa, sums)
+    assert torch.equal(q8.qa[2, 64:96], torch.zeros(32, dtype=torch.int8)) and q8.da[2, 2] == 0
+    if dtype == torch.float32:
+        torch.testing.assert_close(dequantized(q8), int8_rounded(x.double()), rtol=1e-6, atol=0)
+
+
+# W4A8 at the real shapes: (gate or linear type, up type or None, N, K, M); M = 70 spans a full and
+# a partial row tile, M = 5 one partial tile
+INT8_CASES = [(Q.Q4_K, None, 1408, 2816, 5), (Q.Q5_0, None, 704, 2112, 5), (Q.Q8_0, None, 704, 2816, 5),
+              (Q.Q4_K, None, 704, 4096, 70), (Q.Q6_K, None, 704, 2816, 5), (Q.Q4_K, Q.Q4_K, 704, 2816, 5),
+              (Q.Q8_0, Q.Q5_0, 704, 2112, 5)]
+
+
+@pytest.mark.parametrize(("first", "second", "n", "k", "m"), INT8_CASES,
+                         ids=[f"{'glu' if u else 'linear'}-{g.name}{'-' + u.name if u else ''}-{n}x{k}-m{m}"
+                              for g, u, n, k, m in INT8_CASES])
+def test_int8_activations(first: Q, second: Q | None, n: int, k: int, m: int) -> None:
+    """W4A8 on activations quantised once: exact against the float64 oracle fed the same
+    int8-rounded activations (the integer dots are exact; only the fp32 epilogue rounds), and the
+    quantisation error against the plain float64 oracle reported and loosely bounded."""
     w = raw_weight(first, n, k, seed=4)
-    x = activations(4, k, torch.float32)
+    x = activations(m, k, torch.float32)
     x = x * (4 / (x.double() @ reference(w).T).abs().max())  # GELU's bend, as in the GLU test
     if second is None:
-        ours = linear(x, w, int8_activations=True)
+        ours = linear(quantize_activations(x), w)
 
         def oracle(a: torch.Tensor) -> torch.Tensor:
             return a @ reference(w).T
     else:
         up = raw_weight(second, n, k, seed=5)
-        ours = linear_glu(x, w, up, int8_activations=True)
+        ours = linear_glu(quantize_activations(x), w, up)
 
         def oracle(a: torch.Tensor) -> torch.Tensor:
             return gelu_tanh(a @ reference(w).T) * (a @ reference(up).T)
+    assert ours.shape == (m, n) and ours.dtype == x.dtype
     emulated = relative_error(ours, oracle(int8_rounded(x.double())))
     plain = relative_error(ours, oracle(x.double()))
     print(f"W4A8 {first.name}/{second.name if second else '-'} {n}x{k}: {emulated:.2e} vs int8-rounded oracle, "
           f"{plain:.2e} vs fp64")
-    assert emulated <= 1e-6 and plain <= 3e-2
+    assert emulated <= FP32_BUDGET and plain <= 3e-2
+
+
+def test_int8_softcapped_lm_head() -> None:
+    """The tied LM head in W4A8: the Q6_K embedding, c·tanh(y/c) with c = 30, bf16 activations
+    (as on a GPU; the oracle multiplies the values their codes stand for) and fp32 logits."""
+    w = raw_weight(Q.Q6_K, 300, 2816)
+    e = reference(w)
+    x = activations(4, 2816, torch.float32)
+    q8 = quantize_activations((x * (100 / (x.double() @ e.T).abs().max())).to(torch.bfloat16))
+    y = linear(q8, w, softcap=30.0, out_dtype=torch.float32)
+    assert y.dtype == torch.float32
+    assert relative_error(y, 30 * torch.tanh(dequantized(q8) @ e.T / 30)) <= FP32_BUDGET
 
 
 def test_int8_activations_need_integer_quants() -> None:
-    x = activations(3, 256, torch.float32)
+    q8 = quantize_activations(activations(3, 256, torch.float32))
     with pytest.raises(ValueError, match="int8"):
-        linear(x, raw_weight(Q.Q6_K, 32, 256), int8_activations=True)
+        linear(q8, raw_weight(Q.F16, 32, 256))
     with pytest.raises(ValueError, match="int8"):
-        linear_glu(x, raw_weight(Q.Q4_K, 32, 256), raw_weight(Q.F16, 32, 256), int8_activations=True)
+        linear_glu(q8, raw_weight(Q.Q4_K, 32, 256), raw_weight(Q.F16, 32, 256))
+    with pytest.raises(ValueError, match="multiple of 32"):
+        quantize_activations(activations(3, 48, torch.float32))
 
 
 SOFTMAX_MATMUL_CASES = [
@@ -235,7 +291,9 @@ def test_one_launch_each_and_no_host_sync() -> None:
     w = raw_weight(Q.Q8_0, 64, 64)
     x = activations(3, 64, torch.float32)
     ids, lse = torch.tensor([1, 2]), torch.logsumexp(x, 1)
-    calls = [lambda: linear(x, w, softcap=30.0), lambda: linear_glu(x, w, w),
+    q8 = quantize_activations(x)
+    calls = [lambda: linear(x, w, softcap=30.0), lambda: linear_glu(x, w, w), lambda: quantize_activations(x),
+             lambda: linear(q8, w, softcap=30.0), lambda: linear_glu(q8, w, w),
              lambda: softmax_matmul(x, lse, w), lambda: embedding(ids, w, 2.0, torch.float32),
              lambda: embedding(ids, w, torch.tensor(2.0), torch.float32)]
     for call in calls:

@@ -194,9 +194,10 @@ class PublishedWidths:
     vocabulary 262,144, canvas 256) in two layers (one sliding, one full), computing in bf16 as
     on CUDA, with uninitialised weights: what `record_gpu_launches` needs, which never runs a
     kernel, so the ~1.5 GB of raw blocks are allocated but never touched. It quacks like the
-    `TorchBackend` that `record_step` and the fused sampler drive."""
+    `TorchBackend` that `record_step` and the fused sampler drive. `int8_activations`: the
+    W4A8 dense GEMMs (`TritonOps(int8_activations=True)`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, int8_activations: bool = False) -> None:
         from dg_chat.engine.backends.torch_dg.cache import StaticKVCache
         from dg_chat.engine.backends.torch_dg.hparams import HParams
         from dg_chat.engine.backends.torch_dg.kernels.triton_ops import TritonOps
@@ -213,7 +214,7 @@ class PublishedWidths:
                         for name, info in index.tensors.items() if len(info.shape) > 1}
         weights._resident = {name: torch.ones(info.shape, dtype=torch.bfloat16)
                              for name, info in index.tensors.items() if len(info.shape) == 1}
-        self.model = DiffusionGemma(self.hp, weights, TritonOps(self.hp, weights))
+        self.model = DiffusionGemma(self.hp, weights, TritonOps(self.hp, weights, int8_activations=int8_activations))
         self.cache = StaticKVCache(self.hp, self.model.device, self.model.dtype)
         self.canvas_length, self.vocab_size = self.hp.canvas_length, self.hp.vocab_size
         self.tokens = 0

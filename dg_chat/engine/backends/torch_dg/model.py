@@ -50,12 +50,12 @@ class DiffusionGemma:
         rope = pos.rope[layer.sliding]
         # a static decoder step writes its K/V straight into the cache's scratch slots
         k_out, v_out = (None, None) if encoder else cache.scratch(i)
-        q = ops.head_norm_rope(ops.linear(x, p + "attn_q.weight").view(t, -1, hd), p + "attn_q_norm.weight", rope)
-        k_raw = ops.linear(x, p + "attn_k.weight").view(t, -1, hd)
         # full-attention layers have no v_proj: V is the raw K projection, normalised without weight
-        v_raw = ops.linear(x, p + "attn_v.weight").view(t, -1, hd) if layer.sliding else k_raw
+        names = ["attn_q", "attn_k", "attn_v"] if layer.sliding else ["attn_q", "attn_k"]
+        q_raw, k_raw, *v_raw = (y.view(t, -1, hd) for y in ops.linears(x, [f"{p}{n}.weight" for n in names]))
+        q = ops.head_norm_rope(q_raw, p + "attn_q_norm.weight", rope)
         k = ops.head_norm_rope(k_raw, p + "attn_k_norm.weight", rope, k_out)
-        v = ops.head_norm_rope(v_raw, None, None, v_out)
+        v = ops.head_norm_rope(v_raw[0] if v_raw else k_raw, None, None, v_out)
         out = cache.attend(i, layer, q, k, v, pos, encoder)
         return ops.linear(out.transpose(0, 1).reshape(t, -1), p + "attn_output.weight")
 

@@ -36,6 +36,11 @@ class Ops(Protocol):
         """x [T, K] @ Wᵀ -> [T, N]."""
         ...
 
+    def linears(self, x: torch.Tensor, names: list[str]) -> list[torch.Tensor]:
+        """[x @ Wᵀ for each W in `names`]: projections of one input (which the fast path may
+        prepare once for all of them)."""
+        ...
+
     def mlp(self, x: torch.Tensor, prefix: str) -> torch.Tensor:
         """down(gelu_tanh(gate(x)) * up(x)) with the tensors `{prefix}_gate/up/down.weight`."""
         ...
@@ -91,6 +96,9 @@ class ReferenceOps:
 
     def linear(self, x: torch.Tensor, name: str) -> torch.Tensor:
         return F.linear(x, self.w.get(name))
+
+    def linears(self, x: torch.Tensor, names: list[str]) -> list[torch.Tensor]:
+        return [self.linear(x, name) for name in names]
 
     def mlp(self, x: torch.Tensor, prefix: str) -> torch.Tensor:
         w = self.w.get

@@ -1,11 +1,14 @@
 """Dense GEMMs on GGUF weights as stored (gpu-engine.md §6.2, §6.3), never through a dequantised
 copy of the weight: `linear` and `linear_glu` take each K-step with `gguf_tiles.dot_tile` (a dot
-with the integer codes, scaled after it per scale group) or, with `int8_activations`, its W4A8
-variant `int8_dot_tile` (int8 activations per 32 values, exact int32 dots); `softmax_matmul` and
-`embedding` read transposed tiles and dequantise them in registers with `gguf_tiles.dequant_tile`.
+with the integer codes, scaled after it per scale group) or, given activations that
+`quantize_activations` quantised once to int8 per 32 values (W4A8), with `gguf_tiles.q8_dot_tile`
+(exact int32 dots, an fp32 epilogue per block); `softmax_matmul` and `embedding` read transposed
+tiles and dequantise them in registers with `gguf_tiles.dequant_tile`.
 
 - `linear`: y = x @ Wᵀ, optionally soft-capped (the tied LM head).
 - `linear_glu`: gelu_tanh(x @ gateᵀ) * (x @ upᵀ) in one launch (the dense GeGLU MLPs).
+- `quantize_activations`: x to int8 per 32 values (llama.cpp's q8_1), once per input, for the
+  W4A8 `linear` / `linear_glu` of every weight that reads it.
 - `softmax_matmul`: softmax(logits) @ E over the vocabulary (dense self-conditioning).
 - `embedding`: rows of E, scaled.
 
@@ -19,20 +22,49 @@ captured in a CUDA graph.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
+from gguf.constants import GGMLQuantizationType as Q
 
 from dg_chat.engine.backends.torch_dg.kernels.gguf_tiles import (
     INT8_TYPES,
     SCALE_GROUP,
     RawWeight,
-    accumulate,
     dequant_tile,
+    dot_tile,
+    q8_dot_tile,
+    quantize_q8,
 )
 from dg_chat.engine.backends.torch_dg.kernels.runtime import interpreting, launch, tl, triton, unavailable_reason
 from dg_chat.engine.backends.torch_dg.kernels.tl_math import gelu_tanh, mma, tanh
 
 ACTIVATION_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _TL_DTYPES = {torch.float32: tl.float32, torch.float16: tl.float16, torch.bfloat16: tl.bfloat16}
+
+
+@dataclass(frozen=True)
+class Q8Activations:
+    """Activations x [M, K] quantised per 32 values (gpu-engine.md §6.2; llama.cpp's q8_1 block
+    as three planes): x[m, 32b + j] ≈ da[b, m]·qa[m, 32b + j]. The per-block planes run along
+    the rows, so that a K-step reads its [blocks, rows] tile of them in contiguous rows."""
+
+    qa: torch.Tensor
+    """int8 [M, K]: the codes, x·(1/da) rounded in fp32, ties away from zero."""
+    da: torch.Tensor
+    """fp32 [K/32, M]: the scale of each block, amax/127 (0 for an all-zero block)."""
+    sa: torch.Tensor
+    """fp32 [K/32, M]: the sum of each block's codes (exact; Q4_K's offsets multiply it)."""
+    dtype: torch.dtype
+    """The dtype x had: what the GEMMs return by default."""
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.qa.shape[0], self.qa.shape[1]
+
+    @property
+    def device(self) -> torch.device:
+        return self.qa.device
 
 
 # ---------------------------------------------------------------------------------------------
@@ -55,6 +87,15 @@ def _store(y_ptr, y, rows, cols, n_rows, n_cols):
 
 
 @triton.jit
+def _q8_scales(da_ptr, sa_ptr, rows, k0, n_rows, n_cols, NB: tl.constexpr):
+    """The da and sa tiles fp32 [NB, len(rows)] of the 32-blocks k0/32 .. k0/32+NB-1 (`Q8Activations`
+    planes of an [n_rows, n_cols] input), 0 outside it."""
+    blocks = k0 // 32 + tl.arange(0, NB)
+    return (_x_tile(da_ptr, blocks, rows, n_cols // 32, n_rows),
+            _x_tile(sa_ptr, blocks, rows, n_cols // 32, n_rows))
+
+
+@triton.jit
 def _tile_ids(n_rows, BLOCK_M: tl.constexpr):
     """(row tile, column tile) of this program; consecutive programs share a weight tile, so
     that the row tiles after the first find it in L2."""
@@ -67,36 +108,70 @@ def _tile_ids(n_rows, BLOCK_M: tl.constexpr):
 # Kernels
 
 
+# INT8: x_ptr holds `Q8Activations.qa` and da_ptr, sa_ptr its planes (W4A8); else they are None.
+# The W4A8 K-steps accumulate the transposed tile [BLOCK_N, BLOCK_M] (`q8_dot_tile`'s TRANS).
+
+
 @triton.jit
-def _linear_kernel(x_ptr, w_ptr, y_ptr, M, N, K, row_bytes, softcap,
+def _linear_kernel(x_ptr, da_ptr, sa_ptr, w_ptr, y_ptr, M, N, K, row_bytes, softcap,
                    QTYPE: tl.constexpr, SOFTCAP: tl.constexpr, UPCAST: tl.constexpr, INT8: tl.constexpr,
                    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     pid_m, pid_n = _tile_ids(M, BLOCK_M)
     rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    acc = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
-    for k0 in range(0, K, BLOCK_K):
-        a = _x_tile(x_ptr, rows, k0 + tl.arange(0, BLOCK_K), M, K)
-        acc = accumulate(acc, a, w_ptr, row_bytes, cols, k0, N, K, QTYPE, UPCAST, INT8)
+    if INT8:
+        acc = tl.zeros((BLOCK_N, BLOCK_M), tl.float32)
+        for k0 in range(0, K, BLOCK_K):
+            qa = _x_tile(x_ptr, rows, k0 + tl.arange(0, BLOCK_K), M, K)
+            da, sa = _q8_scales(da_ptr, sa_ptr, rows, k0, M, K, BLOCK_K // 32)
+            acc = q8_dot_tile(acc, qa, da, sa, w_ptr, row_bytes, cols, k0, N, K, QTYPE, True)
+        acc = tl.trans(acc)
+    else:
+        acc = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
+        for k0 in range(0, K, BLOCK_K):
+            a = _x_tile(x_ptr, rows, k0 + tl.arange(0, BLOCK_K), M, K)
+            acc = dot_tile(acc, a, w_ptr, row_bytes, cols, k0, N, K, QTYPE, UPCAST)
     if SOFTCAP:
         acc = softcap * tanh(acc / softcap)
     _store(y_ptr, acc, rows, cols, M, N)
 
 
 @triton.jit
-def _linear_glu_kernel(x_ptr, gate_ptr, up_ptr, y_ptr, M, F, K, gate_row_bytes, up_row_bytes,
+def _linear_glu_kernel(x_ptr, da_ptr, sa_ptr, gate_ptr, up_ptr, y_ptr, M, F, K, gate_row_bytes, up_row_bytes,
                        GATE_QTYPE: tl.constexpr, UP_QTYPE: tl.constexpr, UPCAST: tl.constexpr,
                        INT8: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     pid_m, pid_n = _tile_ids(M, BLOCK_M)
     rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    gate = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
-    up = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
-    for k0 in range(0, K, BLOCK_K):
-        a = _x_tile(x_ptr, rows, k0 + tl.arange(0, BLOCK_K), M, K)
-        gate = accumulate(gate, a, gate_ptr, gate_row_bytes, cols, k0, F, K, GATE_QTYPE, UPCAST, INT8)
-        up = accumulate(up, a, up_ptr, up_row_bytes, cols, k0, F, K, UP_QTYPE, UPCAST, INT8)
-    _store(y_ptr, gelu_tanh(gate) * up, rows, cols, M, F)
+    if INT8:
+        gate = tl.zeros((BLOCK_N, BLOCK_M), tl.float32)
+        up = tl.zeros((BLOCK_N, BLOCK_M), tl.float32)
+        for k0 in range(0, K, BLOCK_K):
+            qa = _x_tile(x_ptr, rows, k0 + tl.arange(0, BLOCK_K), M, K)
+            da, sa = _q8_scales(da_ptr, sa_ptr, rows, k0, M, K, BLOCK_K // 32)
+            gate = q8_dot_tile(gate, qa, da, sa, gate_ptr, gate_row_bytes, cols, k0, F, K, GATE_QTYPE, True)
+            up = q8_dot_tile(up, qa, da, sa, up_ptr, up_row_bytes, cols, k0, F, K, UP_QTYPE, True)
+        y = tl.trans(gelu_tanh(gate) * up)
+    else:
+        gate = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
+        up = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
+        for k0 in range(0, K, BLOCK_K):
+            a = _x_tile(x_ptr, rows, k0 + tl.arange(0, BLOCK_K), M, K)
+            gate = dot_tile(gate, a, gate_ptr, gate_row_bytes, cols, k0, F, K, GATE_QTYPE, UPCAST)
+            up = dot_tile(up, a, up_ptr, up_row_bytes, cols, k0, F, K, UP_QTYPE, UPCAST)
+        y = gelu_tanh(gate) * up
+    _store(y_ptr, y, rows, cols, M, F)
+
+
+@triton.jit
+def _quantize_q8_kernel(x_ptr, qa_ptr, da_ptr, sa_ptr, M, K, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr):
+    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    cols = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)
+    qa, da, sa = quantize_q8(_x_tile(x_ptr, rows, cols, M, K))
+    _store(qa_ptr, qa, rows, cols, M, K)
+    blocks = tl.program_id(1) * (BLOCK_K // 32) + tl.arange(0, BLOCK_K // 32)
+    _store(da_ptr, da, blocks, rows, K // 32, M)
+    _store(sa_ptr, sa, blocks, rows, K // 32, M)
 
 
 @triton.jit
@@ -184,6 +259,42 @@ def _linear_glu_config(m: int, f: int, gate_qtype: int, up_qtype: int, dtype: to
                 num_stages=3)
 
 
+# W4A8 (`q8_dot_tile`, TRANS): the fp32 epilogue costs 2-4 instructions per (row, column,
+# 32-block) whatever the tiling, while each row tile unpacks the weights again, so one row tile
+# holds the whole 256-row canvas and a narrow BLOCK_N keeps the accumulators in registers; one
+# 32-block per K-step (two double the live dots and spill); two pipeline stages (three spill in
+# some variants and count more). Every column tile reads all the rows' activations again (from
+# L2): 256 x 1.25 B / BLOCK_N per weight element, 10 B at BLOCK_N 32, against 4 B for the bf16
+# path's four 64 x 128 tiles. sm_89 SASS of the K-loop, thread instructions per weight element
+# for all 256 rows (`scripts/bench.py compile --sass`; bf16 path: 4 or 8 row tiles), no spills:
+#   32 columns, 4 warps: Q4_K 60.5 (bf16 139), Q5_0 54.1 (166), Q8_0 35.9 (119); at 64 columns
+#   and 8 warps, half the L2 reads and half the programs: 69.0, 62.3, 37.4
+#   Q6_K, 64 columns, 8 warps: 114 (250), the soft-capped LM head 108; 16 columns and 2 warps
+#   count 93 but read 20 B of activations per weight element (15 GB per step for the LM head),
+#   32 columns spill
+#   linear_glu Q4_K, 16 columns, 4 warps: 64.4 (183); 32 columns, 8 warps: 74.3
+
+
+def _q8_linear_config(m: int, n: int, qtype: int) -> dict[str, int]:
+    if interpreting():
+        return dict(BLOCK_M=_pow2(m, 16, 64), BLOCK_N=_pow2(n, 16, 128), BLOCK_K=256)
+    if qtype == Q.Q6_K:
+        return dict(BLOCK_M=_pow2(m, 16, 256), BLOCK_N=64, BLOCK_K=32, num_warps=8, num_stages=2)
+    return dict(BLOCK_M=_pow2(m, 16, 256), BLOCK_N=32, BLOCK_K=32, num_warps=4, num_stages=2)
+
+
+def _q8_linear_glu_config(m: int, f: int) -> dict[str, int]:
+    if interpreting():
+        return dict(BLOCK_M=_pow2(m, 16, 64), BLOCK_N=_pow2(f, 16, 128), BLOCK_K=256)
+    return dict(BLOCK_M=_pow2(m, 16, 256), BLOCK_N=16, BLOCK_K=32, num_warps=4, num_stages=2)
+
+
+def _quantize_config(m: int, k: int) -> dict[str, int]:
+    if interpreting():
+        return dict(BLOCK_M=_pow2(m, 1, 64), BLOCK_K=_pow2(k, 32, 4096))
+    return dict(BLOCK_M=_pow2(m, 1, 16), BLOCK_K=256, num_warps=4)
+
+
 def _softmax_matmul_config(m: int, v: int) -> dict[str, int]:
     if interpreting():
         # SPLIT 2 keeps the split path covered (V of a few thousand in the tests)
@@ -217,68 +328,88 @@ def _check_weight(w: RawWeight, device: torch.device, what: str) -> None:
         raise ValueError(f"{what}: weight on {w.data.device}, input on {device}")
 
 
-def _check_int8(int8_activations: bool, *weights: RawWeight) -> None:
-    if int8_activations and any(w.qtype not in INT8_TYPES for w in weights):
-        raise ValueError("int8 activations need Q4_K, Q5_0 or Q8_0 weights")
-
-
-def _check_input(x: torch.Tensor, k: int) -> None:
+def _check_input(x: torch.Tensor | Q8Activations, k: int, *weights: RawWeight) -> None:
+    """x: a contiguous float [M, k] input, or one quantised by `quantize_activations` (then every
+    weight must be of INT8_TYPES)."""
     _check_device(x.device)
+    if isinstance(x, Q8Activations):
+        if x.shape[1] != k:
+            raise ValueError(f"expected int8 activations of [M, {k}] values, got {x.shape}")
+        if any(w.qtype not in INT8_TYPES for w in weights):
+            raise ValueError("int8 activations need Q4_K, Q5_0, Q8_0 or Q6_K weights")
+        return
     if x.dim() != 2 or x.shape[1] != k or x.dtype not in ACTIVATION_DTYPES or not x.is_contiguous():
         raise ValueError(f"expected contiguous float32/float16/bfloat16 [M, {k}], "
                          f"got {x.dtype} {tuple(x.shape)}")
 
 
-def linear(x: torch.Tensor, w: RawWeight, *, softcap: float = 0.0,
-           out_dtype: torch.dtype | None = None, out: torch.Tensor | None = None,
-           int8_activations: bool = False) -> torch.Tensor:
+def _planes(x: torch.Tensor | Q8Activations) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """The kernels' (x_ptr, da_ptr, sa_ptr) arguments for x."""
+    return (x.qa, x.da, x.sa) if isinstance(x, Q8Activations) else (x, None, None)
+
+
+def quantize_activations(x: torch.Tensor) -> Q8Activations:
+    """x [M, K] (float32/float16/bfloat16, contiguous, K a multiple of 32) quantised per 32 values
+    to int8 as llama.cpp's q8_1 does (gpu-engine.md §6.2; `gguf_tiles.quantize_q8`: d = amax/127,
+    codes round(x·(1/d)) with ties away from zero, in fp32), in one launch. Every W4A8 `linear` /
+    `linear_glu` that reads the same input takes the result."""
+    if x.dim() != 2 or x.shape[1] % 32:
+        raise ValueError(f"int8 activations need [M, K] with K a multiple of 32, got {tuple(x.shape)}")
+    _check_input(x, x.shape[1])
+    m, k = x.shape
+    qa = torch.empty(m, k, dtype=torch.int8, device=x.device)
+    da, sa = (torch.empty(k // 32, m, dtype=torch.float32, device=x.device) for _ in range(2))
+    meta = _quantize_config(m, k)
+    grid = (triton.cdiv(m, meta["BLOCK_M"]), triton.cdiv(k, meta["BLOCK_K"]))
+    launch(_quantize_q8_kernel, grid, x, qa, da, sa, m, k, **meta)
+    return Q8Activations(qa, da, sa, x.dtype)
+
+
+def linear(x: torch.Tensor | Q8Activations, w: RawWeight, *, softcap: float = 0.0,
+           out_dtype: torch.dtype | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
     """y = x @ Wᵀ, reading W's GGUF blocks as stored (one launch).
 
-    x: [M, K] float32/float16/bfloat16, contiguous. w: [N, K] raw blocks. Returns [M, N] in
-    `out_dtype` (default x.dtype), or into `out` (contiguous [M, N]). Accumulates in fp32; with
-    `softcap` c > 0 the epilogue returns c·tanh(y/c), in fp32 before the final rounding (Gemma's
-    final logit soft-capping).
-
-    int8_activations (W4A8, W of Q4_K/Q5_0/Q8_0 only): x is quantised per 32 values to int8
-    (llama.cpp q8_1 rounding) and meets the codes in exact int32 dots with an fp32 epilogue;
-    this adds the activation quantisation error (~1e-2 relative, see tests). Off by default:
-    whether it is faster needs a GPU measurement.
+    x: [M, K] float32/float16/bfloat16, contiguous; or `quantize_activations(x)` (W4A8, W of
+    INT8_TYPES): its int8 codes meet W's in exact int32 dots per 32-block with an fp32 epilogue,
+    which adds the activation quantisation error (~1e-2 relative, see tests). w: [N, K] raw
+    blocks. Returns [M, N] in `out_dtype` (default x.dtype), or into `out` (contiguous [M, N]).
+    Accumulates in fp32; with `softcap` c > 0 the epilogue returns c·tanh(y/c), in fp32 before
+    the final rounding (Gemma's final logit soft-capping).
     """
-    _check_input(x, w.cols)
+    _check_input(x, w.cols, w)
     _check_weight(w, x.device, "linear")
-    _check_int8(int8_activations, w)
     m, n = x.shape[0], w.rows
     y = torch.empty(m, n, dtype=out_dtype or x.dtype, device=x.device) if out is None else out
     if y.shape != (m, n) or not y.is_contiguous():
         raise ValueError(f"out: expected a contiguous [{m}, {n}] tensor, got {tuple(y.shape)}")
-    meta = _linear_config(m, n, w.qtype)
+    int8 = isinstance(x, Q8Activations)
+    meta = _q8_linear_config(m, n, w.qtype) if int8 else _linear_config(m, n, w.qtype)
     grid = (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(n, meta["BLOCK_N"]),)
-    launch(_linear_kernel, grid, x, w.data, y, m, n, w.cols, w.row_bytes, float(softcap),
-           QTYPE=w.qtype, SOFTCAP=softcap > 0, UPCAST=interpreting(), INT8=int8_activations, **meta)
+    launch(_linear_kernel, grid, *_planes(x), w.data, y, m, n, w.cols, w.row_bytes, float(softcap),
+           QTYPE=w.qtype, SOFTCAP=softcap > 0, UPCAST=interpreting(), INT8=int8, **meta)
     return y
 
 
-def linear_glu(x: torch.Tensor, gate: RawWeight, up: RawWeight, *, int8_activations: bool = False) -> torch.Tensor:
+def linear_glu(x: torch.Tensor | Q8Activations, gate: RawWeight, up: RawWeight) -> torch.Tensor:
     """gelu_tanh(x @ gateᵀ) * (x @ upᵀ) in one launch with two accumulators (GeGLU MLP).
 
-    x: [M, K] float32/float16/bfloat16, contiguous. gate, up: [F, K] raw blocks, of any kernel
-    types (they may differ). Returns [M, F] in x.dtype. The GELU is torch's
-    F.gelu(approximate="tanh"), evaluated in fp32 on the fp32 accumulators. int8_activations:
-    W4A8 as in `linear` (gate and up of Q4_K/Q5_0/Q8_0).
+    x: [M, K] float32/float16/bfloat16, contiguous, or `quantize_activations(x)` (W4A8 as in
+    `linear`, gate and up of INT8_TYPES). gate, up: [F, K] raw blocks, of any kernel types (they
+    may differ). Returns [M, F] in x.dtype. The GELU is torch's F.gelu(approximate="tanh"),
+    evaluated in fp32 on the fp32 accumulators.
     """
-    _check_input(x, gate.cols)
+    _check_input(x, gate.cols, gate, up)
     _check_weight(gate, x.device, "linear_glu gate")
     _check_weight(up, x.device, "linear_glu up")
-    _check_int8(int8_activations, gate, up)
     if up.rows != gate.rows or up.cols != gate.cols:
         raise ValueError(f"gate is [{gate.rows}, {gate.cols}] but up is [{up.rows}, {up.cols}]")
     m, f = x.shape[0], gate.rows
     y = torch.empty(m, f, dtype=x.dtype, device=x.device)
-    meta = _linear_glu_config(m, f, gate.qtype, up.qtype, x.dtype)
+    int8 = isinstance(x, Q8Activations)
+    meta = _q8_linear_glu_config(m, f) if int8 else _linear_glu_config(m, f, gate.qtype, up.qtype, x.dtype)
     grid = (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(f, meta["BLOCK_N"]),)
-    launch(_linear_glu_kernel, grid, x, gate.data, up.data, y, m, f, gate.cols, gate.row_bytes,
-           up.row_bytes, GATE_QTYPE=gate.qtype, UP_QTYPE=up.qtype, UPCAST=interpreting(),
-           INT8=int8_activations, **meta)
+    launch(_linear_glu_kernel, grid, *_planes(x), gate.data, up.data, y, m, f, gate.cols, gate.row_bytes,
+           up.row_bytes, GATE_QTYPE=gate.qtype, UP_QTYPE=up.qtype, UPCAST=interpreting(), INT8=int8, **meta)
     return y
 
 
@@ -345,4 +476,5 @@ def embedding(ids: torch.Tensor, w: RawWeight, scale: float | torch.Tensor,
     return y
 
 
-__all__ = ["ACTIVATION_DTYPES", "embedding", "linear", "linear_glu", "softmax_matmul"]
+__all__ = ["ACTIVATION_DTYPES", "Q8Activations", "embedding", "linear", "linear_glu", "quantize_activations",
+           "softmax_matmul"]

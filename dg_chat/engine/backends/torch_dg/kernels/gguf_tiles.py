@@ -11,9 +11,10 @@ in `row_bytes` bytes of blocks (gpu-engine.md §5.1-5.4; ggml-common.h).
   raw integer codes of each scale group (`SCALE_GROUP`: 32 values, 16 for Q6_K) meet the
   activations in one dot (codes are exact in fp16/bf16/fp32), and the group's scale (and Q4_K's
   offset) is applied once per (group, output row) to the [BLOCK_M, BLOCK_N] partial.
-- `int8_dot_tile` is the W4A8 K-step (gpu-engine.md §6.2): the activations are quantised per 32
-  values to int8 (`quantize_q8`, llama.cpp's q8_1 rounding) and meet the codes in exact int32
-  dots, scaled in an fp32 epilogue. `accumulate` picks one of the two K-steps.
+- `q8_dot_tile` is the W4A8 K-step (gpu-engine.md §6.2): activations quantised per 32 values to
+  int8 (`quantize_q8`, llama.cpp's q8_1 rounding) meet the codes in exact int32 dots, scaled in
+  an fp32 epilogue; `int8_dot_tile` quantises its float tile first (the MoE kernels).
+  `accumulate` picks `dot_tile` or `int8_dot_tile`.
 
 The type ids are ggml's (`GGMLQuantizationType`), passed as a `tl.constexpr`.
 """
@@ -36,9 +37,9 @@ KERNEL_TYPES = frozenset({Q.F32, Q.F16, Q.BF16, Q.Q5_0, Q.Q8_0, Q.Q4_K, Q.Q6_K})
 """The types the kernels read (the published DiffusionGemma quants use only these)."""
 SCALE_GROUP: dict[int, int] = {Q.Q4_K: 32, Q.Q5_0: 32, Q.Q8_0: 32, Q.Q6_K: 16}
 """Values that share one scale, per quantised type: `dot_tile`'s K-blocks."""
-INT8_TYPES = frozenset({Q.Q4_K, Q.Q5_0, Q.Q8_0})
-"""Weight types `int8_dot_tile` reads: one scale per 32 values, like the activations' blocks
-(int8 tensor-core dots take K = 32; Q6_K's 16-value groups would need half-empty dots)."""
+INT8_TYPES = frozenset({Q.Q4_K, Q.Q5_0, Q.Q8_0, Q.Q6_K})
+"""Weight types the W4A8 K-steps read. Int8 tensor-core dots take K = 32, one activation block:
+Q6_K's two 16-value groups per block take two dots, each with the other group's codes zeroed."""
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,27 @@ def _q4_k_scale_offset(row, base, j, mask):
     sc = tl.where(j < 4, s0 & 63, (s1 & 15) | ((s2 >> 6) << 4))
     mn = tl.where(j < 4, s1 & 63, (s1 >> 4) | ((s0 >> 6) << 4))
     return _f16(row, base, mask) * sc.to(tl.float32), _f16(row, base + 2, mask) * mn.to(tl.float32)
+
+
+@triton.jit
+def _q4_k_header_scale_offset(row, base, j, mask):
+    """`_q4_k_scale_offset` of a [NB, BLOCK_N] tile from one 16-byte load per element: the
+    super-block's header (d and dmin; scale bytes 0-3, 4-7, 8-11) as four uint32 words. Rows
+    start 16-byte aligned: GGUF aligns tensors to 32 bytes, a Q4_K row is whole 144-byte blocks."""
+    words = tl.load((row + base).to(tl.pointer_type(tl.uint32))[:, :, None] + tl.arange(0, 4)[None, None, :],
+                    mask=mask[:, :, None], other=0)
+    even, odd = tl.split(tl.reshape(words, [words.shape[0], words.shape[1], 2, 2]))
+    head, middle = tl.split(even)
+    low, high = tl.split(odd)
+    shift = (j % 4) * 8
+    a = (low >> shift) & 255  # scale byte j % 4
+    b = (middle >> shift) & 255  # j % 4 + 4
+    c = (high >> shift) & 255  # j % 4 + 8
+    sc = tl.where(j < 4, a & 63, (c & 15) | ((a >> 6) << 4))
+    mn = tl.where(j < 4, b & 63, (c >> 4) | ((b >> 6) << 4))
+    d = (head & 65535).to(tl.uint16).to(tl.float16, bitcast=True).to(tl.float32)
+    dmin = (head >> 16).to(tl.uint16).to(tl.float16, bitcast=True).to(tl.float32)
+    return d * sc.to(tl.float32), dmin * mn.to(tl.float32)
 
 
 @triton.jit
@@ -172,13 +194,15 @@ def code_tile(w_ptr, row_bytes, rows, first, n_rows, n_groups, QTYPE: tl.constex
         j = b % 8
         byte = _u8(row, (b // 8) * 144 + 16 + (j // 2) * 32 + g, mask)
         code = tl.where(j % 2 == 0, byte & 15, byte >> 4)
-    elif QTYPE == Q6_K:  # group s holds values 16s..16s+15 of the super-block (§5.4)
-        s = b % 16
-        base = (b // 16) * 210
-        quarter = (s % 8) // 2
-        lane = (s % 2) * 16 + g
-        low = _u8(row, base + (s // 8) * 64 + (quarter % 2) * 32 + lane, mask)
-        high = (_u8(row, base + 128 + (s // 8) * 32 + lane, mask) >> (2 * quarter)) & 3
+    elif QTYPE == Q6_K:  # group s holds values G·s .. G·s+G-1 of the super-block (§5.4)
+        PER_LANE: tl.constexpr = 32 // G  # groups per 32-byte lane run
+        s = b % (256 // G)
+        base = (b // (256 // G)) * 210
+        half = s // (128 // G)
+        quarter = (s % (128 // G)) // PER_LANE
+        lane = (s % PER_LANE) * G + g
+        low = _u8(row, base + half * 64 + (quarter % 2) * 32 + lane, mask)
+        high = (_u8(row, base + 128 + half * 32 + lane, mask) >> (2 * quarter)) & 3
         code = (tl.where(quarter < 2, low & 15, low >> 4) | (high << 4)) - 32
     else:
         tl.static_assert(False, "no integer codes for this GGUF type")
@@ -186,10 +210,13 @@ def code_tile(w_ptr, row_bytes, rows, first, n_rows, n_groups, QTYPE: tl.constex
 
 
 @triton.jit
-def block_scales(w_ptr, row_bytes, rows, first, n_rows, n_groups, QTYPE: tl.constexpr, NB: tl.constexpr):
+def block_scales(w_ptr, row_bytes, rows, first, n_rows, n_groups, QTYPE: tl.constexpr, NB: tl.constexpr,
+                 WORDS: tl.constexpr):
     """fp32 scale and offset [NB, len(rows)] of the scale groups first .. first+NB-1 of W[rows],
     exact (§5.2): value = scale·code - offset with Q4_K d·sc_j and dmin·m_j, Q6_K d·sc, Q5_0 and
-    Q8_0 d and 0; both 0 outside [0, n_rows) x [0, n_groups)."""
+    Q8_0 d and 0; both 0 outside [0, n_rows) x [0, n_groups). WORDS reads Q4_K's from one 16-byte
+    load per element instead of five small ones: fewer instructions where each thread decodes its
+    own rows' scales (the W4A8 K-step), more in the bf16 one's GeGLU (sm_89 SASS)."""
     b = first + tl.arange(0, NB)[:, None]
     r = rows[None, :].to(tl.int64)
     mask = (r < n_rows) & (b < n_groups)
@@ -201,7 +228,10 @@ def block_scales(w_ptr, row_bytes, rows, first, n_rows, n_groups, QTYPE: tl.cons
         scale = _f16(row, b * 22, mask)
         offset = tl.zeros_like(scale)
     elif QTYPE == Q4_K:
-        scale, offset = _q4_k_scale_offset(row, (b // 8) * 144, b % 8, mask)
+        if WORDS:
+            scale, offset = _q4_k_header_scale_offset(row, (b // 8) * 144, b % 8, mask)
+        else:
+            scale, offset = _q4_k_scale_offset(row, (b // 8) * 144, b % 8, mask)
     elif QTYPE == Q6_K:
         base = (b // 16) * 210
         scale = _f16(row, base + 208, mask) * _i8(row, base + 192 + b % 16, mask).to(tl.float32)
@@ -237,6 +267,54 @@ def block_dots(a, codes, UPCAST: tl.constexpr):
     return tl.reshape(dots, [NB, BLOCK_M, BLOCK_N])
 
 
+MAGIC_BITS = tl.constexpr(0x4B400000)
+"""The bits of fp32 1.5·2^23, whose ulp is 1: an integer i with |i| < 2^22 added to them gives
+the bits of 1.5·2^23 + i, so an int32 dot accumulated from them is its own fp32 conversion."""
+MAGIC = tl.constexpr(12582912.0)
+
+
+@triton.jit
+def _int8_dots(qa, codes, TRANS: tl.constexpr):
+    """fp32 MAGIC + the exact int32 dot qa[:, 32b : 32b+32] @ codes[b] of each 32-block b, for qa
+    int8 [BLOCK_M, NB·32] and codes int8 [NB, 32, BLOCK_N]: [NB, BLOCK_M, BLOCK_N], or with TRANS
+    [NB, BLOCK_N, BLOCK_M] (codes[b]ᵀ @ qa[:, b]ᵀ). |dot| ≤ 32·128·127 < 2^22, so the tensor cores
+    add MAGIC_BITS for free in place of an int -> float conversion per dot."""
+    BLOCK_M: tl.constexpr = qa.shape[0]
+    NB: tl.constexpr = codes.shape[0]
+    a = tl.permute(tl.reshape(qa, [BLOCK_M, NB, 32]), (1, 0, 2))  # [NB, BLOCK_M, 32]
+    w = codes
+    if TRANS:
+        a, w = tl.permute(w, (0, 2, 1)), tl.permute(a, (0, 2, 1))
+    ROWS: tl.constexpr = a.shape[1]
+    COLS: tl.constexpr = w.shape[2]
+    if NB == 1:  # a 2-D dot, as in block_dots
+        dots = tl.dot(tl.reshape(a, [ROWS, 32]), tl.reshape(w, [32, COLS]),
+                      tl.full([ROWS, COLS], MAGIC_BITS, tl.int32))
+    else:
+        dots = tl.dot(a, w, tl.full([NB, ROWS, COLS], MAGIC_BITS, tl.int32))
+    return tl.reshape(dots, [NB, ROWS, COLS]).to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def _scaled(dots, scale, TRANS: tl.constexpr):
+    """scale_b[n]·dot exactly rounded, from `_int8_dots`' MAGIC + dot, in one FMA per element:
+    scale·MAGIC is exact (scale = fp16 d times an integer of at most 8 bits: <= 19 significant bits,
+    MAGIC = 3·2^22), so fma(scale, MAGIC + dot, -scale·MAGIC) rounds scale·dot once."""
+    return tl.fma(_per_n(scale, TRANS), dots, -_per_n(scale * MAGIC, TRANS))
+
+
+@triton.jit
+def _per_n(v, TRANS: tl.constexpr):
+    """v [NB, BLOCK_N] (one value per weight row n) broadcast against `_int8_dots`' layout."""
+    return v[:, :, None] if TRANS else v[:, None, :]
+
+
+@triton.jit
+def _per_m(v, TRANS: tl.constexpr):
+    """v [NB, BLOCK_M] (one value per activation row m) broadcast against `_int8_dots`' layout."""
+    return v[:, None, :] if TRANS else v[:, :, None]
+
+
 @triton.jit
 def dot_tile(acc, a, w_ptr, row_bytes, rows, k0, n_rows, n_cols, QTYPE: tl.constexpr, UPCAST: tl.constexpr):
     """acc + a @ W[rows, k0 : k0+BLOCK_K]ᵀ: one K-step of a matmul, fp32 [BLOCK_M, len(rows)].
@@ -256,7 +334,7 @@ def dot_tile(acc, a, w_ptr, row_bytes, rows, k0, n_rows, n_cols, QTYPE: tl.const
         G: tl.constexpr = 16 if QTYPE == Q6_K else 32
         NB: tl.constexpr = BLOCK_K // G
         codes = code_tile(w_ptr, row_bytes, rows, k0 // G, n_rows, n_cols // G, QTYPE, NB, G)
-        scale, offset = block_scales(w_ptr, row_bytes, rows, k0 // G, n_rows, n_cols // G, QTYPE, NB)
+        scale, offset = block_scales(w_ptr, row_bytes, rows, k0 // G, n_rows, n_cols // G, QTYPE, NB, False)
         partial = block_dots(a, codes, UPCAST) * scale[:, None, :]
         if QTYPE == Q4_K:
             a_sums = tl.trans(tl.sum(tl.reshape(a.to(tl.float32), [BLOCK_M, NB, G]), axis=2))  # [NB, BLOCK_M]
@@ -280,18 +358,44 @@ def quantize_q8(a):
 
 
 @triton.jit
-def int8_dot_tile(acc, a, w_ptr, row_bytes, rows, k0, n_rows, n_cols, QTYPE: tl.constexpr):
-    """acc + a @ W[rows, k0 : k0+BLOCK_K]ᵀ with `a` quantised to int8 per 32 values (W4A8):
-    fp32 [BLOCK_M, len(rows)]. a: [BLOCK_M, BLOCK_K] float activations, 0 past n_cols; W of
-    INT8_TYPES; BLOCK_K and k0 multiples of 32. One exact int32 dot per 32-block b, then the
-    fp32 epilogue Σ_b da_b[m]·(scale_b[n]·Σ q·qa − offset_b[n]·Σ qa)."""
-    NB: tl.constexpr = a.shape[1] // 32
-    qa, da, sa = quantize_q8(a)
+def q8_dot_tile(acc, qa, da, sa, w_ptr, row_bytes, rows, k0, n_rows, n_cols, QTYPE: tl.constexpr,
+                TRANS: tl.constexpr):
+    """acc + (qa·da) @ W[rows, k0 : k0+BLOCK_K]ᵀ, the W4A8 K-step (gpu-engine.md §6.2, the idea of
+    llama.cpp's MMQ): fp32 [BLOCK_M, len(rows)], or its transpose [len(rows), BLOCK_M] with TRANS.
+
+    qa: int8 [BLOCK_M, BLOCK_K] activation codes, 0 past n_cols; da, sa: fp32 [NB, BLOCK_M], the
+    scale and code sum of each of its NB 32-blocks (`quantize_q8`). W of INT8_TYPES; BLOCK_K and
+    k0 multiples of 32. Each block b meets the weight codes in one exact int32 dot, then the fp32
+    epilogue adds da_b[m]·(scale_b[n]·dot_b − offset_b[n]·sa_b[m]); Q6_K takes one dot per
+    16-value group (the other group's codes zeroed) and adds da_b·(scale_lo·dot_lo + scale_hi·dot_hi).
+    TRANS puts the weight rows on the tensor cores' M side: the layout Triton then picks gives
+    each thread fewer weight rows, so fewer per-row scales to load and decode.
+    """
+    NB: tl.constexpr = qa.shape[1] // 32
+    BLOCK_N: tl.constexpr = rows.shape[0]
     codes = code_tile(w_ptr, row_bytes, rows, k0 // 32, n_rows, n_cols // 32, QTYPE, NB, 32)
-    scale, offset = block_scales(w_ptr, row_bytes, rows, k0 // 32, n_rows, n_cols // 32, QTYPE, NB)
-    dots = block_dots(qa, codes, False).to(tl.float32)  # [NB, BLOCK_M, BLOCK_N]
-    partial = scale[:, None, :] * dots - offset[:, None, :] * sa[:, :, None]
-    return acc + tl.sum(da[:, :, None] * partial, axis=0)
+    if QTYPE == Q6_K:  # scales per 16 values, [2·NB, BLOCK_N]: split into each block's two halves
+        scale, _ = block_scales(w_ptr, row_bytes, rows, k0 // 16, n_rows, n_cols // 16, QTYPE, 2 * NB, True)
+        low_scale, high_scale = tl.split(tl.permute(tl.reshape(scale, [NB, 2, BLOCK_N]), (0, 2, 1)))
+        low = tl.arange(0, 32)[None, :, None] < 16
+        # one half at a time: a single tile of dots is live (both at once spill)
+        low_dots = _int8_dots(qa, tl.where(low, codes, 0).to(tl.int8), TRANS)
+        acc += tl.sum(_per_m(da, TRANS) * _scaled(low_dots, low_scale, TRANS), axis=0)
+        partial = _scaled(_int8_dots(qa, tl.where(low, 0, codes).to(tl.int8), TRANS), high_scale, TRANS)
+    else:
+        scale, offset = block_scales(w_ptr, row_bytes, rows, k0 // 32, n_rows, n_cols // 32, QTYPE, NB, True)
+        partial = _scaled(_int8_dots(qa, codes, TRANS), scale, TRANS)
+        if QTYPE == Q4_K:
+            partial -= _per_n(offset, TRANS) * _per_m(sa, TRANS)
+    return acc + tl.sum(_per_m(da, TRANS) * partial, axis=0)
+
+
+@triton.jit
+def int8_dot_tile(acc, a, w_ptr, row_bytes, rows, k0, n_rows, n_cols, QTYPE: tl.constexpr):
+    """`q8_dot_tile` on a float activation tile a [BLOCK_M, BLOCK_K] (0 past n_cols), quantised
+    here: acc + a @ W[rows, k0 : k0+BLOCK_K]ᵀ with a rounded to int8 per 32 values."""
+    qa, da, sa = quantize_q8(a)
+    return q8_dot_tile(acc, qa, da, sa, w_ptr, row_bytes, rows, k0, n_rows, n_cols, QTYPE, False)
 
 
 @triton.jit

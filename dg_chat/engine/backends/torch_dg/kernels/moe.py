@@ -172,7 +172,7 @@ def experts(x: torch.Tensor, gate_up: RawWeight, down: RawWeight, top_i: torch.T
     scale by the caller). Three launches (align, gate_up, down) and one torch sum over the k
     slots in slot order; the GeGLU activations are kept in x.dtype between the launches.
 
-    int8_activations (W4A8, weights Q4_K/Q5_0/Q8_0 only): both matmuls quantise their input
+    int8_activations (W4A8, weights Q4_K/Q5_0/Q8_0/Q6_K only): both matmuls quantise their input
     per 32 values to int8 (llama.cpp q8_1 rounding) and take exact int32 dots per 32-block with
     an fp32 epilogue; this adds the activation quantisation error (~1e-2 relative, see tests).
     """
@@ -183,7 +183,7 @@ def experts(x: torch.Tensor, gate_up: RawWeight, down: RawWeight, top_i: torch.T
     if gate_up.data.dim() != 3 or down.data.shape[:2] != (n_experts, hidden) or down.cols != width:
         raise ValueError(f"experts gate_up {tuple(gate_up.data.shape)} / down {tuple(down.data.shape)} do not match")
     if int8_activations and not {gate_up.qtype, down.qtype} <= INT8_TYPES:
-        raise ValueError("int8 activations need Q4_K, Q5_0 or Q8_0 expert weights")
+        raise ValueError("int8 activations need Q4_K, Q5_0, Q8_0 or Q6_K expert weights")
     default_m, block_n, gate_up_k = tile_sizes(gate_up.qtype)
     down_k = tile_sizes(down.qtype)[2]
     block_m = block_m or default_m

@@ -1,5 +1,6 @@
 """`Ops` (torch_dg/ops.py) on Triton kernels: every matrix is read as stored GGUF blocks and the
-glue between the matmuls is fused, about 20 launches per layer (gpu-engine.md §6)."""
+glue between the matmuls is fused, about 20 launches per layer (gpu-engine.md §6; 24 with
+int8_activations, which quantises four GEMM inputs per layer)."""
 
 from __future__ import annotations
 
@@ -8,13 +9,18 @@ import torch
 from dg_chat.engine.backends.base import SelfCondition
 from dg_chat.engine.backends.torch_dg.hparams import HParams
 from dg_chat.engine.backends.torch_dg.kernels import fused_ops, gemm, moe
-from dg_chat.engine.backends.torch_dg.kernels.gguf_tiles import RawWeight
+from dg_chat.engine.backends.torch_dg.kernels.gguf_tiles import INT8_TYPES, RawWeight
 from dg_chat.engine.backends.torch_dg.weights import Weights
 
 
 class TritonOps:
-    def __init__(self, hp: HParams, weights: Weights):
+    def __init__(self, hp: HParams, weights: Weights, *, int8_activations: bool = False):
         self.hp, self.w = hp, weights
+        self.int8_activations = int8_activations
+        """W4A8 dense GEMMs (gpu-engine.md §6.2): each input of the quantised projections, MLPs and
+        LM head is quantised to int8 per 32 values once (`gemm.quantize_activations`, one launch)
+        and meets the weights' codes in exact int32 dots. Off by default: no GPU has measured it
+        yet, and it adds the activation quantisation error (~5e-3 relative per matmul, tests)."""
         self.eps = hp.eps
         self.embed_scale = torch.tensor([hp.hidden ** 0.5], device=weights.device).to(weights.dtype).float()
         self._raw: dict[str, RawWeight] = {}
@@ -42,12 +48,25 @@ class TritonOps:
     def rms_norm(self, x: torch.Tensor, weight: str | None) -> torch.Tensor:
         return fused_ops.rms_norm(x, self._vector(weight), self.eps)
 
+    def _input(self, x: torch.Tensor, *weights: RawWeight) -> torch.Tensor | gemm.Q8Activations:
+        """x as the GEMMs of `weights` read it: quantised (once, for all of them) with
+        int8_activations when every weight takes int8 activations."""
+        if self.int8_activations and all(w.qtype in INT8_TYPES for w in weights):
+            return gemm.quantize_activations(x)
+        return x
+
     def linear(self, x: torch.Tensor, name: str) -> torch.Tensor:
-        return gemm.linear(x, self._weight(name))
+        return self.linears(x, [name])[0]
+
+    def linears(self, x: torch.Tensor, names: list[str]) -> list[torch.Tensor]:
+        weights = [self._weight(name) for name in names]
+        a = self._input(x, *weights)
+        return [gemm.linear(a, w) for w in weights]
 
     def mlp(self, x: torch.Tensor, prefix: str) -> torch.Tensor:
-        hidden = gemm.linear_glu(x, self._weight(f"{prefix}_gate.weight"), self._weight(f"{prefix}_up.weight"))
-        return gemm.linear(hidden, self._weight(f"{prefix}_down.weight"))
+        gate, up, down = (self._weight(f"{prefix}_{name}.weight") for name in ("gate", "up", "down"))
+        hidden = gemm.linear_glu(self._input(x, gate, up), gate, up)
+        return gemm.linear(self._input(hidden, down), down)
 
     def head_norm_rope(self, x: torch.Tensor, weight: str | None, rope: tuple[torch.Tensor, torch.Tensor] | None,
                        out: torch.Tensor | None = None) -> torch.Tensor:
@@ -82,5 +101,5 @@ class TritonOps:
         return h
 
     def lm_head(self, h: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-        return gemm.linear(h, self._weight("token_embd.weight"), softcap=self.hp.softcap, out_dtype=torch.float32,
-                           out=out)
+        w = self._weight("token_embd.weight")
+        return gemm.linear(self._input(h, w), w, softcap=self.hp.softcap, out_dtype=torch.float32, out=out)
