@@ -221,7 +221,6 @@ def run_backend(result: dict[str, Any], kernels: str, path: Path, device: torch.
     """Phases 2, 3 and 5: load, prefill, time `steps` decode steps of one kernel choice."""
     from dg_chat.engine.backends.base import SelfCondition
     from dg_chat.engine.backends.torch_dg.backend import TorchBackend
-    from dg_chat.engine.backends.torch_dg.kernels.triton_ops import TritonOps
     from dg_chat.gguf.reader import open_gguf
 
     result["kernels"] = kernels
@@ -231,9 +230,7 @@ def run_backend(result: dict[str, Any], kernels: str, path: Path, device: torch.
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
     begin = time.perf_counter()
-    backend = TorchBackend(open_gguf(path), str(device), kernels)
-    if int8_activations:  # before the first step: the CUDA graphs capture whichever ops the model has
-        backend.model.ops = TritonOps(backend.hp, backend.model.w, int8_activations=True)
+    backend = TorchBackend(open_gguf(path), str(device), kernels, int8_activations=int8_activations)
     _sync(device)
     result["load_s"] = _sig(time.perf_counter() - begin)
     result["compute_dtype"] = str(backend.model.dtype).removeprefix("torch.")

@@ -257,14 +257,10 @@ def measure_launches(device: torch.device, int8_activations: bool = False) -> di
     dims = tiny_dims()
     with tempfile.TemporaryDirectory() as tmp:
         path = q4_k_m_layout.write_random_gguf(Path(tmp) / "tiny-q4_k_m.gguf", layout_of(dims), model_metadata(dims))
-        backend = TorchBackend(open_gguf(path), str(device), "triton")
+        backend = TorchBackend(open_gguf(path), str(device), "triton", int8_activations=int8_activations)
         try:
             if device.type == "cpu":
                 _compute_in_bf16(backend, int8_activations)
-            elif int8_activations:
-                from dg_chat.engine.backends.torch_dg.kernels.triton_ops import TritonOps
-
-                backend.model.ops = TritonOps(backend.hp, backend.model.w, int8_activations=True)
             generator = torch.Generator().manual_seed(0)
             backend.prefill(torch.randint(5, dims.vocab, (dims.canvas,), generator=generator).tolist())
             canvas = torch.randint(0, dims.vocab, (dims.canvas,), generator=generator).to(device)

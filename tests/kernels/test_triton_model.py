@@ -16,7 +16,6 @@ from dg_chat.engine.backends.base import SelfCondition
 from dg_chat.engine.backends.torch_dg.backend import TorchBackend
 from dg_chat.engine.backends.torch_dg.fused_sampler import FusedEntropyBoundSampler
 from dg_chat.engine.backends.torch_dg.kernels import runtime
-from dg_chat.engine.backends.torch_dg.kernels.triton_ops import TritonOps
 from dg_chat.engine.events import CanvasStep, TurnFinished
 from dg_chat.engine.generate import generate
 from dg_chat.gguf.reader import open_gguf
@@ -117,12 +116,12 @@ def test_the_triton_path_denoises_with_the_fused_sampler(q4_k_m_gguf):
 
 @torch.no_grad()
 def test_int8_activations_quantise_each_input_once_and_stay_close(q4_k_m_gguf):
-    """TritonOps(int8_activations=True), W4A8 dense GEMMs: one quantisation per GEMM input (q, k
+    """TorchBackend(int8_activations=True), W4A8 dense GEMMs: one quantisation per GEMM input (q, k
     and v share theirs; the router keeps its float32 weight and float path) and logits within
     the activation quantisation error of the reference: 2.9e-2 rms here, where the reference
     with int8-rounded GEMM inputs gives 2.7e-2 (random weights amplify it)."""
-    reference, fast = load(q4_k_m_gguf, "reference"), load(q4_k_m_gguf, "triton")
-    fast.model.ops = TritonOps(fast.hp, fast.model.w, int8_activations=True)
+    reference = load(q4_k_m_gguf, "reference")
+    fast = TorchBackend(open_gguf(q4_k_m_gguf), "cpu", "triton", int8_activations=True)
     prompt, canvas = ids(6, 1), torch.tensor(ids(CANVAS, 2))
     for backend in (reference, fast):
         backend.prefill(prompt)

@@ -56,7 +56,10 @@ class TorchBackend:
     noise: Noise = "uniform"
     mask_token_id: int | None = None
 
-    def __init__(self, f: GGUFFile, device: str = "auto", kernels: KernelsChoice = "auto"):
+    def __init__(self, f: GGUFFile, device: str = "auto", kernels: KernelsChoice = "auto", *,
+                 int8_activations: bool = False):
+        """int8_activations: the triton kernels' W4A8 dense GEMMs (`TritonOps`), for the benchmarks;
+        off by default until a GPU measures them."""
         self.file = f
         self.path: Path = f.path
         self.architecture = f.architecture
@@ -71,7 +74,7 @@ class TorchBackend:
             check_gpu_memory(f, self.hp, dev, self.kernels)
         try:
             weights = Weights(f, dev, dtype, raw_matrices=self.kernels == "triton")
-            self.model = DiffusionGemma(self.hp, weights, self._ops(weights))
+            self.model = DiffusionGemma(self.hp, weights, self._ops(weights, int8_activations))
         except torch.OutOfMemoryError:
             raise BackendError(f"not enough memory on {dev} to load {f.path.name}: try a smaller quant "
                                "or --device cpu") from None
@@ -87,12 +90,12 @@ class TorchBackend:
 
             self._graphs = DecodeGraphs(self.model, self.cache)
 
-    def _ops(self, weights: Weights) -> Ops:
+    def _ops(self, weights: Weights, int8_activations: bool) -> Ops:
         if self.kernels == "reference":
             return ReferenceOps(self.hp, weights)
         from dg_chat.engine.backends.torch_dg.kernels.triton_ops import TritonOps  # noqa: PLC0415 - needs triton
 
-        return TritonOps(self.hp, weights)
+        return TritonOps(self.hp, weights, int8_activations=int8_activations)
 
     def _new_cache(self) -> KVCache:
         if self.kernels == "reference":
