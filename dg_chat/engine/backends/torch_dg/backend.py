@@ -90,7 +90,7 @@ class TorchBackend:
 
             self._graphs = DecodeGraphs(self.model, self.cache)
 
-    def _ops(self, weights: Weights, int8_activations: bool) -> Ops:
+    def _ops(self, weights: Weights, int8_activations: bool = False) -> Ops:
         if self.kernels == "reference":
             return ReferenceOps(self.hp, weights)
         from dg_chat.engine.backends.torch_dg.kernels.triton_ops import TritonOps  # noqa: PLC0415 - needs triton
