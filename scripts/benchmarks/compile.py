@@ -44,11 +44,13 @@ if __name__ != "__main__":  # run as a script it is the SASS child (`sass_k_loop
 SASS_CASES = [  # (kernel, weight types (gate_up, down for the experts), M: rows per launch)
     ("linear", ("Q4_K",), 256), ("linear", ("Q5_0",), 256), ("linear", ("Q8_0",), 256), ("linear", ("Q6_K",), 256),
     ("linear_glu", ("Q4_K",), 256), ("experts", ("Q4_K", "Q5_0"), 32), ("experts", ("Q4_K", "Q8_0"), 32),
+    ("softmax_matmul", ("Q6_K",), 256),
 ]
 """The GEMMs `--sass` counts, each at its GPU configuration for M rows: linear and linear_glu for
 the 256-row canvas (bf16: BLOCK_M 64 and 32; int8: one 256-row tile, `gemm._q8_linear_config`
 and `_q8_linear_glu_config`), the MoE experts with one full 32-row block per expert (32 tokens,
-top-1, one expert)."""
+top-1, one expert), and dense self-conditioning (softmax_matmul: the [V, K] embedding tile is
+the weight tile, contracted over its rows)."""
 HIDDEN, WIDTH = 2816, 704
 
 
@@ -132,7 +134,8 @@ def _record_sass_cases() -> list[dict[str, Any]]:
 
     cases, seen = [], set()
     for kernel, types, m in SASS_CASES:
-        for int8 in (False, True) if all(Q[t] in INT8_TYPES for t in types) else (False,):
+        int8_path = kernel != "softmax_matmul" and all(Q[t] in INT8_TYPES for t in types)
+        for int8 in (False, True) if int8_path else (False,):
             x = torch.zeros(m, HIDDEN, dtype=torch.bfloat16)
             with record_gpu_launches() as launches:
                 a = gemm.quantize_activations(x) if int8 else x
@@ -140,6 +143,10 @@ def _record_sass_cases() -> list[dict[str, Any]]:
                     gemm.linear(a, weight(types[0], HIDDEN, HIDDEN))
                 elif kernel == "linear_glu":
                     gemm.linear_glu(a, weight(types[0], WIDTH, HIDDEN), weight(types[0], WIDTH, HIDDEN))
+                elif kernel == "softmax_matmul":  # one V chunk of 16384 rows: the real chunk size
+                    logits = torch.zeros(m, 16384)
+                    gemm.softmax_matmul(logits, logits[:, 0].contiguous(), weight(types[0], 16384, HIDDEN),
+                                        operand_dtype=torch.bfloat16)
                 else:
                     top_i, top_w = torch.zeros(m, 1, dtype=torch.int64), torch.ones(m, 1)
                     moe.experts(x, weight(types[0], 1, 2 * WIDTH, HIDDEN), weight(types[1], 1, HIDDEN, WIDTH),
@@ -215,8 +222,8 @@ def _sass_child() -> int:
         if variant.error:
             raise RuntimeError(f"{case['case']}: {variant.error}")
         meta = {k: int(v) for k, v in variant.constexprs.items() if k.startswith(("BLOCK_", "num_"))}
-        tiles = 1 if case["case"].startswith(("linear ", "moe down")) else 2
-        elements = tiles * meta["BLOCK_N"] * meta["BLOCK_K"]
+        tiles = 2 if case["case"].startswith(("linear_glu ", "moe gate_up")) else 1  # weight tiles per K-step
+        elements = tiles * meta.get("BLOCK_N", meta.get("BLOCK_V", 0)) * meta["BLOCK_K"]
         per_element = counts[0] * 32 * meta["num_warps"] / elements
         row_tiles = -(-case["rows"] // meta["BLOCK_M"])
         rows.append({"case": case["case"], **meta, "registers": variant.registers,

@@ -15,7 +15,9 @@ so a timeout still leaves data, and the whole JSON is printed at the end:
    `--steps` steps (`--reference-steps` for the slow reference path): ms per step, tok/s for a
    256-token canvas at 14 and 48 steps (256·1000 / (steps · ms)), peak VRAM
    (torch.cuda.max_memory_allocated), and, when fused_sampler.py exposes its per-step function, ms
-   per step with the fused sampler (model + sampler + the step's one device->host copy).
+   per step with the fused sampler (model + sampler + the step's one device->host copy). Random
+   weights settle no position, so self-conditioning is timed dense for the whole canvas: the
+   worst case of the settled-position shortcut (`gemm.SettledRows`).
    `logits_vs_triton`: the reference path's logits for the triton phase's first canvas (same
    prompt, no self-conditioning) against the triton path's, rms and max relative error.
 4. `accuracy`: one layer's MoE per down type (Q4_K gate_up + Q8_0 down: layer 0; + Q5_0: layer 3) and one
@@ -23,8 +25,10 @@ so a timeout still leaves data, and the whole JSON is printed at the end:
    the backend's compute dtype (bf16 on CUDA) on a canvas of random activations with random top-k
    routing, against an fp32 CPU oracle built from the same blocks (`dg_chat.gguf.dequant.dequantize`
    + fp32 matmul): rms error ‖ours − ref‖/‖ref‖ and max relative error max|ours − ref|/max|ref|.
-5. `triton_int8`: phase 2 with `TritonOps(int8_activations=True)` (W4A8 dense GEMMs), with whatever
-   time the deadline leaves; `logits_vs_triton` is then the W4A8 error against phase 2's logits.
+5. `triton_a16` on CUDA (`triton_int8` on the CPU): phase 2 with the other activations than the
+   device's default (phase 2 has `TorchBackend`'s: W4A8 dense GEMMs on CUDA, 16-bit activations on
+   the CPU), with whatever time the deadline leaves; `logits_vs_triton` then measures the W4A8
+   error against phase 2's logits, or phase 2's against these.
 
 `--smoke` runs the same code on the CPU under TRITON_INTERPRET=1 with a tiny model of the same
 layout (same writer, other dimensions), 2 decode steps: the JSON has the same keys (for a test).
@@ -57,7 +61,8 @@ sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]
 
 DEADLINE_S = 450.0
 """7.5 minutes for everything (gpu-engine.md §7.4)."""
-BUDGETS_S = {"environment": 20, "weights": 100, "triton": 180, "reference": 90, "accuracy": 60, "triton_int8": 150}
+BUDGETS_S = {"environment": 20, "weights": 100, "triton": 180, "reference": 90, "accuracy": 60, "triton_int8": 150,
+             "triton_a16": 150}
 """Per-phase time budgets (each also bounded by what is left of the deadline)."""
 CANVAS_STEPS = (14, 48)
 """Denoising steps per 256-token canvas for the tok/s figures."""
@@ -248,7 +253,7 @@ def run_backend(result: dict[str, Any], kernels: str, path: Path, device: torch.
         _sync(device)
         result["first_step_s"] = _sig(time.perf_counter() - begin)
         first = logits.float().cpu()
-        if kernels == "triton" and not int8_activations:
+        if kernels == "triton" and shared.first_logits is None:
             shared.first_logits = first
         elif shared.first_logits is not None:
             result["logits_vs_triton"] = _errors(first, shared.first_logits)
@@ -396,14 +401,16 @@ def main(argv: list[str]) -> dict:
         phases.run("weights", BUDGETS_S["weights"], weights)
         if "path" in written:
             path, shared = written["path"], Shared(dims, prompt, device)
+            int8 = device.type == "cuda"  # TorchBackend's default: W4A8 on CUDA
             phases.run("triton", BUDGETS_S["triton"],
-                       lambda record: run_backend(record, "triton", path, device, shared, steps))
+                       lambda record: run_backend(record, "triton", path, device, shared, steps, int8))
             if not args.no_reference:
                 phases.run("reference", BUDGETS_S["reference"],
                            lambda record: run_backend(record, "reference", path, device, shared, reference_steps))
             phases.run("accuracy", BUDGETS_S["accuracy"], lambda record: accuracy(record, path, device, dims))
-            phases.run("triton_int8", BUDGETS_S["triton_int8"],
-                       lambda record: run_backend(record, "triton", path, device, shared, steps, int8_activations=True))
+            other = "triton_a16" if int8 else "triton_int8"
+            phases.run(other, BUDGETS_S[other],
+                       lambda record: run_backend(record, "triton", path, device, shared, steps, not int8))
     finally:
         if not args.keep:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -416,8 +423,10 @@ def main(argv: list[str]) -> dict:
 def _summary(results: dict[str, Any]) -> str:
     """One line: ms/step and tok/s of each path, peak VRAM, worst accuracy rms (W4A8 apart)."""
     parts = []
-    for name in ("triton", "triton_int8", "reference"):
+    for name in ("triton", "triton_int8", "triton_a16", "reference"):
         phase = results["phases"].get(name, {})
+        if name in ("triton_int8", "triton_a16") and not phase:
+            continue  # one of the two runs: the activations the device does not default to
         if "decode_ms_per_step" in phase:
             peak = phase.get("peak_vram_bytes")
             parts.append(f"{name} {phase['decode_ms_per_step']:.1f} ms/step, "

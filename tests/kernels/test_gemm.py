@@ -23,9 +23,11 @@ from gguf.constants import GGMLQuantizationType as Q
 from dg_chat.engine.backends.torch_dg.kernels import runtime
 from dg_chat.engine.backends.torch_dg.kernels.gemm import (
     Q8Activations,
+    SettledRows,
     embedding,
     linear,
     linear_glu,
+    mean_row,
     quantize_activations,
     softmax_matmul,
 )
@@ -261,6 +263,68 @@ def test_softmax_matmul_matches_the_reference(qtype: Q, v: int, k: int, m: int,
     assert soft.shape == (m, k) and soft.dtype == torch.float32
     ref = torch.exp(logits.double() - lse.double()[:, None]) @ reference(w)
     assert relative_error(soft, ref) <= BUDGETS[operand_dtype]
+
+
+def peaked_logits(m: int, v: int, top_mass: torch.Tensor, seed: int = 2) -> torch.Tensor:
+    """float32 [m, v] logits whose row r puts exactly (to float64 rounding) top_mass[r] on one
+    random token, the rest spread by random logits."""
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(m, v, generator=g, dtype=torch.float64) * 2
+    top = torch.randint(0, v, (m,), generator=g)
+    rest = logits.clone()
+    rest[torch.arange(m), top] = -torch.inf
+    rest_lse = rest.logsumexp(1)
+    logits[torch.arange(m), top] = rest_lse + torch.log(top_mass / (1 - top_mass))
+    return logits.float()
+
+
+@pytest.mark.parametrize("operand_dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+def test_settled_rows_take_the_top_1_shortcut_and_the_rest_stay_dense(operand_dtype: torch.dtype) -> None:
+    """`SettledRows`: rows whose argmax holds p >= 1 - tail get p·E[a] + (1 - p)·Ē, within
+    tail·max|E - Ē| of the dense product; the others, scattered over the rows and more than one
+    row tile of them, the dense product. Rows on either side of the threshold, and all or none settled."""
+    tail, m, v = 2.0 ** -9, 80, 1000
+    w = raw_weight(Q.Q6_K, v, 2816)
+    e = reference(w)
+    mean = mean_row(w)
+    assert relative_error(mean, e.mean(0)) <= FP32_BUDGET
+    g = torch.Generator().manual_seed(3)
+    masses = [torch.where(torch.rand(m, generator=g, dtype=torch.float64) < 0.35,  # 28 or so settled, scattered
+                          1 - tail * torch.tensor([0.5, 0.999, 1e-3]).double()[torch.arange(m) % 3],
+                          torch.tensor([0.2, 0.9, 1 - 1.01 * tail]).double()[torch.arange(m) % 3]),
+              torch.full((m,), 1 - tail / 4, dtype=torch.float64),  # all settled: no dense tile runs
+              torch.full((m,), 0.5, dtype=torch.float64)]  # none settled: every row tile runs
+    for top_mass in masses:
+        logits = peaked_logits(m, v, top_mass)
+        lse = torch.logsumexp(logits, 1)
+        argmax = logits.argmax(1)
+        with runtime.counting() as counter, NoHostSync():
+            soft = softmax_matmul(logits, lse, w, operand_dtype=operand_dtype, settled=SettledRows(argmax, mean, tail))
+        assert counter.launches == 2  # the dense kernel and the combine, which adds the V chunks
+        p = torch.exp(logits.double() - lse.double()[:, None])
+        dense = p @ e
+        p_top = p[torch.arange(m), argmax]
+        settled = p_top >= 1 - tail
+        assert settled.tolist() == (top_mass >= 1 - tail).tolist()
+        if (~settled).any():
+            assert relative_error(soft[~settled], dense[~settled]) <= BUDGETS[operand_dtype]
+        if settled.any():
+            shortcut = p_top[:, None] * e[argmax] + (1 - p_top)[:, None] * e.mean(0)
+            assert relative_error(soft[settled], shortcut[settled]) <= FP32_BUDGET
+            bound = tail * (e - e.mean(0)).abs().max() + FP32_BUDGET * dense.abs().max()
+            assert (soft[settled].double() - dense[settled]).abs().max() <= bound
+
+
+def test_settled_rows_are_checked() -> None:
+    w = raw_weight(Q.Q8_0, 64, 64)
+    x = activations(3, 64, torch.float32)
+    lse, mean, argmax = torch.logsumexp(x, 1), torch.zeros(64), torch.zeros(3, dtype=torch.int64)
+    with pytest.raises(ValueError, match="tail"):
+        softmax_matmul(x, lse, w, settled=SettledRows(argmax, mean, 1.0))
+    with pytest.raises(ValueError, match="argmax"):
+        softmax_matmul(x, lse, w, settled=SettledRows(argmax.int(), mean, 0.01))
+    with pytest.raises(ValueError, match="mean"):
+        softmax_matmul(x, lse, w, settled=SettledRows(argmax, torch.zeros(32), 0.01))
 
 
 EMBEDDING_CASES = [(Q.Q4_K, 2816), (Q.Q6_K, 2816), (Q.Q8_0, 2112), (Q.Q5_0, 704), (Q.F32, 704), (Q.F16, 2112),

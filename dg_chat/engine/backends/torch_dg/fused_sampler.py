@@ -133,7 +133,8 @@ class FusedEntropyBoundSampler:
         accepted = entropy_bound_accept(stats.entropy, self.settings.entropy_bound)
         canvas = torch.where(accepted, stats.draw, stats.noise)
         self.counter.add_(1)
-        return DenoisingStep(canvas, stats.argmax, accepted, stats.entropy, SelfCondition(logits, lse=stats.lse))
+        self_cond = SelfCondition(logits, lse=stats.lse, argmax=stats.argmax)
+        return DenoisingStep(canvas, stats.argmax, accepted, stats.entropy, self_cond)
 
     @torch.inference_mode()
     def _summary(self, record: DenoisingStep) -> torch.Tensor:

@@ -9,7 +9,8 @@ tiles and dequantise them in registers with `gguf_tiles.dequant_tile`.
 - `linear_glu`: gelu_tanh(x @ gateᵀ) * (x @ upᵀ) in one launch (the dense GeGLU MLPs).
 - `quantize_activations`: x to int8 per 32 values (llama.cpp's q8_1), once per input, for the
   W4A8 `linear` / `linear_glu` of every weight that reads it.
-- `softmax_matmul`: softmax(logits) @ E over the vocabulary (dense self-conditioning).
+- `softmax_matmul`: softmax(logits) @ E over the vocabulary (dense self-conditioning), with a
+  shortcut for the rows a step has settled (`SettledRows`).
 - `embedding`: rows of E, scaled.
 
 All accumulate in fp32. fp32 activations meet fp32 weights in IEEE products (never TF32);
@@ -22,6 +23,7 @@ captured in a CUDA graph.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -175,20 +177,44 @@ def _quantize_q8_kernel(x_ptr, qa_ptr, da_ptr, sa_ptr, M, K, BLOCK_M: tl.constex
 
 
 @triton.jit
-def _softmax_matmul_kernel(logits_ptr, lse_ptr, w_ptr, part_ptr, M, V, K, row_bytes, v_per_split,
-                           QTYPE: tl.constexpr, OPERAND: tl.constexpr, UPCAST: tl.constexpr,
+def _unsettled_rows(logits_ptr, lse_ptr, argmax_ptr, log_settled, slots, M, V, M_ALL: tl.constexpr):
+    """(rows, count): the rows of the [M, V] softmax whose argmax holds less than exp(log_settled)
+    of the mass, in order, at positions `slots` (M at slots past the last); count: how many."""
+    every = tl.arange(0, M_ALL)
+    inside = every < M
+    top = tl.load(argmax_ptr + every, mask=inside, other=0)
+    top_logit = tl.load(logits_ptr + every.to(tl.int64) * V + top, mask=inside, other=0.0)
+    unsettled = inside & (top_logit - tl.load(lse_ptr + every, mask=inside, other=0.0) < log_settled)
+    rank = tl.cumsum(unsettled.to(tl.int32), 0) - 1
+    picked = unsettled[None, :] & (rank[None, :] == slots[:, None])  # [len(slots), M_ALL]
+    rows = tl.sum(tl.where(picked, every[None, :], 0), 1)
+    count = tl.sum(unsettled.to(tl.int32), 0)
+    return tl.where(slots < count, rows, M), count
+
+
+@triton.jit
+def _softmax_matmul_kernel(logits_ptr, lse_ptr, w_ptr, part_ptr, argmax_ptr, log_settled, M, V, K, row_bytes,
+                           v_per_split, QTYPE: tl.constexpr, OPERAND: tl.constexpr, UPCAST: tl.constexpr,
+                           SKIP_SETTLED: tl.constexpr, M_ALL: tl.constexpr,
                            BLOCK_M: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_K: tl.constexpr):
     # Computes the transposed partial sum Eᵀ·Pᵀ [BLOCK_K, BLOCK_M]: dequant_tile already returns
     # Eᵀ tiles, so neither operand needs a transpose.
     pid_k = tl.program_id(0)
     split = tl.program_id(1)
-    rows = tl.program_id(2) * BLOCK_M + tl.arange(0, BLOCK_M)
+    slots = tl.program_id(2) * BLOCK_M + tl.arange(0, BLOCK_M)
+    v_start = split * v_per_split
+    v_stop = v_start + v_per_split
+    if SKIP_SETTLED:
+        # row tiles over the unsettled rows only: the tiles past them read nothing of E
+        rows, count = _unsettled_rows(logits_ptr, lse_ptr, argmax_ptr, log_settled, slots, M, V, M_ALL)
+        v_stop = tl.where(tl.program_id(2) * BLOCK_M < count, v_stop, v_start)
+    else:
+        rows = slots
     ks = pid_k * BLOCK_K + tl.arange(0, BLOCK_K)
     lse = tl.load(lse_ptr + rows, mask=rows < M, other=0.0)
     row_start = rows.to(tl.int64) * V
     acc = tl.zeros((BLOCK_K, BLOCK_M), tl.float32)
-    v_start = split * v_per_split
-    for v0 in range(v_start, v_start + v_per_split, BLOCK_V):
+    for v0 in range(v_start, v_stop, BLOCK_V):
         vs = v0 + tl.arange(0, BLOCK_V)
         mask = (vs[:, None] < V) & (rows[None, :] < M)
         logits = tl.load(logits_ptr + row_start[None, :] + vs[:, None], mask=mask, other=-float("inf"))
@@ -197,6 +223,28 @@ def _softmax_matmul_kernel(logits_ptr, lse_ptr, w_ptr, part_ptr, M, V, K, row_by
         acc = mma(acc, e.to(OPERAND), p.to(OPERAND), UPCAST)
     part = part_ptr + split.to(tl.int64) * M * K
     _store(part, tl.trans(acc), rows, ks, M, K)
+
+
+@triton.jit
+def _settled_combine_kernel(part_ptr, logits_ptr, lse_ptr, argmax_ptr, w_ptr, mean_ptr, y_ptr, log_settled,
+                            M, V, K, row_bytes, SPLIT: tl.constexpr, QTYPE: tl.constexpr,
+                            BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr):
+    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    ks = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)
+    inside = rows < M
+    top = tl.load(argmax_ptr + rows, mask=inside, other=V)  # V: past the table, dequantised as 0
+    log_p = (tl.load(logits_ptr + rows.to(tl.int64) * V + top, mask=inside, other=0.0)
+             - tl.load(lse_ptr + rows, mask=inside, other=0.0))
+    settled = log_p >= log_settled
+    p = tl.exp(log_p)
+    top_row = tl.trans(dequant_tile(w_ptr, row_bytes, top, ks, V, K, QTYPE))  # [BLOCK_M, BLOCK_K]
+    mean = tl.load(mean_ptr + ks, mask=ks < K, other=0.0)
+    shortcut = p[:, None] * top_row + (1.0 - p)[:, None] * mean[None, :]
+    dense = tl.zeros((BLOCK_M, BLOCK_K), tl.float32)
+    unsettled = tl.where(settled, M, rows)  # the partials of settled rows were never written
+    for s in tl.static_range(SPLIT):
+        dense += _x_tile(part_ptr + s * M * K, unsettled, ks, M, K)
+    _store(y_ptr, tl.where(settled[:, None], shortcut, dense), rows, ks, M, K)
 
 
 @triton.jit
@@ -299,10 +347,16 @@ def _softmax_matmul_config(m: int, v: int) -> dict[str, int]:
     if interpreting():
         # SPLIT 2 keeps the split path covered (V of a few thousand in the tests)
         return dict(BLOCK_M=_pow2(m, 16, 64), BLOCK_V=256, BLOCK_K=256, SPLIT=2)
-    # K = 2816 gives 44 column tiles; splitting V = 262144 into 16 chunks of 16,384 gives
-    # 44 x 16 x (row tiles) programs: several waves on 128-132 SMs.
-    return dict(BLOCK_M=_pow2(m, 16, 64), BLOCK_V=32, BLOCK_K=64, SPLIT=max(1, min(16, v // 16384)),
-                num_warps=8, num_stages=3)
+    # V = 262144 split into 16 chunks of 16,384, times 22 column tiles and 2 row tiles: 704
+    # programs, several waves on 128-132 SMs. Each row tile dequantises E and takes exp(logits -
+    # lse) again, so few row tiles pay; the settled rows' shortcut skips whole row tiles, so two
+    # of 128 rows. Each column tile reads the logits again (from L2): 5.9 GB a step at BLOCK_K
+    # 128, twice that at 64. sm_89 SASS of the loop, Q6_K, thread instructions per element of E
+    # for all 256 rows (`scripts/bench.py compile --sass`), no spills: 144.3 here; 142.9 with
+    # BLOCK_K 64 and 4 warps; the first cut (64 rows, BLOCK_K 64): 303; one 256-row tile: 101.6,
+    # but it is skipped only when every row is settled; BLOCK_K 256 spills
+    return dict(BLOCK_M=_pow2(m, 16, 128), BLOCK_V=32, BLOCK_K=128, SPLIT=max(1, min(16, v // 16384)),
+                num_warps=8, num_stages=2)
 
 
 def _embedding_config(m: int, k: int) -> dict[str, int]:
@@ -413,8 +467,25 @@ def linear_glu(x: torch.Tensor | Q8Activations, gate: RawWeight, up: RawWeight) 
     return y
 
 
+@dataclass(frozen=True)
+class SettledRows:
+    """Self-conditioning's shortcut for the canvas positions a step has settled (gpu-engine.md
+    §6.6, top-1 with the tail-mean term): a row whose argmax `a` holds p ≥ 1 - `tail` of its
+    softmax gets p·E[a] + (1 - p)·Ē instead of the dense sum over the vocabulary. Its error is at
+    most tail·max‖E[v] - Ē‖, of the size of what rounding p_a to a dtype whose unit roundoff is
+    `tail` already changes in the dense product. The dense kernel then takes only the other rows
+    and skips the row tiles that none of them reaches."""
+
+    argmax: torch.Tensor
+    """int64 [M]: each row's argmax (the fused sampler's)."""
+    mean: torch.Tensor
+    """float32 [K]: Ē, the mean row of E (`mean_row`)."""
+    tail: float
+    """The largest mass outside the argmax that a settled row may have, in (0, 1)."""
+
+
 def softmax_matmul(logits: torch.Tensor, lse: torch.Tensor, w: RawWeight, *,
-                   operand_dtype: torch.dtype = torch.float32) -> torch.Tensor:
+                   operand_dtype: torch.dtype = torch.float32, settled: SettledRows | None = None) -> torch.Tensor:
     """Dense self-conditioning: soft[m, :] = Σ_v exp(logits[m, v] - lse[m]) · E[v, :].
 
     logits: float32 [M, V], contiguous; lse: float32 [M], their log-sum-exp per row (so the
@@ -428,6 +499,9 @@ def softmax_matmul(logits: torch.Tensor, lse: torch.Tensor, w: RawWeight, *,
 
     `operand_dtype` float16/bfloat16 rounds the probabilities and E to that type before the
     products (tensor cores on a GPU); the default float32 keeps IEEE fp32 products.
+
+    `settled` (M <= 1024) gives the settled rows the `SettledRows` shortcut; a second launch
+    then adds the chunks and writes every row, in place of the torch sum.
     """
     _check_device(logits.device)
     _check_weight(w, logits.device, "softmax_matmul")
@@ -440,14 +514,45 @@ def softmax_matmul(logits: torch.Tensor, lse: torch.Tensor, w: RawWeight, *,
     if operand_dtype not in ACTIVATION_DTYPES:
         raise ValueError(f"operand_dtype must be float32, float16 or bfloat16, not {operand_dtype}")
     k = w.cols
+    if settled is not None:
+        _check_settled(settled, m, k, logits.device)
     meta = _softmax_matmul_config(m, v)
     split = meta.pop("SPLIT")
     v_per_split = triton.cdiv(triton.cdiv(v, split), meta["BLOCK_V"]) * meta["BLOCK_V"]
     partial = torch.empty(split, m, k, dtype=torch.float32, device=logits.device)
     grid = (triton.cdiv(k, meta["BLOCK_K"]), split, triton.cdiv(m, meta["BLOCK_M"]))
-    launch(_softmax_matmul_kernel, grid, logits, lse, w.data, partial, m, v, k, w.row_bytes,
-           v_per_split, QTYPE=w.qtype, OPERAND=_TL_DTYPES[operand_dtype], UPCAST=interpreting(), **meta)
-    return partial[0] if split == 1 else partial.sum(0)
+    argmax, log_settled = (lse, 0.0) if settled is None else (settled.argmax, math.log1p(-settled.tail))
+    launch(_softmax_matmul_kernel, grid, logits, lse, w.data, partial, argmax, log_settled, m, v, k, w.row_bytes,
+           v_per_split, QTYPE=w.qtype, OPERAND=_TL_DTYPES[operand_dtype], UPCAST=interpreting(),
+           SKIP_SETTLED=settled is not None, M_ALL=triton.next_power_of_2(m), **meta)
+    if settled is None:
+        return partial[0] if split == 1 else partial.sum(0)
+    soft = torch.empty(m, k, dtype=torch.float32, device=logits.device)
+    meta = _embedding_config(m, k)
+    combine_grid = (triton.cdiv(m, meta["BLOCK_M"]), triton.cdiv(k, meta["BLOCK_K"]))
+    launch(_settled_combine_kernel, combine_grid, partial, logits, lse, settled.argmax, w.data, settled.mean, soft,
+           log_settled, m, v, k, w.row_bytes, SPLIT=split, QTYPE=w.qtype, **meta)
+    return soft
+
+
+def _check_settled(settled: SettledRows, m: int, k: int, device: torch.device) -> None:
+    if not 0 < settled.tail < 1:
+        raise ValueError(f"settled tail must lie in (0, 1), not {settled.tail}")
+    if m > 1024:
+        raise ValueError(f"settled rows are for a canvas of at most 1024 rows, not {m}")
+    argmax, mean = settled.argmax, settled.mean
+    if argmax.dtype != torch.int64 or argmax.shape != (m,) or not argmax.is_contiguous() or argmax.device != device:
+        raise ValueError(f"expected contiguous int64 argmax [{m}] on {device}, "
+                         f"got {argmax.dtype} {tuple(argmax.shape)} on {argmax.device}")
+    if mean.dtype != torch.float32 or mean.shape != (k,) or not mean.is_contiguous() or mean.device != device:
+        raise ValueError(f"expected contiguous float32 mean [{k}] on {device}, "
+                         f"got {mean.dtype} {tuple(mean.shape)} on {mean.device}")
+
+
+def mean_row(w: RawWeight) -> torch.Tensor:
+    """Ē: the mean of W's rows, float32 [K] (one `softmax_matmul` with uniform weights, fp32 products)."""
+    uniform = torch.zeros(1, w.rows, dtype=torch.float32, device=w.data.device)
+    return softmax_matmul(uniform, torch.full((1,), math.log(w.rows), device=w.data.device), w)[0]
 
 
 def embedding(ids: torch.Tensor, w: RawWeight, scale: float | torch.Tensor,
@@ -476,5 +581,5 @@ def embedding(ids: torch.Tensor, w: RawWeight, scale: float | torch.Tensor,
     return y
 
 
-__all__ = ["ACTIVATION_DTYPES", "Q8Activations", "embedding", "linear", "linear_glu", "quantize_activations",
-           "softmax_matmul"]
+__all__ = ["ACTIVATION_DTYPES", "Q8Activations", "SettledRows", "embedding", "linear", "linear_glu", "mean_row",
+           "quantize_activations", "softmax_matmul"]

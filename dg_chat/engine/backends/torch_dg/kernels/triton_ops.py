@@ -12,6 +12,9 @@ from dg_chat.engine.backends.torch_dg.kernels import fused_ops, gemm, moe
 from dg_chat.engine.backends.torch_dg.kernels.gguf_tiles import INT8_TYPES, RawWeight
 from dg_chat.engine.backends.torch_dg.weights import Weights
 
+SETTLED_TAIL = {torch.bfloat16: 2.0 ** -9, torch.float16: 2.0 ** -11}
+"""The compute dtype's unit roundoff: the mass a settled position may leave outside its argmax."""
+
 
 class TritonOps:
     def __init__(self, hp: HParams, weights: Weights, *, int8_activations: bool = False):
@@ -19,13 +22,18 @@ class TritonOps:
         self.int8_activations = int8_activations
         """W4A8 dense GEMMs (gpu-engine.md §6.2): each input of the quantised projections, MLPs and
         LM head is quantised to int8 per 32 values once (`gemm.quantize_activations`, one launch)
-        and meets the weights' codes in exact int32 dots. Off by default: no GPU has measured it
-        yet, and it adds the activation quantisation error (~5e-3 relative per matmul, tests)."""
+        and meets the weights' codes in exact int32 dots. It adds the activation quantisation
+        error (~5e-3 relative per matmul, tests); `TorchBackend` turns it on for CUDA."""
         self.eps = hp.eps
         self.embed_scale = torch.tensor([hp.hidden ** 0.5], device=weights.device).to(weights.dtype).float()
         self._raw: dict[str, RawWeight] = {}
         # the per-expert scales as the routing epilogue reads them: converted once, not per step
         self._expert_scales = [weights.get(f"blk.{i}.ffn_down_exps.scale").float() for i in range(hp.n_layers)]
+        self._settled_tail = SETTLED_TAIL.get(weights.dtype)
+        """Self-conditioning's shortcut for settled positions (`gemm.SettledRows`) in 16-bit compute,
+        whose own rounding is as large; None in float32, which stays within 1e-4 of the reference."""
+        self._mean_embedding: torch.Tensor | None = None
+        """Ē, the shortcut's tail term: computed on the first self-conditioned step."""
 
     def _weight(self, name: str) -> RawWeight:
         if name not in self._raw:
@@ -42,7 +50,13 @@ class TritonOps:
     def soft_embed(self, self_cond: SelfCondition) -> torch.Tensor:
         lse = self_cond.lse if self_cond.lse is not None else self_cond.logits.logsumexp(dim=-1)
         # probabilities and E in the compute dtype, as the reference multiplies them (tensor cores on a GPU)
-        soft = gemm.softmax_matmul(self_cond.logits, lse, self._weight("token_embd.weight"), operand_dtype=self.w.dtype)
+        embedding = self._weight("token_embd.weight")
+        settled = None
+        if self._settled_tail is not None and self_cond.argmax is not None:
+            if self._mean_embedding is None:  # eager: CUDA graphs capture after eager warm-up steps
+                self._mean_embedding = gemm.mean_row(embedding)
+            settled = gemm.SettledRows(self_cond.argmax, self._mean_embedding, self._settled_tail)
+        soft = gemm.softmax_matmul(self_cond.logits, lse, embedding, operand_dtype=self.w.dtype, settled=settled)
         return (soft * self.embed_scale).to(self.w.dtype)
 
     def rms_norm(self, x: torch.Tensor, weight: str | None) -> torch.Tensor:
