@@ -16,8 +16,8 @@ so a timeout still leaves data, and the whole JSON is printed at the end:
    256-token canvas at 14 and 48 steps (256·1000 / (steps · ms)), peak VRAM
    (torch.cuda.max_memory_allocated), and, when fused_sampler.py exposes its per-step function, ms
    per step with the fused sampler (model + sampler + the step's one device->host copy). Random
-   weights settle no position, so self-conditioning is timed dense for the whole canvas: the
-   worst case of the settled-position shortcut (`gemm.SettledRows`).
+   weights give broad rows, so self-conditioning is timed dense for (nearly) the whole canvas:
+   the worst case of the settled-position shortcut (`gemm.SettledRows`).
    `logits_vs_triton`: the reference path's logits for the triton phase's first canvas (same
    prompt, no self-conditioning) against the triton path's, rms and max relative error.
 4. `accuracy`: one layer's MoE per down type (Q4_K gate_up + Q8_0 down: layer 0; + Q5_0: layer 3) and one
@@ -260,12 +260,12 @@ def run_backend(result: dict[str, Any], kernels: str, path: Path, device: torch.
         result["logits_finite"] = bool(torch.isfinite(first).all())
 
         # steady state with self-conditioning: warm-up (and capture), then `steps` timed steps
-        self_cond = SelfCondition(logits, lse=logits.float().logsumexp(dim=-1))
+        self_cond = SelfCondition(logits, lse=logits.float().logsumexp(dim=-1), argmax=logits.argmax(dim=-1))
         begin = time.perf_counter()
         logits = backend.denoise(shared.canvas, self_cond)
         _sync(device)
         result["warmup_sc_step_s"] = _sig(time.perf_counter() - begin)
-        self_cond = SelfCondition(logits, lse=self_cond.lse)
+        self_cond = SelfCondition(logits, lse=self_cond.lse, argmax=self_cond.argmax)  # as the sampler hands them
         begin = time.perf_counter()
         for _ in range(steps):
             logits = backend.denoise(shared.canvas, self_cond)

@@ -14,13 +14,15 @@ their full cross product.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from gguf.constants import GGMLQuantizationType as Q
 
-from dg_chat.engine.backends.torch_dg.kernels import runtime
+from dg_chat.engine.backends.torch_dg.kernels import gemm as gemm_module, runtime
 from dg_chat.engine.backends.torch_dg.kernels.gemm import (
     Q8Activations,
     SettledRows,
@@ -32,6 +34,7 @@ from dg_chat.engine.backends.torch_dg.kernels.gemm import (
     softmax_matmul,
 )
 from dg_chat.engine.backends.torch_dg.kernels.gguf_tiles import RawWeight
+from dg_chat.engine.backends.torch_dg.kernels.runtime import tl, triton
 from dg_chat.gguf.dequant import dequantize
 from tests.kernels.test_moe import int8_rounded
 from tests.support.gguf_samples import quantized
@@ -283,13 +286,13 @@ def test_settled_rows_take_the_top_1_shortcut_and_the_rest_stay_dense(operand_dt
     """`SettledRows`: rows whose argmax holds p >= 1 - tail get p·E[a] + (1 - p)·Ē, within
     tail·max|E - Ē| of the dense product; the others, scattered over the rows and more than one
     row tile of them, the dense product. Rows on either side of the threshold, and all or none settled."""
-    tail, m, v = 2.0 ** -9, 80, 1000
+    tail, m, v = 2.0 ** -9, 150, 1000
     w = raw_weight(Q.Q6_K, v, 2816)
     e = reference(w)
     mean = mean_row(w)
     assert relative_error(mean, e.mean(0)) <= FP32_BUDGET
     g = torch.Generator().manual_seed(3)
-    masses = [torch.where(torch.rand(m, generator=g, dtype=torch.float64) < 0.35,  # 28 or so settled, scattered
+    masses = [torch.where(torch.rand(m, generator=g, dtype=torch.float64) < 0.35,  # ~95 unsettled: 2 row tiles
                           1 - tail * torch.tensor([0.5, 0.999, 1e-3]).double()[torch.arange(m) % 3],
                           torch.tensor([0.2, 0.9, 1 - 1.01 * tail]).double()[torch.arange(m) % 3]),
               torch.full((m,), 1 - tail / 4, dtype=torch.float64),  # all settled: no dense tile runs
@@ -313,6 +316,39 @@ def test_settled_rows_take_the_top_1_shortcut_and_the_rest_stay_dense(operand_dt
             assert relative_error(soft[settled], shortcut[settled]) <= FP32_BUDGET
             bound = tail * (e - e.mean(0)).abs().max() + FP32_BUDGET * dense.abs().max()
             assert (soft[settled].double() - dense[settled]).abs().max() <= bound
+
+
+@triton.jit
+def _unsettled_rows_kernel(logits_ptr, lse_ptr, argmax_ptr, log_settled, rows_ptr, count_ptr, M, V,
+                           M_ALL: tl.constexpr, BLOCK: tl.constexpr):
+    slots = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    rows, count = gemm_module._unsettled_rows(logits_ptr, lse_ptr, argmax_ptr, log_settled, slots, M, V, M_ALL)
+    tl.store(rows_ptr + slots, rows)
+    tl.store(count_ptr + tl.program_id(0), count)
+
+
+def test_the_dense_kernel_gets_the_unsettled_rows_in_order_and_skips_the_rest() -> None:
+    """`_unsettled_rows`, which places the dense kernel's row tiles: the unsettled rows (a NaN row
+    among them: it stays dense, so its NaN shows) in order, then M; their count, 0 when every row
+    is settled (no dense tile reads E), and a NaN row comes out NaN, not from unwritten memory."""
+    tail, m, v, block = 2.0 ** -9, 70, 300, 32
+    w = raw_weight(Q.Q8_0, v, 64)
+    for top_mass in (torch.where(torch.arange(m) % 3 == 0, 1 - tail / 2, 0.6).double(),
+                     torch.full((m,), 1 - tail / 2, dtype=torch.float64)):
+        logits = peaked_logits(m, v, top_mass)
+        if top_mass.min() < 0.9:
+            logits[4] = float("nan")
+        lse, argmax = torch.logsumexp(logits, 1), logits.argmax(1)
+        slots = triton.cdiv(m, block) * block
+        rows, count = torch.empty(slots, dtype=torch.int32), torch.empty(slots // block, dtype=torch.int32)
+        _unsettled_rows_kernel[(slots // block,)](logits, lse, argmax, math.log1p(-tail), rows, count, m, v,
+                                                  M_ALL=triton.next_power_of_2(m), BLOCK=block)
+        expected = [r for r in range(m) if not top_mass[r] >= 1 - tail or r == 4 and top_mass.min() < 0.9]
+        assert rows.tolist() == expected + [m] * (slots - len(expected))
+        assert count.tolist() == [len(expected)] * (slots // block)
+        soft = softmax_matmul(logits, lse, w, settled=SettledRows(argmax, mean_row(w), tail))
+        assert torch.isnan(soft[4]).all() == (top_mass.min() < 0.9)
+        assert torch.isfinite(soft[torch.arange(m) != 4]).all()
 
 
 def test_settled_rows_are_checked() -> None:

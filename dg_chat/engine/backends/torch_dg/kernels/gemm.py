@@ -177,14 +177,23 @@ def _quantize_q8_kernel(x_ptr, qa_ptr, da_ptr, sa_ptr, M, K, BLOCK_M: tl.constex
 
 
 @triton.jit
+def _settled(logits_ptr, lse_ptr, argmax_ptr, log_settled, rows, M, V):
+    """(argmax, its log-probability, settled) of `rows` of the [M, V] softmax: settled where the
+    argmax holds at least exp(log_settled) of the mass (never a NaN row, which stays dense)."""
+    inside = rows < M
+    top = tl.load(argmax_ptr + rows, mask=inside, other=0)
+    log_p = (tl.load(logits_ptr + rows.to(tl.int64) * V + top, mask=inside, other=0.0)
+             - tl.load(lse_ptr + rows, mask=inside, other=0.0))
+    return top, log_p, inside & (log_p >= log_settled)
+
+
+@triton.jit
 def _unsettled_rows(logits_ptr, lse_ptr, argmax_ptr, log_settled, slots, M, V, M_ALL: tl.constexpr):
-    """(rows, count): the rows of the [M, V] softmax whose argmax holds less than exp(log_settled)
-    of the mass, in order, at positions `slots` (M at slots past the last); count: how many."""
+    """(rows, count): the rows of the [M, V] softmax that are not `_settled`, in order, at
+    positions `slots` (M at slots past the last); count: how many."""
     every = tl.arange(0, M_ALL)
-    inside = every < M
-    top = tl.load(argmax_ptr + every, mask=inside, other=0)
-    top_logit = tl.load(logits_ptr + every.to(tl.int64) * V + top, mask=inside, other=0.0)
-    unsettled = inside & (top_logit - tl.load(lse_ptr + every, mask=inside, other=0.0) < log_settled)
+    _, _, settled = _settled(logits_ptr, lse_ptr, argmax_ptr, log_settled, every, M, V)
+    unsettled = (every < M) & ~settled
     rank = tl.cumsum(unsettled.to(tl.int32), 0) - 1
     picked = unsettled[None, :] & (rank[None, :] == slots[:, None])  # [len(slots), M_ALL]
     rows = tl.sum(tl.where(picked, every[None, :], 0), 1)
@@ -231,11 +240,8 @@ def _settled_combine_kernel(part_ptr, logits_ptr, lse_ptr, argmax_ptr, w_ptr, me
                             BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr):
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     ks = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)
-    inside = rows < M
-    top = tl.load(argmax_ptr + rows, mask=inside, other=V)  # V: past the table, dequantised as 0
-    log_p = (tl.load(logits_ptr + rows.to(tl.int64) * V + top, mask=inside, other=0.0)
-             - tl.load(lse_ptr + rows, mask=inside, other=0.0))
-    settled = log_p >= log_settled
+    top, log_p, settled = _settled(logits_ptr, lse_ptr, argmax_ptr, log_settled, rows, M, V)
+    top = tl.where(rows < M, top, V)  # V: past the table, dequantised as 0
     p = tl.exp(log_p)
     top_row = tl.trans(dequant_tile(w_ptr, row_bytes, top, ks, V, K, QTYPE))  # [BLOCK_M, BLOCK_K]
     mean = tl.load(mean_ptr + ks, mask=ks < K, other=0.0)
@@ -352,7 +358,7 @@ def _softmax_matmul_config(m: int, v: int) -> dict[str, int]:
     # lse) again, so few row tiles pay; the settled rows' shortcut skips whole row tiles, so two
     # of 128 rows. Each column tile reads the logits again (from L2): 5.9 GB a step at BLOCK_K
     # 128, twice that at 64. sm_89 SASS of the loop, Q6_K, thread instructions per element of E
-    # for all 256 rows (`scripts/bench.py compile --sass`), no spills: 144.3 here; 142.9 with
+    # for all 256 rows (`scripts/bench.py compile --sass`), no spills: 145.1 here; 142.9 with
     # BLOCK_K 64 and 4 warps; the first cut (64 rows, BLOCK_K 64): 303; one 256-row tile: 101.6,
     # but it is skipped only when every row is settled; BLOCK_K 256 spills
     return dict(BLOCK_M=_pow2(m, 16, 128), BLOCK_V=32, BLOCK_K=128, SPLIT=max(1, min(16, v // 16384)),
@@ -472,12 +478,14 @@ class SettledRows:
     """Self-conditioning's shortcut for the canvas positions a step has settled (gpu-engine.md
     §6.6, top-1 with the tail-mean term): a row whose argmax `a` holds p ≥ 1 - `tail` of its
     softmax gets p·E[a] + (1 - p)·Ē instead of the dense sum over the vocabulary. Its error is at
-    most tail·max‖E[v] - Ē‖, of the size of what rounding p_a to a dtype whose unit roundoff is
-    `tail` already changes in the dense product. The dense kernel then takes only the other rows
-    and skips the row tiles that none of them reaches."""
+    most tail·max‖E[v] - Ē‖ (the error is Σ_{v≠a} p_v·(E[v] - Ē)): with `tail` the largest error
+    of rounding p_a to the compute dtype, of the size of what the dense product's own rounding
+    changes. The dense kernel then takes only the other rows and skips the row tiles that none
+    of them reaches."""
 
     argmax: torch.Tensor
-    """int64 [M]: each row's argmax (the fused sampler's)."""
+    """int64 [M]: each row's argmax (the fused sampler's), in [0, V) (not checked: that would need
+    a host sync)."""
     mean: torch.Tensor
     """float32 [K]: Ē, the mean row of E (`mean_row`)."""
     tail: float
@@ -521,10 +529,10 @@ def softmax_matmul(logits: torch.Tensor, lse: torch.Tensor, w: RawWeight, *,
     v_per_split = triton.cdiv(triton.cdiv(v, split), meta["BLOCK_V"]) * meta["BLOCK_V"]
     partial = torch.empty(split, m, k, dtype=torch.float32, device=logits.device)
     grid = (triton.cdiv(k, meta["BLOCK_K"]), split, triton.cdiv(m, meta["BLOCK_M"]))
-    argmax, log_settled = (lse, 0.0) if settled is None else (settled.argmax, math.log1p(-settled.tail))
+    argmax, log_settled = (None, 0.0) if settled is None else (settled.argmax, math.log1p(-settled.tail))
     launch(_softmax_matmul_kernel, grid, logits, lse, w.data, partial, argmax, log_settled, m, v, k, w.row_bytes,
            v_per_split, QTYPE=w.qtype, OPERAND=_TL_DTYPES[operand_dtype], UPCAST=interpreting(),
-           SKIP_SETTLED=settled is not None, M_ALL=triton.next_power_of_2(m), **meta)
+           SKIP_SETTLED=settled is not None, M_ALL=1 if settled is None else triton.next_power_of_2(m), **meta)
     if settled is None:
         return partial[0] if split == 1 else partial.sum(0)
     soft = torch.empty(m, k, dtype=torch.float32, device=logits.device)

@@ -12,8 +12,9 @@ from dg_chat.engine.backends.torch_dg.kernels import fused_ops, gemm, moe
 from dg_chat.engine.backends.torch_dg.kernels.gguf_tiles import INT8_TYPES, RawWeight
 from dg_chat.engine.backends.torch_dg.weights import Weights
 
-SETTLED_TAIL = {torch.bfloat16: 2.0 ** -9, torch.float16: 2.0 ** -11}
-"""The compute dtype's unit roundoff: the mass a settled position may leave outside its argmax."""
+SETTLED_TAIL = {torch.bfloat16: 2.0 ** -9, torch.float16: 2.0 ** -12}
+"""The mass a settled position may leave outside its argmax: half the spacing of the compute
+dtype's numbers just below 1, the largest error of rounding a probability near 1 to it."""
 
 
 class TritonOps:
