@@ -34,8 +34,9 @@ no CUDA GPU is present, before any kernel module is imported).
 
 `--quick` (for the smoke test, < 60 s on one core) measures the launch counts and a subset of the
 errors (every type at K = 2816 with N = 64; the MoE with a Q5_0 down, float32 only, one token
-routed to 2 experts). `--int8-activations` counts the launches of `TritonOps(int8_activations=True)`
-(W4A8 dense GEMMs, each input quantised by one launch of its own).
+routed to 2 experts). The launches are those of the dense GEMMs' activations a GPU runs by
+default: int8 (W4A8, each input quantised by one launch of its own); `--activations 16-bit`
+counts those of 16-bit activations.
 """
 
 from __future__ import annotations
@@ -420,20 +421,21 @@ def main(argv: list[str]) -> dict:
     parser = argparse.ArgumentParser(prog="bench.py kernels", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="launch counts and a subset of the errors (< 60 s)")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--int8-activations", action="store_true",
-                        help="count the launches of TritonOps(int8_activations=True)")
+    parser.add_argument("--activations", choices=("int8", "16-bit"), default="int8",
+                        help="the dense GEMMs' activations whose launches are counted (default: int8, as CUDA runs)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     start = time.perf_counter()
-    launches = measure_launches(device, args.int8_activations)
+    int8_activations = args.activations == "int8"
+    launches = measure_launches(device, int8_activations)
     launches_s = time.perf_counter() - start
     errors = measure_errors(device, args.quick)
     return {
         "device": str(device),
         "interpreter": os.environ.get("TRITON_INTERPRET") == "1",
         "quick": args.quick,
-        "int8_activations": args.int8_activations,
+        "int8_activations": int8_activations,
         "torch": torch.__version__,
         "launches": launches,
         "errors": errors,
