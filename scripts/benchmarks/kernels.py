@@ -266,10 +266,8 @@ def measure_launches(device: torch.device, int8_activations: bool = False) -> di
             backend.prefill(torch.randint(5, dims.vocab, (dims.canvas,), generator=generator).tolist())
             canvas = torch.randint(0, dims.vocab, (dims.canvas,), generator=generator).to(device)
             logits = 4 * torch.randn(dims.canvas, dims.vocab, generator=generator).to(device)  # an SC signal
-            # as the fused sampler hands it over; one uncounted step first (a CUDA graph's warm-up),
-            # which computes what the ops keep for later steps (self-conditioning's mean embedding)
+            # as the fused sampler hands it over
             self_cond = SelfCondition(logits, lse=logits.logsumexp(dim=-1), argmax=logits.argmax(dim=-1))
-            backend.denoise(canvas, self_cond)
             model = count_model_step(backend, canvas, self_cond)
             sampler = count_sampler_step(logits, dims.canvas, dims.vocab)
         finally:

@@ -33,8 +33,8 @@ class TritonOps:
         self._settled_tail = SETTLED_TAIL.get(weights.dtype)
         """Self-conditioning's shortcut for settled positions (`gemm.SettledRows`) in 16-bit compute,
         whose own rounding is as large; None in float32, which stays within 1e-4 of the reference."""
-        self._mean_embedding: torch.Tensor | None = None
-        """Ē, the shortcut's tail term: computed on the first self-conditioned step."""
+        self._mean_embedding = None if self._settled_tail is None else gemm.mean_row(self._weight("token_embd.weight"))
+        """Ē, the shortcut's tail term: once, at load time."""
 
     def _weight(self, name: str) -> RawWeight:
         if name not in self._raw:
@@ -53,9 +53,7 @@ class TritonOps:
         # probabilities and E in the compute dtype, as the reference multiplies them (tensor cores on a GPU)
         embedding = self._weight("token_embd.weight")
         settled = None
-        if self._settled_tail is not None and self_cond.argmax is not None:
-            if self._mean_embedding is None:  # eager: CUDA graphs capture after eager warm-up steps
-                self._mean_embedding = gemm.mean_row(embedding)
+        if self._settled_tail is not None and self._mean_embedding is not None and self_cond.argmax is not None:
             settled = gemm.SettledRows(self_cond.argmax, self._mean_embedding, self._settled_tail)
         soft = gemm.softmax_matmul(self_cond.logits, lse, embedding, operand_dtype=self.w.dtype, settled=settled)
         return (soft * self.embed_scale).to(self.w.dtype)
