@@ -30,11 +30,11 @@ class TritonOps:
         self._raw: dict[str, RawWeight] = {}
         # the per-expert scales as the routing epilogue reads them: converted once, not per step
         self._expert_scales = [weights.get(f"blk.{i}.ffn_down_exps.scale").float() for i in range(hp.n_layers)]
-        self._settled_tail = SETTLED_TAIL.get(weights.dtype)
-        """Self-conditioning's shortcut for settled positions (`gemm.SettledRows`) in 16-bit compute,
-        whose own rounding is as large; None in float32, which stays within 1e-4 of the reference."""
-        self._mean_embedding = None if self._settled_tail is None else gemm.mean_row(self._weight("token_embd.weight"))
-        """Ē, the shortcut's tail term: once, at load time."""
+        tail = SETTLED_TAIL.get(weights.dtype)
+        self._settled_shortcut = None if tail is None else (gemm.mean_row(self._weight("token_embd.weight")), tail)
+        """(Ē, tail) of self-conditioning's shortcut for settled positions (`gemm.SettledRows`), Ē
+        computed once at load: in 16-bit compute, whose own rounding is as large; None in float32,
+        which stays within 1e-4 of the reference."""
 
     def _weight(self, name: str) -> RawWeight:
         if name not in self._raw:
@@ -53,8 +53,8 @@ class TritonOps:
         # probabilities and E in the compute dtype, as the reference multiplies them (tensor cores on a GPU)
         embedding = self._weight("token_embd.weight")
         settled = None
-        if self._settled_tail is not None and self._mean_embedding is not None and self_cond.argmax is not None:
-            settled = gemm.SettledRows(self_cond.argmax, self._mean_embedding, self._settled_tail)
+        if self._settled_shortcut is not None and self_cond.argmax is not None:
+            settled = gemm.SettledRows(self_cond.argmax, *self._settled_shortcut)
         soft = gemm.softmax_matmul(self_cond.logits, lse, embedding, operand_dtype=self.w.dtype, settled=settled)
         return (soft * self.embed_scale).to(self.w.dtype)
 
