@@ -63,7 +63,7 @@ from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 
 NOT_LAUNCHES = frozenset({
     "view", "_unsafe_view", "expand", "transpose", "t", "slice", "select", "as_strided", "squeeze", "unsqueeze",
-    "permute", "alias", "detach", "_reshape_alias", "empty", "empty_strided", "unbind", "split", "chunk",
+    "permute", "alias", "detach", "_reshape_alias", "empty", "empty_like", "empty_strided", "unbind", "split", "chunk",
     "view_as", "expand_as", "split_with_sizes", "lift_fresh",
 })
 """aten ops that only make a view or allocate: no kernel launch on a GPU."""

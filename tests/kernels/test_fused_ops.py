@@ -152,19 +152,14 @@ def test_route(experts: int, k: int, scale_dtype: torch.dtype) -> None:
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("hidden", HIDDENS)
-@pytest.mark.parametrize("with_next", [True, False])
-def test_layer_tail(dtype: torch.dtype, hidden: int, with_next: bool) -> None:
+def test_layer_tail(dtype: torch.dtype, hidden: int) -> None:
     t = 5
     residual = randn(t, hidden, dtype=dtype, scale=5.0)
     dense, experts = randn(t, hidden, dtype=dtype, scale=0.3), randn(t, hidden, dtype=dtype, scale=0.05)
-    w1, w2, w_post = (randn(hidden, dtype=dtype) for _ in range(3))
-    next_norm = randn(hidden, dtype=dtype) if with_next else None
+    w1, w2, w_post, next_norm = (randn(hidden, dtype=dtype) for _ in range(4))
     layer_scale = torch.tensor([0.7], dtype=dtype)
-    h, next_in = once(fused_ops.layer_tail, residual, dense, experts, w1, w2, w_post, layer_scale, EPS, next_norm)
+    h, next_in = once(fused_ops.layer_tail, residual, dense, experts, w1, w2, w_post, layer_scale, next_norm, EPS)
 
     expected = (residual + rms_norm(rms_norm(dense, w1, EPS) + rms_norm(experts, w2, EPS), w_post, EPS)) * layer_scale
     assert_close(h, expected)
-    if with_next:
-        assert_close(next_in, rms_norm(expected, next_norm, EPS))
-    else:
-        assert next_in is None
+    assert_close(next_in, rms_norm(expected, next_norm, EPS))

@@ -59,13 +59,26 @@ class DiffusionGemma:
         out = cache.attend(i, layer, q, k, v, pos, encoder)
         return ops.linear(out.transpose(0, 1).reshape(t, -1), p + "attn_output.weight")
 
-    def _layer(self, i: int, h: torch.Tensor, pos: Positions, cache: KVCache, encoder: bool) -> torch.Tensor:
+    def _layer(self, i: int, h: torch.Tensor, x: torch.Tensor, pos: Positions, cache: KVCache, encoder: bool
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Layer i on the residual stream h and its attention input x = rms_norm(h, attn_norm):
+        (h', the next norm of h': layer i + 1's attention norm, after the last layer the output
+        norm), the norm computed with the layer's tail (one kernel on the fast path)."""
         ops, p = self.ops, f"blk.{i}."
-        attn = self._attention(i, self.hp.layers[i], ops.rms_norm(h, p + "attn_norm.weight"), pos, cache, encoder)
+        attn = self._attention(i, self.hp.layers[i], x, pos, cache, encoder)
         h, ffn_in, moe_in, router_in = ops.post_attention(attn, h, i)
         dense = ops.mlp(ffn_in, p + "ffn")
         top_w, top_i = ops.route(router_in, i)
-        return ops.layer_tail(h, dense, ops.experts(moe_in, i, top_w, top_i), i, encoder)
+        next_norm = f"blk.{i + 1}.attn_norm.weight" if i + 1 < self.hp.n_layers else "output_norm.weight"
+        return ops.layer_tail(h, dense, ops.experts(moe_in, i, top_w, top_i), i, encoder, next_norm)
+
+    def _layers(self, h: torch.Tensor, pos: Positions, cache: KVCache, encoder: bool) -> torch.Tensor:
+        """The layer stack on the input embeddings h [T, hidden] -> rms_norm(h_out, output_norm)
+        [T, hidden] (the LM head's input; the encoder only fills the cache and drops it)."""
+        x = self.ops.rms_norm(h, "blk.0.attn_norm.weight")
+        for i in range(self.hp.n_layers):
+            h, x = self._layer(i, h, x, pos, cache, encoder)
+        return x
 
     # -- the two modes ---------------------------------------------------------------------
 
@@ -76,9 +89,7 @@ class DiffusionGemma:
         for begin in range(0, ids.shape[0], cache.encode_chunk):
             part = ids[begin:begin + cache.encode_chunk]
             pos = self._positions(cache.length, part.shape[0])
-            h = self.ops.embed(part)
-            for i in range(self.hp.n_layers):
-                h = self._layer(i, h, pos, cache, encoder=True)
+            self._layers(self.ops.embed(part), pos, cache, encoder=True)
             cache.advance(part.shape[0])
 
     @torch.inference_mode()
@@ -96,6 +107,4 @@ class DiffusionGemma:
             h = h + ops.mlp(ops.rms_norm(ops.soft_embed(self_cond), "self_cond_pre_norm.weight"), "self_cond")
         # (with no signal the SC MLP outputs exactly 0, so it is skipped)
         h = ops.rms_norm(h, None)
-        for i in range(self.hp.n_layers):
-            h = self._layer(i, h, pos, cache, encoder=False)
-        return ops.lm_head(ops.rms_norm(h, "output_norm.weight"), out)
+        return ops.lm_head(self._layers(h, pos, cache, encoder=False), out)

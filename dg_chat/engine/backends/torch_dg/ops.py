@@ -64,8 +64,9 @@ class Ops(Protocol):
         ...
 
     def layer_tail(self, residual: torch.Tensor, dense: torch.Tensor, experts: torch.Tensor, i: int,
-                   encoder: bool) -> torch.Tensor:
-        """The layer's output: residual + norm(norm(dense) + norm(experts)), times the layer scalar."""
+                   encoder: bool, next_norm: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """(h, rms_norm(h, next_norm)): the layer's output h = residual + norm(norm(dense) +
+        norm(experts)), times the layer scalar, and its next norm (the next layer's input)."""
         ...
 
     def lm_head(self, h: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
@@ -149,13 +150,14 @@ class ReferenceOps:
         return outputs[torch.argsort(order)].view(*top_i.shape, -1).sum(dim=1)
 
     def layer_tail(self, residual: torch.Tensor, dense: torch.Tensor, experts: torch.Tensor, i: int,
-                   encoder: bool) -> torch.Tensor:
+                   encoder: bool, next_norm: str) -> tuple[torch.Tensor, torch.Tensor]:
         p = f"blk.{i}."
         dense = self.rms_norm(dense, p + "post_ffw_norm_1.weight")
         experts = self.rms_norm(experts, p + "post_ffw_norm_2.weight")
         h = residual + self.rms_norm(dense + experts, p + "post_ffw_norm.weight")
         # separate encoder / decoder scalars (numerically equal in the released checkpoint)
-        return h * self.w.get(p + ("enc_layer_output_scale.weight" if encoder else "layer_output_scale.weight"))
+        h = h * self.w.get(p + ("enc_layer_output_scale.weight" if encoder else "layer_output_scale.weight"))
+        return h, self.rms_norm(h, next_norm)
 
     def lm_head(self, h: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         logits = F.linear(h, self.w.get("token_embd.weight")).float()

@@ -137,8 +137,7 @@ def _route_kernel(logits_ptr, expert_scale_ptr, w_out, i_out, n_experts, stride,
 @triton.jit
 def _layer_tail_kernel(residual_ptr, dense_ptr, experts_ptr, w_post1_ptr, w_post2_ptr, w_post_ptr,
                        layer_scale_ptr, next_norm_ptr, h_out, next_out, n,
-                       residual_stride, dense_stride, experts_stride, eps,
-                       HAS_NEXT: tl.constexpr, BLOCK: tl.constexpr):
+                       residual_stride, dense_stride, experts_stride, eps, BLOCK: tl.constexpr):
     row = tl.program_id(0).to(tl.int64)
     cols = tl.arange(0, BLOCK)
     mask = cols < n
@@ -150,8 +149,7 @@ def _layer_tail_kernel(residual_ptr, dense_ptr, experts_ptr, w_post1_ptr, w_post
                + _round(_normed(both, n, eps, w_post_ptr, cols, True), dt), dt)
     h = _round(h * tl.load(layer_scale_ptr).to(tl.float32), dt)
     tl.store(h_out + row * n + cols, h.to(dt), mask=mask)
-    if HAS_NEXT:
-        tl.store(next_out + row * n + cols, _normed(h, n, eps, next_norm_ptr, cols, True).to(dt), mask=mask)
+    tl.store(next_out + row * n + cols, _normed(h, n, eps, next_norm_ptr, cols, True).to(dt), mask=mask)
 
 
 # -- host wrappers ----------------------------------------------------------------------------
@@ -277,24 +275,23 @@ def route(logits: torch.Tensor, k: int, expert_scale: torch.Tensor) -> tuple[tor
 
 
 def layer_tail(residual: torch.Tensor, dense: torch.Tensor, experts: torch.Tensor, w_post1: torch.Tensor,
-               w_post2: torch.Tensor, w_post: torch.Tensor, layer_scale: torch.Tensor, eps: float,
-               next_norm: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+               w_post2: torch.Tensor, w_post: torch.Tensor, layer_scale: torch.Tensor, next_norm: torch.Tensor,
+               eps: float) -> tuple[torch.Tensor, torch.Tensor]:
     """The end of a layer (spec §1.3; ReferenceOps.layer_tail): residual, dense, experts [T, H], weights [H],
     layer_scale a 1-element tensor (read on the device).
 
     h = (residual + rms_norm(rms_norm(dense, w_post1) + rms_norm(experts, w_post2), w_post))·layer_scale;
-    next_in = rms_norm(h, next_norm) (the next layer's attention norm, or the output norm), None
-    without next_norm. Both [T, H] in residual's dtype."""
+    next_in = rms_norm(h, next_norm) (the next layer's attention norm, or the output norm). Both
+    [T, H] in residual's dtype."""
     t, n = _rows(residual, dense, experts)
     for w in (w_post1, w_post2, w_post, next_norm):
         _vector(w, n)
     if layer_scale.numel() != 1:
         raise ValueError(f"layer_scale has {layer_scale.numel()} elements, not 1")
     h = torch.empty((t, n), dtype=residual.dtype, device=residual.device)
-    next_in = None if next_norm is None else torch.empty_like(h)
+    next_in = torch.empty_like(h)
     block = triton.next_power_of_2(n)
     runtime.launch(_layer_tail_kernel, (t,), residual, dense, experts, w_post1, w_post2, w_post, layer_scale,
-                   w_post if next_norm is None else next_norm, h, h if next_in is None else next_in, n,
-                   residual.stride(0), dense.stride(0), experts.stride(0), eps,
-                   HAS_NEXT=next_norm is not None, BLOCK=block, num_warps=_warps(block))
+                   next_norm, h, next_in, n, residual.stride(0), dense.stride(0), experts.stride(0), eps,
+                   BLOCK=block, num_warps=_warps(block))
     return h, next_in

@@ -1,5 +1,5 @@
 """`Ops` (torch_dg/ops.py) on Triton kernels: every matrix is read as stored GGUF blocks and the
-glue between the matmuls is fused, about 20 launches per layer (gpu-engine.md §6; 24 with
+glue between the matmuls is fused, 19 launches per sliding layer (gpu-engine.md §6; 23 with
 int8_activations, which quantises four GEMM inputs per layer)."""
 
 from __future__ import annotations
@@ -105,13 +105,12 @@ class TritonOps:
                            top_i, top_w)
 
     def layer_tail(self, residual: torch.Tensor, dense: torch.Tensor, experts: torch.Tensor, i: int,
-                   encoder: bool) -> torch.Tensor:
+                   encoder: bool, next_norm: str) -> tuple[torch.Tensor, torch.Tensor]:
         p, w = f"blk.{i}.", self.w.get
         scale = w(p + ("enc_layer_output_scale.weight" if encoder else "layer_output_scale.weight"))
-        h, _ = fused_ops.layer_tail(residual, dense, experts, w(p + "post_ffw_norm_1.weight"),
-                                    w(p + "post_ffw_norm_2.weight"), w(p + "post_ffw_norm.weight"), scale, self.eps,
-                                    None)
-        return h
+        return fused_ops.layer_tail(residual, dense, experts, w(p + "post_ffw_norm_1.weight"),
+                                    w(p + "post_ffw_norm_2.weight"), w(p + "post_ffw_norm.weight"), scale,
+                                    w(next_norm), self.eps)
 
     def lm_head(self, h: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         w = self._weight("token_embd.weight")
