@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import os
 import sys
 import traceback
@@ -112,16 +113,33 @@ def settings_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return overrides
 
 
-def _crash_log(exc: BaseException) -> str:
-    """Write the traceback of an unexpected error to the cache dir; return the file path."""
+def _crash_log(text: str) -> str:
+    """Write a traceback to a file in the cache dir; return the file's path."""
     try:
         log_dir = paths.cache_dir() / "crashes"
         log_dir.mkdir(parents=True, exist_ok=True)
-        path = log_dir / f"{datetime.now():%Y%m%d-%H%M%S}.log"
-        path.write_text("".join(traceback.format_exception(exc)), encoding="utf-8")
+        path = log_dir / f"{datetime.now():%Y%m%d-%H%M%S-%f}.log"
+        path.write_text(text, encoding="utf-8")
         return str(path)
     except OSError:
         return "(could not be written)"
+
+
+class _CrashLogHandler(logging.Handler):
+    """The errors dg-chat logs with their traceback (a turn that failed inside the engine, which
+    the user sees as one line) go to a crash log, not to the terminal."""
+
+    def __init__(self, announce: bool) -> None:
+        super().__init__(logging.ERROR)
+        self.announce = announce
+        """Also say on stderr, in one line, where each crash log is."""
+        self.path: str | None = None
+        """The crash log of the last error logged."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.path = _crash_log(self.format(record))
+        if self.announce:
+            print(f"dg-chat: {record.getMessage()} (traceback in {self.path})", file=sys.stderr)
 
 
 def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
@@ -140,14 +158,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     warnings.showwarning = _show_warning
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.continue_chat and args.command != "chat":
+        parser.error(f"--continue reopens the last chat in the app; it does nothing for '{args.command}'")
+    # a server's console tells of each failed turn (its client gets the one-line error)
+    crash_log, logger = _CrashLogHandler(announce=args.command == "serve"), logging.getLogger("dg_chat")
+    logger.addHandler(crash_log)
+    try:
+        return _run(parser, args, crash_log)
+    finally:
+        logger.removeHandler(crash_log)
+
+
+def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, crash_log: _CrashLogHandler) -> int:
     try:
         if args.command == "models" and args.models_command is None:
             parser.parse_args(["models", "--help"])
-        args.settings = load_settings(settings_overrides(args))
+        try:
+            args.settings = load_settings(settings_overrides(args))
+        except DgChatError as exc:
+            if args.command != "doctor":
+                raise
+            args.settings, args.settings_error = None, exc  # doctor reports it among its other checks
         module = importlib.import_module(f"dg_chat.commands.{args.command}")
         return module.run(args)
     except DgChatError as exc:
-        print(f"dg-chat: error: {exc}", file=sys.stderr)
+        where = f" (traceback in {crash_log.path})" if crash_log.path else ""
+        print(f"dg-chat: error: {exc}{where}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         print("dg-chat: interrupted", file=sys.stderr)
@@ -158,8 +194,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # the last line of defence: one line, traceback to a file
         if os.environ.get("DG_CHAT_DEBUG"):
             raise
-        print(f"dg-chat: internal error: {type(exc).__name__}: {exc} (traceback in {_crash_log(exc)})",
-              file=sys.stderr)
+        path = _crash_log("".join(traceback.format_exception(exc)))
+        print(f"dg-chat: internal error: {type(exc).__name__}: {exc} (traceback in {path})", file=sys.stderr)
         return EXIT_ERROR
 
 

@@ -18,6 +18,7 @@ The file mirrors the dataclasses:
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 import tomllib
@@ -31,6 +32,7 @@ from typing import Any, Literal, get_args, get_origin
 
 from dg_chat import paths
 from dg_chat.errors import DgChatError
+from dg_chat.text.sanitize import well_formed
 
 
 class ConfigError(DgChatError):
@@ -57,6 +59,9 @@ BACKENDS: tuple[BackendChoice, ...] = get_args(BackendChoice)
 KERNELS: tuple[KernelsChoice, ...] = get_args(KernelsChoice)
 LLADA_ALGORITHMS: tuple[LladaAlgorithm, ...] = get_args(LladaAlgorithm)
 DREAM_ALGORITHMS: tuple[DreamAlgorithm, ...] = get_args(DreamAlgorithm)
+SEED_RANGE = range(-2**63, 2**64)
+"""The seeds torch's generators take."""
+
 RND1_ALGORITHMS: tuple[Rnd1Algorithm, ...] = get_args(Rnd1Algorithm)
 MASK_ALGORITHMS: tuple[AlgorithmChoice, ...] = get_args(AlgorithmChoice)
 
@@ -226,11 +231,13 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
                 value = float(value)
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise ValueError
+            if not math.isfinite(value):
+                raise ConfigError(f"{where}: expected a finite number, got {value!r}")
             return float(value)
         if textual:  # a Literal's choices are checked with the other ranges (RANGES), naming the origin
             if not isinstance(value, str):
                 raise ValueError
-            return value
+            return well_formed(value)  # from the environment or the command line: maybe not Unicode
     except ValueError:
         raise ConfigError(f"{where}: expected {_type_name(hint)}, got {value!r}") from None
     raise TypeError(f"{where}: settings of type {_type_name(hint)} have no conversion")  # a new field's type
@@ -341,16 +348,18 @@ RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "max_steps": (lambda v: v >= 1, "must be at least 1"),
     "max_canvases": (lambda v: v >= 1, "must be at least 1"),
     "entropy_bound": (lambda v: v >= 0, "must not be negative"),
-    "t_max": (lambda v: v > 0, "must be greater than 0"),
-    "t_min": (lambda v: v > 0, "must be greater than 0"),
+    # temperatures: past ~1e38 a float32 division overflows; past 100 every token is about equally likely
+    "t_max": (lambda v: 0 < v <= 100, "must be in (0, 100]"),
+    "t_min": (lambda v: 0 < v <= 100, "must be in (0, 100]"),
     "stability": (lambda v: v >= 0, "must not be negative"),
     "confidence": (lambda v: v >= 0, "must not be negative"),
-    "temperature": (lambda v: v >= 0, "must not be negative"),
+    "temperature": (lambda v: 0 <= v <= 100, "must be in [0, 100]"),
     "top_p": (lambda v: 0 < v <= 1, "must be in (0, 1]"),
     "top_k": (lambda v: v >= 0, "must not be negative"),
-    "alg_temp": (lambda v: v >= 0, "must not be negative"),
+    "alg_temp": (lambda v: 0 <= v <= 100, "must be in [0, 100]"),
     "eps": (lambda v: 0 <= v < 1, "must be in [0, 1)"),
     "canvas_fps": (lambda v: 1 <= v <= 120, "must be between 1 and 120"),
+    "seed": (lambda v: v is None or v in SEED_RANGE, "must be from -2**63 to 2**64 - 1"),
 }
 """The range check of every setting that has one: setting name -> (test, message; {value} is the value)."""
 

@@ -162,8 +162,12 @@ def _is_later_split_part(filename: str) -> bool:
 
 
 def _scan(settings: Settings) -> HFCacheInfo | None:
+    folder = models_cache(settings)
+    if folder.exists() and not folder.is_dir():
+        raise DgChatError(f"the models folder {folder} is not a folder: set models_dir (DG_CHAT_MODELS_DIR) "
+                          "to a folder")
     try:
-        return scan_cache_dir(models_cache(settings))
+        return scan_cache_dir(folder)
     except CacheNotFound:
         return None
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import logging
 import signal
 import subprocess
 import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -30,8 +32,11 @@ def test_json_output_is_complete_and_reproducible(tiny_chat_gguf):
     first, second = ask(*argv), ask(*argv)
     assert first.returncode == 0, first.stderr
     answer = json.loads(first.stdout)
-    assert set(answer) == {"text", "thinking", "stopped", "prompt_ids", "token_ids", "backend", "model", "stats"}
+    assert set(answer) == {"text", "thinking", "stopped", "truncated", "prompt_ids", "token_ids", "backend",
+                           "model", "stats"}
     assert answer["stopped"] is False
+    # truncated: no end of turn (<turn|> 106, <eos> 1) within the 2 canvases
+    assert answer["truncated"] is (answer["token_ids"][-1] not in (1, 106))
     assert answer["backend"] == "torch"
     model = answer["model"]  # which model answered: name, file, quant, backend, device
     assert set(model) == {"name", "file", "quant", "backend", "device"}
@@ -50,6 +55,15 @@ def test_prompt_from_stdin_and_plain_output(tiny_chat_gguf):
     assert result.stdout.strip()
     assert "\x1b]" not in result.stdout and "\x1b[" not in result.stdout  # untrusted text, no escapes
     assert "tok/s" in result.stderr
+
+
+def test_bytes_that_are_not_utf8_are_read_as_replacement_characters(tiny_chat_gguf):
+    argv = [sys.executable, "-m", "dg_chat.cli", "ask", "--model", str(tiny_chat_gguf), "--seed", "1", "--steps", "1",
+            "--max-canvases", "1", "--json"]
+    result = subprocess.run(argv, input=b"what is a \xff\xfe canvas", capture_output=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    clean = subprocess.run(argv, input="what is a \ufffd\ufffd canvas".encode(), capture_output=True, timeout=300)
+    assert json.loads(result.stdout)["prompt_ids"] == json.loads(clean.stdout)["prompt_ids"]
 
 
 def test_user_text_cannot_forge_turn_tokens(tiny_chat_gguf):
@@ -122,8 +136,10 @@ def block(answer: str, final: bool = False) -> BlockCommitted:
     return BlockCommitted(block=0, tokens=np.zeros(0, np.int32), steps=1, thinking="", answer=answer, final=final)
 
 
-def finished(answer: str, stopped: bool = False) -> TurnFinished:
-    return TurnFinished(answer=answer, thinking="", token_ids=[], stats=Stats(), stopped=stopped)
+def finished(answer: str, stopped: bool = False, truncated: bool = False, stats: Stats | None = None
+             ) -> TurnFinished:
+    return TurnFinished(answer=answer, thinking="", token_ids=[], stats=stats or Stats(), stopped=stopped,
+                        truncated=truncated)
 
 
 class FakeEngine:
@@ -198,11 +214,37 @@ def test_an_answer_without_text_says_so(monkeypatch, capsys):
     assert out == "\n" and "(the model ended its turn without text)" in err
 
 
+def test_an_answer_cut_at_the_canvas_limit_says_so_in_one_line(monkeypatch, capsys):
+    stats = Stats(prompt_tokens=5, tokens=48, steps=[12], seconds=0.5, first_block_seconds=0.5, seed=12345678901234)
+    engine = FakeEngine([block("", final=True), finished("", truncated=True, stats=stats)], capsys)
+    monkeypatch.setenv("COLUMNS", "40")  # narrower than the stats line: still one line
+    assert run_ask(monkeypatch, engine, "--max-canvases", "1") == 0
+    err = capsys.readouterr().err
+    assert err.splitlines() == [
+        "48 tokens · 1 block · 12.0 steps/block · 96.0 tok/s · first block 0.50 s · seed 12345678901234",
+        "cut short: no end of turn within 1 block (--max-canvases raises the limit)"]
+
+
 def test_a_failed_turn_keeps_the_partial_answer_and_reports_below_it(monkeypatch, capsys):
     engine = FakeEngine([block("partial"), TurnFailed("the model produced NaN")], capsys)
     assert run_ask(monkeypatch, engine) == 1
     out, err = capsys.readouterr()
     assert "".join(engine.printed) + out == "partial\n" and err == "dg-chat: error: the model produced NaN\n"
+
+
+def test_an_error_inside_the_engine_is_one_line_with_its_traceback_in_a_crash_log(monkeypatch, capsys):
+    def fail_as_the_engine_does():  # Engine.turn: log the traceback, hand the front end one line
+        try:
+            raise ValueError("boom")
+        except ValueError:
+            logging.getLogger("dg_chat.engine.engine").exception("turn failed")
+        return TurnFailed("internal error: ValueError: boom")
+
+    assert run_ask(monkeypatch, FakeEngine([block("partial"), fail_as_the_engine_does], capsys)) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("dg-chat: error: internal error: ValueError: boom (traceback in ") and err.count("\n") == 1
+    crash_log = Path(err.removeprefix("dg-chat: error: internal error: ValueError: boom (traceback in ")[:-2])
+    assert "Traceback" in crash_log.read_text() and 'raise ValueError("boom")' in crash_log.read_text()
 
 
 def test_models_info_into_a_closed_pipe_exits_141_quietly():

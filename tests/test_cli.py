@@ -21,9 +21,16 @@ def test_bad_config_is_one_line_and_exit_1(tmp_path, monkeypatch, capsys):
     config = tmp_path / "bad.toml"
     config.write_text("[sampler]\nmax_steps = -3\n")
     monkeypatch.setenv("DG_CHAT_CONFIG", str(config))
-    assert main(["doctor"]) == 1
+    assert main(["models", "list"]) == 1  # (doctor shows it among its checks instead)
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "max_steps" in err
+
+
+def test_continue_is_refused_where_it_would_do_nothing(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--continue", "ask", "a follow-up"])
+    assert exit_.value.code == 2
+    assert "--continue reopens the last chat in the app; it does nothing for 'ask'" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("argv", [["--kernels", "reference", "ask", "hi"], ["ask", "--kernels", "reference", "hi"]])

@@ -110,7 +110,8 @@ def test_precedence_through_dg_chat_ask(tmp_path, monkeypatch, isolated_dirs):
 
 BAD_VALUES = {"backend": "gpu", "kernels": "cuda", "max_steps": 0, "max_canvases": 0, "entropy_bound": -0.1,
               "t_max": 0.0, "t_min": -1.0, "stability": -1, "confidence": -1.0, "temperature": -0.5,
-              "algorithm": "bogus", "top_p": 0.0, "top_k": -1, "alg_temp": -1.0, "eps": 1.0, "canvas_fps": 0}
+              "algorithm": "bogus", "top_p": 0.0, "top_k": -1, "alg_temp": -1.0, "eps": 1.0, "canvas_fps": 0,
+              "seed": -2**63 - 1}
 
 
 def test_every_range_check_is_covered():
@@ -135,6 +136,28 @@ def test_every_range_check_names_file_line_and_key(tmp_path, name):
     with pytest.raises(ConfigError) as info:
         load_settings(path=write(tmp_path, ""), environ={f"DG_CHAT_{name.upper()}": str(value)})
     assert str(info.value).startswith(f"environment variable DG_CHAT_{name.upper()}: must ")
+
+
+@pytest.mark.parametrize("name, value, message", [
+    ("seed", 2**64, "must be from -2**63 to 2**64 - 1"),  # more than torch's generators take
+    ("t_max", 1e39, "must be in (0, 100]"),  # past float32: the tempered logits would overflow
+    ("temperature", 101.0, "must be in [0, 100]"),
+])
+def test_values_past_what_the_sampler_can_use_are_refused(name, value, message):
+    with pytest.raises(ConfigError) as info:
+        load_settings({name: value}, environ={})
+    assert str(info.value).endswith(message)
+
+
+@pytest.mark.parametrize("value", ["inf", "-inf", "nan"])
+def test_a_number_must_be_finite(tmp_path, value):
+    path = write(tmp_path, f"[sampler]\nentropy_bound = {value}\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(path=path, environ={})
+    assert str(info.value) == f"{path}, line 2, key 'sampler.entropy_bound': expected a finite number, got {value}"
+    with pytest.raises(ConfigError) as info:
+        load_settings(path=write(tmp_path, ""), environ={"DG_CHAT_ENTROPY_BOUND": value})
+    assert "DG_CHAT_ENTROPY_BOUND: expected a finite number" in str(info.value)
 
 
 def test_the_issue_example_and_a_flag(tmp_path):

@@ -51,7 +51,7 @@ def test_healthy_cpu_machine_passes(models_dir, llama_ok, capsys):
     assert checks["model"].status == "ok" and checks["model"].detail.startswith("demo: ")
     assert checks["llama.cpp"].status == "ok" and "CPU only" in checks["llama.cpp"].detail
     assert checks["downloads"].status == "warn" and checks["downloads"].hint == "dg-chat models pull diffusiongemma"
-    assert checks["models dir"].detail.endswith("hf-cache")
+    assert checks["models dir"].detail.endswith("hf-cache (not created yet)")
     assert {"python", "torch", "config", "data", "cache", "hub", "disk"} <= checks.keys()
 
 
@@ -123,3 +123,59 @@ def test_kernels_auto_on_cuda_without_triton_warns(monkeypatch):
 
 def test_doctor_lists_the_kernels_check(models_dir, llama_ok):
     assert "kernels" in checks_by_name(Settings())
+
+
+def lines_by_name(out: str) -> dict[str, str]:
+    """doctor's output lines by check name (status in columns 0-4, name in 5-20)."""
+    return {line[5:21].strip(): line for line in out.splitlines()}
+
+
+@pytest.mark.parametrize("make", ["file", "under a file"])
+def test_a_data_dir_that_cannot_be_a_folder_fails_with_a_hint(make, models_dir, llama_ok, tmp_path, monkeypatch,
+                                                               capsys):
+    tiny_gguf(models_dir / "demo.gguf", n_floats=256)
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    data = afile if make == "file" else afile / "data"
+    monkeypatch.setenv("DG_CHAT_DATA_DIR", str(data))
+    assert main(["doctor"]) == 1
+    lines = lines_by_name(capsys.readouterr().out)
+    assert [name for name, line in lines.items() if line.startswith("fail")] == ["data"]
+    assert f"{data} " in lines["data"] and "not a folder" in lines["data"]
+    assert "hint: set DG_CHAT_DATA_DIR to a writable folder" in lines["data"]
+
+
+def test_folders_not_created_yet_are_ok_and_doctor_creates_none(models_dir, llama_ok, isolated_dirs):
+    checks = checks_by_name(Settings())
+    for name, path in (("data", paths.data_dir()), ("cache", paths.cache_dir())):
+        assert checks[name] == doctor.Check("ok", name, f"{path} (not created yet)")
+    assert checks["models dir"].status == "ok"
+    assert not isolated_dirs.exists()
+
+
+def test_an_existing_writable_folder_is_ok(tmp_path):
+    assert doctor.check_dir("cache", tmp_path, "hint") == doctor.Check("ok", "cache", str(tmp_path))
+
+
+def test_a_models_dir_that_is_a_file_warns_as_only_downloads_need_it(tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    (check,) = [c for c in doctor.check_paths(Settings(models_dir=str(afile))) if c.name == "models dir"]
+    assert check.status == "warn" and "not a folder" in check.detail and "DG_CHAT_MODELS_DIR" in check.hint
+
+
+@pytest.mark.parametrize("source", ["config.toml", "environment"])
+def test_broken_settings_are_a_failed_check_and_the_other_checks_still_run(source, llama_ok, monkeypatch, capsys):
+    if source == "config.toml":
+        paths.config_file().parent.mkdir(parents=True)
+        paths.config_file().write_text("[sampler\nmax_steps = 3\n")
+    else:
+        monkeypatch.setenv("DG_CHAT_CANVAS_FPS", "-3")
+    assert main(["doctor"]) == 1
+    out, err = capsys.readouterr()
+    assert err == "" and all(LINE.match(line) for line in out.splitlines())
+    lines = lines_by_name(out)
+    expected = str(paths.config_file()) if source == "config.toml" else "DG_CHAT_CANVAS_FPS"
+    assert lines["config"].startswith("fail") and expected in lines["config"] and "hint: " in lines["config"]
+    assert {"python", "torch", "llama.cpp", "hub", "data", "cache", "history"} <= lines.keys()
+    assert not {"kernels", "model", "models dir", "disk"} & lines.keys()

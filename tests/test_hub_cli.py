@@ -8,7 +8,7 @@ import pytest
 
 from dg_chat import hub, paths
 from dg_chat.cli import main
-from tests.support.fake_hub import FakeHub, FakeRepo, point_hub_at, tiny_gguf, write_catalog
+from tests.support.fake_hub import COMMIT, FakeHub, FakeRepo, point_hub_at, tiny_gguf, write_catalog
 
 REPO = "test-org/tiny-GGUF"
 
@@ -52,6 +52,29 @@ def test_pull_list_rm(fake_hub, capsys, monkeypatch):
     assert main(["models", "rm", "tiny", "--yes"]) == 0
     assert "deleted; freed 1.0 MB" in capsys.readouterr().out
     assert hub.local_models(hub.Settings()) == []
+
+
+@pytest.mark.parametrize("columns", ["80", "40"])  # 80: what rich gives a pipe
+def test_list_folds_a_long_path_in_a_pipe_never_cuts_it(monkeypatch, tmp_path, capsys, columns):
+    """`dg-chat models list | cat`: the downloaded file's path is whole in its column, over several lines."""
+    write_catalog(tmp_path / "models", REPO)
+    monkeypatch.setattr(paths, "repo_models_dir", lambda: tmp_path / "models")
+    path = tmp_path / "home/.cache/huggingface/hub/models--test-org--tiny-GGUF/snapshots" / COMMIT / "tiny-Q4_K_M.gguf"
+    monkeypatch.setattr(hub, "local_models", lambda settings: [hub.LocalModel("tiny:Q4_K_M", path, 10**6)])
+    monkeypatch.setenv("COLUMNS", columns)
+    assert main(["models", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "…" not in out and max(len(line) for line in out.splitlines()) <= int(columns)
+    rows = [line.split("│") for line in out.splitlines() if line.startswith("│")]
+    assert str(path) in "".join(cells[-2].strip() for cells in rows)  # the "downloaded" column, unfolded
+
+
+def test_a_models_folder_that_is_a_file_is_one_line(monkeypatch, tmp_path, capsys):
+    (tmp_path / "models").write_text("not a folder")
+    monkeypatch.setenv("DG_CHAT_MODELS_DIR", str(tmp_path / "models"))
+    assert main(["models", "list"]) == 1
+    assert capsys.readouterr().err == (f"dg-chat: error: the models folder {tmp_path / 'models'} is not a folder: "
+                                       "set models_dir (DG_CHAT_MODELS_DIR) to a folder\n")
 
 
 def test_pull_errors_are_one_line(fake_hub, capsys):

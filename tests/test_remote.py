@@ -107,6 +107,7 @@ def test_each_chunk_is_a_block_and_each_canvas_event_a_step_with_its_pieces(serv
     assert finished.answer == "The sky is blue." and not finished.stopped
     stats = finished.stats
     assert (stats.prompt_tokens, stats.tokens, stats.steps, stats.seed) == (12, 9, [3, 3], 4)
+    assert stats.seed_confirmed  # the chunks carry dg-chat's extension: its server uses the seed
     assert 0 < stats.prompt_seconds <= stats.first_block_seconds and stats.tokens_per_second > 0
     body = server.requests[-1]
     assert body["stream"] is True and body["stream_options"] == {"include_usage": True} and body["seed"] == 4
@@ -129,6 +130,25 @@ def test_without_canvas_events_blocks_arrive_whole_with_thinking_from_reasoning_
     assert finished.stats.steps == [3, 3, 3]  # from the chunks' dg_chat extension
     body = server.requests[-1]
     assert body["chat_template_kwargs"] == {"enable_thinking": True} and body["dg_chat"]["sampler"]["max_canvases"] == 3
+
+
+PLAIN = Reply(canvas=False, extension=False, usage=None)
+"""A server that streams plain chunks and no usage (no token counts, nothing to say the seed was used)."""
+
+
+def test_counts_a_server_does_not_report_are_unknown_not_zero():
+    """The text of a chunk is not a count of tokens: without usage, the counts and rates are None."""
+    server = FakeOpenAI(reply=PLAIN)
+    try:
+        finished = turn(engine_for(server.spec()))[-1]
+    finally:
+        server.close()
+    assert isinstance(finished, TurnFinished) and finished.answer == "The sky is blue."
+    stats = finished.stats
+    assert (stats.prompt_tokens, stats.tokens, stats.forwards) == (None, None, None) and stats.steps == [0, 0]
+    assert (stats.tokens_per_second, stats.steps_per_block, stats.tokens_per_forward) == (None, None, None)
+    assert stats.blocks == 2 and stats.seed == 4 and not stats.seed_confirmed  # sent; maybe ignored
+    assert server.requests[-1]["seed"] == 4
 
 
 def test_a_strict_server_is_asked_again_without_the_extension_fields_and_never_sent_them_again():
@@ -223,6 +243,30 @@ def test_ask_prints_the_answer_and_json_names_the_remote_model(server, capsys):
     assert answer["model"] == {"name": MODEL, "file": server.spec(), "quant": "", "backend": "openai",
                                "device": server.url.split("/")[2]}
     assert answer["stats"]["tokens"] == 9 and answer["stats"]["steps"] == [3, 3]
+
+
+def test_ask_json_has_null_for_what_the_server_did_not_report(capsys):
+    server = FakeOpenAI(reply=PLAIN)
+    try:
+        assert main(["ask", "-m", server.spec(), "--json", "--seed", "7", "hi"]) == 0
+    finally:
+        server.close()
+    stats = json.loads(capsys.readouterr().out)["stats"]
+    unknown = ("prompt_tokens", "tokens", "forwards", "steps_per_block", "tokens_per_second",
+               "prompt_tokens_per_second", "tokens_per_forward")
+    assert {name: stats[name] for name in unknown} == dict.fromkeys(unknown)
+    assert (stats["blocks"], stats["seed"], stats["seed_confirmed"]) == (2, 7, False)
+
+
+def test_ask_says_the_server_did_not_report_the_tokens_and_may_not_use_the_seed(capsys):
+    server = FakeOpenAI(reply=PLAIN)
+    try:
+        assert main(["ask", "-m", server.spec(), "--seed", "7", "hi"]) == 0
+    finally:
+        server.close()
+    line = capsys.readouterr().err.strip()
+    assert line.startswith("tokens: not reported by the server · 2 blocks · first block ")  # no steps, no tok/s
+    assert line.endswith(" s · seed 7 (sent; the server may not use it)")
 
 
 def test_ctrl_c_in_ask_closes_the_stream_and_keeps_the_partial_answer(server, capsys, monkeypatch):
@@ -405,6 +449,7 @@ def test_dg_chat_serve_gives_the_local_engines_answer_and_its_live_canvas(served
     assert events[-1].answer == expected[-1].answer and events[-1].thinking == expected[-1].thinking
     assert events[-1].stats.steps == expected[-1].stats.steps and events[-1].stats.seed == 5
     assert events[-1].stats.tokens == expected[-1].stats.tokens > 0
+    assert events[-1].truncated == expected[-1].truncated  # finish_reason "length" or "stop"
     steps = [e for e in events if isinstance(e, CanvasStep)]
     assert [[remote.tokenizer.piece(n) for n in s.tokens.tolist()] for s in steps] == pieces
     assert [(s.block, s.step) for s in steps] == [(e.block, e.step) for e in expected if isinstance(e, CanvasStep)]

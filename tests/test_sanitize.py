@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from dg_chat.text.sanitize import printable, visible
+from dg_chat.text.sanitize import printable, visible, well_formed
 
 FORMATTING = [0x061C, 0x200E, 0x200F, 0x2028, 0x2029, *range(0x202A, 0x202F), *range(0x2066, 0x206A)]
 """Bidi marks, embeddings, overrides and isolates, and the line and paragraph separators."""
@@ -35,3 +35,10 @@ def test_a_carriage_return_cannot_overwrite_a_printed_line():
     assert printable("done\rFAKE") == "done\u240dFAKE"
     assert printable("trailing\r") == "trailing\u240d"
     assert printable("windows\r\nline") == "windows\nline"  # a CRLF line end is a newline
+
+
+def test_undecodable_input_becomes_replacement_characters():
+    raw = b"caf\xc3\xa9 \xff\xfe \xe4\xb8\x96".decode("utf-8", "surrogateescape")  # as argv and stdin give it
+    assert well_formed(raw) == "café \ufffd\ufffd 世"
+    assert well_formed("\ud800 and \udfff") == "\ufffd and \ufffd"  # lone surrogates from a JSON escape
+    assert well_formed(raw).encode("utf-8")  # now encodable, as tokenizers and SQLite need

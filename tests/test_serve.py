@@ -226,6 +226,7 @@ def test_a_bearer_token_is_required_when_set(demo):
     (chat("x", 1) | {"dg_chat": {"sampler": {"steps": 3}}}, 400, "dg_chat.sampler.steps: unknown setting"),
     (chat("x", 1) | {"dg_chat": {"sampler": {"t_min": 0.9}}}, 400, "needs t_min <= t_max"),
     (chat("x", 1) | {"dg_chat": {"sampler": {"t_max": True}}}, 400, "dg_chat.sampler.t_max: expected a number"),
+    (chat("x", 1) | {"dg_chat": {"sampler": {"t_max": 1e39}}}, 400, "dg_chat.sampler.t_max: must be in (0, 100]"),
     (chat("word " * 5000, 1), 400, "exceeds the model's context of 4096 tokens"),
     (chat("x", 1) | {"model": "gpt-4o"}, 404, "the model \"gpt-4o\" does not exist: this server has \"demo\""),
 ])
@@ -239,6 +240,15 @@ def test_a_bad_request_gets_a_one_line_error(demo, body, status, message):
     error = response.json()["error"]
     assert message in error["message"] and "\n" not in error["message"]
     assert error["code"] == status and error["type"] == "invalid_request_error"
+
+
+def test_text_that_is_not_unicode_is_read_as_replacement_characters(demo):
+    odd = json.dumps(chat("what is a \udcff canvas", 1)).encode()  # json.dumps writes the lone surrogate as \udcff
+    with serving(demo) as client:
+        answer = client.post("/chat/completions", content=odd, headers={"content-type": "application/json"})
+        clean = client.post("/chat/completions", json=chat("what is a \ufffd canvas", 1))
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["choices"] == clean.json()["choices"]
 
 
 def test_unknown_paths_and_methods_get_json_errors(demo):

@@ -26,15 +26,15 @@ from dg_chat.engine.turn_engine import TurnEngine
 from dg_chat.errors import DgChatError
 from dg_chat.text.canvas import token_runs
 from dg_chat.text.chat import Message
-from dg_chat.text.sanitize import printable, visible
+from dg_chat.text.sanitize import printable, visible, well_formed
 
 
 def read_prompt(args: argparse.Namespace) -> str:
     if args.prompt is not None:
-        return args.prompt
+        return well_formed(args.prompt)
     if sys.stdin is None or sys.stdin.isatty():
         raise DgChatError("no prompt: give one as an argument or pipe it on stdin")
-    return sys.stdin.read()
+    return well_formed(sys.stdin.read())
 
 
 CANVAS_STYLES = {"accepted": "bright_white", "changed": "bold bright_white", "noise": "dim", "quiet": "dim"}
@@ -155,22 +155,32 @@ def _answer(args: argparse.Namespace, engine: TurnEngine, messages: list[Message
     if args.json:
         print(json.dumps({
             "text": finished.answer, "thinking": finished.thinking, "stopped": finished.stopped,
+            "truncated": finished.truncated,
             "prompt_ids": engine.prompt_ids(messages, settings.sampler.thinking),
             "token_ids": finished.token_ids, "backend": engine.backend.name, "model": engine.info.to_dict(),
             "stats": finished.stats.to_dict(),
         }, ensure_ascii=False))
         return EXIT_STOPPED if finished.stopped else 0
     stream.finish(finished.answer)
+    stats = finished.stats
     if not stream.written:
         sys.stdout.write("\n")
-        if not finished.stopped:
+        if not (finished.stopped or finished.truncated):
             err.print(EMPTY_ANSWER, markup=False)
     if finished.thinking:
         err.print(Text(printable(finished.thinking), style="dim"))
-    stats = finished.stats
-    err.print(f"[dim]{stats.tokens} tokens · {stats.blocks} blocks · {stats.steps_per_block:.1f} steps/block · "
-              f"{stats.tokens_per_second:.1f} tok/s · first block {stats.first_block_seconds:.2f} s · "
-              f"seed {stats.seed}[/dim]")
+    # one line even where stderr is a file or a narrow terminal (rich would wrap it at 80 columns)
+    blocks = f"{stats.blocks} block{'s' if stats.blocks != 1 else ''}"
+    # what a remote server did not report (None) is said so or left out, never shown as 0
+    tokens = f"{stats.tokens} tokens" if stats.tokens is not None else "tokens: not reported by the server"
+    steps = f" · {stats.steps_per_block:.1f} steps/block" if stats.steps_per_block is not None else ""
+    speed = f" · {stats.tokens_per_second:.1f} tok/s" if stats.tokens_per_second is not None else ""
+    seed = f"seed {stats.seed}" + ("" if stats.seed_confirmed else " (sent; the server may not use it)")
+    err.print(f"[dim]{tokens} · {blocks}{steps}{speed} · first block {stats.first_block_seconds:.2f} s · "
+              f"{seed}[/dim]", soft_wrap=True)
+    if finished.truncated:
+        err.print(f"cut short: no end of turn within {blocks} (--max-canvases raises the limit)",
+                  markup=False, soft_wrap=True)
     if finished.stopped:
         err.print("stopped: the partial answer is above", markup=False)
         return EXIT_STOPPED

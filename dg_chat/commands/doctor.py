@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import shutil
 import sys
@@ -166,19 +167,46 @@ def check_models(settings: Settings) -> list[Check]:
     return checks + [replace(check, detail=f"{settings.model or hub.DEMO}: {check.detail}")]
 
 
-def check_paths(settings: Settings) -> list[Check]:
+def check_config(error: DgChatError | None) -> Check:
+    """The config file, or why the settings (file, DG_CHAT_* variables, flags) did not load."""
+    if error is not None:
+        return Check("fail", "config", str(error), "fix it to also run the kernels, model, models dir and disk checks")
     config = paths.config_file()
-    models = hub.models_cache(settings)
+    return Check("ok", "config", f"{config}" + ("" if config.exists() else " (not created; defaults apply)"))
+
+
+def check_dir(name: str, path: Path, hint: str, bad: str = "fail") -> Check:
+    """A folder dg-chat writes to: ok if it is a writable folder or could be created as one (it creates nothing)."""
+    # lexists: a dangling link is in the way of mkdir too
+    existing = next(p for p in (path, *path.parents) if os.path.lexists(p))
+    where = "" if existing == path else f"cannot be created: {existing} "
+    if not os.path.isdir(existing):
+        problem = "is not a folder"
+    elif not os.access(existing, os.W_OK | os.X_OK):
+        problem = "is not writable"
+    else:
+        return Check("ok", name, str(path) + ("" if existing == path else " (not created yet)"))
+    return Check(bad, name, f"{path} {where}{problem}", hint)
+
+
+def check_paths(settings: Settings | None) -> list[Check]:
+    """The app's folders, and where the models go when the settings loaded."""
     hub_mode = ("offline (HF_HUB_OFFLINE)" if constants.HF_HUB_OFFLINE
                 else f"{constants.ENDPOINT}, used by `models pull` only")
+    checks = [
+        check_dir("data", paths.data_dir(), "set DG_CHAT_DATA_DIR to a writable folder"),
+        check_dir("cache", paths.cache_dir(), "set DG_CHAT_CACHE_DIR to a writable folder"),
+        Check("ok", "hub", hub_mode),
+    ]
+    if settings is None:
+        return checks
+    models = hub.models_cache(settings)
     existing = next(p for p in (models, *models.parents) if p.exists())
     free = shutil.disk_usage(existing).free
-    return [
-        Check("ok", "config", f"{config}" + ("" if config.exists() else " (not created; defaults apply)")),
-        Check("ok", "data", str(paths.data_dir())),
-        Check("ok", "cache", str(paths.cache_dir())),
-        Check("ok", "models dir", str(models)),
-        Check("ok", "hub", hub_mode),
+    # only `models pull` writes there: a read-only shared cache still serves its downloads
+    return checks + [
+        check_dir("models dir", models, "for downloads, set models_dir (or DG_CHAT_MODELS_DIR) to a writable folder",
+                  bad="warn"),
         Check("ok" if free >= ENOUGH_DISK else "warn", "disk", f"{hub.gb(free)} free at {existing}",
               "" if free >= ENOUGH_DISK else "DiffusionGemma Q4_K_M needs about 17 GB"),
     ]
@@ -196,11 +224,15 @@ def check_history() -> Check:
     return Check("ok", "history", f"{path}, integrity check ok")
 
 
-def run_checks(settings: Settings) -> list[Check]:
+def run_checks(settings: Settings | None, config_error: DgChatError | None = None) -> list[Check]:
+    """Every check; when the settings did not load (config_error), only those that need none."""
     torch_checks = check_torch()
     cuda = any(c.name.startswith("gpu ") for c in torch_checks)
+    if settings is None:
+        return [check_python(), *torch_checks, check_llama(cuda), check_config(config_error), *check_paths(None),
+                check_history()]
     return [check_python(), *torch_checks, check_kernels(settings), check_llama(cuda), *check_models(settings),
-            *check_paths(settings), check_history()]
+            check_config(config_error), *check_paths(settings), check_history()]
 
 
 def repair(console: StdoutConsole) -> int:
@@ -223,7 +255,8 @@ def run(args: argparse.Namespace) -> int:
     console = StdoutConsole(highlight=False)
     if args.repair_history:
         return repair(console)
-    checks = run_checks(args.settings)
+    # cli.main hands over a settings error instead of stopping, so that doctor can report it
+    checks = run_checks(args.settings, getattr(args, "settings_error", None))
     for check in checks:
         line = Text.assemble((f"{check.status:<5}", _STYLES[check.status]), f"{check.name:<16}", check.detail)
         if check.hint:

@@ -53,7 +53,8 @@ def _list(settings: Settings, console: StdoutConsole) -> int:
     local = {m.spec: m for m in hub.local_models(settings)}
     table = Table(title=Text(f"models (downloads: {hub.models_cache(settings)})"), title_justify="left")
     for column in ("name", "quant", "size", "downloaded"):
-        table.add_column(column)
+        # folded, never cut with "…": users copy names and paths, and a pipe gets 80 columns
+        table.add_column(column, overflow="fold")
     demo = local.get(hub.DEMO)
     table.add_row(hub.DEMO, "", Text(hub.gb(demo.size) if demo else ""),
                   Text(str(demo.path)) if demo else Text(f"missing: {hub.demo_file()}", style="yellow"))

@@ -62,16 +62,22 @@ class BlockCommitted:
 
 @dataclass(slots=True)
 class Stats:
-    prompt_tokens: int = 0
+    """What a turn measured. A remote server may not report a count: it is None (unknown), never 0."""
+
+    prompt_tokens: int | None = 0
+    """Tokens of the prompt; None: the server did not report them."""
     prompt_seconds: float = 0.0
-    tokens: int = 0
-    """Generated tokens kept (after the end-token cut)."""
+    tokens: int | None = 0
+    """Generated tokens kept (after the end-token cut); None: the server did not report them."""
     steps: list[int] = field(default_factory=list)
-    """Denoising steps of each block."""
+    """Denoising steps of each block; 0: the server did not report them (a block takes at least one)."""
     seconds: float = 0.0
     """Wall time of the denoising and commits (prompt encoding excluded)."""
     seed: int | None = None
     """The seed the turn used: pass it back (--seed) to reproduce the answer."""
+    seed_confirmed: bool = True
+    """False: `seed` was only requested from a server that does not say whether it used it (a server
+    other than dg-chat's own), so passing it back may not reproduce the answer."""
     first_block_seconds: float = 0.0
     """Wall time from the start of the turn to its first committed block (prompt encoding included)."""
 
@@ -80,26 +86,38 @@ class Stats:
         return len(self.steps)
 
     @property
-    def forwards(self) -> int:
-        return sum(self.steps)
+    def forwards(self) -> int | None:
+        """Denoising steps of the turn; None if a block's are unknown."""
+        return None if 0 in self.steps else sum(self.steps)
 
     @property
-    def steps_per_block(self) -> float:
-        return self.forwards / self.blocks if self.blocks else 0.0
+    def steps_per_block(self) -> float | None:
+        forwards = self.forwards
+        if forwards is None:
+            return None
+        return forwards / self.blocks if self.blocks else 0.0
 
     @property
-    def tokens_per_second(self) -> float:
+    def tokens_per_second(self) -> float | None:
+        if self.tokens is None:
+            return None
         return self.tokens / self.seconds if self.seconds > 0 else 0.0
 
     @property
-    def prompt_tokens_per_second(self) -> float:
+    def prompt_tokens_per_second(self) -> float | None:
+        if self.prompt_tokens is None:
+            return None
         return self.prompt_tokens / self.prompt_seconds if self.prompt_seconds > 0 else 0.0
 
     @property
-    def tokens_per_forward(self) -> float:
-        return self.tokens / self.forwards if self.forwards else 0.0
+    def tokens_per_forward(self) -> float | None:
+        forwards = self.forwards
+        if self.tokens is None or forwards is None:
+            return None
+        return self.tokens / forwards if forwards else 0.0
 
     def to_dict(self) -> dict:
+        """The fields and the derived rates, JSON-ready (None: unknown)."""
         data = asdict(self)
         for name in ("blocks", "forwards", "steps_per_block", "tokens_per_second",
                      "prompt_tokens_per_second", "tokens_per_forward"):
@@ -117,6 +135,9 @@ class TurnFinished:
     stopped: bool = False
     """True if the user cancelled; answer and thinking hold the committed blocks and the argmax
     canvas of the cancelled block's last step (cut at its first end token)."""
+    truncated: bool = False
+    """True if the answer has no end of turn: it filled every canvas it was allowed
+    (max_canvases, or what the context had left) first."""
 
 
 EMPTY_ANSWER = "(the model ended its turn without text)"

@@ -89,7 +89,7 @@ def generate(backend: Backend, prompt_ids: Sequence[int], settings: SamplerSetti
     thinking = answer = ""
     previous: torch.Tensor | None = None
     started = time.perf_counter()
-    stopped = False
+    stopped = ended = False
     for block in range(max_canvases):
         if previous is not None:
             backend.commit(previous)
@@ -125,4 +125,5 @@ def generate(backend: Backend, prompt_ids: Sequence[int], settings: SamplerSetti
         previous = result.tokens
     stats.tokens = len(kept)
     stats.seconds = time.perf_counter() - started
-    yield TurnFinished(answer=answer, thinking=thinking, token_ids=kept, stats=stats, stopped=stopped)
+    yield TurnFinished(answer=answer, thinking=thinking, token_ids=kept, stats=stats, stopped=stopped,
+                       truncated=not (stopped or ended))

@@ -108,7 +108,7 @@ class TurnResponse:
     async def whole(self) -> Response:
         async for event in self.job.events():
             if isinstance(event, TurnFinished) and not event.stopped:
-                return JSONResponse(self.reply.completion(event, finish_reason(event.token_ids, self.routes.end_ids)))
+                return JSONResponse(self.reply.completion(event, finish_reason(event)))
             if isinstance(event, TurnFailed):
                 return error_response(500, event.error, "server_error")
         return error_response(503, STOPPED, "server_error")
@@ -126,7 +126,7 @@ class TurnResponse:
             elif isinstance(event, BlockCommitted):
                 yield sse(self.reply.chunk(deltas.next(event, last=False), event))
             elif isinstance(event, TurnFinished) and not event.stopped and last is not None:
-                finish = finish_reason(event.token_ids, self.routes.end_ids)
+                finish = finish_reason(event)
                 stats = event.stats if self.request.include_usage else None
                 yield sse(self.reply.chunk(deltas.next(last, last=True), last, finish, stats))
                 yield DONE
@@ -144,8 +144,7 @@ class Routes:
 
     def __init__(self, worker: EngineWorker, model: str, defaults: SamplerSettings):
         self.worker, self.model, self.defaults = worker, model, defaults
-        engine = worker.engine
-        self.piece, self.end_ids = engine.tokenizer.piece, engine.end_ids
+        self.piece = worker.engine.tokenizer.piece
         self.started = int(time.time())
 
     async def models(self, request: Request) -> JSONResponse:

@@ -10,20 +10,19 @@ import json
 import math
 import secrets
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 
-from dg_chat.config import RANGES, SamplerSettings
+from dg_chat.config import RANGES, SEED_RANGE, SamplerSettings
 from dg_chat.engine.events import BlockCommitted, CanvasStep, Stats, TurnFinished
 from dg_chat.text.chat import Message, Role
+from dg_chat.text.sanitize import well_formed
 
 CANVAS_EVENT = "dg_chat.canvas"
 DONE = "data: [DONE]\n\n"
 ROLES: dict[str, Role] = {"system": "system", "developer": "system", "user": "user", "assistant": "model"}
 """OpenAI's message roles -> dg-chat's."""
-SEED_RANGE = range(-2**63, 2**64)
-"""The seeds torch's generators take."""
 
 
 class RequestError(Exception):
@@ -114,10 +113,10 @@ def sampler_with(base: SamplerSettings, overrides: Mapping[str, Any]) -> Sampler
 
 def _content(value: Any, where: str) -> str:
     if isinstance(value, str):
-        return value
+        return well_formed(value)
     if isinstance(value, list) and all(isinstance(part, dict) and part.get("type") == "text"
                                        and isinstance(part.get("text"), str) for part in value):
-        return "\n".join(part["text"] for part in value)
+        return well_formed("\n".join(part["text"] for part in value))
     raise RequestError(400, f"{where}: expected a string or a list of text parts (only text is supported)")
 
 
@@ -173,12 +172,14 @@ def parse_request(body: Any, *, model: str, defaults: SamplerSettings, canvas_le
 
 # -- responses -------------------------------------------------------------------------------
 
-def finish_reason(token_ids: Sequence[int], end_ids: frozenset[int]) -> str:
+def finish_reason(finished: TurnFinished) -> str:
     """"stop" if the answer ends with an end-of-turn token, "length" if it ran out of canvases."""
-    return "stop" if token_ids and token_ids[-1] in end_ids else "length"
+    return "length" if finished.truncated else "stop"
 
 
 def usage(stats: Stats) -> dict[str, int]:
+    # dg-chat serve serves a local engine, which counts its tokens (only a remote one may not)
+    assert stats.prompt_tokens is not None and stats.tokens is not None
     return {"prompt_tokens": stats.prompt_tokens, "completion_tokens": stats.tokens,
             "total_tokens": stats.prompt_tokens + stats.tokens}
 

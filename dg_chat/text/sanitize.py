@@ -5,9 +5,16 @@ and bidirectional overrides can make text read differently from what it is. Ever
 character is replaced by a visible stand-in: C0 controls by their Unicode "control pictures"
 (ESC -> ␛, newline -> ␊), DEL by ␡, C1 controls (0x9b is a one-byte CSI), bidi marks and
 overrides, and line/paragraph separators by U+FFFD. Show the result as plain text, never as markup.
+
+Text from outside (a command line, stdin, the environment, a JSON request) may not even be valid
+Unicode: `well_formed` makes it so before it reaches a tokenizer or the history database.
 """
 
 from __future__ import annotations
+
+import re
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 _STAND_INS = {c: 0x2400 + c for c in range(0x20)} | {0x7F: 0x2421} | {
     c: 0xFFFD for c in [*range(0x80, 0xA0), 0x061C, 0x200E, 0x200F, 0x2028, 0x2029,
@@ -23,3 +30,10 @@ def visible(text: str) -> str:
 def printable(text: str) -> str:
     """Multi-line text (an answer): like `visible`, but newlines and tabs are kept."""
     return text.replace("\r\n", "\n").translate(_MULTILINE)
+
+
+def well_formed(text: str) -> str:
+    """text with every lone surrogate replaced by U+FFFD: the undecodable bytes that Python keeps
+    from argv, stdin and the environment (surrogateescape), or a JSON "\\udcff" escape. Neither
+    a tokenizer nor SQLite accepts them."""
+    return _SURROGATE.sub("\ufffd", text)

@@ -32,8 +32,11 @@ class Reply:
     steps: int = 3
     canvas: bool = True
     """Send dg_chat.canvas events when the request asks for them."""
-    usage: tuple[int, int] = (12, 9)
-    """prompt_tokens, completion_tokens."""
+    usage: tuple[int, int] | None = (12, 9)
+    """prompt_tokens, completion_tokens; None: no usage chunk, as servers that do not count send."""
+    extension: bool = True
+    """Mark each block's chunk with dg-chat's extension (`dg_chat`: block, steps) as dg-chat's own
+    server does; False: plain chunks, as vLLM sends."""
 
 
 class FakeOpenAI:
@@ -164,7 +167,8 @@ def _handler(server: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
                     self._canvas(block, thinking + answer, reply.steps)
                 last = block == len(reply.blocks) - 1
                 delta = {"content": answer} | ({"reasoning_content": thinking} if thinking else {})
-                self._chunk(delta, "stop" if last else None, dg_chat={"block": block, "steps": reply.steps})
+                marks = {"dg_chat": {"block": block, "steps": reply.steps}} if reply.extension else {}
+                self._chunk(delta, "stop" if last else None, **marks)
                 if server.fail == "cut":
                     self.close_connection = True
                     return  # no final chunk of the chunked body: the connection just ends
@@ -173,8 +177,9 @@ def _handler(server: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
                     return  # a complete body, but the answer has no end (no finish_reason, no [DONE])
                 if server.fail == "malformed":
                     self._send("data: {\"choices\": [{\"delta\": \n\n")
-            usage = dict(zip(("prompt_tokens", "completion_tokens"), reply.usage, strict=True))
-            self._send(f"data: {json.dumps({'choices': [], 'usage': usage})}\n\n")
+            if reply.usage is not None:
+                usage = dict(zip(("prompt_tokens", "completion_tokens"), reply.usage, strict=True))
+                self._send(f"data: {json.dumps({'choices': [], 'usage': usage})}\n\n")
             self._send("data: [DONE]\n\n")
             self.wfile.write(b"0\r\n\r\n")
 

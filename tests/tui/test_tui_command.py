@@ -2,9 +2,24 @@
 
 from __future__ import annotations
 
+import pytest
+
 from dg_chat import paths
 from dg_chat.cli import main
 from dg_chat.tui.app import DgChatApp, default_engine_factory
+
+
+@pytest.fixture(autouse=True)
+def in_terminal(monkeypatch):
+    monkeypatch.setattr("dg_chat.commands.chat.in_terminal", lambda: True)
+
+
+def test_without_a_terminal_the_app_does_not_start_and_says_what_to_use(monkeypatch, capsys):
+    monkeypatch.setattr("dg_chat.commands.chat.in_terminal", lambda: False)
+    monkeypatch.setattr(DgChatApp, "run", lambda app: pytest.fail("the app started"))
+    assert main([]) == 1
+    assert capsys.readouterr().err == ("dg-chat: error: the chat app needs a terminal; to answer from a pipe or a "
+                                       "script, use `dg-chat ask`\n")
 
 
 def test_chat_command_starts_the_app(monkeypatch):

@@ -57,6 +57,23 @@ async def test_an_answer_from_a_server_shows_its_live_canvas_and_is_stored(make_
     assert (stored.model.backend, stored.model.file) == ("openai", server.spec())
 
 
+async def test_counts_a_server_does_not_report_are_left_out_not_shown_as_zero(make_app, store):
+    server = FakeOpenAI(reply=Reply(canvas=False, extension=False, usage=None))  # plain chunks, no usage
+    app = remote_app(make_app, server)
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            await send(pilot, "hi")
+            answer = app.query(MessageView).last()
+            assert answer.status == "complete"
+            assert str(answer.query_one(".message-header").render()) == f"Model · {MODEL} · 2 blocks"
+            status = app.status.status
+            assert (status.tokens_per_second, status.steps_per_block, status.prompt_tokens) == (None, None, None)
+    finally:
+        server.close()
+    stats = store.messages(app.chat_id)[-1].stats
+    assert (stats["tokens"], stats["tokens_per_second"], stats["seed_confirmed"]) == (None, None, False)
+
+
 async def test_without_canvas_events_a_spinner_with_the_blocks_time_stands_in(make_app, store):
     server = FakeOpenAI(reply=Reply(canvas=False))
     server.hold_before = 1

@@ -129,6 +129,11 @@ def refuses_extensions(error: RemoteError) -> bool:
     return error.status == 400 and any(name in error.said for name in EXTENSION_FIELDS)
 
 
+def count(value: Any) -> int | None:
+    """A token count of a usage object; None where the server left it out (or sent null)."""
+    return None if value is None else int(value)
+
+
 def malformed(data: str) -> str:
     """A short quote of a bad event's data."""
     return repr(data if len(data) <= 60 else data[:59] + "…")
@@ -177,11 +182,13 @@ class RemoteEngine:
     def _turn(self, messages: Sequence[Message], sampler: SamplerSettings,
               cancel: threading.Event | None) -> Generator[Event, None, None]:
         seed = secrets.randbits(63) if sampler.seed is None else sampler.seed
-        stats = Stats(seed=seed)
+        # counts stay unknown unless the server reports them (its usage chunk); the text pieces it
+        # streams are not tokens. The seed is only a request until dg-chat's server answers.
+        stats = Stats(prompt_tokens=None, tokens=None, seed=seed, seed_confirmed=False)
         label = self.client.label
         thinking = answer = ""
         steps = 0  # of the block being denoised, from its canvas events
-        ended = False
+        ended = truncated = False
         started = time.perf_counter()
         # closed on leaving the loop ([DONE], a stop, a bad event): its connection and watcher thread
         # end then, not whenever the turn's generator is collected
@@ -201,10 +208,13 @@ class RemoteEngine:
                 elif event.event in ("", "message"):  # a standard chunk (other events: extensions unknown here)
                     chunk = self._chunk(data, stats)
                     ended = ended or chunk.finish is not None
+                    truncated = truncated or chunk.finish == "length"
                     if chunk.is_block:
                         thinking, answer = thinking + chunk.thinking, answer + chunk.answer
                         stats.steps.append(chunk.steps or steps)
                         steps = 0
+                        # dg-chat's server marks its blocks, and seeds its sampler with the request's seed
+                        stats.seed_confirmed = stats.seed_confirmed or chunk.marked
                         if len(stats.steps) == 1:
                             stats.first_block_seconds = time.perf_counter() - started
                         yield BlockCommitted(len(stats.steps) - 1, NO_TOKENS, stats.steps[-1], thinking, answer,
@@ -216,7 +226,8 @@ class RemoteEngine:
             raise StreamCut(f"the stream from {label} was cut mid-answer (it ended after {len(stats.steps)} "
                             "block(s) without finishing)")
         stats.seconds = time.perf_counter() - started - stats.prompt_seconds
-        yield TurnFinished(answer=answer, thinking=thinking, token_ids=[], stats=stats, stopped=stopped)
+        yield TurnFinished(answer=answer, thinking=thinking, token_ids=[], stats=stats, stopped=stopped,
+                           truncated=truncated)
 
     def _stream(self, messages: Sequence[Message], sampler: SamplerSettings, seed: int,
                 cancel: threading.Event | None) -> Generator[ServerSentEvent, None, None]:
@@ -253,8 +264,8 @@ class RemoteEngine:
         try:
             usage = data.get("usage")
             if usage is not None:
-                stats.prompt_tokens = int(usage.get("prompt_tokens") or 0)
-                stats.tokens = int(usage.get("completion_tokens") or 0)
+                stats.prompt_tokens = count(usage.get("prompt_tokens"))
+                stats.tokens = count(usage.get("completion_tokens"))
             extension = data.get("dg_chat") or {}
             choices = data.get("choices") or [{}]  # none: the usage chunk
             delta = choices[0].get("delta") or {}

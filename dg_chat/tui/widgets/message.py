@@ -30,12 +30,16 @@ ViewStatus = Literal[Status, Generating]
 
 
 def stats_label(stats: dict[str, Any] | None) -> str:
-    """`42 tok · 2 blocks × 25.5 steps · 17.3 tok/s` of a finished answer's stats (steps: per block, on average)."""
+    """`42 tok · 2 blocks × 25.5 steps · 17.3 tok/s` of a finished answer's stats (steps: per block, on
+    average); a count the server did not report (None) is left out, not shown as 0."""
     if not stats:
         return ""
-    blocks = stats.get("blocks", 0)
-    return (f"{stats.get('tokens', 0)} tok · {blocks} block{'s' if blocks != 1 else ''} × "
-            f"{stats.get('steps_per_block', 0.0):.3g} steps · {stats.get('tokens_per_second', 0.0):.1f} tok/s")
+    blocks, tokens = stats.get("blocks", 0), stats.get("tokens", 0)
+    steps, speed = stats.get("steps_per_block", 0.0), stats.get("tokens_per_second", 0.0)
+    return " · ".join(part for part in (
+        f"{tokens} tok" if tokens is not None else "",
+        f"{blocks} block{'s' if blocks != 1 else ''}" + (f" × {steps:.3g} steps" if steps is not None else ""),
+        f"{speed:.1f} tok/s" if speed is not None else "") if part)
 
 
 STATUS_LABELS: dict[ViewStatus, str] = {
