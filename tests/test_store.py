@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import pty
 import sqlite3
 import subprocess
 import sys
@@ -211,8 +213,13 @@ def test_a_damaged_history_is_one_line_naming_the_repair(tmp_path):
 
 def test_the_chat_app_refuses_a_damaged_history_in_one_line():
     damaged_history(paths.history_db())
-    result = subprocess.run([sys.executable, "-m", "dg_chat.cli", "--demo"], capture_output=True, text=True,
-                            stdin=subprocess.DEVNULL, timeout=120)
+    terminal, app_side = pty.openpty()  # the app starts only in a terminal
+    try:
+        result = subprocess.run([sys.executable, "-m", "dg_chat.cli", "--demo"], stdin=app_side, stdout=app_side,
+                                stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(app_side)
+        os.close(terminal)
     assert result.returncode == 1
     assert result.stderr.startswith("dg-chat: error: the history ") and result.stderr.count("\n") == 1
     assert "dg-chat doctor --repair-history" in result.stderr
