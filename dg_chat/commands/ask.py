@@ -169,13 +169,13 @@ def _answer(args: argparse.Namespace, engine: TurnEngine, messages: list[Message
             err.print(EMPTY_ANSWER, markup=False)
     if finished.thinking:
         err.print(Text(printable(finished.thinking), style="dim"))
-    # one line even where stderr is a file or a narrow terminal (rich would wrap it at 80 columns)
     blocks = f"{stats.blocks} block{'s' if stats.blocks != 1 else ''}"
     # what a remote server did not report (None) is said so or left out, never shown as 0
     tokens = f"{stats.tokens} tokens" if stats.tokens is not None else "tokens: not reported by the server"
     steps = f" · {stats.steps_per_block:.1f} steps/block" if stats.steps_per_block is not None else ""
     speed = f" · {stats.tokens_per_second:.1f} tok/s" if stats.tokens_per_second is not None else ""
     seed = f"seed {stats.seed}" + ("" if stats.seed_confirmed else " (sent; the server may not use it)")
+    # one line even where stderr is a file or a narrow terminal (rich would wrap it at 80 columns)
     err.print(f"[dim]{tokens} · {blocks}{steps}{speed} · first block {stats.first_block_seconds:.2f} s · "
               f"{seed}[/dim]", soft_wrap=True)
     if finished.truncated:
