@@ -59,11 +59,10 @@ BACKENDS: tuple[BackendChoice, ...] = get_args(BackendChoice)
 KERNELS: tuple[KernelsChoice, ...] = get_args(KernelsChoice)
 LLADA_ALGORITHMS: tuple[LladaAlgorithm, ...] = get_args(LladaAlgorithm)
 DREAM_ALGORITHMS: tuple[DreamAlgorithm, ...] = get_args(DreamAlgorithm)
-SEED_RANGE = range(-2**63, 2**64)
-"""The seeds torch's generators take."""
-
 RND1_ALGORITHMS: tuple[Rnd1Algorithm, ...] = get_args(Rnd1Algorithm)
 MASK_ALGORITHMS: tuple[AlgorithmChoice, ...] = get_args(AlgorithmChoice)
+SEED_RANGE = range(-2**63, 2**64)
+"""The seeds torch's generators take."""
 
 
 @dataclass

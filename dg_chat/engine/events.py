@@ -60,6 +60,13 @@ class BlockCommitted:
     """True if generation ends with this block (end token or canvas limit)."""
 
 
+def _rate(count: float | None, per: float | None) -> float | None:
+    """count / per; None if either is unknown, 0 when nothing was measured (per = 0)."""
+    if count is None or per is None:
+        return None
+    return count / per if per > 0 else 0.0
+
+
 @dataclass(slots=True)
 class Stats:
     """What a turn measured. A remote server may not report a count: it is None (unknown), never 0."""
@@ -92,29 +99,19 @@ class Stats:
 
     @property
     def steps_per_block(self) -> float | None:
-        forwards = self.forwards
-        if forwards is None:
-            return None
-        return forwards / self.blocks if self.blocks else 0.0
+        return _rate(self.forwards, self.blocks)
 
     @property
     def tokens_per_second(self) -> float | None:
-        if self.tokens is None:
-            return None
-        return self.tokens / self.seconds if self.seconds > 0 else 0.0
+        return _rate(self.tokens, self.seconds)
 
     @property
     def prompt_tokens_per_second(self) -> float | None:
-        if self.prompt_tokens is None:
-            return None
-        return self.prompt_tokens / self.prompt_seconds if self.prompt_seconds > 0 else 0.0
+        return _rate(self.prompt_tokens, self.prompt_seconds)
 
     @property
     def tokens_per_forward(self) -> float | None:
-        forwards = self.forwards
-        if self.tokens is None or forwards is None:
-            return None
-        return self.tokens / forwards if forwards else 0.0
+        return _rate(self.tokens, self.forwards)
 
     def to_dict(self) -> dict:
         """The fields and the derived rates, JSON-ready (None: unknown)."""
