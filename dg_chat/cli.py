@@ -24,10 +24,11 @@ from dg_chat.errors import DgChatError, DgChatWarning
 EXIT_ERROR, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 1, 130, 141
 
 
-def _settings_flags(parser: argparse.ArgumentParser, default: Any = None) -> None:
+def _settings_flags(parser: argparse.ArgumentParser, default: Any = None, sampling: bool = True) -> None:
     """Flags that override settings; dest names are the settings' field names. Sub-commands
-    pass default=SUPPRESS so that flags given before the command name are not reset."""
-    g = parser.add_argument_group("model and sampling (override the config file)")
+    pass default=SUPPRESS so that flags given before the command name are not reset; a command
+    that answers nothing (doctor) takes the model's flags only (sampling=False)."""
+    g = parser.add_argument_group(f"model{' and sampling' if sampling else ''} (override the config file)")
     add = lambda *names, **kw: g.add_argument(*names, default=default, **kw)  # noqa: E731
     add("--model", "-m", metavar="NAME|PATH|URL", help="catalog name (demo, diffusiongemma:Q4_K_M), GGUF path, "
                                                        "or a server's model: openai:BASE-URL#MODEL")
@@ -36,6 +37,8 @@ def _settings_flags(parser: argparse.ArgumentParser, default: Any = None) -> Non
     add("--device", metavar="DEV", help="auto, cpu, cuda or cuda:N (default: auto)")
     add("--kernels", choices=KERNELS, help="PyTorch engine: triton (GGUF blocks as stored; CUDA) or reference "
                                            "(plain torch); default: auto, triton on CUDA")
+    if not sampling:
+        return
     add("--seed", type=int, metavar="N", help="random seed, for reproducible answers")
     add("--steps", dest="max_steps", type=int, metavar="N", help="most denoising steps per block (default 48)")
     add("--max-canvases", type=int, metavar="N", help="most blocks per answer")
@@ -87,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument("--repair-history", action="store_true",
                         help="copy what SQLite can still read of a damaged chat history into a fresh one "
                              "(the damaged file is kept beside it)")
+    _settings_flags(doctor, default=argparse.SUPPRESS, sampling=False)
     doctor.set_defaults(command="doctor")
 
     serve = sub.add_parser("serve", help="serve the model to other apps (OpenAI-compatible HTTP API)",

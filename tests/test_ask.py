@@ -136,23 +136,23 @@ def block(answer: str, final: bool = False) -> BlockCommitted:
     return BlockCommitted(block=0, tokens=np.zeros(0, np.int32), steps=1, thinking="", answer=answer, final=final)
 
 
-def finished(answer: str, stopped: bool = False, truncated: bool = False, stats: Stats | None = None
-             ) -> TurnFinished:
-    return TurnFinished(answer=answer, thinking="", token_ids=[], stats=stats or Stats(), stopped=stopped,
-                        truncated=truncated)
+def finished(answer: str, stopped: bool = False, stats: Stats | None = None) -> TurnFinished:
+    return TurnFinished(answer=answer, thinking="", token_ids=[], stats=stats or Stats(), stopped=stopped)
 
 
 class FakeEngine:
-    """Replays events; records what stdout had received before each one."""
+    """Replays events; records what stdout and stderr had received before each one."""
 
-    def __init__(self, events, capsys):
-        self.events, self.capsys, self.printed = events, capsys, []
-        self.backend, self.name = SimpleNamespace(name="fake"), "fake"
+    def __init__(self, events, capsys, thinks: bool | None = True):
+        self.events, self.capsys, self.printed, self.errors = events, capsys, [], []
+        self.backend, self.name, self.thinks = SimpleNamespace(name="fake"), "fake", thinks
 
     def turn(self, messages, sampler, cancel=None):
         self.cancel = cancel
         for event in self.events:
-            self.printed.append(self.capsys.readouterr().out)
+            captured = self.capsys.readouterr()
+            self.printed.append(captured.out)
+            self.errors.append(captured.err)
             if isinstance(event, BaseException):
                 raise event
             if callable(event):
@@ -215,14 +215,23 @@ def test_an_answer_without_text_says_so(monkeypatch, capsys):
 
 
 def test_an_answer_cut_at_the_canvas_limit_says_so_in_one_line(monkeypatch, capsys):
-    stats = Stats(prompt_tokens=5, tokens=48, steps=[12], seconds=0.5, first_block_seconds=0.5, seed=12345678901234)
-    engine = FakeEngine([block("", final=True), finished("", truncated=True, stats=stats)], capsys)
+    stats = Stats(prompt_tokens=5, tokens=48, steps=[12], seconds=0.5, first_block_seconds=0.5, seed=12345678901234,
+                  truncated=True)
+    engine = FakeEngine([block("", final=True), finished("", stats=stats)], capsys)
     monkeypatch.setenv("COLUMNS", "40")  # narrower than the stats line: still one line
     assert run_ask(monkeypatch, engine, "--max-canvases", "1") == 0
     err = capsys.readouterr().err
     assert err.splitlines() == [
         "48 tokens · 1 block · 12.0 steps/block · 96.0 tok/s · first block 0.50 s · seed 12345678901234",
         "cut short: no end of turn within 1 block (--max-canvases raises the limit)"]
+
+
+@pytest.mark.parametrize("thinks, warned", [(False, True), (True, False), (None, False)])
+def test_think_warns_when_the_model_has_no_thinking_channel(monkeypatch, capsys, thinks, warned):
+    engine = FakeEngine([block("Hi.", final=True), finished("Hi.")], capsys, thinks=thinks)
+    assert run_ask(monkeypatch, engine, "--think") == 0
+    warning = "dg-chat: warning: fake has no thinking channel: it answers without thinking first"
+    assert (warning in engine.errors[0].splitlines()) is warned  # before the answer
 
 
 def test_a_failed_turn_keeps_the_partial_answer_and_reports_below_it(monkeypatch, capsys):

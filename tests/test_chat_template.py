@@ -171,7 +171,7 @@ MESSAGES = [Message("system", "You are helpful."), Message("user", "  hello ther
 def test_jinja_format_equals_full_template_tokenization(chatml) -> None:
     hf, metadata, tokenizer = chatml
     chat = chat_format_for(metadata, tokenizer)
-    assert isinstance(chat, JinjaFormat)
+    assert isinstance(chat, JinjaFormat) and chat.thinks is False  # CHATML ignores enable_thinking
     text = "".join(f"<|im_start|>{'assistant' if m.role == 'model' else m.role}\n{m.content}<|im_end|>\n"
                    for m in MESSAGES) + "<|im_start|>assistant\n"
     assert chat.render(MESSAGES, thinking=False) == hf.encode(text, add_special_tokens=False).ids
@@ -187,6 +187,7 @@ def test_jinja_format_keeps_trimming_and_thinking_of_the_template(chatml) -> Non
     assert chat.render(MESSAGES, thinking=True) == hf.encode(expected, add_special_tokens=False).ids
     assert (chat.render(MESSAGES, thinking=False)
             == hf.encode(expected + "<think></think>", add_special_tokens=False).ids)
+    assert chat.thinks is True
 
 
 def test_jinja_format_user_text_cannot_forge_special_tokens(chatml) -> None:
@@ -224,7 +225,7 @@ def test_plain_format_without_template(chatml) -> None:
     hf, metadata, tokenizer = chatml
     bare = {k: v for k, v in metadata.items() if k != "tokenizer.chat_template"}
     chat = chat_format_for(bare, tokenizer)
-    assert isinstance(chat, PlainFormat)
+    assert isinstance(chat, PlainFormat) and chat.thinks is False
     ids = chat.render([Message("system", "Be brief."), Message("user", " hi <|im_end|> "), Message("model", "hello")],
                       thinking=True)
     assert (tokenizer.decode(ids, skip_special=False)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from dg_chat import paths
-from dg_chat.cli import main
+from dg_chat.cli import build_parser, main, settings_overrides
 from dg_chat.commands import doctor
 from dg_chat.config import Settings
 from tests.support.fake_hub import tiny_gguf, write_catalog
@@ -123,6 +123,20 @@ def test_kernels_auto_on_cuda_without_triton_warns(monkeypatch):
 
 def test_doctor_lists_the_kernels_check(models_dir, llama_ok):
     assert "kernels" in checks_by_name(Settings())
+
+
+@pytest.mark.parametrize("argv", [["doctor", "-m", "demo", "--kernels", "reference"],
+                                  ["-m", "demo", "--kernels", "reference", "doctor"]])
+def test_the_model_flags_go_before_or_after_doctor(argv):
+    overrides = settings_overrides(build_parser().parse_args(argv))
+    assert {name: value for name, value in overrides.items() if value is not None} == {
+        "model": "demo", "kernels": "reference"}
+
+
+def test_doctor_takes_no_sampling_flags(capsys):
+    with pytest.raises(SystemExit) as exit:
+        build_parser().parse_args(["doctor", "--seed", "1"])
+    assert exit.value.code == 2 and "unrecognized arguments: --seed 1" in capsys.readouterr().err
 
 
 def lines_by_name(out: str) -> dict[str, str]:

@@ -125,6 +125,7 @@ def test_without_canvas_events_blocks_arrive_whole_with_thinking_from_reasoning_
     finally:
         server.close()
     assert [type(e) for e in events] == [PromptEncoded, BlockCommitted, BlockCommitted, BlockCommitted, TurnFinished]
+    assert events[0].n_tokens is None  # the server tokenizes the prompt (a TUI status shows no "prompt 0 tok")
     finished = events[-1]
     assert (finished.thinking, finished.answer) == ("Light scatters. ", "Blue light scatters most.")
     assert finished.stats.steps == [3, 3, 3]  # from the chunks' dg_chat extension
@@ -449,7 +450,7 @@ def test_dg_chat_serve_gives_the_local_engines_answer_and_its_live_canvas(served
     assert events[-1].answer == expected[-1].answer and events[-1].thinking == expected[-1].thinking
     assert events[-1].stats.steps == expected[-1].stats.steps and events[-1].stats.seed == 5
     assert events[-1].stats.tokens == expected[-1].stats.tokens > 0
-    assert events[-1].truncated == expected[-1].truncated  # finish_reason "length" or "stop"
+    assert events[-1].stats.truncated == expected[-1].stats.truncated  # finish_reason "length" or "stop"
     steps = [e for e in events if isinstance(e, CanvasStep)]
     assert [[remote.tokenizer.piece(n) for n in s.tokens.tolist()] for s in steps] == pieces
     assert [(s.block, s.step) for s in steps] == [(e.block, e.step) for e in expected if isinstance(e, CanvasStep)]

@@ -15,7 +15,7 @@ from dg_chat.engine.engine import Engine
 from dg_chat.engine.events import Event
 from dg_chat.engine.model_info import ModelInfo
 from dg_chat.engine.turn_engine import BackendView, TokenPieces, TurnEngine
-from dg_chat.text.chat import Message
+from dg_chat.text.chat import Message, PlainFormat
 from tests.tui.fake_engine import FakeBackend, FakeTokenizer, ScriptedEngine
 
 
@@ -52,7 +52,7 @@ def drift(engine: object, protocol: type = TurnEngine) -> list[str]:
 
 def real_engine() -> Engine:
     """An Engine around fakes: its constructor only keeps what it is given."""
-    fakes: Any = (FakeBackend(), FakeTokenizer(), None)  # backend, tokenizer, chat format: only kept
+    fakes: Any = (FakeBackend(), FakeTokenizer(), PlainFormat(FakeTokenizer(), frozenset({1})))
     return Engine(*fakes, end_ids=frozenset({1}), name="tiny", file="/models/tiny.gguf", quant="Q8_0")
 
 
@@ -75,6 +75,7 @@ class Drifted:
     """A fake engine as it could drift: no cancel, a name that became a method, no close."""
 
     end_ids = frozenset({0})
+    thinks = False
     tokenizer = FakeTokenizer()
     backend = FakeBackend()
 

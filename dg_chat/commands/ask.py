@@ -13,6 +13,7 @@ import json
 import signal
 import sys
 import threading
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 
@@ -23,7 +24,7 @@ from rich.text import Text
 from dg_chat.engine.events import EMPTY_ANSWER, BlockCommitted, CanvasStep, TurnFailed, TurnFinished
 from dg_chat.engine.loader import load_engine
 from dg_chat.engine.turn_engine import TurnEngine
-from dg_chat.errors import DgChatError
+from dg_chat.errors import DgChatError, DgChatWarning
 from dg_chat.text.canvas import token_runs
 from dg_chat.text.chat import Message
 from dg_chat.text.sanitize import printable, visible, well_formed
@@ -60,6 +61,9 @@ def run(args: argparse.Namespace) -> int:
     err = Console(stderr=True, highlight=False)
     with err.status("loading the model…", spinner="dots") if err.is_terminal else nullcontext():
         engine = load_engine(settings)
+    if settings.sampler.thinking and engine.thinks is False:
+        warnings.warn(DgChatWarning(f"{printable(engine.name)} has no thinking channel: it answers without "
+                                    "thinking first"), stacklevel=1)
     messages = ([Message("system", settings.system_prompt)] if settings.system_prompt else [])
     messages.append(Message("user", prompt))
     try:
@@ -155,7 +159,7 @@ def _answer(args: argparse.Namespace, engine: TurnEngine, messages: list[Message
     if args.json:
         print(json.dumps({
             "text": finished.answer, "thinking": finished.thinking, "stopped": finished.stopped,
-            "truncated": finished.truncated,
+            "truncated": finished.stats.truncated,
             "prompt_ids": engine.prompt_ids(messages, settings.sampler.thinking),
             "token_ids": finished.token_ids, "backend": engine.backend.name, "model": engine.info.to_dict(),
             "stats": finished.stats.to_dict(),
@@ -165,7 +169,7 @@ def _answer(args: argparse.Namespace, engine: TurnEngine, messages: list[Message
     stats = finished.stats
     if not stream.written:
         sys.stdout.write("\n")
-        if not (finished.stopped or finished.truncated):
+        if not (finished.stopped or stats.truncated):
             err.print(EMPTY_ANSWER, markup=False)
     if finished.thinking:
         err.print(Text(printable(finished.thinking), style="dim"))
@@ -178,7 +182,7 @@ def _answer(args: argparse.Namespace, engine: TurnEngine, messages: list[Message
     # one line even where stderr is a file or a narrow terminal (rich would wrap it at 80 columns)
     err.print(f"[dim]{tokens} · {blocks}{steps}{speed} · first block {stats.first_block_seconds:.2f} s · "
               f"{seed}[/dim]", soft_wrap=True)
-    if finished.truncated:
+    if stats.truncated:
         err.print(f"cut short: no end of turn within {blocks} (--max-canvases raises the limit)",
                   markup=False, soft_wrap=True)
     if finished.stopped:

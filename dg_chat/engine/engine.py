@@ -40,6 +40,10 @@ class Engine:
         """The model that answers, as recorded with every answer."""
         return ModelInfo(self.name, self.file, self.quant, self.backend.name, self.backend.device)
 
+    @property
+    def thinks(self) -> bool:
+        return self.chat.thinks
+
     def prompt_ids(self, messages: Sequence[Message], thinking: bool) -> list[int]:
         return self.chat.render(messages, thinking=thinking)
 

@@ -17,8 +17,9 @@ import numpy as np
 
 @dataclass(frozen=True, slots=True)
 class PromptEncoded:
-    n_tokens: int
-    """Tokens the backend had to encode (a cached prefix is not counted)."""
+    n_tokens: int | None
+    """Tokens the backend had to encode (a cached prefix is not counted); None where a server
+    tokenizes the prompt and does not say."""
     seconds: float
 
 
@@ -87,6 +88,9 @@ class Stats:
     other than dg-chat's own), so passing it back may not reproduce the answer."""
     first_block_seconds: float = 0.0
     """Wall time from the start of the turn to its first committed block (prompt encoding included)."""
+    truncated: bool = False
+    """True if the answer has no end of turn: it filled every canvas it was allowed
+    (max_canvases, or what the context had left) first."""
 
     @property
     def blocks(self) -> int:
@@ -132,9 +136,6 @@ class TurnFinished:
     stopped: bool = False
     """True if the user cancelled; answer and thinking hold the committed blocks and the argmax
     canvas of the cancelled block's last step (cut at its first end token)."""
-    truncated: bool = False
-    """True if the answer has no end of turn: it filled every canvas it was allowed
-    (max_canvases, or what the context had left) first."""
 
 
 EMPTY_ANSWER = "(the model ended its turn without text)"

@@ -125,5 +125,5 @@ def generate(backend: Backend, prompt_ids: Sequence[int], settings: SamplerSetti
         previous = result.tokens
     stats.tokens = len(kept)
     stats.seconds = time.perf_counter() - started
-    yield TurnFinished(answer=answer, thinking=thinking, token_ids=kept, stats=stats, stopped=stopped,
-                       truncated=not (stopped or ended))
+    stats.truncated = not (stopped or ended)
+    yield TurnFinished(answer=answer, thinking=thinking, token_ids=kept, stats=stats, stopped=stopped)

@@ -114,6 +114,12 @@ class TurnEngine(Protocol):
         """The model that answers, as recorded with every answer."""
         ...
 
+    @property
+    def thinks(self) -> bool | None:
+        """Whether the model has a thinking channel (what `SamplerSettings.thinking` turns on);
+        None: not known here (a server renders the prompt)."""
+        ...
+
     def prompt_ids(self, messages: Sequence[Message], thinking: bool) -> list[int] | None:
         """The token ids the model would read for `messages`; None where the prompt is rendered
         and tokenized elsewhere (a server): no local context check, no token gauge."""

@@ -174,7 +174,7 @@ def parse_request(body: Any, *, model: str, defaults: SamplerSettings, canvas_le
 
 def finish_reason(finished: TurnFinished) -> str:
     """"stop" if the answer ends with an end-of-turn token, "length" if it ran out of canvases."""
-    return "length" if finished.truncated else "stop"
+    return "length" if finished.stats.truncated else "stop"
 
 
 def usage(stats: Stats) -> dict[str, int]:

@@ -33,6 +33,9 @@ class Message:
 class ChatFormat(Protocol):
     end_ids: frozenset[int]
     """Token ids that end a model turn (`end_token_ids`)."""
+    thinks: bool
+    """Whether the format has a thinking channel: if not, `render(thinking=True)` is the same prompt
+    as without it."""
 
     def render(self, messages: Sequence[Message], *, thinking: bool) -> list[int]:
         """Token ids of the whole conversation plus the generation prompt for the next model turn.
@@ -103,6 +106,8 @@ class Gemma4Format:
     system prompt, if any). Thinking off: the generation prompt pre-fills an empty, closed thought,
     `<|channel>thought\\n<channel|>`, so the model answers directly."""
 
+    thinks = True
+
     def __init__(self, tokenizer: SpecialTokenText, end_ids: frozenset[int], *, newline_after_think: bool = True):
         self._tokenizer = tokenizer
         self.end_ids = end_ids
@@ -172,6 +177,15 @@ class JinjaFormat:
             return "" if token_id is None else tokenizer.decode([token_id], skip_special=False)
 
         self._bos_token, self._eos_token = text_of(tokenizer.bos_id), text_of(tokenizer.eos_id)
+        probe = [{"role": "user", "content": "x"}]
+        try:  # a template without a thinking channel ignores enable_thinking
+            self.thinks = self._render(probe, thinking=True) != self._render(probe, thinking=False)
+        except DgChatError:  # it fails on any prompt: `render` will say so
+            self.thinks = False
+
+    def _render(self, messages: list[dict[str, str]], *, thinking: bool) -> str:
+        return self._template.render(messages, thinking=thinking, bos_token=self._bos_token,
+                                     eos_token=self._eos_token)
 
     def render(self, messages: Sequence[Message], *, thinking: bool) -> list[int]:
         texts: list[str] = []
@@ -184,9 +198,9 @@ class JinjaFormat:
             start = text.index(core)
             return text[:start] + _SENTINEL.format(len(texts) - 1) + text[start + len(core):]
 
-        rendered = self._template.render(
+        rendered = self._render(
             [{"role": "assistant" if m.role == "model" else m.role, "content": stand_in(m.content)} for m in messages],
-            thinking=thinking, bos_token=self._bos_token, eos_token=self._eos_token)
+            thinking=thinking)
         parts: list[int | str] = []
         start = 0
         for match in _SENTINEL_RE.finditer(rendered):
@@ -210,6 +224,7 @@ class PlainFormat:
     ending with "Assistant:" for the model to continue. No thinking channel."""
 
     _LABELS = {"system": "System", "user": "User", "model": "Assistant"}
+    thinks = False
 
     def __init__(self, tokenizer: SpecialTokenText, end_ids: frozenset[int]):
         self._tokenizer = tokenizer

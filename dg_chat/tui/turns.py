@@ -149,6 +149,10 @@ async def show_event(view: MessageView, event: Event, canvas: CanvasView, status
             await view.finish(event.thinking, event.answer, finished_status(stopped), stats=stats.to_dict())
             status.end_turn("stopped" if stopped else "ready", tokens_per_second=stats.tokens_per_second,
                             steps_per_block=stats.steps_per_block, prompt_tokens=stats.prompt_tokens)
+            if stats.truncated:
+                notifier.notify(f"No end of turn within {stats.blocks} block{'s' if stats.blocks != 1 else ''}: "
+                                "raise “Blocks per answer” in the settings for longer answers.",
+                                title="The answer was cut short", severity="warning", markup=False)
         case TurnFailed(error=error):
             canvas.stop()
             canvas.display = False

@@ -75,6 +75,7 @@ def echo(messages: Sequence[Message]) -> str:
 class ScriptedEngine:
     name = "fake-dg"
     end_ids = frozenset({EOS})
+    thinks = True
 
     def __init__(self, reply: Callable[[Sequence[Message]], str] = echo, *, canvas_length: int = 48,
                  steps: int = 6, fail_in_block: int | None = None, crash_in_block: int | None = None,
@@ -176,7 +177,9 @@ class ScriptedEngine:
             thinking_text, answer_text = texts()
             yield BlockCommitted(block, kept, steps, thinking_text, answer_text, final=block == n_blocks - 1)
         thinking_text, answer_text = texts()
-        yield TurnFinished(answer_text, thinking_text, list(committed), stats(n_blocks))
+        done = stats(n_blocks)
+        done.truncated = EOS not in committed
+        yield TurnFinished(answer_text, thinking_text, list(committed), done)
 
 
 def factory(engine: ScriptedEngine) -> Callable[[Settings], ScriptedEngine]:

@@ -85,6 +85,25 @@ async def test_answers_show_model_and_stats_in_their_header_also_when_reopened(m
     assert live == reopened == "Model · fake-dg Q4_K_M · 6 tok · 1 block × 6 steps · 24.0 tok/s"
 
 
+async def test_an_answer_cut_at_the_block_limit_says_so_in_its_header_and_a_notice(make_app):
+    settings = Settings()
+    settings.sampler.max_canvases = 1
+    app = make_app(ScriptedEngine(canvas_length=4), settings=settings)
+    notices = []
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        app.notify = lambda message, **kw: notices.append((kw.get("title"), message))  # type: ignore[method-assign]
+        await send(pilot, "one two three")  # "You said: one two three" needs more than one 4-token canvas
+        chat_id = app.chat_id
+        await app.show_chat(None)
+        await app.show_chat(chat_id)
+        await pilot.pause()
+        reopened = header(app.query(MessageView).last())
+    assert reopened.endswith(" · 1 block × 6 steps · 16.0 tok/s · cut short")
+    assert notices == [("The answer was cut short", "No end of turn within 1 block: raise “Blocks per answer” "
+                                                    "in the settings for longer answers.")]
+
+
 async def test_the_help_screen_lists_every_binding_by_id_with_its_remapped_key(make_app):
     settings = Settings()
     settings.ui.keymap = {"regenerate": "f5"}

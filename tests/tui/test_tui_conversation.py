@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from textual.widgets import Markdown
 
 from dg_chat.config import Settings
@@ -187,6 +188,23 @@ async def test_thinking_toggle_is_per_chat_and_shown(make_app, store):
         assert app.status.status.thinking
     assert store.chat_settings(app.chat_id).sampler.thinking is True
     assert store.messages(app.chat_id)[-1].thinking == model.thinking
+
+
+@pytest.mark.parametrize("thinks, title, message", [
+    (True, "", "Thinking on for this chat"),
+    (False, "Thinking on for this chat", "fake-dg has no thinking channel: it answers without thinking first"),
+])
+async def test_turning_thinking_on_warns_when_the_model_has_no_thinking_channel(make_app, thinks, title, message):
+    engine = ScriptedEngine()
+    engine.thinks = thinks
+    app = make_app(engine)
+    notices = []
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        app.notify = lambda text, **kw: notices.append((kw.get("title"), text))  # type: ignore[method-assign]
+        await pilot.press("ctrl+t")
+        await wait_until(pilot, lambda: notices)
+    assert notices == [(title, message)]
 
 
 async def test_settings_screen_edits_the_chat_sampler(make_app, store):

@@ -155,6 +155,11 @@ class RemoteEngine:
     def info(self) -> ModelInfo:
         return ModelInfo(self.name, self.client.spec.label(self.name), "", self.backend.name, self.backend.device)
 
+    @property
+    def thinks(self) -> None:
+        """Not known here: the server renders the prompt (and asks the template for thinking)."""
+        return None
+
     def prompt_ids(self, messages: Sequence[Message], thinking: bool) -> None:
         """None: the server renders and tokenizes the prompt."""
 
@@ -188,7 +193,7 @@ class RemoteEngine:
         label = self.client.label
         thinking = answer = ""
         steps = 0  # of the block being denoised, from its canvas events
-        ended = truncated = False
+        ended = False
         started = time.perf_counter()
         # closed on leaving the loop ([DONE], a stop, a bad event): its connection and watcher thread
         # end then, not whenever the turn's generator is collected
@@ -196,7 +201,7 @@ class RemoteEngine:
             for number, event in enumerate(events):
                 if number == 0:  # the server has read the prompt
                     stats.prompt_seconds = time.perf_counter() - started
-                    yield PromptEncoded(0, stats.prompt_seconds)
+                    yield PromptEncoded(None, stats.prompt_seconds)
                 if event.data == "[DONE]":
                     ended = True
                     break
@@ -208,7 +213,7 @@ class RemoteEngine:
                 elif event.event in ("", "message"):  # a standard chunk (other events: extensions unknown here)
                     chunk = self._chunk(data, stats)
                     ended = ended or chunk.finish is not None
-                    truncated = truncated or chunk.finish == "length"
+                    stats.truncated = stats.truncated or chunk.finish == "length"
                     if chunk.is_block:
                         thinking, answer = thinking + chunk.thinking, answer + chunk.answer
                         stats.steps.append(chunk.steps or steps)
@@ -226,8 +231,7 @@ class RemoteEngine:
             raise StreamCut(f"the stream from {label} was cut mid-answer (it ended after {len(stats.steps)} "
                             "block(s) without finishing)")
         stats.seconds = time.perf_counter() - started - stats.prompt_seconds
-        yield TurnFinished(answer=answer, thinking=thinking, token_ids=[], stats=stats, stopped=stopped,
-                           truncated=truncated)
+        yield TurnFinished(answer=answer, thinking=thinking, token_ids=[], stats=stats, stopped=stopped)
 
     def _stream(self, messages: Sequence[Message], sampler: SamplerSettings, seed: int,
                 cancel: threading.Event | None) -> Generator[ServerSentEvent, None, None]:

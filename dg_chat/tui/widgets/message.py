@@ -31,7 +31,8 @@ ViewStatus = Literal[Status, Generating]
 
 def stats_label(stats: dict[str, Any] | None) -> str:
     """`42 tok · 2 blocks × 25.5 steps · 17.3 tok/s` of a finished answer's stats (steps: per block, on
-    average); a count the server did not report (None) is left out, not shown as 0."""
+    average), then `cut short` if it had no end of turn; a count the server did not report (None) is
+    left out, not shown as 0."""
     if not stats:
         return ""
     blocks, tokens = stats.get("blocks", 0), stats.get("tokens", 0)
@@ -39,7 +40,8 @@ def stats_label(stats: dict[str, Any] | None) -> str:
     return " · ".join(part for part in (
         f"{tokens} tok" if tokens is not None else "",
         f"{blocks} block{'s' if blocks != 1 else ''}" + (f" × {steps:.3g} steps" if steps is not None else ""),
-        f"{speed:.1f} tok/s" if speed is not None else "") if part)
+        f"{speed:.1f} tok/s" if speed is not None else "",
+        "cut short" if stats.get("truncated") else "") if part)
 
 
 STATUS_LABELS: dict[ViewStatus, str] = {
