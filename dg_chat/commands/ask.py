@@ -25,7 +25,7 @@ from dg_chat.engine.events import EMPTY_ANSWER, BlockCommitted, CanvasStep, Turn
 from dg_chat.engine.loader import load_engine
 from dg_chat.engine.turn_engine import TurnEngine
 from dg_chat.errors import DgChatError, DgChatWarning
-from dg_chat.text.canvas import token_runs
+from dg_chat.text.canvas import block_count, token_runs
 from dg_chat.text.chat import Message
 from dg_chat.text.sanitize import printable, visible, well_formed
 
@@ -173,7 +173,7 @@ def _answer(args: argparse.Namespace, engine: TurnEngine, messages: list[Message
             err.print(EMPTY_ANSWER, markup=False)
     if finished.thinking:
         err.print(Text(printable(finished.thinking), style="dim"))
-    blocks = f"{stats.blocks} block{'s' if stats.blocks != 1 else ''}"
+    blocks = block_count(stats.blocks)
     # what a remote server did not report (None) is said so or left out, never shown as 0
     tokens = f"{stats.tokens} tokens" if stats.tokens is not None else "tokens: not reported by the server"
     steps = f" · {stats.steps_per_block:.1f} steps/block" if stats.steps_per_block is not None else ""

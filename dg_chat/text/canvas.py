@@ -25,6 +25,11 @@ LEGEND: tuple[tuple[str, Kind], ...] = (
 """What each kind means, as (label, kind), for a one-line legend."""
 
 
+def block_count(n: int) -> str:
+    """"1 block", "3 blocks": how many canvases an answer took."""
+    return f"{n} block{'s' if n != 1 else ''}"
+
+
 class Canvas(Protocol):
     """A step's canvas as shown (CanvasStep, the TUI's frames): read-only here."""
 

@@ -22,6 +22,7 @@ from dg_chat.engine.turn_engine import TurnEngine
 from dg_chat.errors import DgChatError
 from dg_chat.recording import AnswerRecorder, Frame
 from dg_chat.store import Store, StoreError, finished_status
+from dg_chat.text.canvas import block_count
 from dg_chat.text.chat import Message as ChatMessage
 from dg_chat.tui.failures import Notifies, describe
 from dg_chat.tui.widgets.canvas import CanvasFrame, CanvasView
@@ -150,7 +151,7 @@ async def show_event(view: MessageView, event: Event, canvas: CanvasView, status
             status.end_turn("stopped" if stopped else "ready", tokens_per_second=stats.tokens_per_second,
                             steps_per_block=stats.steps_per_block, prompt_tokens=stats.prompt_tokens)
             if stats.truncated:
-                notifier.notify(f"No end of turn within {stats.blocks} block{'s' if stats.blocks != 1 else ''}: "
+                notifier.notify(f"No end of turn within {block_count(stats.blocks)}: "
                                 "raise “Blocks per answer” in the settings for longer answers.",
                                 title="The answer was cut short", severity="warning", markup=False)
         case TurnFailed(error=error):

@@ -19,6 +19,7 @@ from textual.widgets.markdown import MarkdownStream
 from dg_chat.engine.events import EMPTY_ANSWER
 from dg_chat.engine.model_info import ModelInfo
 from dg_chat.store import INCOMPLETE, Status
+from dg_chat.text.canvas import block_count
 from dg_chat.text.sanitize import printable
 from dg_chat.tui.text import code_blocks, message_parser
 
@@ -39,7 +40,7 @@ def stats_label(stats: dict[str, Any] | None) -> str:
     steps, speed = stats.get("steps_per_block", 0.0), stats.get("tokens_per_second", 0.0)
     return " · ".join(part for part in (
         f"{tokens} tok" if tokens is not None else "",
-        f"{blocks} block{'s' if blocks != 1 else ''}" + (f" × {steps:.3g} steps" if steps is not None else ""),
+        block_count(blocks) + (f" × {steps:.3g} steps" if steps is not None else ""),
         f"{speed:.1f} tok/s" if speed is not None else "",
         "cut short" if stats.get("truncated") else "") if part)
 
