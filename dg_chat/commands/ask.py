@@ -23,7 +23,7 @@ from rich.text import Text
 
 from dg_chat.engine.events import EMPTY_ANSWER, BlockCommitted, CanvasStep, TurnFailed, TurnFinished
 from dg_chat.engine.loader import load_engine
-from dg_chat.engine.turn_engine import TurnEngine
+from dg_chat.engine.turn_engine import TurnEngine, thinking_unavailable
 from dg_chat.errors import DgChatError, DgChatWarning
 from dg_chat.text.canvas import block_count, token_runs
 from dg_chat.text.chat import Message
@@ -61,9 +61,8 @@ def run(args: argparse.Namespace) -> int:
     err = Console(stderr=True, highlight=False)
     with err.status("loading the model…", spinner="dots") if err.is_terminal else nullcontext():
         engine = load_engine(settings)
-    if settings.sampler.thinking and engine.thinks is False:
-        warnings.warn(DgChatWarning(f"{printable(engine.name)} has no thinking channel: it answers without "
-                                    "thinking first"), stacklevel=1)
+    if warning := thinking_unavailable(engine, settings.sampler.thinking):
+        warnings.warn(DgChatWarning(warning), stacklevel=1)
     messages = ([Message("system", settings.system_prompt)] if settings.system_prompt else [])
     messages.append(Message("user", prompt))
     try:

@@ -51,6 +51,8 @@ class ChatFormat(Protocol):
 _END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|eom_id|>", "<|endoftext|>", "<|end_of_text|>",
                        "<|end|>", "<end_of_turn>", "<|EOT|>")
 _THOUGHT_HEADER = "thought\n"
+_PROBE = [{"role": "user", "content": "x"}]
+"""A conversation to render a template on, to learn how it treats thinking."""
 
 
 def _is_gemma4(metadata: Mapping[str, Any], tokenizer: SpecialTokenText) -> bool:
@@ -85,7 +87,7 @@ def _newline_after_think(template: ChatTemplate | None) -> bool:
     if template is None:
         return True
     try:
-        probe = template.render([{"role": "user", "content": "x"}], thinking=True, bos_token="<bos>", eos_token="<eos>")
+        probe = template.render(_PROBE, thinking=True, bos_token="<bos>", eos_token="<eos>")
     except DgChatError:
         return True
     return "<|think|>\n" in probe
@@ -177,9 +179,8 @@ class JinjaFormat:
             return "" if token_id is None else tokenizer.decode([token_id], skip_special=False)
 
         self._bos_token, self._eos_token = text_of(tokenizer.bos_id), text_of(tokenizer.eos_id)
-        probe = [{"role": "user", "content": "x"}]
         try:  # a template without a thinking channel ignores enable_thinking
-            self.thinks = self._render(probe, thinking=True) != self._render(probe, thinking=False)
+            self.thinks = self._render(_PROBE, thinking=True) != self._render(_PROBE, thinking=False)
         except DgChatError:  # it fails on any prompt: `render` will say so
             self.thinks = False
 

@@ -19,12 +19,11 @@ from textual.widgets import TextArea
 
 from dg_chat.config import SamplerSettings, Settings
 from dg_chat.config_file import save_defaults
-from dg_chat.engine.turn_engine import TurnEngine
+from dg_chat.engine.turn_engine import TurnEngine, thinking_unavailable
 from dg_chat.errors import DgChatError
 from dg_chat.recording import decode_block
 from dg_chat.store import Store, title_from
 from dg_chat.text.chat import Message as ChatMessage
-from dg_chat.text.sanitize import printable
 from dg_chat.tui.failures import recoverable
 from dg_chat.tui.screens.replay import ReplayScreen
 from dg_chat.tui.screens.settings import SettingsChoice, SettingsScreen, sampler_defaults
@@ -277,9 +276,9 @@ class ChatPane(Vertical):
         sampler = self.chat_settings.sampler
         sampler.thinking = not sampler.thinking
         self._save_chat_settings()
-        if sampler.thinking and self.engine is not None and self.engine.thinks is False:
-            self.notify(f"{printable(self.engine.name)} has no thinking channel: it answers without thinking first",
-                        title="Thinking on for this chat", severity="warning", markup=False)
+        warning = thinking_unavailable(self.engine, sampler.thinking) if self.engine is not None else None
+        if warning:
+            self.notify(warning, title="Thinking on for this chat", severity="warning", markup=False)
         else:
             self.notify(f"Thinking {'on' if sampler.thinking else 'off'} for this chat")
 
