@@ -53,6 +53,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 import demo_guide  # noqa: E402
 from dg_chat.config import SamplerSettings, Settings  # noqa: E402
+from dg_chat.engine.backends.torch_dg.mkl_vml import resolve_vml_dispatch  # noqa: E402
 from dg_chat.text.chat import JinjaFormat, Message, end_token_ids  # noqa: E402
 from dg_chat.text.gguf_vocab import bpe_metadata  # noqa: E402
 from dg_chat.text.template import ChatTemplate  # noqa: E402
@@ -459,6 +460,7 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     torch.use_deterministic_algorithms(True)
+    resolve_vml_dispatch()  # a seeded run must not depend on MKL's first-call race
     torch.manual_seed(args.seed)
     out: Path = args.out
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -13,6 +13,7 @@ from dg_chat.engine.backends.torch_dg.cache import GrowingKVCache, KVCache, Stat
 from dg_chat.engine.backends.torch_dg.hparams import HParams
 from dg_chat.engine.backends.torch_dg.kernel_choice import choose_kernels
 from dg_chat.engine.backends.torch_dg.memory import GB, context_label, cuda_memory, default_context
+from dg_chat.engine.backends.torch_dg.mkl_vml import resolve_vml_dispatch
 from dg_chat.engine.backends.torch_dg.model import DiffusionGemma
 from dg_chat.engine.backends.torch_dg.ops import Ops, ReferenceOps
 from dg_chat.engine.backends.torch_dg.weights import Weights
@@ -74,6 +75,8 @@ class TorchBackend:
         dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
         if dev.type == "cuda":
             check_gpu_memory(f, self.hp, dev, self.kernels)
+        else:
+            resolve_vml_dispatch()
         try:
             weights = Weights(f, dev, dtype, raw_matrices=self.kernels == "triton")
             int8 = dev.type == "cuda" if int8_activations is None else int8_activations
