@@ -20,6 +20,7 @@ from typing import Any, TextIO
 from dg_chat import __version__, paths
 from dg_chat.config import BACKENDS, KERNELS, LEAVES, load_settings
 from dg_chat.errors import DgChatError, DgChatWarning
+from dg_chat.text.sanitize import visible
 
 EXIT_ERROR, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 1, 130, 141
 
@@ -143,14 +144,14 @@ class _CrashLogHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         self.path = _crash_log(self.format(record))
         if self.announce:
-            print(f"dg-chat: {record.getMessage()} (traceback in {self.path})", file=sys.stderr)
+            print(f"dg-chat: {visible(record.getMessage())} (traceback in {self.path})", file=sys.stderr)
 
 
 def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
                   file: TextIO | None = None, line: str | None = None) -> None:
     """DgChatWarnings as one line on stderr, like the errors; other warnings as Python shows them."""
     if issubclass(category, DgChatWarning):
-        print(f"dg-chat: warning: {message}", file=sys.stderr)
+        print(f"dg-chat: warning: {visible(str(message))}", file=sys.stderr)
     else:
         _python_show_warning(message, category, filename, lineno, file, line)
 
@@ -187,7 +188,7 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, crash_log: _
         return module.run(args)
     except DgChatError as exc:
         where = f" (traceback in {crash_log.path})" if crash_log.path else ""
-        print(f"dg-chat: error: {exc}{where}", file=sys.stderr)
+        print(f"dg-chat: error: {visible(str(exc))}{where}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         print("dg-chat: interrupted", file=sys.stderr)
@@ -199,7 +200,8 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, crash_log: _
         if os.environ.get("DG_CHAT_DEBUG"):
             raise
         path = _crash_log("".join(traceback.format_exception(exc)))
-        print(f"dg-chat: internal error: {type(exc).__name__}: {exc} (traceback in {path})", file=sys.stderr)
+        print(f"dg-chat: internal error: {type(exc).__name__}: {visible(str(exc))} (traceback in {path})",
+              file=sys.stderr)
         return EXIT_ERROR
 
 

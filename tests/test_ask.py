@@ -273,3 +273,18 @@ def test_show_steps_draws_end_tokens_and_lone_bytes_as_quiet_cells():
     accepted = np.array([True, False, True, True, True, True])
     step = CanvasStep(0, 2, 32, tokens, tokens, accepted, np.zeros(6, bool), 0.5)
     assert canvas_text(step, engine).plain == "block 1 · step 2/32 · mean entropy 0.500\n a·◌ b·"
+
+
+def test_an_error_shows_the_controls_of_what_it_quotes(tmp_path, capsys):
+    import gguf
+
+    path = tmp_path / "hostile.gguf"  # its architecture, quoted by the error, would retitle the terminal
+    writer = gguf.GGUFWriter(path, "evil\x1b]0;title\x07arch")
+    writer.add_tensor("t", np.zeros(32, np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    assert cli.main(["ask", "-m", str(path), "hi"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("dg-chat: error: ") and "evil␛]0;title␇arch" in err and "\x1b" not in err

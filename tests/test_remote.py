@@ -259,6 +259,17 @@ def test_ask_json_has_null_for_what_the_server_did_not_report(capsys):
     assert (stats["blocks"], stats["seed"], stats["seed_confirmed"]) == (2, 7, False)
 
 
+def test_ask_json_escapes_what_a_terminal_would_act_on(capsys):
+    hostile = "Reply \x9b31m \u202eevil\u202c \x7f \x1b[2J é"
+    server = FakeOpenAI(reply=Reply(blocks=[("", hostile)]))
+    try:
+        assert main(["ask", "-m", server.spec(), "--json", "hi"]) == 0
+    finally:
+        server.close()
+    out = capsys.readouterr().out
+    assert out.isascii() and json.loads(out)["text"] == hostile  # escaped, not lost
+
+
 def test_ask_says_the_server_did_not_report_the_tokens_and_may_not_use_the_seed(capsys):
     server = FakeOpenAI(reply=PLAIN)
     try:
@@ -334,8 +345,9 @@ def test_a_server_that_never_lists_its_models_is_one_line_within_the_list_timeou
                                                    "is the server up?")
 
 
-def test_a_malformed_spec_is_one_line(capsys):
-    assert main(["ask", "-m", "openai:not a url", "hi"]) == 1
+@pytest.mark.parametrize("url", ["not a url", "http://[::1", "http://h:abc/v1", "http://h:99999/v1"])
+def test_a_malformed_spec_is_one_line(url, capsys):
+    assert main(["ask", "-m", f"openai:{url}#m", "hi"]) == 1
     assert "a remote model is openai:<base-url>#<model>" in error_line(capsys.readouterr().err)
 
 

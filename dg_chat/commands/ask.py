@@ -155,14 +155,14 @@ def _answer(args: argparse.Namespace, engine: TurnEngine, messages: list[Message
         stream.end_line()  # the error or "interrupted" goes below it
         raise
     assert finished is not None
-    if args.json:
+    if args.json:  # ASCII: a raw C1 control, DEL or bidi override of the model's would reach the terminal
         print(json.dumps({
             "text": finished.answer, "thinking": finished.thinking, "stopped": finished.stopped,
             "truncated": finished.stats.truncated,
             "prompt_ids": engine.prompt_ids(messages, settings.sampler.thinking),
             "token_ids": finished.token_ids, "backend": engine.backend.name, "model": engine.info.to_dict(),
             "stats": finished.stats.to_dict(),
-        }, ensure_ascii=False))
+        }))
         return EXIT_STOPPED if finished.stopped else 0
     stream.finish(finished.answer)
     stats = finished.stats

@@ -22,6 +22,7 @@ from dg_chat.engine.remote.spec import EXAMPLE as REMOTE_EXAMPLE, api_key, is_re
 from dg_chat.errors import DgChatError
 from dg_chat.gguf.reader import open_gguf
 from dg_chat.store import history_problems, repair_history
+from dg_chat.text.sanitize import visible
 
 LLAMA_CPP_VERSION = "0.3.36"
 ENOUGH_DISK = 20 * hub.GB  # DiffusionGemma Q4_K_M plus some room
@@ -258,8 +259,9 @@ def run(args: argparse.Namespace) -> int:
     # cli.main hands over a settings error instead of stopping, so that doctor can report it
     checks = run_checks(args.settings, getattr(args, "settings_error", None))
     for check in checks:
-        line = Text.assemble((f"{check.status:<5}", _STYLES[check.status]), f"{check.name:<16}", check.detail)
+        # details quote model files and servers: their controls are shown, never sent
+        line = Text.assemble((f"{check.status:<5}", _STYLES[check.status]), f"{check.name:<16}", visible(check.detail))
         if check.hint:
-            line.append(f"  hint: {check.hint}", style="dim")
+            line.append(f"  hint: {visible(check.hint)}", style="dim")
         console.print(line, soft_wrap=True)
     return 1 if any(check.status == "fail" for check in checks) else 0

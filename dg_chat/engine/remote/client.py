@@ -22,6 +22,7 @@ from httpx_sse import EventSource, ServerSentEvent, SSEError
 
 from dg_chat.engine.remote.spec import RemoteSpec
 from dg_chat.errors import DgChatError
+from dg_chat.text.sanitize import visible
 
 CONNECT_SECONDS = 10.0
 READ_SECONDS = 300.0
@@ -142,10 +143,11 @@ class RemoteClient:
         return f"{self.label} refused the request ({status})"
 
     def clip(self, text: str) -> str:
-        """One line of at most MESSAGE_CHARS characters, with the API key masked."""
+        """One line of at most MESSAGE_CHARS characters, with the API key masked and every control
+        shown (the server's words reach a terminal)."""
         if self._key:
             text = text.replace(self._key, "***")
-        text = " ".join(text.split())
+        text = visible(" ".join(text.split()))
         return text if len(text) <= MESSAGE_CHARS else text[:MESSAGE_CHARS - 1] + "…"
 
 
