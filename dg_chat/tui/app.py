@@ -3,8 +3,8 @@
 The app composes the screen, loads the engine (loading.py) and binds the keys (bindings.py); each
 other concern has its module: the open chat and its turns (chat.py, turns.py), the chat list
 (widgets/sidebar.py), failures (failures.py), exit signals (signals.py), screens/ and widgets/.
-The engine is loaded and run in thread workers that never wait for the UI; the UI reacts to their
-messages only.
+The engine is loaded on a thread and run in thread workers that never wait for the UI; the UI
+reacts to their messages only.
 """
 
 from __future__ import annotations
@@ -14,9 +14,10 @@ from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
 
-from textual import on, work
+from textual import on
 from textual.app import App, ComposeResult, SystemCommand
 from textual.containers import Horizontal
+from textual.notifications import SeverityLevel
 from textual.screen import Screen
 from textual.widgets import Footer
 
@@ -24,12 +25,18 @@ from dg_chat.config import Settings
 from dg_chat.engine.turn_engine import TurnEngine
 from dg_chat.export import default_export_dir, export_chat
 from dg_chat.store import Store
-from dg_chat.text.sanitize import printable
+from dg_chat.text.sanitize import printable, visible
 from dg_chat.tui.bindings import APP_BINDINGS, binding_ids, key_rows
 from dg_chat.tui.chat import ChatPane
 from dg_chat.tui.commands import app_commands
 from dg_chat.tui.failures import recoverable
-from dg_chat.tui.loading import EngineFactory, EngineFailed, EngineLoaded, default_engine_factory, load
+from dg_chat.tui.loading import (
+    EngineFactory,
+    EngineFailed,
+    EngineLoaded,
+    default_engine_factory,
+    load_in_background,
+)
 from dg_chat.tui.screens.dialogs import AskText
 from dg_chat.tui.screens.first_run import FirstRunScreen, first_run_needed
 from dg_chat.tui.screens.help import HelpScreen
@@ -63,6 +70,12 @@ class DgChatApp(App[None]):
         self.chat = ChatPane(store, self.settings, id="main")
         self._trash = Trash(store, self.set_timer)
         self.set_keymap(self.settings.ui.keymap)
+
+    def notify(self, message: str, *, title: str = "", severity: SeverityLevel = "information",
+               timeout: float | None = None, markup: bool = True) -> None:
+        """Every notice passes here (a widget's or screen's `notify` calls the app's). Its text may
+        quote a model file, a server or an answer, so controls are shown, never sent (sanitize.py)."""
+        super().notify(printable(message), title=visible(title), severity=severity, timeout=timeout, markup=markup)
 
     # layout and start-up
 
@@ -128,16 +141,17 @@ class DgChatApp(App[None]):
 
     # the engine
 
-    @work(thread=True, exclusive=True, group="engine-load", exit_on_error=False)
     def load_engine(self, settings: Settings | None = None) -> None:
-        """The one place where the app obtains its engine (slow: weights are loaded here)."""
-        self.post_message(load(self.engine_factory, settings or self.settings))
+        """The one place where the app obtains its engine (loading.py). Answers wait until it is
+        loaded; quitting does not."""
+        self.chat.loading = True
+        load_in_background(self.engine_factory, settings or self.settings, self)
 
     def on_engine_loaded(self, message: EngineLoaded) -> None:
         previous, engine = self.chat.engine, message.engine
-        self.chat.engine, self.chat.engine_error = engine, ""
-        if previous is not None and previous is not engine and not self.generating:
-            previous.close()  # a model chosen in the picker replaces it
+        self.chat.engine, self.chat.engine_error, self.chat.loading = engine, "", False
+        if previous is not None and previous is not engine:
+            previous.close()  # a model chosen in the picker replaces it (no answer runs: see `loading`)
         for welcome in self.query(Welcome):
             welcome.show_model(engine.info)
         self.query_one(CanvasView).set_vocabulary(engine.tokenizer.piece,
@@ -146,6 +160,7 @@ class DgChatApp(App[None]):
                         state="ready")
 
     def on_engine_failed(self, message: EngineFailed) -> None:
+        self.chat.loading = False
         if self.chat.engine is None:  # a model that failed to replace the loaded one leaves that one in use
             self.chat.engine_error = message.error
             self.status.set(state="no model loaded")
@@ -157,6 +172,9 @@ class DgChatApp(App[None]):
 
     def action_pick_model(self) -> None:
         if self.chat.busy():
+            return
+        if self.chat.loading:
+            self.notify("A model is loading: pick another once it is ready", severity="warning")
             return
         current = self.engine.info.file if self.engine is not None else ""
 

@@ -52,6 +52,9 @@ class ChatPane(Vertical):
         """The app's settings: new chats start with them."""
         self.engine: TurnEngine | None = None
         self.engine_error = ""
+        self.loading = False
+        """A model is being loaded: the first, or one picked to replace `engine`, which then must
+        not start an answer that the replacement would cut into."""
         self.chat_id: int | None = None
         self.chat_settings = copy.deepcopy(settings)
         self.turns = Turns()
@@ -86,8 +89,8 @@ class ChatPane(Vertical):
     def _can_answer(self) -> bool:
         if self.busy():
             return False
-        if self.engine is None:
-            reason = self.engine_error or "the model is still loading"
+        if self.loading or self.engine is None:
+            reason = (not self.loading and self.engine_error) or "the model is still loading"
             self.notify(f"No model to answer with: {reason}", severity="warning", markup=False)
             return False
         return True

@@ -1,11 +1,13 @@
-"""How the app obtains its engine: a factory called on a thread worker (slow: weights are loaded
-there), whose outcome comes back to the UI as a message. Tests inject a factory of their own."""
+"""How the app obtains its engine: a factory called on a thread of its own (slow: weights are
+loaded there), whose outcome comes back to the UI as a message. Tests inject a factory of their own."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 
 from textual.message import Message
+from textual.message_pump import MessagePump
 
 from dg_chat.config import Settings
 from dg_chat.engine.turn_engine import TurnEngine
@@ -34,8 +36,22 @@ class EngineFailed(Message):
 
 
 def load(factory: EngineFactory, settings: Settings) -> EngineLoaded | EngineFailed:
-    """Call `factory` (on a worker thread): the engine, or why there is none, as a message for the app."""
+    """Call `factory` (on a loading thread): the engine, or why there is none, as a message for the app."""
     try:
         return EngineLoaded(factory(settings))
     except Exception as exc:  # noqa: BLE001 - missing model, corrupt file, OOM: the app stays usable
         return EngineFailed(describe(exc))
+
+
+def load_in_background(factory: EngineFactory, settings: Settings, app: MessagePump) -> threading.Thread:
+    """Post `load(factory, settings)` to `app` from a daemon thread: quitting the app does not wait
+    for a load (a Textual thread worker would hold the exit until the weights are in). An engine
+    that arrives after the app has closed is closed at once."""
+    def run() -> None:
+        message = load(factory, settings)
+        if not app.post_message(message) and isinstance(message, EngineLoaded):
+            message.engine.close()
+
+    thread = threading.Thread(target=run, name="dg-chat-load", daemon=True)
+    thread.start()
+    return thread

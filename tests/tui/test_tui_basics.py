@@ -3,6 +3,8 @@ help, the app's actions in the command palette, prompt history, per-message stat
 
 from __future__ import annotations
 
+import threading
+
 from dg_chat import hub
 from dg_chat.config import Settings
 from dg_chat.engine.model_info import ModelInfo
@@ -52,6 +54,42 @@ async def test_the_model_picker_loads_the_chosen_model_and_each_answer_names_its
     stored = [m.model for m in store.messages(app.chat_id) if m.role == "model"]
     assert [model.name for model in stored] == ["fake-dg", "demo-dg"]
     assert stored[0].file == "/models/fake-dg-Q4_K_M.gguf" and stored[0].device == "cpu"
+
+
+async def test_while_a_picked_model_loads_nothing_starts_an_answer_it_would_cut_into(make_app):
+    first, demo, loaded = ScriptedEngine(), ScriptedEngine(), threading.Event()
+    load = engines_by_model(scripted=first, demo=demo)
+    app = make_app(engine_factory=lambda settings: loaded.wait(30) and load(settings) if settings.model == "demo"
+                   else load(settings))
+    notices = []
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        await pilot.press("f2")
+        await wait_until(pilot, lambda: isinstance(app.screen, ModelPicker))
+        await pilot.press("enter")  # the demo, which loads until `loaded` is set
+        app.notify = lambda message, **kw: notices.append(message)  # type: ignore[method-assign]
+        await send(pilot, "too early", wait=False)
+        await pilot.press("f2")
+        assert notices == ["No model to answer with: the model is still loading",
+                           "A model is loading: pick another once it is ready"]
+        assert app.query_one(Prompt).text == "too early" and not app.query(MessageView)
+        loaded.set()
+        await wait_until(pilot, lambda: app.engine is demo)
+        assert first.closed
+        await send(pilot, "now")
+        assert app.query(MessageView).last().content == "You said: now"
+
+
+async def test_quitting_does_not_wait_for_a_model_that_is_loading(make_app):
+    engine, loaded = ScriptedEngine(), threading.Event()
+    app = make_app(engine_factory=lambda settings: loaded.wait(30) and engine)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        loader = next(thread for thread in threading.enumerate() if thread.name == "dg-chat-load")
+    assert loader.is_alive()  # the app has quit while the weights are still loading
+    loaded.set()
+    loader.join(timeout=10)
+    assert engine.closed  # it arrived after the app had closed
 
 
 async def test_a_model_that_fails_to_load_is_reported_and_the_loaded_one_stays(make_app):

@@ -9,8 +9,8 @@ from dg_chat.text.sanitize import printable
 from dg_chat.tui.text import code_blocks
 from dg_chat.tui.widgets.canvas import token_runs
 from dg_chat.tui.widgets.message import MessageView
-from tests.tui.conftest import SIZE, send
-from tests.tui.fake_engine import ScriptedEngine
+from tests.tui.conftest import SIZE, ready, send
+from tests.tui.fake_engine import ScriptedEngine, failing_factory
 
 HOSTILE = "[bold]loud[/bold] \x1b[2J wiped \x1b]52;c;SGVsbG8=\x07 clip \x9b31m c1 \u202eevil\u202c \x7f"
 
@@ -48,3 +48,16 @@ async def test_hostile_model_output_and_user_input_render_as_text(make_app):
         assert bad not in screen
     assert screen.count("[bold]loud[/bold]") >= 3  # user message, answer, chat title in the sidebar
     assert "␛[2J" in screen
+
+
+async def test_notices_show_hostile_error_text_as_text(make_app):
+    # a server's or model file's words reach notices: a failed load, a failed answer
+    app = make_app(engine_factory=failing_factory("the server said " + HOSTILE))
+    async with app.run_test(size=SIZE, notifications=True) as pilot:
+        await ready(pilot)
+        app.notify("the answer failed: " + HOSTILE, title="title \x1b[2J", severity="error", markup=False)
+        await pilot.pause(0.2)
+        screen = app.export_screenshot()
+    for bad in ("\x1b", "\x07", "\x9b", "\x7f", "\u202e"):
+        assert bad not in screen
+    assert screen.count("␛[2J") >= 3  # both notices and the second one's title
