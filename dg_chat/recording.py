@@ -10,12 +10,13 @@ since the previous step and their new tokens, plus the accepted and changed mask
 from __future__ import annotations
 
 import io
+import zipfile
 from dataclasses import dataclass
 
 import numpy as np
 
 from dg_chat.engine.events import BlockCommitted, CanvasStep, Event, TurnFailed, TurnFinished
-from dg_chat.store import Store, finished_status
+from dg_chat.store import Store, StoreError, finished_status
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -79,7 +80,15 @@ class BlockRecording:
 
 
 def decode_block(data: bytes) -> list[Frame]:
-    """The frames of a block saved with `BlockRecording.encode`."""
+    """The frames of a block saved with `BlockRecording.encode`. Raises StoreError if they are
+    damaged (the history database is a file a user or a crash can harm)."""
+    try:
+        return _decode_block(data)
+    except (OSError, EOFError, ValueError, KeyError, IndexError, zipfile.BadZipFile):
+        raise StoreError("the recorded denoising steps of this answer are damaged: it cannot be replayed") from None
+
+
+def _decode_block(data: bytes) -> list[Frame]:
     with np.load(io.BytesIO(data), allow_pickle=False) as arrays:
         block, length = (int(x) for x in arrays["block"])
         meta, positions, values = arrays["meta"], arrays["positions"], arrays["values"]

@@ -5,10 +5,12 @@ from __future__ import annotations
 import threading
 
 import numpy as np
+import pytest
 
 from dg_chat.config import SamplerSettings, Settings
 from dg_chat.engine.events import BlockCommitted, CanvasStep
 from dg_chat.recording import AnswerRecorder, BlockRecording, decode_block
+from dg_chat.store import StoreError
 from dg_chat.text.chat import Message
 from tests.tui.fake_engine import ScriptedEngine
 
@@ -41,6 +43,16 @@ def test_replay_rebuilds_every_frame_of_every_block(store):
     stored = store.messages(store.chats()[0].id)[0]
     assert stored.status == "complete" and stored.content == LONG and stored.thinking.startswith("First I read")
     assert stored.stats["tokens"] == recorder.result.stats.tokens
+
+
+def test_damaged_frames_are_a_store_error_not_a_crash():
+    tokens = np.arange(16, dtype=np.int32)
+    recording = BlockRecording(block=0)
+    recording.add(CanvasStep(0, 1, 1, tokens, tokens, tokens < 8, tokens < 16, 0.5))
+    good = recording.encode()
+    for damaged in (b"PK\x03\x04\xde\xad\xbe\xef", good[: len(good) // 2], b"", b"not an npz"):
+        with pytest.raises(StoreError, match="damaged"):
+            decode_block(damaged)
 
 
 def test_only_changed_positions_are_stored():

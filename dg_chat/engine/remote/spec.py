@@ -43,8 +43,13 @@ def parse_remote(spec: str) -> RemoteSpec:
     """`openai:<base-url>[#<model>]` -> RemoteSpec; a DgChatError that shows the expected form."""
     url, _, model = spec.strip()[len(PREFIX):].partition("#")
     url = url.strip()
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    try:
+        parts = urlsplit(url)
+        # reading .port raises ValueError too, for a port that is not a number in 0-65535
+        valid = parts.scheme in ("http", "https") and bool(parts.hostname) and (parts.port or 0) >= 0
+    except ValueError:  # an unclosed [IPv6] host
+        valid = False
+    if not valid:
         raise DgChatError(f"a remote model is openai:<base-url>#<model>, e.g. {EXAMPLE}; "
                           f"{url or 'an empty URL'!r} is not an http(s) URL")
     if parts.username is not None or parts.password is not None:
