@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
 
 from dg_chat import paths
 from dg_chat.config import ConfigError
+from dg_chat.files import write_atomically
 
 TomlValue = str | int | float | bool | None
 
@@ -63,9 +63,7 @@ def save_defaults(sections: Mapping[str | None, Mapping[str, TomlValue]], path: 
         for section, values in sections.items():
             lines = set_values(lines, section, values)
         path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f".{path.name}.partial")
-        partial.write_text("\n".join(lines) + "\n", encoding="utf-8")
-        os.replace(partial, path)
+        write_atomically(path, "\n".join(lines) + "\n")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot save the defaults ({exc})") from None
     return path

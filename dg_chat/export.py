@@ -11,7 +11,9 @@ from pathlib import Path
 
 from dg_chat import paths
 from dg_chat.config import SamplerSettings
+from dg_chat.files import write_atomically
 from dg_chat.store import Store
+from dg_chat.text.sanitize import printable
 
 
 def default_export_dir() -> Path:
@@ -42,6 +44,7 @@ def export_chat(store: Store, chat_id: int, folder: Path, model: str) -> Path:
     markdown = "\n".join([title, "", *markdown_header(store, chat_id, model, now), *body[1:]])
     data = {**store.export_json(chat_id), "exported": now.isoformat(), "model": model}
     folder.mkdir(parents=True, exist_ok=True)
-    base.with_suffix(".md").write_text(markdown, encoding="utf-8")
-    base.with_suffix(".json").write_text(json.dumps(data, indent=2, ensure_ascii=False), encoding="utf-8")
+    # answers are untrusted: the Markdown (read with cat, too) shows their controls, the JSON escapes them
+    write_atomically(base.with_suffix(".md"), printable(markdown))
+    write_atomically(base.with_suffix(".json"), json.dumps(data, indent=2))
     return base

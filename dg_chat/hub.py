@@ -47,6 +47,7 @@ from huggingface_hub.utils import CachedFileInfo, DeleteCacheStrategy, HFCacheIn
 from dg_chat import paths
 from dg_chat.config import Settings
 from dg_chat.errors import DgChatError
+from dg_chat.files import write_atomically
 from dg_chat.gguf.reader import SPLIT_NAME
 from dg_chat.gguf.summary import human_bytes
 
@@ -213,7 +214,7 @@ def recorded_choice() -> str | None:
 def record_choice(spec: str) -> None:
     path = _choice_file()
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"choice": spec}) + "\n", encoding="utf-8")
+    write_atomically(path, json.dumps({"choice": spec}) + "\n")
 
 
 def resolve_model(spec: str, settings: Settings) -> Path:
