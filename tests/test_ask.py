@@ -215,16 +215,18 @@ def test_an_answer_without_text_says_so(monkeypatch, capsys):
     assert out == "\n" and "(the model ended its turn without text)" in err
 
 
-def test_an_answer_cut_at_the_canvas_limit_says_so_in_one_line(monkeypatch, capsys):
+@pytest.mark.parametrize("context_full, why", [
+    (False, "cut short: no end of turn within 1 block (--max-canvases raises the limit)"),
+    (True, "cut short: the model's context is full after 1 block; a shorter prompt leaves room for a longer answer")])
+def test_an_answer_cut_short_says_why_in_one_line(monkeypatch, capsys, context_full, why):
     stats = Stats(prompt_tokens=5, tokens=48, steps=[12], seconds=0.5, first_block_seconds=0.5, seed=12345678901234,
-                  truncated=True)
+                  truncated=True, context_full=context_full)
     engine = FakeEngine([block("", final=True), finished("", stats=stats)], capsys)
     monkeypatch.setenv("COLUMNS", "40")  # narrower than the stats line: still one line
     assert run_ask(monkeypatch, engine, "--max-canvases", "1") == 0
     err = capsys.readouterr().err
     assert err.splitlines() == [
-        "48 tokens · 1 block · 12.0 steps/block · 96.0 tok/s · first block 0.50 s · seed 12345678901234",
-        "cut short: no end of turn within 1 block (--max-canvases raises the limit)"]
+        "48 tokens · 1 block · 12.0 steps/block · 96.0 tok/s · first block 0.50 s · seed 12345678901234", why]
 
 
 @pytest.mark.parametrize("thinks, warned", [(False, True), (True, False), (None, False)])

@@ -217,6 +217,14 @@ def test_cancel_keeps_the_current_argmax_up_to_its_first_end_token():
     assert events[-1].stopped and events[-1].token_ids == argmax[:argmax.index(end) + 1]
 
 
+@pytest.mark.parametrize("max_canvases, context_full", [(2, False), (3, True), (9, True)])
+def test_an_answer_cut_by_a_full_context_says_so(max_canvases, context_full):
+    backend = ScriptedBackend()
+    backend.context_length = 3 + 3 * C  # the 3-token prompt leaves room for 3 canvases
+    stats = run(backend, SamplerSettings(seed=1, max_steps=2, max_canvases=max_canvases), end_ids=frozenset())[-1].stats
+    assert stats.truncated and stats.blocks == min(max_canvases, 3) and stats.context_full is context_full
+
+
 def test_seeded_turns_are_reproducible():
     a = run(ScriptedBackend(), SamplerSettings(seed=9, max_steps=5, max_canvases=2))[-1]
     b = run(ScriptedBackend(), SamplerSettings(seed=9, max_steps=5, max_canvases=2))[-1]

@@ -181,7 +181,10 @@ def _answer(args: argparse.Namespace, engine: TurnEngine, messages: list[Message
     # one line even where stderr is a file or a narrow terminal (rich would wrap it at 80 columns)
     err.print(f"[dim]{tokens} · {blocks}{steps}{speed} · first block {stats.first_block_seconds:.2f} s · "
               f"{seed}[/dim]", soft_wrap=True)
-    if stats.truncated:
+    if stats.context_full:
+        err.print(f"cut short: the model's context is full after {blocks}; a shorter prompt leaves room "
+                  "for a longer answer", markup=False, soft_wrap=True)
+    elif stats.truncated:
         err.print(f"cut short: no end of turn within {blocks} (--max-canvases raises the limit)",
                   markup=False, soft_wrap=True)
     if finished.stopped:

@@ -91,6 +91,9 @@ class Stats:
     truncated: bool = False
     """True if the answer has no end of turn: it filled every canvas it was allowed
     (max_canvases, or what the context had left) first."""
+    context_full: bool = False
+    """True if it was truncated because the context had no room for another canvas (a larger
+    max_canvases would not have helped)."""
 
     @property
     def blocks(self) -> int:

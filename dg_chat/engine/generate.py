@@ -64,18 +64,19 @@ def cut_at_end(tokens: list[int], end_ids: frozenset[int]) -> tuple[list[int], b
     return tokens, False
 
 
-def check_context(backend: Backend, n_prompt: int, max_canvases: int) -> int:
+def check_context(backend: Backend, n_prompt: int) -> int:
     """How many canvases fit after the prompt; an error if not even one does."""
     if problem := context_overflow(n_prompt, backend.canvas_length, backend.context_length):
         raise ContextOverflowError(problem)
-    return min(max_canvases, (backend.context_length - n_prompt) // backend.canvas_length)
+    return (backend.context_length - n_prompt) // backend.canvas_length
 
 
 def generate(backend: Backend, prompt_ids: Sequence[int], settings: SamplerSettings, *,
              end_ids: frozenset[int], parse: Parse,
              cancel: threading.Event | None = None) -> Iterator[Event]:
     """Run one turn. Raises on backend failures (the Engine turns them into TurnFailed)."""
-    max_canvases = check_context(backend, len(prompt_ids), settings.max_canvases)
+    room = check_context(backend, len(prompt_ids))
+    max_canvases = min(settings.max_canvases, room)
     generator, seed = make_generator(settings.seed, backend.device)
     stats = Stats(prompt_tokens=len(prompt_ids), seed=seed)
 
@@ -126,4 +127,5 @@ def generate(backend: Backend, prompt_ids: Sequence[int], settings: SamplerSetti
     stats.tokens = len(kept)
     stats.seconds = time.perf_counter() - started
     stats.truncated = not (stopped or ended)
+    stats.context_full = stats.truncated and stats.blocks == room
     yield TurnFinished(answer=answer, thinking=thinking, token_ids=kept, stats=stats, stopped=stopped)

@@ -125,7 +125,7 @@ class EngineWorker:
         """Why the engine cannot answer the job's prompt (a 400 for its request), or None."""
         try:
             prompt = self.engine.prompt_ids(job.messages, job.sampler.thinking)
-            check_context(self.engine.backend, len(prompt), job.sampler.max_canvases)
+            check_context(self.engine.backend, len(prompt))
         except DgChatError as exc:  # a prompt longer than the context, a template that refuses the roles
             return str(exc)
         return None

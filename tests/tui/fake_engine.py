@@ -79,8 +79,11 @@ class ScriptedEngine:
 
     def __init__(self, reply: Callable[[Sequence[Message]], str] = echo, *, canvas_length: int = 48,
                  steps: int = 6, fail_in_block: int | None = None, crash_in_block: int | None = None,
-                 pause_at: tuple[int, int] | None = None, step_delay: float = 0.0) -> None:
+                 pause_at: tuple[int, int] | None = None, step_delay: float = 0.0,
+                 context_blocks: int | None = None) -> None:
         self.reply = reply
+        self.context_blocks = context_blocks
+        """How many blocks the context has room for (None: as many as wanted)."""
         self.tokenizer = FakeTokenizer()
         self.backend = FakeBackend(canvas_length)
         self.steps = steps
@@ -119,7 +122,8 @@ class ScriptedEngine:
         thinking_ids, answer_ids = tok.encode(thinking), tok.encode(self.reply(messages)) + [EOS]
         wanted = thinking_ids + answer_ids
         length = self.backend.canvas_length
-        n_blocks = min(math.ceil(len(wanted) / length), sampler.max_canvases)
+        room = self.context_blocks or math.inf
+        n_blocks = min(math.ceil(len(wanted) / length), sampler.max_canvases, room)
         steps = min(self.steps, sampler.max_steps)
         prompt_tokens = sum(len(tok.encode(m.content)) + 3 for m in messages)
         yield PromptEncoded(prompt_tokens, 0.01)
@@ -179,6 +183,7 @@ class ScriptedEngine:
         thinking_text, answer_text = texts()
         done = stats(n_blocks)
         done.truncated = EOS not in committed
+        done.context_full = done.truncated and n_blocks == room
         yield TurnFinished(answer_text, thinking_text, list(committed), done)
 
 

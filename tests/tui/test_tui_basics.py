@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import threading
 
+import pytest
+
 from dg_chat import hub
 from dg_chat.config import Settings
 from dg_chat.engine.model_info import ModelInfo
@@ -123,10 +125,14 @@ async def test_answers_show_model_and_stats_in_their_header_also_when_reopened(m
     assert live == reopened == "Model · fake-dg Q4_K_M · 6 tok · 1 block × 6 steps · 24.0 tok/s"
 
 
-async def test_an_answer_cut_at_the_block_limit_says_so_in_its_header_and_a_notice(make_app):
+@pytest.mark.parametrize("max_canvases, context_blocks, why", [
+    (1, None, "No end of turn within 1 block: raise “Blocks per answer” in the settings for longer answers."),
+    (2, 1, "The model's context is full: a new chat leaves room for longer answers.")])
+async def test_an_answer_cut_short_says_so_in_its_header_and_a_notice_says_why(make_app, max_canvases,
+                                                                               context_blocks, why):
     settings = Settings()
-    settings.sampler.max_canvases = 1
-    app = make_app(ScriptedEngine(canvas_length=4), settings=settings)
+    settings.sampler.max_canvases = max_canvases
+    app = make_app(ScriptedEngine(canvas_length=4, context_blocks=context_blocks), settings=settings)
     notices = []
     async with app.run_test(size=SIZE) as pilot:
         await ready(pilot)
@@ -138,8 +144,7 @@ async def test_an_answer_cut_at_the_block_limit_says_so_in_its_header_and_a_noti
         await pilot.pause()
         reopened = header(app.query(MessageView).last())
     assert reopened.endswith(" · 1 block × 6 steps · 16.0 tok/s · cut short")
-    assert notices == [("The answer was cut short", "No end of turn within 1 block: raise “Blocks per answer” "
-                                                    "in the settings for longer answers.")]
+    assert notices == [("The answer was cut short", why)]
 
 
 async def test_the_help_screen_lists_every_binding_by_id_with_its_remapped_key(make_app):
