@@ -7,6 +7,7 @@ only when used, so `dg-chat --help` stays instant. Errors reach the user as one 
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
 import os
@@ -174,6 +175,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         logger.removeHandler(crash_log)
 
 
+_MACHINE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO})
+"""Write errors of a full disk (`ask ... > /dev/full`), a read-only one or a failing device."""
+
+
+def _quiet_stdout() -> None:
+    """Send what stdout still holds to /dev/null if it cannot take it, so that Python's flush at
+    exit does not report the same error again."""
+    try:
+        sys.stdout.flush()
+    except OSError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
 def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, crash_log: _CrashLogHandler) -> int:
     try:
         if args.command == "models" and args.models_command is None:
@@ -199,6 +213,11 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, crash_log: _
     except Exception as exc:  # the last line of defence: one line, traceback to a file
         if os.environ.get("DG_CHAT_DEBUG"):
             raise
+        if isinstance(exc, OSError) and exc.errno in _MACHINE_ERRNOS:  # the machine's trouble, not a bug
+            where = f" ({exc.filename})" if exc.filename else ""
+            print(f"dg-chat: error: {exc.strerror}{visible(where)}", file=sys.stderr)
+            _quiet_stdout()
+            return EXIT_ERROR
         path = _crash_log("".join(traceback.format_exception(exc)))
         print(f"dg-chat: internal error: {type(exc).__name__}: {visible(str(exc))} (traceback in {path})",
               file=sys.stderr)

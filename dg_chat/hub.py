@@ -234,6 +234,8 @@ def resolve_model(spec: str, settings: Settings) -> Path:
     name = spec.partition(":")[0].lower()
     if name not in load_catalog() and (_looks_like_path(spec) or Path(spec).expanduser().exists()):
         path = Path(spec).expanduser()
+        if path.is_dir():
+            raise DgChatError(f"{path} is a folder: a model is a .gguf file (of a split model, its first part)")
         if not path.is_file():
             raise DgChatError(f"no such model file: {path}")
         return path  # a part of a split GGUF is recognised by its metadata when it is opened

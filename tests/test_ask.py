@@ -124,6 +124,15 @@ def test_torch_backend_refuses_a_llama_architecture(llama_models):
     assert result.returncode == 1 and result.stderr.count("\n") == 1 and "use --backend llama" in result.stderr
 
 
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_a_full_disk_is_one_line_without_a_crash_log(tmp_path):
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run([sys.executable, "-m", "dg_chat.cli", "ask", "--demo", "--seed", "1", "--steps", "2",
+                               "--max-canvases", "1", "hi"], stdout=full, stderr=subprocess.PIPE, text=True,
+                              timeout=300)
+    assert proc.returncode == 1 and proc.stderr == "dg-chat: error: No space left on device\n"
+
+
 def test_broken_pipe_is_quiet(tiny_chat_gguf):
     proc = subprocess.run(f"{sys.executable} -m dg_chat.cli ask hi --model {tiny_chat_gguf} --seed 1 --steps 1 "
                           "--max-canvases 3 | head -c 1", shell=True, capture_output=True, text=True, timeout=300)

@@ -17,6 +17,11 @@ def test_help_everywhere(argv):
     assert result.stdout.startswith("usage: dg-chat")
 
 
+def test_python_dash_m_dg_chat_is_the_command():
+    result = subprocess.run([sys.executable, "-m", "dg_chat", "--help"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and result.stdout.startswith("usage: dg-chat")
+
+
 def test_bad_config_is_one_line_and_exit_1(tmp_path, monkeypatch, capsys):
     config = tmp_path / "bad.toml"
     config.write_text("[sampler]\nmax_steps = -3\n")

@@ -75,6 +75,24 @@ def test_a_broken_model_fails_with_its_reason(models_dir, llama_ok, tmp_path):
     assert "not downloaded; run: dg-chat models pull tiny:Q8_0" in checks["model"].detail
 
 
+def test_a_model_the_chosen_backend_cannot_run_fails_without_the_redownload_hint(models_dir, llama_ok, tmp_path):
+    tiny_gguf(models_dir / "demo.gguf", n_floats=256)  # a dream model: llama.cpp runs it, not the torch engine
+    check = checks_by_name(Settings(backend="torch"))["demo"]
+    assert check.status == "fail" and "--backend" in check.detail and check.hint == ""
+
+
+def test_a_device_that_is_not_there_fails(monkeypatch):
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    check = doctor.check_kernels(Settings(device="cuda"))
+    assert (check.status, check.name) == ("fail", "device") and "no CUDA GPU is available" in check.detail
+
+
+def test_a_long_check_name_keeps_a_space_before_its_detail(monkeypatch, capsys):
+    monkeypatch.setattr(doctor, "run_checks", lambda *a: [doctor.Check("ok", "diffusiongemma:Q8_0", "16.8 MB")])
+    assert main(["doctor"]) == 0
+    assert capsys.readouterr().out == "ok   diffusiongemma:Q8_0 16.8 MB\n"
+
+
 def test_version_mismatch_and_missing_offload_warn(monkeypatch):
     fake_llama_status(monkeypatch, llama_cpp_python="0.3.1")
     assert doctor.check_llama(cuda=False).status == "warn"

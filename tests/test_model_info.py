@@ -111,6 +111,8 @@ def test_models_info_of_the_real_gemma4_vocab(gemma4_vocab, capsys):
     ("no-such-model.gguf", "no such model file: no-such-model.gguf"),
     ("diffusiongemma:Q4_K_M",
      "diffusiongemma:Q4_K_M is not downloaded; run: dg-chat models pull diffusiongemma:Q4_K_M"),
+    ("openai:http://127.0.0.1:8000/v1#m", "`dg-chat doctor -m openai:http://127.0.0.1:8000/v1#m` checks a server"),
+    (".", "is a folder: a model is a .gguf file"),
 ])
 def test_models_info_of_something_that_is_not_a_local_model(name, expected, capsys):
     assert main(["models", "info", name]) == 1

@@ -95,8 +95,8 @@ def check_kernels(settings: Settings) -> Check:
                      "run scripts/setup.sh")
     try:
         device = resolve_device(settings.device)
-    except BackendError as exc:
-        return Check("warn", "kernels", f"{settings.kernels}; {exc}")
+    except BackendError as exc:  # every answer on the PyTorch engine would fail the same way
+        return Check("fail", "device", str(exc))
     reason = unavailable_reason(device)
     triton = "Triton usable" if reason is None else f"Triton not usable: {reason}"
     try:
@@ -112,12 +112,16 @@ def check_kernels(settings: Settings) -> Check:
 
 
 def _model_check(name: str, path: Path, settings: Settings, hint: str) -> Check:
+    """`hint` is for a file that cannot be read; a backend that cannot run it says what to use."""
     try:
         with open_gguf(path) as gguf:
             architecture = gguf.architecture
-        backend = choose_backend(architecture, settings.backend)
     except DgChatError as exc:
         return Check("fail", name, str(exc), hint)
+    try:
+        backend = choose_backend(architecture, settings.backend)
+    except DgChatError as exc:
+        return Check("fail", name, str(exc))
     return Check("ok", name, f"{hub.gb(path.stat().st_size)}, {architecture} on the {backend} backend ({path})")
 
 
@@ -260,7 +264,7 @@ def run(args: argparse.Namespace) -> int:
     checks = run_checks(args.settings, getattr(args, "settings_error", None))
     for check in checks:
         # details quote model files and servers: their controls are shown, never sent
-        line = Text.assemble((f"{check.status:<5}", _STYLES[check.status]), f"{check.name:<16}", visible(check.detail))
+        line = Text.assemble((f"{check.status:<5}", _STYLES[check.status]), f"{check.name:<15} ", visible(check.detail))
         if check.hint:
             line.append(f"  hint: {visible(check.hint)}", style="dim")
         console.print(line, soft_wrap=True)

@@ -10,6 +10,7 @@ from dg_chat.commands.output import StdoutConsole
 from dg_chat.config import BackendChoice
 from dg_chat.engine.backends.choice import choose_backend
 from dg_chat.engine.backends.torch_dg.hparams import ARCH, HParams
+from dg_chat.engine.remote.spec import is_remote
 from dg_chat.errors import DgChatError
 from dg_chat.gguf.reader import GGUFError, GGUFFile, open_gguf
 from dg_chat.gguf.summary import ModelSummary, human_bytes, human_count, summarize
@@ -18,6 +19,9 @@ from dg_chat.text.sanitize import visible
 
 
 def run(args: argparse.Namespace) -> int:
+    if is_remote(args.name):
+        raise DgChatError(f"models info reads a local GGUF file; `dg-chat doctor -m {args.name}` checks a server "
+                          "and lists the models it serves")
     path = resolve_model(args.name, args.settings)
     with open_gguf(path) as gguf:
         summary = summarize(gguf)
