@@ -18,7 +18,6 @@ from dg_chat.config import SamplerSettings
 from dg_chat.engine.events import Event
 from dg_chat.engine.model_info import ModelInfo
 from dg_chat.text.chat import Message
-from dg_chat.text.sanitize import printable
 
 Noise = Literal["uniform", "mask"]
 """"uniform": canvases start as random tokens (DiffusionGemma); "mask": as mask tokens (Dream, LLaDA, RND1)."""
@@ -145,7 +144,8 @@ class TurnEngine(Protocol):
 
 def thinking_unavailable(engine: TurnEngine, thinking: bool) -> str | None:
     """What to tell a user who turned thinking on for a model without a thinking channel, else None
-    (also where it is not known, on a server)."""
+    (also where it is not known, on a server). Raw text: the CLI's warnings and the app's notices
+    show its controls."""
     if thinking and engine.thinks is False:
-        return f"{printable(engine.name)} has no thinking channel: it answers without thinking first"
+        return f"{engine.name} has no thinking channel: it answers without thinking first"
     return None

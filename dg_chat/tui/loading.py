@@ -43,7 +43,7 @@ def load(factory: EngineFactory, settings: Settings) -> EngineLoaded | EngineFai
         return EngineFailed(describe(exc))
 
 
-def load_in_background(factory: EngineFactory, settings: Settings, app: MessagePump) -> threading.Thread:
+def load_in_background(factory: EngineFactory, settings: Settings, app: MessagePump) -> None:
     """Post `load(factory, settings)` to `app` from a daemon thread: quitting the app does not wait
     for a load (a Textual thread worker would hold the exit until the weights are in). An engine
     that arrives after the app has closed is closed at once."""
@@ -52,6 +52,4 @@ def load_in_background(factory: EngineFactory, settings: Settings, app: MessageP
         if not app.post_message(message) and isinstance(message, EngineLoaded):
             message.engine.close()
 
-    thread = threading.Thread(target=run, name="dg-chat-load", daemon=True)
-    thread.start()
-    return thread
+    threading.Thread(target=run, name="dg-chat-load", daemon=True).start()

@@ -22,7 +22,6 @@ from httpx_sse import EventSource, ServerSentEvent, SSEError
 
 from dg_chat.engine.remote.spec import RemoteSpec
 from dg_chat.errors import DgChatError
-from dg_chat.text.sanitize import visible
 
 CONNECT_SECONDS = 10.0
 READ_SECONDS = 300.0
@@ -143,11 +142,10 @@ class RemoteClient:
         return f"{self.label} refused the request ({status})"
 
     def clip(self, text: str) -> str:
-        """One line of at most MESSAGE_CHARS characters, with the API key masked and every control
-        shown (the server's words reach a terminal)."""
+        """One line of at most MESSAGE_CHARS characters, with the API key masked."""
         if self._key:
             text = text.replace(self._key, "***")
-        text = visible(" ".join(text.split()))
+        text = " ".join(text.split())
         return text if len(text) <= MESSAGE_CHARS else text[:MESSAGE_CHARS - 1] + "…"
 
 
