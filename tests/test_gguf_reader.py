@@ -133,8 +133,13 @@ CORRUPTIONS: dict[str, tuple[Callable[[bytearray], bytearray | None], str]] = {
     "duplicate tensor": (lambda d: _rename(d, "blk.0.attn_v.weight", "blk.0.attn_k.weight"),
                          "duplicate tensor 'blk.0.attn_k.weight'"),
     "overlapping tensors": (_patch_offset("blk.0.attn_v.weight", to="blk.0.attn_k.weight"), "overlap"),
-    "absurd string length": (lambda d: _put(d, _value_pos(d, "general.name") + 4, "Q", 2**62), "truncated file"),
-    "absurd array count": (lambda d: _put(d, _value_pos(d, "tokenizer.ggml.tokens") + 8, "Q", 2**61), "truncated file"),
+    "absurd string length": (lambda d: _put(d, _value_pos(d, "general.name") + 4, "Q", 2**62),
+                             "corrupt file: metadata 'general.name' would need 4,611,686,018,427,387,904 bytes"),
+    "absurd length in a string array": (
+        lambda d: _put(d, _value_pos(d, "tokenizer.ggml.tokens") + 16, "Q", 2**40),  # the first token's length
+        "corrupt file: metadata 'tokenizer.ggml.tokens' would need 1,099,511,627,776 bytes"),
+    "absurd array count": (lambda d: _put(d, _value_pos(d, "tokenizer.ggml.tokens") + 8, "Q", 2**61),
+                           "corrupt file: metadata 'tokenizer.ggml.tokens' would need"),
     "too many dimensions": (lambda d: _put(d, _tensor_pos(d, "output_norm.weight")[0], "I", 9), "9 dimensions"),
     "row not whole blocks": (lambda d: _put(d, _tensor_pos(d, "token_embd.weight")[0] + 4, "Q", 33), "not a multiple"),
     "empty file": (lambda d: bytearray(), "empty"),

@@ -88,7 +88,13 @@ class _Cursor:
 
     def need(self, n: int, what: str) -> None:
         if n < 0 or self.pos + n > self.size:
-            raise self.fail(f"truncated file: {what} runs past the end at byte {self.pos}")
+            raise self.past_end(n, what, self.pos)
+
+    def past_end(self, n: int, what: str, pos: int) -> GGUFError:
+        """A read of `n` bytes at `pos` that the file cannot hold: truncated, or a corrupt length."""
+        if n > self.size:
+            return self.fail(f"corrupt file: {what} would need {n:,} bytes, more than the whole file ({self.size:,})")
+        return self.fail(f"truncated file: {what} runs past the end at byte {pos}")
 
     def scalar(self, code: str, what: str) -> Any:
         n = struct.calcsize("<" + code)
@@ -111,6 +117,7 @@ class _Cursor:
         unpack = _U64.unpack_from
         raw: list[bytes] = []
         append = raw.append
+        n = 8
         for _ in range(count):
             if pos + 8 > size:
                 break
@@ -122,7 +129,7 @@ class _Cursor:
             pos += n
         self.pos = pos
         if len(raw) < count:
-            raise self.fail(f"truncated file: {what} runs past the end at byte {pos}")
+            raise self.past_end(n, what, pos)
         return [b.decode("utf-8", errors="replace") for b in raw]
 
     def value(self, vtype: int, what: str) -> Any:
