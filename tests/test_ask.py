@@ -91,6 +91,7 @@ def test_prompt_longer_than_the_context(tiny_chat_gguf, tmp_path):
     result = ask("word " * 5000, "--model", str(tiny_chat_gguf))
     assert result.returncode == 1
     assert "exceeds the model's context of 4096 tokens" in result.stderr and result.stderr.count("\n") == 1
+    assert "new chat" not in result.stderr  # ask has no chat to start anew
 
 
 def test_missing_model_and_empty_prompt():

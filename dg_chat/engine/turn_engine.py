@@ -25,11 +25,12 @@ Noise = Literal["uniform", "mask"]
 
 
 def context_overflow(n_prompt: int, canvas_length: int, context_length: int) -> str | None:
-    """Why a prompt of `n_prompt` tokens cannot be answered (it leaves no room for one canvas), else None."""
+    """Why a prompt of `n_prompt` tokens cannot be answered (it leaves no room for one canvas), else None.
+    States the fact only: what to do about it depends on the front end (a chat can start anew)."""
     if context_length - n_prompt >= canvas_length:
         return None
     return (f"the prompt has {n_prompt} tokens; with a {canvas_length}-token canvas it exceeds "
-            f"the model's context of {context_length} tokens (start a new chat or shorten it)")
+            f"the model's context of {context_length} tokens")
 
 
 @dataclass(frozen=True, slots=True)

@@ -123,7 +123,8 @@ class ChatPane(Vertical):
         use = self.engine.context_use(asked, self.chat_settings.sampler.thinking)
         if use is not None and (problem := use.problem):  # None: a server checks its context itself
             self.query_one(Prompt).restore(message.text)
-            self.notify(f"Not sent: {problem}", severity="error", timeout=20, markup=False)
+            self.notify(f"Not sent: {problem}. Start a new chat or shorten your message.", severity="error",
+                        timeout=20, markup=False)
             return
         if self._editing is not None:
             self.store.delete_messages_from(self._editing)

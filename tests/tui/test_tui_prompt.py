@@ -36,6 +36,7 @@ async def test_a_prompt_over_the_context_is_rejected_before_it_is_stored(make_ap
         await pilot.press("enter")
         await pilot.pause()
         assert prompt.text == too_long  # kept to shorten, not lost
-        assert any(n.message.startswith("Not sent: the prompt has") for n in app._notifications)
+        notice = next(n.message for n in app._notifications if n.message.startswith("Not sent: the prompt has"))
+        assert notice.endswith("Start a new chat or shorten your message.")
         assert [m.content for m in store.messages(app.chat_id)] == ["short", "You said: short"]
         assert len(engine.requests) == 1
