@@ -136,6 +136,7 @@ BAD_METADATA = [
      f"tokenizer.ggml.token_type has 3 entries for {N_VOCAB} tokens"),
     ({f"{ARCH}.context_length": "4096"},
      f"metadata '{ARCH}.context_length' is a string ('4096'), expected an integer >= 1"),
+    ({"tokenizer.chat_template": "{% for %}"}, "the model's chat template does not compile: "),
 ]
 
 

@@ -10,6 +10,7 @@ from dg_chat.engine.backends.choice import choose_backend
 from dg_chat.engine.engine import Engine
 from dg_chat.engine.remote.engine import RemoteEngine, connect
 from dg_chat.engine.remote.spec import is_remote
+from dg_chat.errors import DgChatError
 from dg_chat.gguf.reader import GGUFFile, open_gguf
 from dg_chat.gguf.summary import file_type_name
 from dg_chat.hub import resolve_model
@@ -51,6 +52,9 @@ def load_engine(settings: Settings) -> Engine | RemoteEngine:
     opened = opener(f, settings)  # the opener owns f from here on
     try:
         chat = chat_format_for(metadata, opened.tokenizer)
+    except DgChatError as exc:  # a chat template that does not compile: name the file that has it
+        opened.backend.close()
+        raise DgChatError(f"{path}: {exc}") from None
     except BaseException:
         opened.backend.close()
         raise
