@@ -196,6 +196,15 @@ def test_a_models_dir_that_is_a_file_warns_as_only_downloads_need_it(tmp_path):
     assert check.status == "warn" and "not a folder" in check.detail and "DG_CHAT_MODELS_DIR" in check.hint
 
 
+def test_a_config_file_named_by_dg_chat_config_that_does_not_exist_is_a_warning(tmp_path, monkeypatch):
+    assert doctor.check_config(None).detail.endswith("(not created; defaults apply)")  # the default place
+    monkeypatch.setenv("DG_CHAT_CONFIG", str(tmp_path / "typo.toml"))
+    check = doctor.check_config(None)
+    assert check.status == "warn" and str(tmp_path / "typo.toml") in check.detail and "DG_CHAT_CONFIG" in check.hint
+    (tmp_path / "typo.toml").write_text("")
+    assert doctor.check_config(None).status == "ok"
+
+
 @pytest.mark.parametrize("source", ["config.toml", "environment"])
 def test_broken_settings_are_a_failed_check_and_the_other_checks_still_run(source, llama_ok, monkeypatch, capsys):
     if source == "config.toml":

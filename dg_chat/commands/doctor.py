@@ -177,7 +177,12 @@ def check_config(error: DgChatError | None) -> Check:
     if error is not None:
         return Check("fail", "config", str(error), "fix it to also run the kernels, model, models dir and disk checks")
     config = paths.config_file()
-    return Check("ok", "config", f"{config}" + ("" if config.exists() else " (not created; defaults apply)"))
+    if config.exists():
+        return Check("ok", "config", str(config))
+    if os.environ.get("DG_CHAT_CONFIG"):  # named on purpose: a missing file there is likely a typo
+        return Check("warn", "config", f"{config} does not exist (named by DG_CHAT_CONFIG); defaults apply",
+                     "check the path, or unset DG_CHAT_CONFIG")
+    return Check("ok", "config", f"{config} (not created; defaults apply)")
 
 
 def check_dir(name: str, path: Path, hint: str, bad: str = "fail") -> Check:
