@@ -28,7 +28,7 @@ from dg_chat.config import SamplerSettings, Settings
 from dg_chat.engine.engine import Engine
 from dg_chat.engine.events import BlockCommitted, CanvasStep, Event, TurnFailed, TurnFinished
 from dg_chat.engine.loader import load_engine
-from dg_chat.serve import worker as worker_module
+from dg_chat.serve import app as app_module, worker as worker_module
 from dg_chat.serve.app import create_app
 from dg_chat.serve.protocol import Deltas
 from dg_chat.serve.server import listen, running, url
@@ -240,6 +240,22 @@ def test_a_bad_request_gets_a_one_line_error(demo, body, status, message):
     error = response.json()["error"]
     assert message in error["message"] and "\n" not in error["message"]
     assert error["code"] == status and error["type"] == "invalid_request_error"
+
+
+def test_a_body_over_the_limit_is_refused_before_it_is_read_whole(demo, monkeypatch):
+    monkeypatch.setattr(app_module, "MAX_BODY_BYTES", 1000)
+    def chunks() -> Iterator[bytes]:  # no Content-Length: the limit must hold as the body arrives
+        for _ in range(100):
+            yield b" " * 100
+
+    with serving(demo) as client:
+        declared = client.post("/chat/completions", content=b" " * 1001, headers={"content-type": "application/json"})
+        streamed = client.post("/chat/completions", content=chunks(), headers={"content-type": "application/json"})
+        fits = client.post("/chat/completions", json=chat("x", 1))
+    for response in (declared, streamed):
+        assert response.status_code == 413
+        assert response.json()["error"]["message"].startswith("the request body is over 1,000 bytes")
+    assert fits.status_code == 200
 
 
 def test_text_that_is_not_unicode_is_read_as_replacement_characters(demo):

@@ -37,6 +37,9 @@ from dg_chat.serve.protocol import (
 from dg_chat.serve.worker import Busy, EngineWorker, Job
 
 STOPPED = "the server stopped the answer before its end (it is shutting down)"
+MAX_BODY_BYTES = 16 * 2**20
+"""The largest request body read: far more than a prompt that fits any model's context (128k tokens
+of text escaped in JSON is a few MB); a larger one is refused as it arrives, not held in memory."""
 
 
 def error_response(status: int, message: str, kind: str = "invalid_request_error",
@@ -165,11 +168,26 @@ class Routes:
 
     async def _parse(self, request: Request) -> ChatRequest:
         try:
-            body = json.loads(await request.body())
+            body = json.loads(await _body(request))
         except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
             raise RequestError(400, f"the request body is not valid JSON: {exc}") from None
         return parse_request(body, model=self.model, defaults=self.defaults,
                              canvas_length=self.worker.engine.backend.canvas_length)
+
+
+async def _body(request: Request) -> bytes:
+    """The request's body, refused with a 413 past MAX_BODY_BYTES (as declared, or as it arrives)."""
+    too_large = RequestError(413, f"the request body is over {MAX_BODY_BYTES:,} bytes, more than any prompt that "
+                                  "fits the model's context")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise too_large
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY_BYTES:
+            raise too_large
+    return bytes(body)
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
