@@ -9,9 +9,9 @@ a test drives them with the scripted engine and stand-ins for the widgets (tests
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Sequence
-from contextlib import suppress
 from dataclasses import dataclass, field
 
 from textual.message import Message
@@ -21,13 +21,15 @@ from dg_chat.engine.events import BlockCommitted, CanvasStep, Event, PromptEncod
 from dg_chat.engine.turn_engine import TurnEngine
 from dg_chat.errors import DgChatError
 from dg_chat.recording import AnswerRecorder, Frame
-from dg_chat.store import Store, StoreError, finished_status
+from dg_chat.store import Store, finished_status
 from dg_chat.text.canvas import block_count
 from dg_chat.text.chat import Message as ChatMessage
 from dg_chat.tui.failures import Notifies, describe
 from dg_chat.tui.widgets.canvas import CanvasFrame, CanvasView
 from dg_chat.tui.widgets.message import MessageView
 from dg_chat.tui.widgets.status import StatusBar
+
+log = logging.getLogger(__name__)
 
 
 class TurnEvent(Message, bubble=False):
@@ -71,8 +73,10 @@ def run_turn(store: Store, turn: Turn, engine: TurnEngine, messages: Sequence[Ch
         result = recorder.result
     except Exception as exc:  # noqa: BLE001 - an engine crash must not lose the answer or the app
         result = TurnFailed(describe(exc))
-        with suppress(StoreError):
+        try:
             recorder.record(result)
+        except Exception:  # the turn must still end, or the app waits for it for good
+            log.exception("could not store a failed turn")
     # The result goes out once the engine is left, so the UI may start the next turn at once.
     turn.done.set()
     to_ui(TurnEvent(turn.id, result))

@@ -135,6 +135,20 @@ async def test_an_engine_failure_and_an_engine_crash_end_the_turn_as_failed(stor
         assert stored.status == "failed" and stored.error.startswith(error)
 
 
+async def test_a_turn_whose_failure_cannot_be_stored_still_ends(store, monkeypatch, caplog):
+    """An answer the history refuses (here: every update raises what SQLite raises for a lone surrogate)
+    must still end the turn, or the app would wait for it for good."""
+    def refuse(*args, **kwargs):
+        raise UnicodeEncodeError("utf-8", "\ud83d", 0, 1, "surrogates not allowed")
+
+    monkeypatch.setattr(store, "update_message", refuse)
+    turns, turn, _, posted = run(store, ScriptedEngine())
+    assert isinstance(posted[-1].event, TurnFailed) and "UnicodeEncodeError" in posted[-1].event.error
+    assert "could not store a failed turn" in caplog.text
+    _, status, _ = await show_all(turns, posted)
+    assert turn.view.finished[1] == "failed" and status.ends == ["ready"] and turns.current is None
+
+
 async def test_events_of_a_turn_left_behind_touch_no_view(store):
     turns, turn, _, posted = run(store, ScriptedEngine())
     late = TurnEvent(turn.id - 1, posted[0].event)  # an earlier turn's event: dropped
