@@ -54,8 +54,10 @@ class BlockRecording:
 
     def add(self, step: CanvasStep) -> None:
         tokens = np.asarray(step.tokens, dtype=np.int32)
-        if self._previous is None or len(self._previous) != len(tokens):
+        if self._previous is None:
             positions = np.arange(len(tokens), dtype=np.uint32)
+        elif len(tokens) != len(self._previous):
+            return  # a canvas that changes length within its block (a server's odd events): not replayable
         else:
             positions = np.flatnonzero(tokens != self._previous).astype(np.uint32)
         self._previous = tokens.copy()  # an engine may reuse its buffers

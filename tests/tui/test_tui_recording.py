@@ -55,6 +55,17 @@ def test_damaged_frames_are_a_store_error_not_a_crash():
             decode_block(damaged)
 
 
+def test_a_step_whose_canvas_changes_length_is_left_out_of_the_recording():
+    """A server may send canvas events of another length within one block: the block stays replayable."""
+    short, longer = np.arange(3, dtype=np.int32), np.arange(20, dtype=np.int32)
+    recording = BlockRecording(block=0)
+    recording.add(CanvasStep(0, 1, 3, short, short, short < 1, short < 3, 0.5))
+    recording.add(CanvasStep(0, 2, 3, longer, longer, longer < 2, longer < 20, 0.4))
+    recording.add(CanvasStep(0, 3, 3, short + 1, short, short < 3, short < 3, 0.0))
+    frames = decode_block(recording.encode())
+    assert [f.step for f in frames] == [1, 3] and np.array_equal(frames[1].tokens, short + 1)
+
+
 def test_only_changed_positions_are_stored():
     length = 300  # not a multiple of 8: the packed masks must be cut back to the canvas
     tokens = np.arange(length, dtype=np.int32)
