@@ -116,6 +116,21 @@ def test_each_chunk_is_a_block_and_each_canvas_event_a_step_with_its_pieces(serv
     engine.close()
 
 
+def test_events_of_other_kinds_are_skipped_and_half_an_emoji_is_a_replacement_character():
+    # a keep-alive whose data is not JSON; an emoji whose UTF-16 halves come in two chunks as "\\ud83d" escapes
+    server = FakeOpenAI(reply=Reply(blocks=[("", "smile \ud83d"), ("", "\ude00!")], pings=True))
+    try:
+        engine = engine_for(server.spec())
+        events = turn(engine)
+    finally:
+        server.close()
+    assert [e.answer for e in events if isinstance(e, BlockCommitted)] == ["smile \ufffd", "smile \ufffd\ufffd!"]
+    assert events[-1].answer == "smile \ufffd\ufffd!"
+    pieces = {engine.tokenizer.piece(n) for e in events if isinstance(e, CanvasStep) for n in e.tokens}
+    assert "\ufffd " in pieces and not any("\ud800" <= c <= "\udfff" for piece in pieces for c in piece)
+    engine.close()
+
+
 def test_without_canvas_events_blocks_arrive_whole_with_thinking_from_reasoning_content():
     server = FakeOpenAI(reply=Reply(blocks=[("Light scatters. ", ""), ("", "Blue light "), ("", "scatters most.")],
                                     canvas=False))
@@ -309,6 +324,7 @@ ERRORS = {
     "ends": "was cut mid-answer (it ended after 1 block(s) without finishing); the partial answer is kept",
     "malformed": "sent a malformed event: '{\"choices\": [{\"delta\":'",
     "not-sse": "did not answer with an event stream (Content-Type 'text/html')",
+    "error-event": "failed mid-answer: worker died",
 }
 
 
@@ -319,7 +335,7 @@ def test_each_server_failure_is_one_line_and_a_cut_answer_keeps_its_part(server,
     captured = capsys.readouterr()
     line = error_line(captured.err)
     assert ERRORS[failure] in line
-    cut = failure in ("cut", "ends", "malformed")
+    cut = failure in ("cut", "ends", "malformed", "error-event")
     assert line.startswith("dg-chat: error: the stream from " if failure.startswith(("cut", "ends")) else
                            f"dg-chat: error: {server.spec()}")
     assert captured.out == ("The sky is \n" if cut else "")

@@ -19,7 +19,8 @@ from typing import Any
 
 MODEL = "google/diffusiongemma-26B-A4B-it"
 CANVAS = 8
-FAILURES = ("400", "401", "403", "404", "429", "500", "cut", "cut-before", "ends", "malformed", "not-sse")
+FAILURES = ("400", "401", "403", "404", "429", "500", "cut", "cut-before", "ends", "malformed", "not-sse",
+            "error-event")
 OPENAI_FIELDS = frozenset({"model", "messages", "stream", "stream_options", "seed", "max_tokens",
                            "max_completion_tokens", "temperature", "top_p", "n", "stop", "user"})
 """The request fields a strict server knows."""
@@ -37,6 +38,8 @@ class Reply:
     extension: bool = True
     """Mark each block's chunk with dg-chat's extension (`dg_chat`: block, steps) as dg-chat's own
     server does; False: plain chunks, as vLLM sends."""
+    pings: bool = False
+    """Send a keep-alive event (`event: ping`, data that is not JSON) before each block."""
 
 
 class FakeOpenAI:
@@ -163,6 +166,8 @@ def _handler(server: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
             for block, (thinking, answer) in enumerate(reply.blocks):
                 if block == server.hold_before and not self._held():
                     return
+                if reply.pings:
+                    self._send("event: ping\ndata: keepalive\n\n")
                 if canvas:
                     self._canvas(block, thinking + answer, reply.steps)
                 last = block == len(reply.blocks) - 1
@@ -177,6 +182,8 @@ def _handler(server: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
                     return  # a complete body, but the answer has no end (no finish_reason, no [DONE])
                 if server.fail == "malformed":
                     self._send("data: {\"choices\": [{\"delta\": \n\n")
+                if server.fail == "error-event":
+                    self._send('event: error\ndata: {"error": {"message": "worker died"}}\n\n')
             if reply.usage is not None:
                 usage = dict(zip(("prompt_tokens", "completion_tokens"), reply.usage, strict=True))
                 self._send(f"data: {json.dumps({'choices': [], 'usage': usage})}\n\n")

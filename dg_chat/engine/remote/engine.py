@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Generator, Iterator, Sequence
 from contextlib import closing
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -40,6 +40,7 @@ from dg_chat.engine.remote.spec import api_key, parse_remote
 from dg_chat.engine.turn_engine import Noise
 from dg_chat.errors import DgChatError
 from dg_chat.text.chat import Message
+from dg_chat.text.sanitize import well_formed
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,15 @@ class PieceVocabulary:
 
     def piece(self, number: int) -> str:
         return self._pieces[number] if 0 <= number < len(self._pieces) else "?"
+
+
+def error_message(data: str) -> str:
+    """What an `error` event says: the message of OpenAI's {"error": {"message": ...}}, else its data."""
+    try:
+        error = json.loads(data)["error"]
+    except (ValueError, TypeError, KeyError):
+        return data
+    return str(error.get("message", error) if isinstance(error, dict) else error)
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,13 +215,14 @@ class RemoteEngine:
                 if event.data == "[DONE]":
                     ended = True
                     break
-                data = self._json(event.data)
                 if event.event == CANVAS_EVENT:
-                    step = self._canvas_step(data, len(stats.steps))
+                    step = self._canvas_step(self._json(event.data), len(stats.steps))
                     steps = step.step
                     yield step
-                elif event.event in ("", "message"):  # a standard chunk (other events: extensions unknown here)
-                    chunk = self._chunk(data, stats)
+                elif event.event == "error":
+                    raise RemoteError(f"{label} failed mid-answer: {self.client.clip(error_message(event.data))}")
+                elif event.event in ("", "message"):  # a standard chunk (other events, a "ping" say: skipped)
+                    chunk = self._chunk(self._json(event.data), stats)
                     ended = ended or chunk.finish is not None
                     stats.truncated = stats.truncated or chunk.finish == "length"
                     if chunk.is_block:
@@ -280,7 +291,8 @@ class RemoteEngine:
             if not (isinstance(chunk.answer, str) and isinstance(chunk.thinking, str)
                     and isinstance(chunk.finish, str | None)):
                 raise TypeError
-            return chunk
+            # a lone surrogate (a JSON "\ud83d": half an emoji split over two chunks) must not reach the history
+            return replace(chunk, answer=well_formed(chunk.answer), thinking=well_formed(chunk.thinking))
         except (AttributeError, TypeError, KeyError, IndexError, ValueError):
             raise RemoteError(f"{self.client.label} sent a malformed chunk: "
                               f"{malformed(self.client.clip(json.dumps(data)))}") from None
@@ -292,7 +304,7 @@ class RemoteEngine:
             if not (isinstance(pieces, list) and all(isinstance(p, str) for p in pieces)
                     and len(pieces) == len(accepted) == len(changed)):
                 raise ValueError
-            numbers = self.tokenizer.numbers(pieces)
+            numbers = self.tokenizer.numbers([well_formed(piece) for piece in pieces])
             return CanvasStep(block=block, step=int(data["step"]), max_steps=int(data["max_steps"]),
                               tokens=numbers, argmax=numbers, accepted=np.asarray(accepted, dtype=bool),
                               changed=np.asarray(changed, dtype=bool), mean_entropy=float(data["mean_entropy"]))
