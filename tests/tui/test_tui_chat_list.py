@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dg_chat.store import StoreError
 from dg_chat.tui.widgets.sidebar import ChatListView
 from tests.tui.conftest import SIZE, send, wait_until
 from tests.tui.fake_engine import ScriptedEngine
@@ -31,6 +32,22 @@ async def test_the_cursor_stays_on_the_renamed_chat(make_app, store):
         await pilot.press("enter")
         await wait_until(pilot, lambda: any(c.title == "Fruit talk" for c in store.chats()))
         await wait_until(pilot, lambda: highlighted_title(chat_list) == "Fruit talk")
+
+
+async def test_a_rename_the_history_refuses_is_a_notice(make_app, store, monkeypatch):
+    def locked(*args):
+        raise StoreError("the chat history is locked by another program")
+
+    monkeypatch.setattr(store, "rename_chat", locked)
+    app = make_app(ScriptedEngine())
+    async with app.run_test(size=SIZE) as pilot:
+        chat_list = await two_chats(pilot)
+        await pilot.press("r")
+        await pilot.pause()
+        app.screen.query_one("#dialog-input").value = "Fruit talk"
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: any("locked by another program" in n.message for n in app._notifications))
+        assert app.is_running and highlighted_title(chat_list) == "pears"
 
 
 async def delete_the_second_of_two_chats(pilot):

@@ -4,6 +4,8 @@ store itself; the app opens the chats it asks for."""
 
 from __future__ import annotations
 
+from functools import partial
+
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -114,24 +116,27 @@ class Sidebar(Vertical):
         message.stop()
         chat = message.chat
         if message.action == "rename":
-            async def rename(title: str | None) -> None:
-                if title:
-                    self.store.rename_chat(chat.id, title)
-                    await self.list_chats(self.open_chat, highlight=chat.id)
-
-            self.app.push_screen(AskText("New name of the chat:", chat.title), rename)
+            self.app.push_screen(AskText("New name of the chat:", chat.title), partial(self._rename, chat))
         else:
-            async def delete(confirmed: bool | None) -> None:
-                if confirmed:
-                    self.trash.put(chat.id)
-                    if chat.id == self.open_chat:
-                        self.post_message(self.OpenChatDeleted())
-                    else:
-                        await self.list_chats(self.open_chat)
-                    self.notify(f"Deleted {printable(chat.title)!r}: press u in the chat list within "
-                                f"{self.trash.seconds:.0f} s to undo", markup=False)
+            self.app.push_screen(Confirm(f"Delete the chat {chat.title!r} and its history?"),
+                                 partial(self._delete, chat))
 
-            self.app.push_screen(Confirm(f"Delete the chat {chat.title!r} and its history?"), delete)
+    @recoverable
+    async def _rename(self, chat: ChatSummary, title: str | None) -> None:
+        if title:
+            self.store.rename_chat(chat.id, title)
+            await self.list_chats(self.open_chat, highlight=chat.id)
+
+    @recoverable
+    async def _delete(self, chat: ChatSummary, confirmed: bool | None) -> None:
+        if confirmed:
+            self.trash.put(chat.id)
+            if chat.id == self.open_chat:
+                self.post_message(self.OpenChatDeleted())
+            else:
+                await self.list_chats(self.open_chat)
+            self.notify(f"Deleted {printable(chat.title)!r}: press u in the chat list within "
+                        f"{self.trash.seconds:.0f} s to undo", markup=False)
 
     @on(ChatListView.UndoDelete)
     @recoverable
