@@ -301,6 +301,21 @@ def test_the_model_choices_are_the_demo_downloads_and_local_ggufs(tmp_path):
     assert choices[1].size == 104 and choices[2].label(str(loaded)).startswith("● ")
 
 
+async def test_the_model_picker_shows_file_names_as_text_not_markup(make_app, tmp_path):
+    from textual.widgets import OptionList
+
+    from dg_chat.tui.screens.model_picker import ModelChoice
+
+    names = ["[Q4_K_M] model.gguf", 'a[b="]c.gguf', "[@click=app.quit]x.gguf"]  # the second one was a crash
+    app = make_app(ScriptedEngine())
+    async with app.run_test(size=SIZE) as pilot:
+        await app.push_screen(ModelPicker([ModelChoice(str(tmp_path / name), tmp_path / name) for name in names]))
+        await pilot.pause()
+        options = app.screen.query_one(OptionList)
+        shown = [str(options.get_option_at_index(i).prompt) for i in range(len(names))]
+        assert all(name in text for name, text in zip(names, shown, strict=True))
+
+
 async def test_thinking_is_open_while_it_denoises_and_folded_after(make_app):
     from textual.widgets import Collapsible
 

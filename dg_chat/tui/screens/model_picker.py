@@ -13,6 +13,7 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
+from textual.content import Content
 from textual.screen import ModalScreen
 from textual.widgets import Input, Label, OptionList
 from textual.widgets.option_list import Option
@@ -69,7 +70,8 @@ class ModelPicker(ModalScreen[str | None]):
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog-box", id="model-picker-box"):
             yield Label("Model (Enter: load it · Esc: keep the current one)", classes="dialog-title")
-            yield OptionList(*(Option(choice.label(self.current_file), id=str(index))
+            # Content: a file name such as "[Q4_K_M] model.gguf" is text, not markup
+            yield OptionList(*(Option(Content(choice.label(self.current_file)), id=str(index))
                                for index, choice in enumerate(self.choices)), id="model-list")
             if not self.choices:
                 yield Label("No model on this machine: dg-chat models pull diffusiongemma", classes="hint")
