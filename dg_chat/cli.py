@@ -101,7 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
                                        "extension). Requests queue on the one engine. The model and sampling flags "
                                        "set the defaults of every request.")
     serve.add_argument("--host", default="127.0.0.1",
-                       help="address to listen on (default: 127.0.0.1, this machine only)")
+                       help="address to listen on (default: 127.0.0.1, this machine only; there, without a token, "
+                            "only requests for localhost are answered, so that no web page can use the model)")
     serve.add_argument("--port", type=int, default=8080, help="port to listen on (default: 8080; 0: a free one)")
     serve.add_argument("--token-env", metavar="NAME",
                        help="environment variable holding a bearer token that every request must send")

@@ -42,11 +42,12 @@ DEFAULTS = SamplerSettings(max_steps=6)
 
 
 @contextmanager
-def serving(engine: Engine, *, token: str | None = None) -> Iterator[httpx.Client]:
+def serving(engine: Engine, *, token: str | None = None, local_only: bool = False) -> Iterator[httpx.Client]:
     """The server of model "demo" on a free port of 127.0.0.1, its uvicorn in a thread; a client for its /v1."""
     worker = EngineWorker(engine)
+    app = create_app(worker, "demo", DEFAULTS, token, local_only=local_only)
     try:
-        with listen("127.0.0.1", 0) as sock, running(create_app(worker, "demo", DEFAULTS, token), worker, sock), \
+        with listen("127.0.0.1", 0) as sock, running(app, worker, sock), \
                 httpx.Client(base_url=url(sock), timeout=120) as client:
             yield client
     finally:
@@ -208,6 +209,32 @@ def test_a_bearer_token_is_required_when_set(demo):
         assert response.status_code == 401 and response.headers["www-authenticate"] == "Bearer"
         assert response.json()["error"]["type"] == "authentication_error" and token not in response.text
     assert ok.status_code == 200 and answer.status_code == 200 and token not in answer.text
+
+
+def test_a_body_a_web_page_could_send_without_asking_is_refused(demo):
+    # text/plain and forms are what a page may POST to any address without a CORS preflight
+    body = json.dumps(chat("Hi", 1))
+    with serving(demo) as client:
+        refused = [client.post("/chat/completions", content=body, headers={"content-type": kind})
+                   for kind in ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data")]
+        json_with_charset = client.post("/chat/completions", content=body,
+                                        headers={"content-type": "application/json; charset=utf-8"})
+    for response in refused:
+        assert response.status_code == 415 and "Content-Type: application/json" in response.json()["error"]["message"]
+    assert json_with_charset.status_code == 200
+
+
+def test_a_local_only_server_refuses_requests_for_other_host_names(demo):
+    with serving(demo, local_only=True) as client:
+        port = client.base_url.port
+        answers = {host: client.get("/models", headers={"host": host}).status_code
+                   for host in (f"localhost:{port}", f"127.0.0.1:{port}", f"[::1]:{port}", "app.localhost",
+                                f"evil.example:{port}", "127.0.0.1.evil.example", "[::1", "")}
+        refused = client.post("/chat/completions", json=chat("Hi", 1), headers={"host": "evil.example"})
+    assert answers == {f"localhost:{port}": 200, f"127.0.0.1:{port}": 200, f"[::1]:{port}": 200, "app.localhost": 200,
+                       f"evil.example:{port}": 403, "127.0.0.1.evil.example": 403, "[::1": 403, "": 403}
+    assert refused.status_code == 403 and refused.json()["error"]["message"].startswith(
+        "this server answers requests for localhost only, not for 'evil.example'")
 
 
 @pytest.mark.parametrize("body, status, message", [
@@ -448,6 +475,7 @@ def test_the_command_prints_its_url_and_stops_on_ctrl_c():
         headers = {"Authorization": f"Bearer {token}"}
         with httpx.Client(base_url=match.group(1), timeout=120, headers=headers) as client:
             assert client.get("/models").json()["data"][0]["id"] == "demo"
+            assert client.get("/models", headers={"host": "gpu-box.lan"}).status_code == 200  # the token is enough
             assert client.post("/chat/completions", json=chat("Hi", 1)).status_code == 200
         process.send_signal(signal.SIGINT)
         out, err = process.communicate(timeout=60)
@@ -463,6 +491,10 @@ def test_sigterm_stops_the_command_as_ctrl_c_does_with_sigterms_status():
     try:
         line = process.stdout.readline()
         assert line.startswith("dg-chat: serving demo at "), line + process.stderr.read() if process.poll() else line
+        base = line.split(" at ")[1].split(" ")[0]
+        with httpx.Client(base_url=base, timeout=120) as client:  # on loopback without a token: localhost only
+            assert client.get("/models").status_code == 200
+            assert client.get("/models", headers={"host": "rebound.example"}).status_code == 403
         process.send_signal(signal.SIGTERM)
         out, err = process.communicate(timeout=60)
     finally:

@@ -76,7 +76,8 @@ def run(args: argparse.Namespace) -> int:
         worker = EngineWorker(engine)
         stack.callback(worker.close)
         name = model_id(settings, engine)
-        server = Server(create_app(worker, name, settings.sampler, token), worker,
+        app = create_app(worker, name, settings.sampler, token, local_only=token is None and is_loopback(sock))
+        server = Server(app, worker,
                         on_ready=lambda: print(f"dg-chat: serving {name} at {url(sock)} (Ctrl+C stops)", flush=True))
         status = 0
         # uvicorn stops on the first Ctrl+C or SIGTERM, then raises the signal again for the

@@ -4,11 +4,13 @@
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import json
 import threading
 import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from urllib.parse import urlsplit
 
 import anyio
 from starlette.applications import Starlette
@@ -64,6 +66,40 @@ class BearerToken:
                 await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)
+
+
+class LocalHostOnly:
+    """ASGI middleware of a server on a loopback address without a token: the Host header must name
+    this machine (localhost or a loopback address), else 403. Otherwise a web page whose own name
+    resolves to 127.0.0.1 (DNS rebinding) could use the model and read its answers."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            host = dict(scope["headers"]).get(b"host", b"").decode("latin-1")
+            if not names_this_machine(host):
+                response = error_response(403, f"this server answers requests for localhost only, not for "
+                                               f"{host[:100]!r} (serve with --token-env to be reached by other names)",
+                                          "permission_error")
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def names_this_machine(host: str) -> bool:
+    """Whether a Host header ("localhost:8080", "[::1]:8080", "127.0.0.1") names a loopback address."""
+    try:
+        name = urlsplit(f"//{host}").hostname or ""
+    except ValueError:  # an unclosed "[", say
+        return False
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
 
 
 @asynccontextmanager
@@ -167,6 +203,9 @@ class Routes:
         return TurnResponse(job, chat, self)
 
     async def _parse(self, request: Request) -> ChatRequest:
+        # a web page can send a form or text/plain to any address without asking first; JSON it cannot
+        if request.headers.get("content-type", "").partition(";")[0].strip().lower() != "application/json":
+            raise RequestError(415, "send the request body as JSON, with the header Content-Type: application/json")
         try:
             body = json.loads(await _body(request))
         except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
@@ -197,11 +236,16 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     return error_response(exc.status_code, message, headers=exc.headers)
 
 
-def create_app(worker: EngineWorker, model: str, defaults: SamplerSettings, token: str | None = None) -> Starlette:
-    """The server's ASGI app; `token`: the bearer token every request must carry (None: none)."""
+def create_app(worker: EngineWorker, model: str, defaults: SamplerSettings, token: str | None = None, *,
+               local_only: bool = False) -> Starlette:
+    """The server's ASGI app; `token`: the bearer token every request must carry (None: none);
+    `local_only`: answer only requests whose Host names this machine (see LocalHostOnly)."""
     api = Routes(worker, model, defaults)
+    middleware = [Middleware(LocalHostOnly)] if local_only else []
+    if token:
+        middleware.append(Middleware(BearerToken, token=token))
     return Starlette(
         routes=[Route("/v1/models", api.models, methods=["GET"]),
                 Route("/v1/chat/completions", api.chat_completions, methods=["POST"])],
-        middleware=[Middleware(BearerToken, token=token)] if token else [],
+        middleware=middleware,
         exception_handlers={HTTPException: _http_error})
