@@ -256,6 +256,11 @@ def test_a_local_only_server_refuses_requests_for_other_host_names(demo):
     (chat("x", 1) | {"dg_chat": {"sampler": {"t_max": 1e39}}}, 400, "dg_chat.sampler.t_max: must be in (0, 100]"),
     (chat("word " * 5000, 1), 400, "exceeds the model's context of 4096 tokens"),
     (chat("x", 1) | {"model": "gpt-4o"}, 404, "the model \"gpt-4o\" does not exist: this server has \"demo\""),
+    # lone surrogates, as the JSON escapes "\\ud800" and "\\udcff": quoted back as U+FFFD
+    (json.dumps(chat("x", 1) | {"model": "\ud800"}).encode(), 404, "the model \"\ufffd\" does not exist"),
+    (json.dumps({"messages": [{"role": "\udcff", "content": "x"}]}).encode(), 400,
+     "messages[0].role: expected one of system, developer, user, assistant, got \"\ufffd\""),
+    (chat("x", 1) | {"dg_chat": {"sampler": {"t_max": 10**320}}}, 400, "dg_chat.sampler.t_max: must be in (0, 100]"),
 ])
 def test_a_bad_request_gets_a_one_line_error(demo, body, status, message):
     with serving(demo) as client:
@@ -283,6 +288,13 @@ def test_a_body_over_the_limit_is_refused_before_it_is_read_whole(demo, monkeypa
         assert response.status_code == 413
         assert response.json()["error"]["message"].startswith("the request body is over 1,000 bytes")
     assert fits.status_code == 200
+
+
+def test_a_max_tokens_of_hundreds_of_digits_is_no_limit(demo):
+    body = json.dumps(chat("x", 1) | {"max_tokens": 10**400}).encode()
+    with serving(demo) as client:
+        response = client.post("/chat/completions", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 200 and response.json()["choices"][0]["message"]["content"]
 
 
 def test_text_that_is_not_unicode_is_read_as_replacement_characters(demo):

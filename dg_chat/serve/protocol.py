@@ -58,14 +58,18 @@ _KINDS = {bool: "true or false", int: "an integer", float: "a number", str: "a s
 
 
 def _show(value: Any) -> str:
-    text = json.dumps(value, ensure_ascii=False)
+    """A request's value quoted in an error (well-formed: a lone surrogate cannot be sent back as UTF-8)."""
+    text = well_formed(json.dumps(value, ensure_ascii=False))
     return text if len(text) <= 40 else text[:39] + "…"
 
 
 def _check(value: Any, kind: type, where: str) -> Any:
     """`value` as a JSON value of `kind` (an int is a float too, a bool is never a number)."""
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
+        try:
+            value = float(value)
+        except OverflowError:  # an integer of 309 digits or more: out of every range
+            value = math.inf if value > 0 else -math.inf
     if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
         raise RequestError(400, f"{where}: expected {_KINDS[kind]}, got {_show(value)}")
     return value
@@ -156,7 +160,7 @@ def parse_request(body: Any, *, model: str, defaults: SamplerSettings, canvas_le
     if limit is not None:
         if limit < 1:
             raise RequestError(400, f"max_tokens: must be at least 1, got {limit}")
-        changes["max_canvases"] = math.ceil(limit / canvas_length)
+        changes["max_canvases"] = -(-limit // canvas_length)  # in integers: a limit of 400 digits is fine
     if (thinking := _field(extension, "thinking", bool, None, "dg_chat.thinking")) is not None:
         changes["thinking"] = thinking
     sampler = replace(sampler, **changes)
