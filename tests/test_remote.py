@@ -325,6 +325,8 @@ ERRORS = {
     "malformed": "sent a malformed event: '{\"choices\": [{\"delta\":'",
     "not-sse": "did not answer with an event stream (Content-Type 'text/html')",
     "error-event": "failed mid-answer: worker died",
+    "redirect": "redirects to https://llm.example.com/v1/chat/completions (301); use that as the base URL",
+    "endless-error": "failed (502 Bad Gateway: <html><body>Bad gateway <p>upstream unavailable</p>",
 }
 
 

@@ -20,7 +20,7 @@ from typing import Any
 MODEL = "google/diffusiongemma-26B-A4B-it"
 CANVAS = 8
 FAILURES = ("400", "401", "403", "404", "429", "500", "cut", "cut-before", "ends", "malformed", "not-sse",
-            "error-event")
+            "error-event", "redirect", "endless-error")
 OPENAI_FIELDS = frozenset({"model", "messages", "stream", "stream_options", "seed", "max_tokens",
                            "max_completion_tokens", "temperature", "top_p", "n", "stop", "user"})
 """The request fields a strict server knows."""
@@ -116,6 +116,13 @@ def _handler(server: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
                 self._error(500, "CUDA error: an illegal memory access was encountered", "InternalServerError")
             elif server.fail == "not-sse":
                 self._raw(200, b"<html>proxy login</html>", "text/html")
+            elif server.fail == "redirect":
+                self.send_response(301)
+                self.send_header("Location", "https://llm.example.com/v1/chat/completions")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+            elif server.fail == "endless-error":
+                self._endless_error_page()
             else:
                 self._stream(body)
 
@@ -141,6 +148,20 @@ def _handler(server: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)
+
+        def _endless_error_page(self) -> None:
+            """A 502 whose HTML body never ends: a client must not wait for (or hold) all of it."""
+            self.send_response(502)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            self.close_connection = True
+            try:
+                self._send("<html><body>Bad gateway ")
+                while True:
+                    self._send("<p>upstream unavailable</p>" * 100)
+            except OSError:  # the client has read what it wanted and left
+                pass
 
         def _send(self, text: str) -> None:
             data = text.encode()

@@ -30,6 +30,10 @@ LIST_SECONDS = 30.0
 """Longest wait for the model list (`doctor`, a spec without a model): no model runs for it."""
 MESSAGE_CHARS = 200
 """A server's error message is cut to this many characters."""
+ERROR_BODY_BYTES = 64 * 1024
+"""Of an error's body only this much is read (a proxy's error page can be huge; its message is cut anyway)."""
+MODEL_LIST_BYTES = 8 * 2**20
+"""The largest model list read (thousands of models; a larger answer is not a model list)."""
 
 
 class RemoteError(DgChatError):
@@ -62,14 +66,18 @@ class RemoteClient:
 
     def models(self) -> list[str]:
         """The ids of the models the server lists at /models."""
-        with self._errors(read_seconds=LIST_SECONDS):
-            response = self._http.get("models", timeout=httpx.Timeout(LIST_SECONDS, connect=CONNECT_SECONDS))
-        self._check(response)
+        timeout = httpx.Timeout(LIST_SECONDS, connect=CONNECT_SECONDS)
+        with self._errors(read_seconds=LIST_SECONDS), self._http.stream("GET", "models", timeout=timeout) as response:
+            self._check(response)
+            body = _head(response, MODEL_LIST_BYTES + 1)
         try:
-            return [str(model["id"]) for model in response.json()["data"]]
+            if len(body) > MODEL_LIST_BYTES:
+                raise ValueError
+            return [str(model["id"]) for model in json.loads(body)["data"]]
         except (ValueError, KeyError, TypeError):
+            text = body[:ERROR_BODY_BYTES].decode("utf-8", errors="replace")
             raise RemoteError(f"{self.spec.label('')}/models did not answer with a model list "
-                              f"({self.clip(response.text) or 'empty'}); is the base URL right?") from None
+                              f"({self.clip(text) or 'empty'}); is the base URL right?") from None
 
     def stream(self, body: dict[str, Any],
                cancel: threading.Event | None = None) -> Generator[ServerSentEvent, None, None]:
@@ -80,9 +88,7 @@ class RemoteClient:
                 "POST", "chat/completions", json=body, headers={"Accept": "text/event-stream"},
                 extensions={"trace": connection.trace}) as response:
             connection.answered(response)
-            if response.is_error:
-                response.read()
-                self._check(response)
+            self._check(response)
             events = EventSource(response)
             try:
                 yield from events.iter_sse()
@@ -118,11 +124,16 @@ class RemoteClient:
         return RemoteError(f"the connection to {self.label} failed ({self.clip(str(exc)) or type(exc).__name__})")
 
     def _check(self, response: httpx.Response) -> None:
-        """A RemoteError for an error status, with the server's own message."""
+        """A RemoteError for a redirect or an error status (with the server's own message); reads at
+        most ERROR_BODY_BYTES of the body."""
+        if response.is_redirect:  # not followed: the API key would go along to wherever it points
+            location = self.clip(response.headers.get("location", ""))
+            raise RemoteError(f"{self.label} redirects to {location} ({response.status_code}); use that as the "
+                              "base URL", response.status_code)
         if not response.is_error:
             return
         status = f"{response.status_code} {response.reason_phrase}".strip()
-        said = self.clip(server_message(response))
+        said = self.clip(server_message(_head(response, ERROR_BODY_BYTES)))
         raise RemoteError(self._status_message(response.status_code, f"{status}: {said}" if said else status),
                           response.status_code, said)
 
@@ -149,20 +160,31 @@ class RemoteClient:
         return text if len(text) <= MESSAGE_CHARS else text[:MESSAGE_CHARS - 1] + "…"
 
 
-def server_message(response: httpx.Response) -> str:
+def _head(response: httpx.Response, limit: int) -> bytes:
+    """At most the first `limit` bytes of a streamed response's body (the rest is left unread)."""
+    data = bytearray()
+    for chunk in response.iter_bytes():
+        data += chunk
+        if len(data) >= limit:
+            break
+    return bytes(data[:limit])
+
+
+def server_message(body: bytes) -> str:
     """The message of an OpenAI-style error body ({"error": {"message": ...}}), FastAPI's "detail",
     or the body's text."""
+    text = body.decode("utf-8", errors="replace")
     try:
-        data = response.json()
-    except (ValueError, UnicodeDecodeError):
-        return response.text
+        data = json.loads(text)
+    except ValueError:
+        return text
     if isinstance(data, dict):
         error = data.get("error")
         for said in (error.get("message") if isinstance(error, dict) else error, data.get("detail"),
                      data.get("message")):
             if said:
                 return said if isinstance(said, str) else json.dumps(said)
-    return response.text
+    return text
 
 
 class _Connection:
