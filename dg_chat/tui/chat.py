@@ -19,6 +19,8 @@ from textual.widgets import TextArea
 
 from dg_chat.config import SamplerSettings, Settings
 from dg_chat.config_file import save_defaults
+from dg_chat.engine.model_info import ModelInfo
+from dg_chat.engine.remote.spec import is_remote
 from dg_chat.engine.turn_engine import TurnEngine, thinking_unavailable
 from dg_chat.errors import DgChatError
 from dg_chat.recording import decode_block
@@ -50,7 +52,10 @@ class ChatPane(Vertical):
         self.store = store
         self.settings = settings
         """The app's settings: new chats start with them."""
-        self.engine: TurnEngine | None = None
+        self._engine: TurnEngine | None = None
+        self._answered_here: set[int] = set()
+        """Answers of the loaded engine in this session: a server's canvas pieces are numbered per
+        connection and not stored, so only these of its answers can be replayed."""
         self.engine_error = ""
         self.loading = False
         """A model is being loaded: the first, or one picked to replace `engine`, which then must
@@ -60,6 +65,15 @@ class ChatPane(Vertical):
         self.turns = Turns()
         self._editing: int | None = None
         """Id of the user message being edited; resending replaces it and what follows."""
+
+    @property
+    def engine(self) -> TurnEngine | None:
+        return self._engine
+
+    @engine.setter
+    def engine(self, engine: TurnEngine | None) -> None:
+        self._engine = engine
+        self._answered_here.clear()
 
     def compose(self) -> ComposeResult:
         yield Transcript(id="transcript")
@@ -148,6 +162,7 @@ class ChatPane(Vertical):
         history = self._history()
         model = self.engine.info
         message_id = self.store.add_message(self.chat_id, "model", "", status="partial", model=model)
+        self._answered_here.add(message_id)
         versions = len(self.store.versions(message_id))  # earlier ones: regenerated
         self.status.new_turn(blocks=self.chat_settings.sampler.max_canvases)
         turn = self.turns.start(message_id, MessageView("model", status=GENERATING, message_id=message_id,
@@ -255,12 +270,26 @@ class ChatPane(Vertical):
         if self.engine is None:
             self.notify("Replay shows tokens with the model's tokenizer: load a model first", severity="warning")
             return
+        if problem := self._replay_problem(view.message_id, view.model):
+            self.notify(problem, severity="warning", markup=False)
+            return
         blocks = [decode_block(data) for data in self.store.frames(view.message_id)]
         if not any(blocks):
             self.notify("No denoising steps were recorded for this answer", severity="warning")
             return
         self.app.push_screen(ReplayScreen(blocks, self.engine.tokenizer.piece,
                                           self.engine.backend.mask_token_id, self.engine.end_ids))
+
+    def _replay_problem(self, message_id: int, wrote: ModelInfo | None) -> str | None:
+        """Why the loaded model cannot replay an answer, whose frames are token ids of the model that wrote it."""
+        assert self.engine is not None
+        if wrote is None:  # recorded before answers named their model: the loaded one is all there is
+            return None
+        if wrote.file != self.engine.info.file:
+            return f"This answer was written by {wrote.title()}: load that model (F2) to replay it"
+        if is_remote(wrote.file) and message_id not in self._answered_here:
+            return "A server's answer can be replayed only in the session that received it"
+        return None
 
     def replay_last(self) -> None:
         answers = [v for v in self.transcript.views() if v.role == "model"]

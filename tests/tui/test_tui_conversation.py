@@ -9,6 +9,7 @@ from textual.widgets import Markdown
 
 from dg_chat.config import Settings
 from dg_chat.engine.events import EMPTY_ANSWER, BlockCommitted, PromptEncoded, TurnFailed, TurnFinished
+from dg_chat.engine.model_info import ModelInfo
 from dg_chat.store import StoreError
 from dg_chat.tui.app import DgChatApp
 from dg_chat.tui.screens.replay import ReplayScreen
@@ -148,6 +149,42 @@ async def test_replay_steps_through_every_block(make_app):
         assert canvas.painted.accepted.all()
         await pilot.press("escape")
         assert not isinstance(app.screen, ReplayScreen)
+
+
+class ServerEngine(ScriptedEngine):
+    """A scripted engine that says it is a model on a server (its canvas pieces are numbered per connection)."""
+
+    @property
+    def info(self) -> ModelInfo:
+        return ModelInfo(self.name, "openai:http://gpu-box:8000/v1#org/model", "", "openai", "gpu-box:8000")
+
+
+async def test_an_answer_replays_only_with_the_model_that_wrote_it(make_app):
+    other = ScriptedEngine()
+    other.name = "other-dg"
+    app = make_app(ScriptedEngine())
+    async with app.run_test(size=SIZE) as pilot:
+        await send(pilot, "replay me")
+        app.chat.engine = other  # as a model picked with F2 arrives
+        await pilot.press("ctrl+l")
+        await wait_until(pilot, lambda: any("written by fake-dg" in n.message for n in app._notifications))
+        assert not isinstance(app.screen, ReplayScreen)
+
+
+async def test_a_servers_answer_replays_only_in_the_session_that_received_it(make_app):
+    app = make_app(ServerEngine(lambda m: LONG))
+    async with app.run_test(size=SIZE) as pilot:
+        await send(pilot, "replay me")
+        await pilot.press("ctrl+l")
+        await wait_until(pilot, lambda: isinstance(app.screen, ReplayScreen))
+
+    restarted = make_app(ServerEngine(lambda m: LONG), continue_last=True)
+    async with restarted.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        await pilot.press("ctrl+l")
+        await wait_until(pilot, lambda: any("only in the session that received it" in n.message
+                                            for n in restarted._notifications))
+        assert not isinstance(restarted.screen, ReplayScreen)
 
 
 async def test_switch_chats_then_restart_and_continue(make_app, store):
