@@ -43,12 +43,21 @@ class StoreError(DgChatError):
     """The history database cannot be opened or used."""
 
 
-_CORRUPT, _NOT_A_DATABASE = 11, 26  # SQLITE_CORRUPT, SQLITE_NOTADB (primary result codes)
+_BUSY, _LOCKED, _READONLY, _CORRUPT, _NOT_A_DATABASE = 5, 6, 8, 11, 26  # SQLite's primary result codes
 REPAIR_HINT = "move it away or run `dg-chat doctor --repair-history`"
 
 
 def damaged(path: Path, reason: str) -> StoreError:
     return StoreError(f"the history {path} is damaged ({reason}); {REPAIR_HINT}")
+
+
+def unusable(path: Path, exc: sqlite3.Error) -> StoreError:
+    """A history that cannot be used now, with nothing wrong in it: locked, read-only, ..."""
+    code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF
+    hint = {_BUSY: "; another program (another dg-chat?) is using it: close that and try again",
+            _LOCKED: "; another program (another dg-chat?) is using it: close that and try again",
+            _READONLY: "; make the file and its folder writable"}.get(code, "")
+    return StoreError(f"cannot use the history database {path}: {exc}{hint}")
 
 
 def _is_damage(exc: sqlite3.Error) -> bool:
@@ -57,11 +66,14 @@ def _is_damage(exc: sqlite3.Error) -> bool:
 
 
 def integrity_problems(db: sqlite3.Connection, *, quick: bool = False, limit: int = 5) -> list[str]:
-    """What SQLite's integrity check finds wrong ([] when the database is sound)."""
+    """What SQLite's integrity check finds wrong ([] when the database is sound). Raises the
+    sqlite3.Error of a check that cannot run for another reason (locked, say): that is no damage."""
     pragma = "quick_check" if quick else "integrity_check"
     try:
         rows = db.execute(f"PRAGMA {pragma}({limit})").fetchall()
     except sqlite3.DatabaseError as exc:
+        if not _is_damage(exc):
+            raise
         return [str(exc)]
     problems = [" ".join(str(row[0]).replace("*** in database main ***", "").split()) for row in rows]
     return [] if problems == ["ok"] else [problem for problem in problems if problem]
@@ -155,9 +167,9 @@ class Store:
             if problems:  # found now, not as a failure in the middle of a chat
                 raise damaged(self.path, problems[0])
             self._migrate()
-        except sqlite3.DatabaseError as exc:
+        except sqlite3.Error as exc:
             self._db.close()
-            raise damaged(self.path, str(exc)) from None
+            raise self._error(exc) from None
         except StoreError:
             self._db.close()
             raise
@@ -195,7 +207,7 @@ class Store:
                 raise self._error(exc) from None
 
     def _error(self, exc: sqlite3.Error) -> StoreError:
-        return damaged(self.path, str(exc)) if _is_damage(exc) else StoreError(f"history database error: {exc}")
+        return damaged(self.path, str(exc)) if _is_damage(exc) else unusable(self.path, exc)
 
     # chats
 
@@ -364,17 +376,20 @@ _MAX_SKIP = 100_000
 
 
 def history_problems(path: Path) -> list[str]:
-    """`PRAGMA integrity_check` of the history at `path` ([] when sound or not created yet)."""
+    """`PRAGMA integrity_check` of the history at `path` ([] when sound or not created yet). Raises
+    StoreError when it cannot be checked (locked, unreadable): that says nothing of damage."""
     if not path.exists():
         return []
     try:
         db = sqlite3.connect(path)
+        try:
+            return integrity_problems(db)
+        finally:
+            db.close()
     except sqlite3.Error as exc:
-        return [str(exc)]
-    try:
-        return integrity_problems(db)
-    finally:
-        db.close()
+        if _is_damage(exc):
+            return [str(exc)]
+        raise unusable(path, exc) from None
 
 
 @dataclass(frozen=True)
@@ -421,7 +436,10 @@ def _move_aside(path: Path) -> Path:
     for suffix in ("", "-wal", "-shm"):
         source = Path(f"{path}{suffix}")
         if source.exists():
-            source.rename(f"{backup}{suffix}")
+            try:
+                source.rename(f"{backup}{suffix}")
+            except OSError as exc:
+                raise StoreError(f"cannot move the damaged history aside: {exc.strerror}: {source}") from None
     return backup
 
 

@@ -265,6 +265,46 @@ def test_repair_of_a_sound_history_changes_nothing(capsys):
     assert paths.history_db().read_bytes() == before
 
 
+def test_a_locked_history_is_in_use_not_damaged_and_is_never_repaired(monkeypatch, capsys):
+    from dg_chat.commands import doctor
+
+    store = Store()
+    store.add_message(store.create_chat("kept", Settings()), "user", "a message")
+    store.close()
+    path = paths.history_db()
+    before = path.read_bytes()
+    other = sqlite3.connect(path, isolation_level=None)  # another program holds it, as an exclusive writer
+    other.execute("PRAGMA locking_mode=EXCLUSIVE")
+    other.execute("BEGIN EXCLUSIVE")
+    original_connect = sqlite3.connect
+    monkeypatch.setattr(sqlite3, "connect", lambda *a, **k: original_connect(*a, **{**k, "timeout": 0.05}))
+    try:
+        with pytest.raises(StoreError) as info:
+            Store()
+        check = doctor.check_history()
+        assert cli_main(["doctor", "--repair-history"]) == 1
+    finally:
+        other.close()
+    for message in (str(info.value), check.detail, capsys.readouterr().err):
+        assert "database is locked; another program (another dg-chat?) is using it" in message
+        assert "damaged" not in message
+    assert check.status == "fail" and check.hint == ""
+    assert path.read_bytes() == before and not list(path.parent.glob("*.damaged-*"))  # the repair did nothing
+
+
+def test_a_damaged_history_that_cannot_be_moved_aside_is_one_line(monkeypatch, capsys):
+    damaged_history(paths.history_db())
+
+    def refuse(self, target):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(Path, "rename", refuse)
+    assert cli_main(["doctor", "--repair-history"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("dg-chat: error: cannot move the damaged history aside: Permission denied: ")
+    assert err.count("\n") == 1 and not (paths.cache_dir() / "crashes").exists()
+
+
 def test_the_statements_of_a_write_are_one_transaction(store, monkeypatch):
     chat = store.create_chat("t", Settings())
     before = store.chat(chat)

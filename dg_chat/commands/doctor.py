@@ -21,7 +21,7 @@ from dg_chat.engine.remote.client import RemoteClient, RemoteError
 from dg_chat.engine.remote.spec import EXAMPLE as REMOTE_EXAMPLE, api_key, is_remote, parse_remote
 from dg_chat.errors import DgChatError
 from dg_chat.gguf.reader import open_gguf
-from dg_chat.store import history_problems, repair_history
+from dg_chat.store import StoreError, history_problems, repair_history
 from dg_chat.text.sanitize import visible
 
 LLAMA_CPP_VERSION = "0.3.36"
@@ -227,7 +227,10 @@ def check_history() -> Check:
     path = paths.history_db()
     if not path.exists():
         return Check("ok", "history", f"{path} (not created yet)")
-    problems = history_problems(path)
+    try:
+        problems = history_problems(path)
+    except StoreError as exc:  # locked or unreadable: no damage, and nothing to repair
+        return Check("fail", "history", str(exc))
     if problems:
         return Check("fail", "history", f"{path} is damaged ({problems[0]})",
                      "dg-chat doctor --repair-history keeps what SQLite can still read")
