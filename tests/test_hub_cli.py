@@ -47,7 +47,19 @@ def test_pull_list_rm(fake_hub, capsys, monkeypatch):
 
     monkeypatch.setattr("sys.stdin", io.StringIO(""))
     assert main(["models", "rm", "tiny:Q4_K_M"]) == 1
-    assert "pass --yes" in capsys.readouterr().err
+    assert capsys.readouterr().err.startswith("\ndg-chat: error: no answer to the confirmation; pass --yes")
+
+    def read_only(path, *args, **kwargs):  # a shared cache this user may not write
+        raise PermissionError(13, "Permission denied", str(path))
+
+    with monkeypatch.context() as patch:
+        patch.setattr("os.unlink", read_only)
+        patch.setattr("os.remove", read_only)
+        patch.setattr("shutil.rmtree", read_only)
+        assert main(["models", "rm", "tiny", "--yes"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("dg-chat: error: cannot delete ") and err.endswith(": Permission denied\n")
+    assert "internal error" not in err and not (paths.cache_dir() / "crashes").exists()
 
     assert main(["models", "rm", "tiny", "--yes"]) == 0
     assert "deleted; freed 1.0 MB" in capsys.readouterr().out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn
 from rich.table import Table
@@ -78,11 +79,15 @@ def _rm(spec: str, assume_yes: bool, settings: Settings, console: StdoutConsole)
         try:
             answer = input("delete? [y/N] ")
         except EOFError:
+            print(file=sys.stderr)  # the error below starts on a line of its own, not after the question
             raise DgChatError("no answer to the confirmation; pass --yes to delete without asking") from None
         if answer.strip().lower() not in ("y", "yes"):
             console.print(Text("kept"))
             return 0
-    removal.strategy.execute()
+    try:
+        removal.strategy.execute()
+    except OSError as exc:  # a shared, read-only cache: what could go may be gone, the rest stays
+        raise DgChatError(f"cannot delete {exc.filename or 'the model'}: {exc.strerror or exc}") from None
     console.print(Text(f"deleted; freed {hub.gb(removal.freed)}"))
     return 0
 
