@@ -163,6 +163,9 @@ _python_show_warning = warnings.showwarning
 
 def main(argv: Sequence[str] | None = None) -> int:
     warnings.showwarning = _show_warning
+    if sys.stdout is None:  # started with stdout closed (`>&-`): what a command prints would be lost unsaid
+        print("dg-chat: error: standard output is closed; nothing could be shown or saved", file=sys.stderr)
+        return 1
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.continue_chat and args.command != "chat":

@@ -134,6 +134,13 @@ def test_a_full_disk_is_one_line_without_a_crash_log(tmp_path):
     assert proc.returncode == 1 and proc.stderr == "dg-chat: error: No space left on device\n"
 
 
+def test_a_closed_stdout_is_one_line_not_a_lost_answer():
+    proc = subprocess.run(f"{sys.executable} -m dg_chat.cli ask --demo --json hi >&-", shell=True,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1
+    assert proc.stderr == "dg-chat: error: standard output is closed; nothing could be shown or saved\n"
+
+
 def test_broken_pipe_is_quiet(tiny_chat_gguf):
     proc = subprocess.run(f"{sys.executable} -m dg_chat.cli ask hi --model {tiny_chat_gguf} --seed 1 --steps 1 "
                           "--max-canvases 3 | head -c 1", shell=True, capture_output=True, text=True, timeout=300)
