@@ -225,7 +225,7 @@ def resolve_model(spec: str, settings: Settings) -> Path:
     anything else: a GGUF path.
     """
     spec = spec.strip() or recorded_choice() or DEMO
-    if spec == DEMO:
+    if spec.lower() == DEMO:  # as catalog names are: DEMO, Demo
         path = demo_file()
         if not path.is_file():
             raise DgChatError(f"the embedded demo model is missing ({path}); reinstall dg-chat, "
@@ -575,6 +575,9 @@ def plan_removal(spec: str, settings: Settings) -> Removal:
     """What `models rm NAME[:QUANT]` deletes: every cached copy, through the cache deletion API."""
     if spec.strip().lower() in ("", DEMO):
         raise DgChatError("the demo model ships with dg-chat and cannot be removed")
+    if _looks_like_path(spec):
+        raise DgChatError(f"'{spec}' is a file path; models rm deletes downloaded catalog models "
+                          f"({', '.join(load_catalog())}): delete a file of your own yourself")
     model, quant = parse_spec(spec)
     chosen = [(q, file) for m, q, file in _downloaded(settings) if m.name == model.name and quant in (None, q)]
     cache = _scan(settings)

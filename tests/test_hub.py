@@ -79,6 +79,7 @@ def test_the_demo_is_the_default(models_dir):
     tiny_gguf(models_dir / "demo.gguf", n_floats=256)
     assert hub.resolve_model("", Settings()) == models_dir / "demo.gguf"
     assert hub.resolve_model("demo", Settings()) == models_dir / "demo.gguf"
+    assert hub.resolve_model("DEMO", Settings()) == models_dir / "demo.gguf"  # as catalog names, any case
     assert [m.spec for m in hub.local_models(Settings())] == ["demo"]
 
 

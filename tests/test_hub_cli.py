@@ -96,6 +96,17 @@ def test_pull_errors_are_one_line(fake_hub, capsys):
     assert err.count("\n") == 1 and err.startswith("dg-chat: error: test-org/tiny-GGUF: repository not found")
 
 
+@pytest.mark.parametrize("command, spec, expected", [
+    ("pull", "openai:http://gpu-box:8000/v1#org/model", "is a model on a server: models pull takes a catalog name"),
+    ("rm", "openai:http://gpu-box:8000/v1#org/model", "is a model on a server: models rm takes a catalog name"),
+    ("rm", "/tmp/my-copy.gguf", "is a file path; models rm deletes downloaded catalog models (tiny)"),
+])
+def test_pull_and_rm_say_what_a_server_spec_or_a_path_is(fake_hub, capsys, command, spec, expected):
+    assert main(["models", command, spec, *(["--yes"] if command == "rm" else [])]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"dg-chat: error: '{spec}' {expected}") and err.count("\n") == 1
+
+
 def test_interrupted_pull_says_how_to_resume(fake_hub, capsys, monkeypatch):
     real = hub.http_get
 

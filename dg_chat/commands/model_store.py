@@ -12,6 +12,7 @@ from rich.text import Text
 from dg_chat import hub
 from dg_chat.commands.output import StdoutConsole
 from dg_chat.config import Settings
+from dg_chat.engine.remote.spec import is_remote
 from dg_chat.errors import DgChatError
 
 
@@ -23,7 +24,16 @@ def _duration(seconds: float | None) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes:02d}:{secs:02d}"
 
 
+def _catalog_name(spec: str, command: str) -> None:
+    """`models pull` and `rm` take catalog names: a model on a server is none (nor a file path, which
+    hub refuses)."""
+    if is_remote(spec):
+        raise DgChatError(f"'{spec}' is a model on a server: models {command} takes a catalog name: "
+                          f"{', '.join(hub.load_catalog())}")
+
+
 def _pull(spec: str, settings: Settings, console: StdoutConsole) -> int:
+    _catalog_name(spec, "pull")
     plan = hub.plan_pull(spec, settings)
     console.print(Text(f"{plan.spec}: {plan.model.repo}/{plan.filename} ({hub.gb(plan.size)})"))
     if plan.reason:
@@ -71,6 +81,7 @@ def _list(settings: Settings, console: StdoutConsole) -> int:
 
 
 def _rm(spec: str, assume_yes: bool, settings: Settings, console: StdoutConsole) -> int:
+    _catalog_name(spec, "rm")
     removal = hub.plan_removal(spec, settings)
     console.print(Text(f"{', '.join(removal.specs)}: frees {hub.gb(removal.freed)}"))
     for path in removal.paths:
