@@ -28,6 +28,7 @@ from dg_chat.engine.events import (
 )
 from dg_chat.engine.loader import load_engine
 from dg_chat.engine.remote import client as client_module
+from dg_chat.engine.remote.client import RemoteClient
 from dg_chat.engine.remote.engine import RemoteEngine
 from dg_chat.engine.remote.spec import parse_remote
 from dg_chat.engine.turn_engine import BackendView, TokenPieces, TurnEngine
@@ -401,6 +402,13 @@ def test_the_key_never_shows_in_output_json_logs_or_errors(keyed, capsys, caplog
     assert "api key" in captured.out and caplog.records  # doctor ran its check; httpx logged
     for text in (captured.out, captured.err, caplog.text, *(repr(r.__dict__) for r in caplog.records)):
         assert KEY not in text
+
+
+def test_a_short_key_masks_its_echo_not_the_letters_of_other_words():
+    client = RemoteClient(parse_remote("openai:http://127.0.0.1:9/v1#m"), "e", "OPENAI_API_KEY")
+    assert client.clip("a wrong bearer token: e") == "a wrong bearer token: ***"
+    assert client.clip('{"key": "e"}') == '{"key": "***"}'
+    client.close()
 
 
 @pytest.mark.parametrize("value", [f"{KEY}\n", f" {KEY}\r\n"])

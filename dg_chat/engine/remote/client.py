@@ -11,6 +11,7 @@ that the socket of every request is seen being made.)
 from __future__ import annotations
 
 import json
+import re
 import socket
 import threading
 from collections.abc import Generator, Iterator
@@ -58,6 +59,8 @@ class RemoteClient:
         self.spec = spec
         self.label = spec.label()
         self._key = key
+        # the key where it stands as a word of its own: a short key ("e") must not mask letters of words
+        self._key_echo = re.compile(rf"(?<![A-Za-z0-9]){re.escape(key)}(?![A-Za-z0-9])") if key else None
         self._key_env = key_env
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         timeout = httpx.Timeout(READ_SECONDS, connect=CONNECT_SECONDS)
@@ -154,8 +157,8 @@ class RemoteClient:
 
     def clip(self, text: str) -> str:
         """One line of at most MESSAGE_CHARS characters, with the API key masked."""
-        if self._key:
-            text = text.replace(self._key, "***")
+        if self._key_echo is not None:
+            text = self._key_echo.sub("***", text)
         text = " ".join(text.split())
         return text if len(text) <= MESSAGE_CHARS else text[:MESSAGE_CHARS - 1] + "…"
 
