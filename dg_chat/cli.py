@@ -63,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     ask = sub.add_parser("ask", help="answer one prompt and exit (pipe-friendly)",
                          description="Answer one prompt and print the answer. The prompt is read from stdin "
                                      "when not given.")
-    ask.add_argument("prompt", nargs="?", help="the prompt (default: read stdin)")
+    ask.add_argument("prompt", nargs="?", help="the prompt (default or '-': read stdin)")
     ask.add_argument("--json", action="store_true", help="print one JSON object with text, tokens and stats")
     ask.add_argument("--show-steps", action="store_true", help="redraw the live canvas in place on stderr")
     ask.add_argument("--system", metavar="TEXT", dest="system_prompt", help="system prompt")

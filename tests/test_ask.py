@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+import io
 import json
 import logging
 import signal
@@ -14,7 +16,7 @@ import numpy as np
 import pytest
 
 from dg_chat import cli
-from dg_chat.commands.ask import canvas_text
+from dg_chat.commands.ask import canvas_text, read_prompt
 from dg_chat.engine.events import BlockCommitted, CanvasStep, Stats, TurnFailed, TurnFinished
 from dg_chat.gguf.reader import open_gguf
 from dg_chat.text.sanitize import printable
@@ -55,6 +57,12 @@ def test_prompt_from_stdin_and_plain_output(tiny_chat_gguf):
     assert result.stdout.strip()
     assert "\x1b]" not in result.stdout and "\x1b[" not in result.stdout  # untrusted text, no escapes
     assert "tok/s" in result.stderr
+
+
+def test_a_dash_reads_the_prompt_from_stdin(monkeypatch):
+    monkeypatch.setattr("sys.stdin", io.StringIO("What is a canvas?"))
+    assert read_prompt(argparse.Namespace(prompt="-")) == "What is a canvas?"
+    assert read_prompt(argparse.Namespace(prompt="--")) == "--"  # any other text is the prompt itself
 
 
 def test_bytes_that_are_not_utf8_are_read_as_replacement_characters(tiny_chat_gguf):

@@ -31,7 +31,8 @@ from dg_chat.text.sanitize import printable, visible, well_formed
 
 
 def read_prompt(args: argparse.Namespace) -> str:
-    if args.prompt is not None:
+    """The prompt argument, or stdin when there is none or it is "-" (the usual convention)."""
+    if args.prompt not in (None, "-"):
         return well_formed(args.prompt)
     if sys.stdin is None or sys.stdin.isatty():
         raise DgChatError("no prompt: give one as an argument or pipe it on stdin")
