@@ -196,6 +196,16 @@ def test_a_models_dir_that_is_a_file_warns_as_only_downloads_need_it(tmp_path):
     assert check.status == "warn" and "not a folder" in check.detail and "DG_CHAT_MODELS_DIR" in check.hint
 
 
+def test_a_models_folder_that_is_a_file_is_a_failed_check_and_the_others_still_run(tmp_path, monkeypatch, llama_ok,
+                                                                                    capsys):
+    (tmp_path / "models").write_text("not a folder")
+    monkeypatch.setenv("DG_CHAT_MODELS_DIR", str(tmp_path / "models"))
+    assert main(["doctor"]) == 1
+    lines = lines_by_name(capsys.readouterr().out)
+    assert lines["downloads"].startswith("fail") and "is not a folder" in lines["downloads"]
+    assert {"python", "torch", "model", "config", "data", "history"} <= lines.keys()
+
+
 def test_a_config_file_named_by_dg_chat_config_that_does_not_exist_is_a_warning(tmp_path, monkeypatch):
     assert doctor.check_config(None).detail.endswith("(not created; defaults apply)")  # the default place
     monkeypatch.setenv("DG_CHAT_CONFIG", str(tmp_path / "typo.toml"))

@@ -156,12 +156,16 @@ def check_remote(settings: Settings) -> list[Check]:
 
 
 def check_models(settings: Settings) -> list[Check]:
-    local = hub.local_models(settings)
-    redownload = "remove it with `dg-chat models rm` and pull it again"
-    checks = [_model_check(m.spec, m.path, settings, redownload) for m in local]
+    try:
+        local = hub.local_models(settings)
+    except DgChatError as exc:  # a models folder that is a file, say: the other checks still run
+        local, checks = None, [Check("fail", "downloads", str(exc))]
+    else:
+        redownload = "remove it with `dg-chat models rm` and pull it again"
+        checks = [_model_check(m.spec, m.path, settings, redownload) for m in local]
     if is_remote(settings.model):
         return checks + check_remote(settings)
-    if all(m.spec == hub.DEMO for m in local):
+    if local is not None and all(m.spec == hub.DEMO for m in local):
         checks.append(Check("warn", "downloads", f"no model downloaded to {hub.models_cache(settings)}",
                             "dg-chat models pull diffusiongemma"))
     try:
