@@ -156,16 +156,18 @@ def check_remote(settings: Settings) -> list[Check]:
 
 
 def check_models(settings: Settings) -> list[Check]:
+    listing: DgChatError | None = None
     try:
         local = hub.local_models(settings)
     except DgChatError as exc:  # a models folder that is a file, say: the other checks still run
-        local, checks = None, [Check("fail", "downloads", str(exc))]
-    else:
-        redownload = "remove it with `dg-chat models rm` and pull it again"
-        checks = [_model_check(m.spec, m.path, settings, redownload) for m in local]
+        local, listing = [], exc
+    redownload = "remove it with `dg-chat models rm` and pull it again"
+    checks = [_model_check(m.spec, m.path, settings, redownload) for m in local]
+    if listing is not None:
+        checks.append(Check("fail", "downloads", str(listing)))
     if is_remote(settings.model):
         return checks + check_remote(settings)
-    if local is not None and all(m.spec == hub.DEMO for m in local):
+    if listing is None and all(m.spec == hub.DEMO for m in local):
         checks.append(Check("warn", "downloads", f"no model downloaded to {hub.models_cache(settings)}",
                             "dg-chat models pull diffusiongemma"))
     try:
