@@ -210,6 +210,17 @@ def test_the_streamed_text_is_exactly_the_final_answer(monkeypatch, capsys, answ
     assert "".join(engine.printed) + rest == printable(final) + "\n"
 
 
+def test_with_the_live_canvas_on_a_terminal_a_piped_answer_waits_for_its_end(monkeypatch, capsys):
+    """`ask --show-steps | tee answer.md`: the pipe may reach the canvas's terminal, where a redraw would erase it."""
+    from rich.console import Console
+
+    monkeypatch.setattr(Console, "is_terminal", property(lambda console: console.stderr))  # stderr: a terminal
+    engine = FakeEngine([block("First block. "), block("First block. Second."), finished("First block. Second.")],
+                        capsys)
+    assert run_ask(monkeypatch, engine, "--show-steps") == 0
+    assert engine.printed == ["", "", ""] and capsys.readouterr().out == "First block. Second.\n"
+
+
 def test_after_an_interrupt_the_message_starts_on_its_own_line(monkeypatch, capsys):
     engine = FakeEngine([block("partial ans"), KeyboardInterrupt()], capsys)
     assert run_ask(monkeypatch, engine) == 130

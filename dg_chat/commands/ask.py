@@ -129,11 +129,12 @@ def stop_on_interrupt(cancel: threading.Event) -> Iterator[None]:
 def _answer(args: argparse.Namespace, engine: TurnEngine, messages: list[Message], err: Console) -> int:
     settings = args.settings
     # The frames go to stderr only: Live must not take over stdout (the answer would end up on
-    # stderr, a line per block). Where stdout is the same terminal, the answer waits until the
-    # last frame is cleared, or the frame's refresh would erase it.
+    # stderr, a line per block). While they show on a terminal, the answer waits until the last
+    # frame is cleared, or the frame's refresh would erase it: stdout may reach the same terminal,
+    # directly or through a pipe (`| tee answer.md`).
     live = (Live(console=err, transient=True, auto_refresh=False, redirect_stdout=False, redirect_stderr=False)
             if args.show_steps else None)
-    hold = live is not None and sys.stdout.isatty()
+    hold = live is not None and err.is_terminal
     stream = AnswerStream()
     committed = ""
     finished: TurnFinished | None = None
