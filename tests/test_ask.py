@@ -241,8 +241,14 @@ def test_ctrl_c_stops_at_the_next_step_and_keeps_the_partial_answer(monkeypatch,
     assert run_ask(monkeypatch, engine) == 130
     out, err = capsys.readouterr()
     assert "".join(engine.printed) + out == "partial answer so far\n"
-    assert "stopped" in err and "interrupted" not in err
+    assert "stopped: the partial answer is above" in err and "interrupted" not in err
     assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_an_answer_stopped_before_any_text_says_so(monkeypatch, capsys):
+    assert run_ask(monkeypatch, FakeEngine([finished("", stopped=True)], capsys)) == 130
+    out, err = capsys.readouterr()
+    assert out == "\n" and "stopped before any text" in err and "above" not in err
 
 
 def test_an_answer_without_text_says_so(monkeypatch, capsys):

@@ -190,6 +190,7 @@ def _answer(args: argparse.Namespace, engine: TurnEngine, messages: list[Message
         err.print(f"cut short: no end of turn within {blocks} (--max-canvases raises the limit)",
                   markup=False, soft_wrap=True)
     if finished.stopped:
-        err.print("stopped: the partial answer is above", markup=False)
+        err.print("stopped: the partial answer is above" if finished.answer else "stopped before any text",
+                  markup=False)
         return EXIT_STOPPED
     return 0
