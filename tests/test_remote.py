@@ -33,6 +33,7 @@ from dg_chat.engine.remote.engine import RemoteEngine
 from dg_chat.engine.remote.spec import parse_remote
 from dg_chat.engine.turn_engine import BackendView, TokenPieces, TurnEngine
 from dg_chat.errors import DgChatError
+from dg_chat.text.canvas import END_GLYPH
 from dg_chat.text.chat import Message
 from tests.support.fake_openai import MODEL, FakeOpenAI, Reply
 
@@ -100,7 +101,8 @@ def test_each_chunk_is_a_block_and_each_canvas_event_a_step_with_its_pieces(serv
     last = steps[2]
     assert [engine.tokenizer.piece(n) for n in last.tokens[:3]] == ["The ", "sky ", "is "] and last.accepted.all()
     assert not steps[0].accepted.all() and steps[0].changed.all()
-    assert "The sky is" in canvas_text(last, engine).plain  # what `ask --show-steps` draws
+    drawn = canvas_text(last, engine).plain  # what `ask --show-steps` draws
+    assert "The sky is" in drawn and "<pad>" not in drawn and drawn.endswith(END_GLYPH)  # the end: a quiet cell
     blocks = [e for e in events if isinstance(e, BlockCommitted)]
     assert [b.answer for b in blocks] == ["The sky is ", "The sky is blue."]
     assert [b.final for b in blocks] == [False, True]
@@ -479,7 +481,8 @@ def test_dg_chat_serve_gives_the_local_engines_answer_and_its_live_canvas(served
     local = load_engine(Settings(model=str(tiny_chat_gguf), device="cpu"))
     try:
         expected = list(local.turn(question, sampler))
-        pieces = [[local.tokenizer.piece(t) for t in e.argmax.tolist()] for e in expected if isinstance(e, CanvasStep)]
+        cells = [[None if t in local.end_ids else local.tokenizer.piece(t) for t in e.argmax.tolist()]
+                 for e in expected if isinstance(e, CanvasStep)]
     finally:
         local.close()
     remote = engine_for(f"openai:{served}")
@@ -490,7 +493,8 @@ def test_dg_chat_serve_gives_the_local_engines_answer_and_its_live_canvas(served
     assert events[-1].stats.tokens == expected[-1].stats.tokens > 0
     assert events[-1].stats.truncated == expected[-1].stats.truncated  # finish_reason "length" or "stop"
     steps = [e for e in events if isinstance(e, CanvasStep)]
-    assert [[remote.tokenizer.piece(n) for n in s.tokens.tolist()] for s in steps] == pieces
+    assert [[None if n in remote.end_ids else remote.tokenizer.piece(n) for n in s.tokens.tolist()]
+            for s in steps] == cells
     assert [(s.block, s.step) for s in steps] == [(e.block, e.step) for e in expected if isinstance(e, CanvasStep)]
 
 

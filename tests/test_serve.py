@@ -161,6 +161,7 @@ def test_canvas_events_come_before_their_block_when_asked(tiny):
             expected.append(("dg_chat.canvas", {
                 "block": event.block, "step": event.step, "max_steps": 2,
                 "pieces": [tiny.tokenizer.piece(t) for t in event.argmax.tolist()],
+                "end": [t in tiny.end_ids for t in event.argmax.tolist()],
                 "accepted": event.accepted.tolist(), "changed": event.changed.tolist(),
                 "mean_entropy": pytest.approx(event.mean_entropy)}))
         elif isinstance(event, BlockCommitted):

@@ -19,10 +19,13 @@ each denoising step is sent as its own SSE event **before** the block's normal c
 
     event: dg_chat.canvas
     data: {"block": 0, "step": 3, "max_steps": 48, "pieces": ["The", " canvas", ...],
-           "accepted": [true, false, ...], "changed": [false, true, ...], "mean_entropy": 1.23}
+           "end": [false, false, ...], "accepted": [true, false, ...], "changed": [false, true, ...],
+           "mean_entropy": 1.23}
 
 `pieces` are the decoded text pieces of the step's argmax canvas, one per canvas position (what the
-local TUI shows), `accepted`/`changed` as in `dg_chat.engine.events.CanvasStep`. Events without an
+local TUI shows), `end` marks the positions that hold an end-of-turn token (shown as quiet cells,
+as locally; a client reads a missing `end` as none), `accepted`/`changed` as in
+`dg_chat.engine.events.CanvasStep`. Events without an
 `event:` line are the standard chunks. The request may also carry `"seed"` (OpenAI's field), `"max_tokens"`,
 and `"dg_chat": {"canvas": true, "sampler": {...SamplerSettings fields...}, "thinking": bool}`.
 Each block's normal chunk additionally carries `"dg_chat": {"block": b, "steps": n}` (ignored by

@@ -159,7 +159,7 @@ class TurnResponse:
         deltas, last = Deltas(), None
         async for event in self.job.events():
             if isinstance(event, CanvasStep) and self.request.canvas:
-                yield sse(canvas_event(event, self.routes.piece), CANVAS_EVENT)
+                yield sse(canvas_event(event, self.routes.piece, self.routes.end_ids), CANVAS_EVENT)
             elif isinstance(event, BlockCommitted) and event.final:
                 last = event
             elif isinstance(event, BlockCommitted):
@@ -184,6 +184,7 @@ class Routes:
     def __init__(self, worker: EngineWorker, model: str, defaults: SamplerSettings):
         self.worker, self.model, self.defaults = worker, model, defaults
         self.piece = worker.engine.tokenizer.piece
+        self.end_ids = worker.engine.end_ids
         self.started = int(time.time())
 
     async def models(self, request: Request) -> JSONResponse:

@@ -188,10 +188,12 @@ def usage(stats: Stats) -> dict[str, int]:
             "total_tokens": stats.prompt_tokens + stats.tokens}
 
 
-def canvas_event(step: CanvasStep, piece: Callable[[int], str]) -> dict[str, Any]:
-    """A dg_chat.canvas event: one denoising step."""
+def canvas_event(step: CanvasStep, piece: Callable[[int], str], end_ids: frozenset[int]) -> dict[str, Any]:
+    """A dg_chat.canvas event: one denoising step; `end` marks the positions that hold an end-of-turn
+    token (a client shows them as the quiet cells of the local canvas, not as "<|end|>" text)."""
+    tokens = step.argmax.tolist()
     return {"block": step.block, "step": step.step, "max_steps": step.max_steps,
-            "pieces": [piece(token) for token in step.argmax.tolist()],
+            "pieces": [piece(token) for token in tokens], "end": [token in end_ids for token in tokens],
             "accepted": step.accepted.tolist(), "changed": step.changed.tolist(),
             "mean_entropy": step.mean_entropy}
 

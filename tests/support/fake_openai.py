@@ -219,6 +219,7 @@ def _handler(server: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
                 kept = math.ceil(CANVAS * step / steps)
                 now = pieces[:kept] + [f"~{i}" for i in range(kept, CANVAS)]
                 event = {"block": block, "step": step, "max_steps": steps, "pieces": now,
+                         "end": [piece == "<pad>" for piece in now],  # the end-of-turn token, as dg-chat marks it
                          "accepted": [i < kept for i in range(CANVAS)],
                          "changed": [not previous or previous[i] != now[i] for i in range(CANVAS)],
                          "mean_entropy": 1.0 - step / steps}

@@ -49,6 +49,8 @@ CANVAS_EVENT = "dg_chat.canvas"
 EXTENSION_FIELDS = ("chat_template_kwargs", "dg_chat")
 """Request fields beyond OpenAI's own, which a strict server refuses."""
 NO_TOKENS = np.zeros(0, dtype=np.int32)
+END = -1
+"""The number of a canvas position that dg-chat's server marks as an end-of-turn token (`end`)."""
 
 
 class PieceVocabulary:
@@ -157,7 +159,7 @@ class RemoteEngine:
         self.name = model
         self.tokenizer = PieceVocabulary()
         self.backend = RemoteServer(client.spec.host)
-        self.end_ids: frozenset[int] = frozenset()
+        self.end_ids: frozenset[int] = frozenset({END})
         self.strict = False
         """The server refused the extension fields once: no request carries them any more."""
 
@@ -301,10 +303,12 @@ class RemoteEngine:
         """A `dg_chat.canvas` event as a CanvasStep of block `block` (the blocks received so far)."""
         try:
             pieces, accepted, changed = data["pieces"], data["accepted"], data["changed"]
+            end = data.get("end") or [False] * len(pieces)  # an older dg-chat server marks no end tokens
             if not (isinstance(pieces, list) and all(isinstance(p, str) for p in pieces)
-                    and len(pieces) == len(accepted) == len(changed)):
+                    and len(pieces) == len(accepted) == len(changed) == len(end)):
                 raise ValueError
             numbers = self.tokenizer.numbers([well_formed(piece) for piece in pieces])
+            numbers[np.asarray(end, dtype=bool)] = END
             return CanvasStep(block=block, step=int(data["step"]), max_steps=int(data["max_steps"]),
                               tokens=numbers, argmax=numbers, accepted=np.asarray(accepted, dtype=bool),
                               changed=np.asarray(changed, dtype=bool), mean_entropy=float(data["mean_entropy"]))
