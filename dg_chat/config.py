@@ -179,15 +179,19 @@ def _is_union(hint: Any) -> bool:
     return get_origin(hint) in (typing.Union, types.UnionType)
 
 
+_PLAIN_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "text", type(None): "none"}
+
+
 def _type_name(hint: Any) -> str:
-    """How an error message names a type: int, int | None, dict[str, str], one of auto, torch, llama."""
+    """How an error message names a type, in words: an integer, an integer or none, a table of text,
+    one of auto, torch, llama."""
     if get_origin(hint) is Literal:
         return f"one of {', '.join(map(str, get_args(hint)))}"
     if _is_union(hint):
-        return " | ".join(_type_name(arg) for arg in get_args(hint))
-    if hint is type(None):
-        return "None"
-    return str(hint) if get_origin(hint) else hint.__name__
+        return " or ".join(_type_name(arg) for arg in get_args(hint))
+    if get_origin(hint) is dict:
+        return f"a table of {_type_name(get_args(hint)[1])}"
+    return _PLAIN_NAMES.get(hint, getattr(hint, "__name__", str(hint)))
 
 
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")

@@ -35,12 +35,12 @@ def test_keymap_and_ui_section(tmp_path):
 
 
 @pytest.mark.parametrize("text, expected", [
-    ('[sampler]\nmax_steps = "many"\n', "line 2, key 'sampler.max_steps': expected int"),
+    ('[sampler]\nmax_steps = "many"\n', "line 2, key 'sampler.max_steps': expected an integer, got 'many'"),
     ('model = "x"\ncolour = 3\n', "line 2, key 'colour': unknown setting"),
     ('[sampler]\n\nbogus = 1\n', "line 3, key 'sampler.bogus': unknown setting"),
     ('backend = "gpu"\n', "line 1, key 'backend': must be one of auto, torch, llama, not 'gpu'"),
     ('model = \n', "line 1"),
-    ('[sampler]\nthinking = 1\n', "key 'sampler.thinking': expected bool"),
+    ('[sampler]\nthinking = 1\n', "key 'sampler.thinking': expected true or false, got 1"),
 ])
 def test_malformed_file_gives_one_line_naming_file_line_and_key(tmp_path, text, expected):
     path = write(tmp_path, text)

@@ -75,10 +75,11 @@ def test_coerce_decides_on_resolved_types(value, hint, expected):
 
 
 @pytest.mark.parametrize("value, hint, message", [
-    ("x", int, "here: expected int, got 'x'"), ("none", int, "here: expected int, got 'none'"),
-    (None, bool, "here: expected bool, got None"), (True, int | None, "here: expected int | None, got True"),
+    ("x", int, "here: expected an integer, got 'x'"), ("none", int, "here: expected an integer, got 'none'"),
+    (None, bool, "here: expected true or false, got None"),
+    (True, int | None, "here: expected an integer or none, got True"),
     (3, config.BackendChoice, "here: expected one of auto, torch, llama, got 3"),
-    ({"stop": 1}, dict[str, str], "here: expected dict[str, str], got {'stop': 1}"),
+    ({"stop": 1}, dict[str, str], "here: expected a table of text, got {'stop': 1}"),
 ])
 def test_coerce_names_the_expected_type(value, hint, message):
     with pytest.raises(ConfigError) as info:
