@@ -366,10 +366,17 @@ def test_a_server_that_never_lists_its_models_is_one_line_within_the_list_timeou
                                                    "is the server up?")
 
 
-@pytest.mark.parametrize("url", ["not a url", "http://[::1", "http://h:abc/v1", "http://h:99999/v1"])
-def test_a_malformed_spec_is_one_line(url, capsys):
+@pytest.mark.parametrize("url, problem", [
+    ("not a url", "'not a url' is not an http(s) URL"),
+    ("", "the URL is missing"),
+    ("http://[::1", "'http://[::1' has no valid host and port (a port is from 0 to 65535)"),
+    ("http://h:abc/v1", "'http://h:abc/v1' has no valid host and port (a port is from 0 to 65535)"),
+    ("http://h:99999/v1", "'http://h:99999/v1' has no valid host and port (a port is from 0 to 65535)"),
+])
+def test_a_malformed_spec_is_one_line(url, problem, capsys):
     assert main(["ask", "-m", f"openai:{url}#m", "hi"]) == 1
-    assert "a remote model is openai:<base-url>#<model>" in error_line(capsys.readouterr().err)
+    line = error_line(capsys.readouterr().err)
+    assert "a remote model is openai:<base-url>#<model>" in line and line.endswith(f"; {problem}")
 
 
 # the API key

@@ -43,15 +43,16 @@ def parse_remote(spec: str) -> RemoteSpec:
     """`openai:<base-url>[#<model>]` -> RemoteSpec; a DgChatError that shows the expected form."""
     url, _, model = spec.strip()[len(PREFIX):].partition("#")
     url = url.strip()
+    problem = "" if url else "the URL is missing"
     try:
         parts = urlsplit(url)
-        # reading .port raises ValueError too, for a port that is not a number in 0-65535
-        valid = parts.scheme in ("http", "https") and bool(parts.hostname) and (parts.port or 0) >= 0
-    except ValueError:  # an unclosed [IPv6] host
-        valid = False
-    if not valid:
-        raise DgChatError(f"a remote model is openai:<base-url>#<model>, e.g. {EXAMPLE}; "
-                          f"{url or 'an empty URL'!r} is not an http(s) URL")
+        if url and not (parts.scheme in ("http", "https") and parts.hostname):
+            problem = f"{url!r} is not an http(s) URL"
+        parts.port  # noqa: B018 - reading it checks it
+    except ValueError:  # an unclosed [IPv6] host, or a port that is not a number in 0-65535
+        problem = problem or f"{url!r} has no valid host and port (a port is from 0 to 65535)"
+    if problem:
+        raise DgChatError(f"a remote model is openai:<base-url>#<model>, e.g. {EXAMPLE}; {problem}")
     if parts.username is not None or parts.password is not None:
         raise DgChatError("a remote model's URL must not hold a user or password (specs are saved with every "
                           "chat): put the API key in the environment variable named by the api_key_env setting")
