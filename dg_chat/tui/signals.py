@@ -1,5 +1,6 @@
-"""SIGTERM and SIGHUP end the app like Ctrl+Q (a running answer is stored as stopped, the terminal
-is restored), with the exit status of a process killed by that signal (143, 129)."""
+"""SIGTERM, SIGHUP and SIGINT end the app like Ctrl+Q (a running answer is stored as stopped, the
+terminal is restored), with the exit status of a process killed by that signal (143, 129, 130).
+SIGINT only comes from outside (`kill -INT`): in the app, Ctrl+C is a key."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ from typing import Any
 
 from textual.app import App
 
-EXIT_STATUS = {signum: 128 + signum for signum in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGHUP", None))
+EXIT_STATUS = {signum: 128 + signum
+               for signum in (getattr(signal, name, None) for name in ("SIGTERM", "SIGHUP", "SIGINT"))
                if signum is not None}
-"""Signals that end the app as Ctrl+Q does, and the exit status of each (143, 129; Windows has no SIGHUP)."""
+"""Signals that end the app as Ctrl+Q does, and the exit status of each (143, 129, 130; Windows has no SIGHUP)."""
 
 
 def exit_on_signals(app: App[Any]) -> None:

@@ -1,4 +1,4 @@
-"""SIGTERM and SIGHUP end the app like Ctrl+Q: the terminal is restored, the exit status is 128 + signal."""
+"""SIGTERM, SIGHUP and SIGINT end the app like Ctrl+Q: the terminal is restored, the exit status is 128 + signal."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ RESTORED = (b"\x1b[?1049l", b"\x1b[?25h", b"\x1b[?1000l")
 """Alternate screen off, cursor shown, mouse reporting off."""
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT])
 def test_a_termination_signal_restores_the_terminal_and_exits_128_plus_it(signum):
     with app_in_pty() as (child, master):
         child.send_signal(signum)
