@@ -28,6 +28,7 @@ from dg_chat.config import SamplerSettings, Settings
 from dg_chat.engine.engine import Engine
 from dg_chat.engine.events import BlockCommitted, CanvasStep, Event, TurnFailed, TurnFinished
 from dg_chat.engine.loader import load_engine
+from dg_chat.errors import DgChatError
 from dg_chat.serve import app as app_module, worker as worker_module
 from dg_chat.serve.app import create_app
 from dg_chat.serve.protocol import Deltas
@@ -236,6 +237,17 @@ def test_a_local_only_server_refuses_requests_for_other_host_names(demo):
                        f"evil.example:{port}": 403, "127.0.0.1.evil.example": 403, "[::1": 403, "": 403}
     assert refused.status_code == 403 and refused.json()["error"]["message"].startswith(
         "this server answers requests for localhost only, not for 'evil.example'")
+
+
+def test_a_token_no_client_could_send_is_refused_in_one_line(monkeypatch):
+    from dg_chat.commands.serve import bearer_token
+
+    monkeypatch.setenv("TEST_SERVE_TOKEN", " ключ\n")
+    with pytest.raises(DgChatError, match="TEST_SERVE_TOKEN holds characters an HTTP header cannot carry") as info:
+        bearer_token("TEST_SERVE_TOKEN")
+    assert "ключ" not in str(info.value)
+    monkeypatch.setenv("TEST_SERVE_TOKEN", " s3cret\n")
+    assert bearer_token("TEST_SERVE_TOKEN") == "s3cret"
 
 
 @pytest.mark.parametrize("body, status, message", [

@@ -21,6 +21,7 @@ from rich.console import Console
 from dg_chat.config import Settings
 from dg_chat.engine.engine import Engine
 from dg_chat.engine.loader import load_engine
+from dg_chat.engine.remote.spec import api_key
 from dg_chat.errors import DgChatError, DgChatWarning
 from dg_chat.serve.app import create_app
 from dg_chat.serve.server import Server, is_loopback, listen, url
@@ -39,10 +40,11 @@ def _terminated(signum: int, frame: object) -> None:
 
 
 def bearer_token(env_name: str | None) -> str | None:
-    """The token named by --token-env (None without the option); never printed."""
+    """The token named by --token-env (None without the option); never printed. Checked as clients'
+    API keys are: one an HTTP header cannot carry no client could send."""
     if env_name is None:
         return None
-    token = os.environ.get(env_name, "").strip()
+    token = api_key(env_name)
     if not token:
         raise DgChatError(f"--token-env {env_name}: the environment variable {env_name} is not set or empty")
     return token
