@@ -270,7 +270,9 @@ def test_ask_json_has_null_for_what_the_server_did_not_report(capsys):
         assert main(["ask", "-m", server.spec(), "--json", "--seed", "7", "hi"]) == 0
     finally:
         server.close()
-    stats = json.loads(capsys.readouterr().out)["stats"]
+    answer = json.loads(capsys.readouterr().out)
+    assert answer["prompt_ids"] is None and answer["token_ids"] is None  # the server tokenizes
+    stats = answer["stats"]
     unknown = ("prompt_tokens", "tokens", "forwards", "steps_per_block", "tokens_per_second",
                "prompt_tokens_per_second", "tokens_per_forward")
     assert {name: stats[name] for name in unknown} == dict.fromkeys(unknown)

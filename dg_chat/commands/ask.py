@@ -158,11 +158,13 @@ def _answer(args: argparse.Namespace, engine: TurnEngine, messages: list[Message
         raise
     assert finished is not None
     if args.json:  # ASCII: a raw C1 control, DEL or bidi override of the model's would reach the terminal
+        prompt_ids = engine.prompt_ids(messages, settings.sampler.thinking)
         print(json.dumps({
             "text": finished.answer, "thinking": finished.thinking, "stopped": finished.stopped,
             "truncated": finished.stats.truncated,
-            "prompt_ids": engine.prompt_ids(messages, settings.sampler.thinking),
-            "token_ids": finished.token_ids, "backend": engine.backend.name, "model": engine.info.to_dict(),
+            # null, both, where a server tokenizes: no ids are known here
+            "prompt_ids": prompt_ids, "token_ids": finished.token_ids if prompt_ids is not None else None,
+            "backend": engine.backend.name, "model": engine.info.to_dict(),
             "stats": finished.stats.to_dict(),
         }))
         return EXIT_STOPPED if finished.stopped else 0
