@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from dg_chat import paths
 from dg_chat.cli import build_parser, main, settings_overrides
 from dg_chat.commands import doctor
 from dg_chat.config import Settings
+from dg_chat.store import Store
 from tests.support.fake_hub import tiny_gguf, write_catalog
 
 LINE = re.compile(r"^(ok|warn|fail) +\S")
@@ -172,8 +174,9 @@ def test_a_data_dir_that_cannot_be_a_folder_fails_with_a_hint(make, models_dir, 
     monkeypatch.setenv("DG_CHAT_DATA_DIR", str(data))
     assert main(["doctor"]) == 1
     lines = lines_by_name(capsys.readouterr().out)
-    assert [name for name, line in lines.items() if line.startswith("fail")] == ["data"]
+    assert [name for name, line in lines.items() if line.startswith("fail")] == ["data", "history"]
     assert f"{data} " in lines["data"] and "not a folder" in lines["data"]
+    assert f"{data / 'history.sqlite3'} cannot be created" in lines["history"]  # not "ok (not created yet)"
     assert "hint: set DG_CHAT_DATA_DIR to a writable folder" in lines["data"]
 
 
@@ -204,6 +207,19 @@ def test_a_models_folder_that_is_a_file_is_a_failed_check_and_the_others_still_r
     lines = lines_by_name(capsys.readouterr().out)
     assert lines["downloads"].startswith("fail") and "is not a folder" in lines["downloads"]
     assert {"python", "torch", "model", "config", "data", "history"} <= lines.keys()
+
+
+def test_a_history_that_cannot_be_created_or_written_is_a_failed_check(tmp_path, monkeypatch):
+    (tmp_path / "data").write_text("a file, not a folder")
+    monkeypatch.setenv("DG_CHAT_DATA_DIR", str(tmp_path / "data"))
+    check = doctor.check_history()
+    assert check.status == "fail" and check.detail.startswith(f"{tmp_path / 'data' / 'history.sqlite3'} cannot be "
+                                                              f"created: {tmp_path / 'data'} is not a folder")
+    monkeypatch.setenv("DG_CHAT_DATA_DIR", str(tmp_path / "writable"))
+    Store().close()
+    monkeypatch.setattr(os, "access", lambda path, mode: False)  # as for a user who does not own the file
+    check = doctor.check_history()
+    assert check.status == "fail" and check.detail.endswith("history.sqlite3 is read-only: no chat could be saved")
 
 
 def test_a_config_file_named_by_dg_chat_config_that_does_not_exist_is_a_warning(tmp_path, monkeypatch):

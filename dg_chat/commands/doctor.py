@@ -232,7 +232,12 @@ def check_history() -> Check:
     """SQLite's integrity check of the chat history."""
     path = paths.history_db()
     if not path.exists():
+        folder = check_dir("history", path.parent, "set DG_CHAT_DATA_DIR to a writable folder")
+        if folder.status != "ok":
+            return replace(folder, detail=f"{path} cannot be created: {folder.detail}")
         return Check("ok", "history", f"{path} (not created yet)")
+    if not os.access(path, os.R_OK | os.W_OK):
+        return Check("fail", "history", f"{path} is read-only: no chat could be saved", "make the file writable")
     try:
         problems = history_problems(path)
     except StoreError as exc:  # locked or unreadable: no damage, and nothing to repair
