@@ -54,9 +54,8 @@ def damaged(path: Path, reason: str) -> StoreError:
 def unusable(path: Path, exc: sqlite3.Error) -> StoreError:
     """A history that cannot be used now, with nothing wrong in it: locked, read-only, ..."""
     code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF
-    hint = {_BUSY: "; another program (another dg-chat?) is using it: close that and try again",
-            _LOCKED: "; another program (another dg-chat?) is using it: close that and try again",
-            _READONLY: "; make the file and its folder writable"}.get(code, "")
+    in_use = "; another program (another dg-chat?) is using it: close that and try again"
+    hint = {_BUSY: in_use, _LOCKED: in_use, _READONLY: "; make the file and its folder writable"}.get(code, "")
     return StoreError(f"cannot use the history database {path}: {exc}{hint}")
 
 
