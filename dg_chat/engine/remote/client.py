@@ -136,7 +136,7 @@ class RemoteClient:
         if not response.is_error:
             return
         status = f"{response.status_code} {response.reason_phrase}".strip()
-        said = self.clip(server_message(_head(response, ERROR_BODY_BYTES)))
+        said = self.clip(server_message(_head(response, ERROR_BODY_BYTES).decode("utf-8", errors="replace")))
         raise RemoteError(self._status_message(response.status_code, f"{status}: {said}" if said else status),
                           response.status_code, said)
 
@@ -173,10 +173,9 @@ def _head(response: httpx.Response, limit: int) -> bytes:
     return bytes(data[:limit])
 
 
-def server_message(body: bytes) -> str:
-    """The message of an OpenAI-style error body ({"error": {"message": ...}}), FastAPI's "detail",
-    or the body's text."""
-    text = body.decode("utf-8", errors="replace")
+def server_message(text: str) -> str:
+    """The message of an OpenAI-style error body or event ({"error": {"message": ...}}), FastAPI's
+    "detail", or the text itself."""
     try:
         data = json.loads(text)
     except ValueError:

@@ -35,7 +35,7 @@ from dg_chat.engine.events import (
     TurnFinished,
 )
 from dg_chat.engine.model_info import ModelInfo
-from dg_chat.engine.remote.client import RemoteClient, RemoteError, StreamCut
+from dg_chat.engine.remote.client import RemoteClient, RemoteError, StreamCut, server_message
 from dg_chat.engine.remote.spec import api_key, parse_remote
 from dg_chat.engine.turn_engine import Noise
 from dg_chat.errors import DgChatError
@@ -74,15 +74,6 @@ class PieceVocabulary:
 
     def piece(self, number: int) -> str:
         return self._pieces[number] if 0 <= number < len(self._pieces) else "?"
-
-
-def error_message(data: str) -> str:
-    """What an `error` event says: the message of OpenAI's {"error": {"message": ...}}, else its data."""
-    try:
-        error = json.loads(data)["error"]
-    except (ValueError, TypeError, KeyError):
-        return data
-    return str(error.get("message", error) if isinstance(error, dict) else error)
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,7 +213,7 @@ class RemoteEngine:
                     steps = step.step
                     yield step
                 elif event.event == "error":
-                    raise RemoteError(f"{label} failed mid-answer: {self.client.clip(error_message(event.data))}")
+                    raise RemoteError(f"{label} failed mid-answer: {self.client.clip(server_message(event.data))}")
                 elif event.event in ("", "message"):  # a standard chunk (other events, a "ping" say: skipped)
                     chunk = self._chunk(self._json(event.data), stats)
                     ended = ended or chunk.finish is not None
