@@ -259,9 +259,15 @@ class Store:
 
     def add_message(self, chat_id: int, role: str, content: str, *, thinking: str = "",
                     status: Status = "complete", model: ModelInfo | None = None) -> int:
+        return self._write(*self._adding(chat_id, role, content, thinking=thinking, status=status, model=model))
+
+    @staticmethod
+    def _adding(chat_id: int, role: str, content: str, *, thinking: str = "", status: Status = "complete",
+                model: ModelInfo | None = None) -> tuple[tuple[str, tuple], ...]:
+        """The statements that add a message to a chat, the insert last (its id is the row id)."""
         now = time.time()
         model_json = None if model is None else json.dumps(model.to_dict())
-        return self._write(
+        return (
             ("UPDATE chats SET updated = ? WHERE id = ?", (now, chat_id)),
             ("INSERT INTO messages (chat_id, role, content, thinking, status, created, model)"
              " VALUES (?, ?, ?, ?, ?, ?, ?)", (chat_id, role, content, thinking, status, now, model_json)),
@@ -319,10 +325,16 @@ class Store:
         rows = self._query("SELECT content FROM messages WHERE role = 'user' ORDER BY id DESC LIMIT ?", (limit,))
         return [row[0] for row in reversed(rows)]
 
-    def delete_messages_from(self, message_id: int) -> None:
-        """Delete a message and every later message of its chat (regenerate, edit and resend)."""
-        self._write(("DELETE FROM messages WHERE chat_id = (SELECT chat_id FROM messages WHERE id = ?1)"
-                     " AND id >= ?1", (message_id,)))
+    def resend(self, message_id: int, content: str) -> int:
+        """Replace a user message and every later message of its chat by a new user message
+        `content` (edit and resend), in one transaction: if it cannot be stored, the old exchange
+        stays. Returns the new message's id; StoreError if there is no such message."""
+        rows = self._query("SELECT chat_id FROM messages WHERE id = ?", (message_id,))
+        if not rows:
+            raise StoreError(f"no message with id {message_id}")
+        chat_id = int(rows[0][0])
+        return self._write(("DELETE FROM messages WHERE chat_id = ? AND id >= ?", (chat_id, message_id)),
+                           *self._adding(chat_id, "user", content))
 
     # replay frames
 

@@ -81,14 +81,28 @@ def test_search_rename_and_delete(store):
         store.chat(tools)
 
 
-def test_delete_messages_from_keeps_earlier_ones_and_other_chats(store):
+def test_resend_replaces_a_message_and_what_follows_it_and_keeps_other_chats(store):
     chat, other = store.create_chat("a", Settings()), store.create_chat("b", Settings())
     ids = [store.add_message(chat, role, text) for role, text in
            [("user", "1"), ("model", "2"), ("user", "3"), ("model", "4")]]
+    store.save_frames(ids[3], 0, b"frames of the old answer")
     kept = store.add_message(other, "user", "elsewhere")
-    store.delete_messages_from(ids[2])
-    assert [m.content for m in store.messages(chat)] == ["1", "2"]
+    new = store.resend(ids[2], "3, edited")
+    assert [(m.role, m.content) for m in store.messages(chat)] == [("user", "1"), ("model", "2"), ("user", "3, edited")]
+    assert store.messages(chat)[-1].id == new and store.frames(ids[3]) == []
     assert [m.id for m in store.messages(other)] == [kept]
+    assert store.last_chat_id() == chat  # the edited chat is the most recently used
+    with pytest.raises(StoreError, match="no message"):
+        store.resend(ids[3], "gone")
+
+
+def test_resend_that_cannot_be_stored_keeps_the_old_exchange(store):
+    chat = store.create_chat("a", Settings())
+    ids = [store.add_message(chat, role, text) for role, text in [("user", "1"), ("model", "2")]]
+    store._db.execute("CREATE TRIGGER refuse BEFORE INSERT ON messages BEGIN SELECT RAISE(ABORT, 'disk full'); END")
+    with pytest.raises(StoreError, match="disk full"):
+        store.resend(ids[0], "1, edited")
+    assert [m.content for m in store.messages(chat)] == ["1", "2"]
 
 
 def test_frames_are_kept_per_block_in_order(store):

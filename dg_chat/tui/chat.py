@@ -140,19 +140,22 @@ class ChatPane(Vertical):
             self.notify(f"Not sent: {problem}. Start a new chat or shorten your message.", severity="error",
                         timeout=20, markup=False)
             return
-        if self._editing is not None:
-            self.store.delete_messages_from(self._editing)
-            await self.transcript.remove_from(self._editing)
-            self._editing = None
-            self.query_one(Prompt).end_edit(cancelled=False)
         try:
-            if self.chat_id is None:
-                self.chat_id = self.store.create_chat(title_from(message.text), self.chat_settings)
             # Stored before anything is generated: the question survives whatever happens next.
-            message_id = self.store.add_message(self.chat_id, "user", message.text)
+            if self._editing is not None:  # and the old exchange stays if the new one cannot be stored
+                message_id = self.store.resend(self._editing, message.text)
+            else:
+                if self.chat_id is None:
+                    self.chat_id = self.store.create_chat(title_from(message.text), self.chat_settings)
+                message_id = self.store.add_message(self.chat_id, "user", message.text)
         except DgChatError:
             self.query_one(Prompt).restore(message.text)
             raise
+        assert self.chat_id is not None  # an edited message is in the chat shown
+        if self._editing is not None:
+            await self.transcript.remove_from(self._editing)
+            self._editing = None
+            self.query_one(Prompt).end_edit(cancelled=False)
         await self._start_turn(MessageView("user", message.text, message_id=message_id))
         self.post_message(self.Stored(self.chat_id))
 

@@ -444,6 +444,25 @@ async def test_a_history_write_error_is_a_notice_and_keeps_the_prompt(make_app, 
         assert views(app)[0] == ("user", "important words", "complete")
 
 
+async def test_an_edit_that_cannot_be_stored_keeps_the_old_exchange_and_the_edit(make_app, store):
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await send(pilot, "one")
+        await pilot.press("ctrl+g", "backspace", "backspace", "backspace", *"1!")
+        store._db.execute("CREATE TRIGGER refuse BEFORE INSERT ON messages BEGIN SELECT RAISE(ABORT, 'disk full'); END")
+        await pilot.press("enter")
+        await pilot.pause()
+        assert any("disk full" in n.message for n in app._notifications)
+        assert app.query_one(Prompt).text == "1!" and not app.generating
+        assert views(app) == [("user", "one", "complete"), ("model", "You said: one", "complete")]
+        assert [m.content for m in store.messages(app.chat_id)] == ["one", "You said: one"]
+        store._db.execute("DROP TRIGGER refuse")
+        await pilot.press("enter")  # still editing: the retry replaces the exchange
+        await finished(pilot)
+        assert views(app) == [("user", "1!", "complete"), ("model", "You said: 1!", "complete")]
+    assert [m.content for m in store.messages(app.chat_id)] == ["1!", "You said: 1!"]
+
+
 async def test_settings_screen_offers_the_mask_algorithms(make_app, store):
     engine = ScriptedEngine()
     engine.backend.noise = "mask"  # the algorithm is a knob of mask-token models only
