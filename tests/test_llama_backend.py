@@ -212,6 +212,13 @@ def test_decode_inverts_encode(loaded, text):
     assert tok.decode(tok.encode(text)) == text
 
 
+def test_fewest_tokens_is_a_lower_bound(loaded):
+    for arch, (_, tok) in loaded.items():
+        longest = max(range(tok.vocab_size), key=lambda i: len(tok.decode([i], skip_special=False)))
+        texts = [tok.decode([longest], skip_special=False) * 40, " " * 3000, "ünïcödé 世界 🙂 " * 99, "a\n" * 999]
+        assert [text for text in texts if tok.fewest_tokens(text) > len(tok.encode(text))] == [], arch
+
+
 def test_special_ids_and_end_tokens(loaded):
     _, dream = loaded["dream"]
     _, llada = loaded["llada"]

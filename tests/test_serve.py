@@ -28,6 +28,7 @@ from dg_chat.config import SamplerSettings, Settings
 from dg_chat.engine.engine import Engine
 from dg_chat.engine.events import BlockCommitted, CanvasStep, Event, TurnFailed, TurnFinished
 from dg_chat.engine.loader import load_engine
+from dg_chat.engine.turn_engine import ContextUse
 from dg_chat.errors import DgChatError
 from dg_chat.serve import app as app_module, worker as worker_module
 from dg_chat.serve.app import create_app
@@ -403,7 +404,8 @@ def test_stopping_the_server_ends_its_open_streams(demo):
 
 
 class PromptThreads(EngineWrapper):
-    """The engine, recording the thread of every prompt the server has it tokenize."""
+    """The engine, recording the thread of every prompt the server has it tokenize (a turn's own
+    tokenizing is the engine's, on its thread)."""
 
     def __init__(self, engine: Engine):
         super().__init__(engine)
@@ -412,6 +414,10 @@ class PromptThreads(EngineWrapper):
     def prompt_ids(self, *args: Any) -> list[int]:
         self.threads.append(threading.current_thread().name)
         return self.engine.prompt_ids(*args)
+
+    def context_use(self, *args: Any) -> ContextUse:
+        self.threads.append(threading.current_thread().name)
+        return self.engine.context_use(*args)
 
 
 def test_prompts_are_tokenized_on_the_engine_thread_only(demo):

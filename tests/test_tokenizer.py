@@ -76,6 +76,17 @@ def test_byte_level_bpe_matches_llama_cpp_on_every_test_case(llama_vocab, name: 
     assert all(tokenizer.decode(tokenizer.encode(text)) == text for text, _ in cases)
 
 
+def test_fewest_tokens_is_a_lower_bound(gemma4: Tokenizer, gemma4_vocab: Path, llama_vocab) -> None:
+    tokenizers = [(gemma4, gemma4_vocab)] + [(Tokenizer.from_metadata(open_gguf(vocab).metadata), vocab)
+                                             for vocab in map(llama_vocab, ["gpt-2", "qwen2", "llama-bpe"])]
+    for tokenizer, vocab in tokenizers:
+        longest = max(range(tokenizer.vocab_size), key=lambda i: len(tokenizer.decode([i], skip_special=False)))
+        runs = [tokenizer.decode([longest], skip_special=False) * 50, " " * 4000, "\n" * 4000, "é" * 999]
+        texts = [text for text, _ in llama_cases(vocab)] + ROUND_TRIP_TEXTS + runs
+        assert [text for text in texts if tokenizer.fewest_tokens(text) > len(tokenizer.encode(text))] == []
+        assert tokenizer.longest_token <= 128  # so 50 MB are over 390,000 tokens: refused without encoding
+
+
 def test_gemma4_special_token_ids(gemma4: Tokenizer) -> None:
     assert (gemma4.vocab_size, gemma4.model) == (262_144, "gemma4")
     assert (gemma4.pad_id, gemma4.eos_id, gemma4.bos_id, gemma4.mask_id) == (0, 1, 2, 4)

@@ -107,3 +107,28 @@ def test_the_check_notices_a_drifted_fake():
 def _for_a_type_checker(scripted: ScriptedEngine, engine: Engine) -> list[TurnEngine]:
     """Never called: mypy/pyright check that both are TurnEngines where a front end takes one."""
     return [scripted, engine]
+
+
+def test_a_prompt_far_over_the_context_is_refused_without_tokenizing_it(monkeypatch):
+    from dg_chat import hub
+    from dg_chat.config import Settings
+    from dg_chat.engine.events import TurnFailed
+    from dg_chat.engine.loader import load_engine
+
+    engine = load_engine(Settings(model=str(hub.demo_file()), device="cpu"))
+    assert isinstance(engine, Engine) and engine.backend.context_length == 4096
+
+    def counted(*args, **kwargs):
+        raise AssertionError("tokenized 10 MB: seconds of waiting for an answer known without it")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(engine.tokenizer, "encode", counted)
+        huge = [Message("user", "word " * 2_000_000)]
+        use = engine.context_use(huge, False)
+        assert not use.exact and not use.fits
+        assert use.prompt == use.last_message == 666_667  # 9,999,999 characters, at most 15 per token
+        assert use.problem == (f"the prompt has at least {use.prompt} tokens; with a 48-token canvas it "
+                               "exceeds the model's context of 4096 tokens")
+        assert list(engine.turn(huge, SamplerSettings())) == [TurnFailed(use.problem)]
+    over = engine.context_use([Message("user", "word " * 5000)], False)  # a bound within the context: counted
+    assert over.exact and over.prompt > 4096 and over.problem.startswith(f"the prompt has {over.prompt} tokens")

@@ -12,7 +12,7 @@ import torch
 from dg_chat.config import SamplerSettings
 from dg_chat.engine.backends.base import Backend
 from dg_chat.engine.events import Event, TurnFailed
-from dg_chat.engine.generate import generate
+from dg_chat.engine.generate import ContextOverflowError, generate
 from dg_chat.engine.model_info import ModelInfo
 from dg_chat.engine.turn_engine import ContextUse
 from dg_chat.errors import DgChatError
@@ -48,15 +48,29 @@ class Engine:
         return self.chat.render(messages, thinking=thinking)
 
     def context_use(self, messages: Sequence[Message], thinking: bool) -> ContextUse:
+        if overflow := self._certain_overflow(messages):
+            return overflow
         last = self.tokenizer.encode(messages[-1].content) if messages else []
         return ContextUse(len(self.prompt_ids(messages, thinking)), len(last), self.backend.canvas_length,
                           self.backend.context_length)
+
+    def _certain_overflow(self, messages: Sequence[Message]) -> ContextUse | None:
+        """The context use of `messages` in lower bounds, where these alone show that the prompt
+        cannot fit, else None: a message of many megabytes is refused at once, not after a minute of
+        tokenizing it."""
+        if not messages:
+            return None
+        fewest = self.tokenizer.fewest_tokens(messages[-1].content.strip())  # a chat template may trim it
+        use = ContextUse(fewest, fewest, self.backend.canvas_length, self.backend.context_length, exact=False)
+        return None if use.fits else use
 
     def turn(self, messages: Sequence[Message], sampler: SamplerSettings,
              cancel: threading.Event | None = None) -> Iterator[Event]:
         """Answer the conversation's last user message. Blocking: run it off the UI thread.
         Always ends with TurnFinished or TurnFailed; never raises for engine failures."""
         try:
+            if overflow := self._certain_overflow(messages):
+                raise ContextOverflowError(overflow.problem)
             yield from generate(self.backend, self.prompt_ids(messages, sampler.thinking), sampler,
                                 end_ids=self.end_ids, parse=self.chat.parse, cancel=cancel)
         except DgChatError as exc:

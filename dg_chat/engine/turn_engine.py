@@ -24,13 +24,14 @@ Noise = Literal["uniform", "mask"]
 
 
 
-def context_overflow(n_prompt: int, canvas_length: int, context_length: int) -> str | None:
-    """Why a prompt of `n_prompt` tokens cannot be answered (it leaves no room for one canvas), else None.
-    States the fact only: what to do about it depends on the front end (a chat can start anew)."""
+def context_overflow(n_prompt: int, canvas_length: int, context_length: int, *, at_least: bool = False) -> str | None:
+    """Why a prompt of `n_prompt` tokens (`at_least`: or more) cannot be answered (it leaves no room
+    for one canvas), else None. States the fact only: what to do about it depends on the front end
+    (a chat can start anew)."""
     if context_length - n_prompt >= canvas_length:
         return None
-    return (f"the prompt has {n_prompt} tokens; with a {canvas_length}-token canvas it exceeds "
-            f"the model's context of {context_length} tokens")
+    return (f"the prompt has {'at least ' if at_least else ''}{n_prompt} tokens; with a {canvas_length}-token "
+            f"canvas it exceeds the model's context of {context_length} tokens")
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,11 +44,14 @@ class ContextUse:
     """Tokens of the last message's text alone (the draft the prompt area counts)."""
     canvas: int
     context: int
+    exact: bool = True
+    """False: `prompt` and `last_message` are lower bounds (`SpecialTokenText.fewest_tokens`), which
+    already exceed the context."""
 
     @property
     def problem(self) -> str | None:
         """Why the conversation cannot be answered, else None."""
-        return context_overflow(self.prompt, self.canvas, self.context)
+        return context_overflow(self.prompt, self.canvas, self.context, at_least=not self.exact)
 
     @property
     def fits(self) -> bool:

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from dg_chat.config import SamplerSettings
 from dg_chat.engine.engine import Engine
 from dg_chat.engine.events import Event, TurnFailed
-from dg_chat.engine.generate import check_context
 from dg_chat.errors import DgChatError
 from dg_chat.text.chat import Message
 
@@ -124,11 +123,9 @@ class EngineWorker:
     def _refusal(self, job: Job) -> str | None:
         """Why the engine cannot answer the job's prompt (a 400 for its request), or None."""
         try:
-            prompt = self.engine.prompt_ids(job.messages, job.sampler.thinking)
-            check_context(self.engine.backend, len(prompt))
-        except DgChatError as exc:  # a prompt longer than the context, a template that refuses the roles
+            return self.engine.context_use(job.messages, job.sampler.thinking).problem
+        except DgChatError as exc:  # a template that refuses the roles
             return str(exc)
-        return None
 
     def _forget_context(self) -> None:
         """Start from an empty context: an answer depends on its own request only, never on the

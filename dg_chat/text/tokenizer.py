@@ -64,6 +64,9 @@ class SpecialTokenText:
     """Whether prompts start with BOS (`tokenizer.ggml.add_bos_token`)."""
     model: str
     """`tokenizer.ggml.model` of the GGUF ("gemma4", "gpt2", "llama", ...)."""
+    longest_token: int
+    """The most characters of a token's text in the vocabulary, where a character stands for at least
+    one character of the text it encodes ("▁" for a space; a byte-level character for a UTF-8 byte)."""
 
     def __init__(self, special_by_text: Mapping[str, int]):
         self._special_by_text = dict(special_by_text)
@@ -95,6 +98,11 @@ class SpecialTokenText:
         parts.append(text[start:])
         return [part for part in parts if part != ""]
 
+    def fewest_tokens(self, text: str) -> int:
+        """A lower bound on `len(encode(text))`, found without encoding: no token stands for more
+        than `longest_token` characters. (Refusing a 50 MB paste must not take a minute.)"""
+        return -(-len(text) // self.longest_token)
+
     def encode_parts(self, parts: Iterable[int | str]) -> list[int]:
         """Ids of a prompt given as special-token ids and texts. Adjacent texts are encoded together,
         so the ids equal those of tokenizing the whole prompt at once, yet no text becomes a special."""
@@ -122,6 +130,7 @@ class Tokenizer(SpecialTokenText):
         self._backend = backend
         self.model = model
         self.vocab_size = len(tokens)
+        self.longest_token = max(map(len, tokens))
         self.bos_id, self.eos_id = special_ids.get("bos"), special_ids.get("eos")
         self.pad_id, self.mask_id = special_ids.get("padding"), special_ids.get("mask")
         self.add_bos = add_bos

@@ -230,6 +230,7 @@ def test_every_binding_id_is_unique():
 
 
 async def test_the_prompt_area_counts_the_drafts_tokens_and_the_context_it_fills(make_app):
+    from dg_chat.engine.turn_engine import ContextUse
     from dg_chat.tui.widgets.gauge import ContextGauge
 
     engine = ScriptedEngine()
@@ -248,6 +249,11 @@ async def test_the_prompt_area_counts_the_drafts_tokens_and_the_context_it_fills
         prompt.text = "word " * 60
         await wait_until(pilot, lambda: gauge.has_class("over"))
         assert "too long for the model" in str(gauge.render())
+        # a draft far too long to be worth counting: the engine gives lower bounds
+        engine.context_use = lambda messages, thinking: ContextUse(20_000, 19_990, 48, 100, exact=False)
+        prompt.text = "a huge paste"
+        await wait_until(pilot, lambda: str(gauge.render()).startswith("≥"))
+        assert str(gauge.render()).startswith("≥ 19,990 tokens · context ██████████ ≥ 20,048/100 with one canvas")
         prompt.text = ""
         await wait_until(pilot, lambda: str(gauge.render()) == "")
 

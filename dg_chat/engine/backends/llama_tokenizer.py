@@ -50,6 +50,7 @@ class LlamaTokenizer(SpecialTokenText):
         self.add_bos: bool = bool(self._lib.llama_vocab_get_add_bos(vocab)) and self.bos_id is not None
         """Whether prompts start with BOS (`tokenizer.ggml.add_bos_token`)."""
         self._pieces: dict[int, str] = {}
+        self.longest_token = max(map(len, self._ids_by_text))
         super().__init__({text: i for text, i in self._ids_by_text.items()
                           if self._lib.llama_vocab_get_attr(vocab, i) & (_CONTROL | _USER_DEFINED)})
 

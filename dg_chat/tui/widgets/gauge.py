@@ -25,8 +25,9 @@ class ContextGauge(Static):
             self.update("")
             return
         used = size.prompt + size.canvas
-        line = Text(f"{size.last_message} tokens · context {bar(used / size.context)} "
-                    f"{used:,}/{size.context:,} with one canvas")
+        over = "" if size.exact else "≥ "  # lower bounds: a draft too long to be worth counting
+        line = Text(f"{over}{size.last_message:,} tokens · context {bar(used / size.context)} "
+                    f"{over}{used:,}/{size.context:,} with one canvas")
         if not size.fits:
             line.append(" · too long for the model: start a new chat or shorten it", style="bold")
         self.set_class(not size.fits, "over")
