@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import zipfile
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -86,7 +87,8 @@ def decode_block(data: bytes) -> list[Frame]:
     damaged (the history database is a file a user or a crash can harm)."""
     try:
         return _decode_block(data)
-    except (OSError, EOFError, ValueError, KeyError, IndexError, zipfile.BadZipFile):
+    except (OSError, EOFError, ValueError, TypeError, KeyError, IndexError, MemoryError, zipfile.BadZipFile,
+            zlib.error):
         raise StoreError("the recorded denoising steps of this answer are damaged: it cannot be replayed") from None
 
 

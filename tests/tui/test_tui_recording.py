@@ -55,6 +55,24 @@ def test_damaged_frames_are_a_store_error_not_a_crash():
             decode_block(damaged)
 
 
+def test_a_recording_with_flipped_bits_decodes_or_is_damaged():
+    """A bit-damaged history: any single flipped bit gives frames or a StoreError, never another error."""
+    rng = np.random.default_rng(0)
+    recording = BlockRecording(block=0)
+    tokens = rng.integers(0, 4096, 256, dtype=np.int32)
+    for step in range(1, 13):
+        tokens = np.where(rng.random(256) < 0.3, rng.integers(0, 4096, 256, dtype=np.int32), tokens)
+        recording.add(CanvasStep(0, step, 12, tokens, tokens, tokens < 2048, tokens < 1024, 0.5))
+    good = bytearray(recording.encode())
+    for bit in rng.choice(8 * len(good), 400, replace=False):
+        damaged = good.copy()
+        damaged[bit // 8] ^= 1 << (bit % 8)
+        try:
+            decode_block(bytes(damaged))
+        except StoreError:
+            pass
+
+
 def test_a_step_whose_canvas_changes_length_is_left_out_of_the_recording():
     """A server may send canvas events of another length within one block: the block stays replayable."""
     short, longer = np.arange(3, dtype=np.int32), np.arange(20, dtype=np.int32)
