@@ -348,7 +348,7 @@ def _one_of(choices: tuple[str, ...]) -> tuple[Callable[[Any], bool], str]:
 
 RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     **{name: _one_of(get_args(hint)) for name, hint in LEAF_TYPES.items() if get_origin(hint) is Literal},
-    "max_steps": (lambda v: v >= 1, "must be at least 1"),
+    "max_steps": (lambda v: 1 <= v <= 10_000, "must be from 1 to 10000"),  # 12-48 are the useful ones
     "max_canvases": (lambda v: v >= 1, "must be at least 1"),
     "entropy_bound": (lambda v: v >= 0, "must not be negative"),
     # temperatures: past ~1e38 a float32 division overflows; past 100 every token is about equally likely

@@ -164,10 +164,13 @@ def test_the_issue_example_and_a_flag(tmp_path):
     path = write(tmp_path, "[sampler]\nmax_steps = 0\n")
     with pytest.raises(ConfigError) as info:
         load_settings(path=path, environ={})
-    assert str(info.value) == f"{path}, line 2, key 'sampler.max_steps': must be at least 1"
+    assert str(info.value) == f"{path}, line 2, key 'sampler.max_steps': must be from 1 to 10000"
     with pytest.raises(ConfigError) as info:
         load_settings({"max_steps": 0}, environ={})
-    assert str(info.value) == "option --steps: must be at least 1"
+    assert str(info.value) == "option --steps: must be from 1 to 10000"
+    with pytest.raises(ConfigError) as info:  # past int32, the sampler's step count overflowed
+        load_settings(environ={"DG_CHAT_MAX_STEPS": "2147483648"})
+    assert str(info.value) == "environment variable DG_CHAT_MAX_STEPS: must be from 1 to 10000"
 
 
 def test_temperatures_out_of_order_name_where_t_min_came_from(tmp_path):
