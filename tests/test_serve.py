@@ -263,7 +263,7 @@ def test_a_token_no_client_could_send_is_refused_in_one_line(monkeypatch):
     (chat("x", 1) | {"max_tokens": 0}, 400, "max_tokens: must be at least 1"),
     (chat("x", 1) | {"n": 2}, 400, "one choice per request"),
     (chat("x", 1) | {"dg_chat": {"canvas": "yes"}}, 400, "dg_chat.canvas: expected true or false"),
-    (chat("x", 1) | {"dg_chat": {"sampler": {"max_steps": 0}}}, 400, "dg_chat.sampler.max_steps: must be from 1 to 10000"),
+    (chat("x", 1) | {"dg_chat": {"sampler": {"max_steps": 0}}}, 400, "sampler.max_steps: must be from 1 to 10000"),
     (chat("x", 1) | {"dg_chat": {"sampler": {"steps": 3}}}, 400, "dg_chat.sampler.steps: unknown setting"),
     (chat("x", 1) | {"dg_chat": {"sampler": {"t_min": 0.9}}}, 400, "needs t_min <= t_max"),
     (chat("x", 1) | {"dg_chat": {"sampler": {"t_max": True}}}, 400, "dg_chat.sampler.t_max: expected a number"),
