@@ -79,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     pull = msub.add_parser("pull", help="download a model (NAME[:QUANT])")
     pull.add_argument("name", metavar="NAME[:QUANT]")
     pull.set_defaults(models_command="pull")
-    rm = msub.add_parser("rm", help="delete a downloaded model")
+    rm = msub.add_parser("rm", help="delete a downloaded model (NAME alone: also its stopped pulls' partial files)")
     rm.add_argument("name", metavar="NAME[:QUANT]")
     rm.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
     rm.set_defaults(models_command="rm")

@@ -23,7 +23,7 @@ import shutil
 import time
 import tomllib
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +42,14 @@ from huggingface_hub.errors import (
 )
 from huggingface_hub.file_download import http_get, repo_folder_name
 from huggingface_hub.hf_api import RepoSibling
-from huggingface_hub.utils import CachedFileInfo, DeleteCacheStrategy, HFCacheInfo, WeakFileLock, build_hf_headers
+from huggingface_hub.utils import (
+    CachedFileInfo,
+    CachedIncompleteFileInfo,
+    DeleteCacheStrategy,
+    HFCacheInfo,
+    WeakFileLock,
+    build_hf_headers,
+)
 
 from dg_chat import paths
 from dg_chat.config import Settings
@@ -173,28 +180,90 @@ def _scan(settings: Settings) -> HFCacheInfo | None:
         return None
 
 
-def _downloaded(settings: Settings) -> list[tuple[CatalogModel, str, CachedFileInfo]]:
-    """(model, quant, cached file) of every single-file catalog quant in the cache, newest first."""
+@dataclass(frozen=True)
+class CachedQuant:
+    """A catalog quant in the cache: its file, or the parts of a split one found so far."""
+
+    model: CatalogModel
+    quant: str
+    files: tuple[CachedFileInfo, ...]
+    """The first part first; the others in the same snapshot folder."""
+    parts: int
+    """How many parts the quant has (1: a single file)."""
+
+    @property
+    def spec(self) -> str:
+        return f"{self.model.name}:{self.quant}"
+
+    @property
+    def complete(self) -> bool:
+        """Every part is here (a stopped pull of a split quant leaves the first ones only)."""
+        return len(self.files) == self.parts
+
+    @property
+    def path(self) -> Path:
+        return self.files[0].file_path
+
+    @property
+    def size(self) -> int:
+        return sum(file.size_on_disk for file in self.files)
+
+
+def cached_quants(settings: Settings) -> list[CachedQuant]:
+    """Every catalog quant in the cache, complete or not, newest first (by its first part)."""
     cache = _scan(settings)
     by_repo = {m.repo.lower(): m for m in load_catalog().values()}
     found = [
-        (model, quant, file)
+        CachedQuant(model, quant, (file, *_later_parts(revision.files, file)), _part_count(file.file_name))
         for repo in (cache.repos if cache else ())
         if repo.repo_type == "model" and (model := by_repo.get(repo.repo_id.lower()))
         for revision in repo.revisions
         for file in revision.files
         if (quant := model.quant_of(file.file_name)) and not _is_later_split_part(file.file_name)
     ]
-    return sorted(found, key=lambda entry: entry[2].blob_last_modified, reverse=True)
+    return sorted(found, key=lambda cached: cached.files[0].blob_last_modified, reverse=True)
+
+
+def _part_count(filename: str) -> int:
+    named = SPLIT_NAME.match(filename.rsplit("/", 1)[-1])
+    return int(named["count"]) if named else 1
+
+
+def _later_parts(files: Iterable[CachedFileInfo], first: CachedFileInfo) -> list[CachedFileInfo]:
+    """The other parts of a split GGUF whose first part is `first`, among `files` of its snapshot."""
+    named = SPLIT_NAME.match(first.file_name)
+    if not named:
+        return []
+    return sorted((file for file in files
+                   if file.file_path.parent == first.file_path.parent and _is_later_split_part(file.file_name)
+                   and (other := SPLIT_NAME.match(file.file_name))
+                   and (other["prefix"], other["count"]) == (named["prefix"], named["count"])),
+                  key=lambda file: file.file_name)
+
+
+def _downloaded(settings: Settings) -> list[CachedQuant]:
+    """The complete quants of `cached_quants`."""
+    return [cached for cached in cached_quants(settings) if cached.complete]
+
+
+def unfinished_downloads(settings: Settings) -> dict[str, list[CachedIncompleteFileInfo]]:
+    """Catalog model name -> the partial files of its stopped pulls (`blobs/<etag>.incomplete`),
+    which a pull resumes. Which quant each belongs to is not on disk."""
+    cache = _scan(settings)
+    by_folder = {repo_folder_name(repo_id=m.repo, repo_type="model").lower(): m.name for m in load_catalog().values()}
+    found: dict[str, list[CachedIncompleteFileInfo]] = {}
+    for file in cache.incomplete_files if cache else ():
+        if name := by_folder.get(file.file_path.parent.parent.name.lower()):
+            found.setdefault(name, []).append(file)
+    return found
 
 
 def local_models(settings: Settings) -> list[LocalModel]:
     """The demo model (when shipped) and every downloaded catalog quant, newest copy only."""
     demo = demo_file()
     found = {DEMO: LocalModel(DEMO, demo, demo.stat().st_size)} if demo.is_file() else {}
-    for model, quant, file in _downloaded(settings):
-        spec = f"{model.name}:{quant}"
-        found.setdefault(spec, LocalModel(spec, file.file_path, file.size_on_disk))
+    for cached in _downloaded(settings):
+        found.setdefault(cached.spec, LocalModel(cached.spec, cached.path, cached.size))
     return list(found.values())
 
 
@@ -240,14 +309,18 @@ def resolve_model(spec: str, settings: Settings) -> Path:
             raise DgChatError(f"no such model file: {path}")
         return path  # a part of a split GGUF is recognised by its metadata when it is opened
     model, quant = parse_spec(spec)
-    local = {q: file for m, q, file in reversed(_downloaded(settings)) if m.name == model.name}
+    cached = [c for c in reversed(cached_quants(settings)) if c.model.name == model.name]
+    local = {c.quant: c for c in cached if c.complete}
     if quant is None and local:
-        sizes = {q: file.size_on_disk for q, file in local.items()}
+        sizes = {q: c.size for q, c in local.items()}
         quant, _ = choose_quant(sizes, model.headroom, free_memory(settings.device))
     if quant not in local:
         wanted = f"{model.name}:{quant}" if quant else model.name
+        if partly := next((c for c in cached if c.quant == quant), None):
+            raise DgChatError(f"{wanted} is only partly downloaded ({len(partly.files)} of {partly.parts} parts); "
+                              f"run: dg-chat models pull {wanted}")
         raise DgChatError(f"{wanted} is not downloaded; run: dg-chat models pull {wanted}")
-    return local[quant].file_path
+    return local[quant].path
 
 
 # -- quant choice ----------------------------------------------------------------------------
@@ -506,12 +579,30 @@ def _verify(path: Path, file: HubFile, progress: ProgressCallback | None) -> Non
                           f"sha256 {file.sha256[:12]}…); it was deleted, run the pull again")
 
 
-def _fetch(url: str, blob: Path, lock: Path, file: HubFile, spec: str, progress: ProgressCallback | None) -> None:
+def _lock_file(blob: Path) -> Path:
+    """The lock a pull holds while it downloads `blob` (`<cache>/<repo folder>/blobs/<etag>`)."""
+    return blob.parents[2] / ".locks" / blob.parents[1].name / f"{blob.name}.dg-chat.lock"
+
+
+def _partial(blob: Path) -> Path:
+    return blob.with_name(blob.name + ".incomplete")
+
+
+def _still_needed(blob: Path, file: HubFile) -> int:
+    """Bytes of `file` still to download (a partial file that is no prefix of it starts over)."""
+    if blob.exists():
+        return 0
+    done = _partial(blob).stat().st_size if _partial(blob).exists() else 0
+    return file.size - done if done <= file.size else file.size
+
+
+def _fetch(url: str, blob: Path, file: HubFile, spec: str, progress: ProgressCallback | None) -> None:
     """Download into `<blob>.incomplete`, resuming what an earlier run left, then verify and move."""
     if file.size > constants.MAX_HTTP_DOWNLOAD_SIZE:
         raise DgChatError(f"{spec} ({gb(file.size)}) is larger than a plain HTTP download allows; "
                           "choose a smaller quant")
-    part = blob.with_name(blob.name + ".incomplete")
+    part = _partial(blob)
+    lock = _lock_file(blob)
     lock.parent.mkdir(parents=True, exist_ok=True)
     try:
         with WeakFileLock(lock, timeout=1):
@@ -519,7 +610,6 @@ def _fetch(url: str, blob: Path, lock: Path, file: HubFile, spec: str, progress:
             if done > file.size:  # not a prefix of this file: start over
                 part.unlink()
                 done = 0
-            _check_disk(blob.parent, file.size - done)
             meter = _Meter(file.filename, "download", file.size, progress)
             with open(part, "ab") as f:
                 http_get(url, f, resume_size=done, expected_size=file.size, headers=build_hf_headers(),
@@ -532,24 +622,31 @@ def _fetch(url: str, blob: Path, lock: Path, file: HubFile, spec: str, progress:
 
 def download(plan: PullPlan, settings: Settings, progress: ProgressCallback | None = None) -> Path:
     """Download (or resume) the planned file, or every part of a split one, into the cache, verify
-    it, return its path (a split model's first part, with the others beside it)."""
-    paths = [_download_file(plan, file, settings, progress) for file in plan.files]
+    it, return its path (a split model's first part, with the others beside it). The free disk is
+    checked for every part first: a split quant must not fail after most of its gigabytes."""
+    cache = models_cache(settings)
+    blobs = [_blob(plan, file, cache) for file in plan.files]
+    with _hub_errors(plan.spec):
+        _check_disk(cache / repo_folder_name(repo_id=plan.model.repo, repo_type="model") / "blobs",
+                    sum(_still_needed(blob, file) for file, (_, blob) in zip(plan.files, blobs, strict=True)))
+    paths = []
+    for file, (url, blob) in zip(plan.files, blobs, strict=True):
+        with _hub_errors(f"{plan.model.repo}/{file.filename}"):
+            if not blob.exists():
+                _fetch(url, blob, file, plan.spec, progress)
+            # huggingface_hub finds the blob in place and writes the snapshot link and the ref.
+            paths.append(Path(hf_hub_download(plan.model.repo, file.filename, revision=plan.model.revision,
+                                              cache_dir=cache)))
     return paths[0]
 
 
-def _download_file(plan: PullPlan, file: HubFile, settings: Settings, progress: ProgressCallback | None) -> Path:
-    cache = models_cache(settings)
+def _blob(plan: PullPlan, file: HubFile, cache: Path) -> tuple[str, Path]:
+    """Where `file` downloads from, and its blob in the cache (named by the Hub's ETag)."""
     with _hub_errors(f"{plan.model.repo}/{file.filename}"):
         meta = get_hf_file_metadata(hf_hub_url(plan.model.repo, file.filename, revision=plan.commit))
-        folder = repo_folder_name(repo_id=plan.model.repo, repo_type="model")
-        if meta.etag is None:
-            raise DgChatError(f"{plan.model.repo}/{file.filename}: the Hub sent no ETag to file the download under")
-        blob = cache / folder / "blobs" / meta.etag
-        if not blob.exists():
-            _fetch(meta.location, blob, cache / ".locks" / folder / f"{meta.etag}.dg-chat.lock", file, plan.spec,
-                   progress)
-        # huggingface_hub finds the blob in place and writes the snapshot link and the ref.
-        return Path(hf_hub_download(plan.model.repo, file.filename, revision=plan.model.revision, cache_dir=cache))
+    if meta.etag is None:
+        raise DgChatError(f"{plan.model.repo}/{file.filename}: the Hub sent no ETag to file the download under")
+    return meta.location, cache / repo_folder_name(repo_id=plan.model.repo, repo_type="model") / "blobs" / meta.etag
 
 
 def pull(spec: str, settings: Settings, progress: ProgressCallback | None = None) -> Path:
@@ -564,37 +661,43 @@ def pull(spec: str, settings: Settings, progress: ProgressCallback | None = None
 class Removal:
     specs: list[str]
     paths: list[Path]
+    """The snapshot files (links) of the quants, and the partial files of stopped pulls."""
     strategy: DeleteCacheStrategy
+    unfinished: list[CachedIncompleteFileInfo]
+    """Partial files of the model's stopped pulls (removing a whole model only)."""
 
     @property
     def freed(self) -> int:
-        return self.strategy.expected_freed_size
+        return self.strategy.expected_freed_size + sum(part.size_on_disk for part in self.unfinished)
+
+    def execute(self) -> None:
+        """Delete; raises OSError (a read-only cache) or DgChatError (a pull of the model is running)."""
+        self.strategy.execute()
+        for part in self.unfinished:
+            try:
+                with WeakFileLock(_lock_file(part.file_path.with_suffix("")), timeout=0.2):
+                    part.file_path.unlink(missing_ok=True)
+            except filelock.Timeout:
+                raise DgChatError(f"a pull is downloading into {part.file_path}; stop it first") from None
 
 
 def plan_removal(spec: str, settings: Settings) -> Removal:
-    """What `models rm NAME[:QUANT]` deletes: every cached copy, through the cache deletion API."""
+    """What `models rm NAME[:QUANT]` deletes: every cached copy (a split one's parts, also those of a
+    stopped pull), through the cache deletion API; for a whole model also its stopped pulls' partial files."""
     if spec.strip().lower() in ("", DEMO):
         raise DgChatError("the demo model ships with dg-chat and cannot be removed")
     if _looks_like_path(spec):
         raise DgChatError(f"'{spec}' is a file path; models rm deletes downloaded catalog models "
                           f"({', '.join(load_catalog())}): delete a file of your own yourself")
     model, quant = parse_spec(spec)
-    chosen = [(q, file) for m, q, file in _downloaded(settings) if m.name == model.name and quant in (None, q)]
+    chosen = [c for c in cached_quants(settings) if c.model.name == model.name and quant in (None, c.quant)]
+    stopped = unfinished_downloads(settings).get(model.name, [])
+    unfinished = stopped if quant is None else []
     cache = _scan(settings)
-    if not chosen or cache is None:
-        raise DgChatError(f"{spec} is not downloaded; nothing to remove")
-    files = [file for _, file in chosen]
-    files += [other for file in files for other in _later_parts(cache, file)]
-    specs = sorted({f"{model.name}:{q}" for q, _ in chosen})
-    return Removal(specs, sorted(f.file_path for f in files), cache.delete_files(*files))
-
-
-def _later_parts(cache: HFCacheInfo, first: CachedFileInfo) -> list[CachedFileInfo]:
-    """The other parts of a split GGUF whose first part is `first`, in the same snapshot."""
-    named = SPLIT_NAME.match(first.file_name)
-    if not named:
-        return []
-    return [file for repo in cache.repos for revision in repo.revisions for file in revision.files
-            if file.file_path.parent == first.file_path.parent and _is_later_split_part(file.file_name)
-            and (other := SPLIT_NAME.match(file.file_name))
-            and (other["prefix"], other["count"]) == (named["prefix"], named["count"])]
+    if cache is None or not (chosen or unfinished):
+        hint = f" (dg-chat models rm {model.name} deletes the partial files of its stopped pulls)" if stopped else ""
+        raise DgChatError(f"{spec} is not downloaded; nothing to remove{hint}")
+    files = [file for cached in chosen for file in cached.files]
+    return Removal(sorted({c.spec for c in chosen}),
+                   sorted([*(file.file_path for file in files), *(part.file_path for part in unfinished)]),
+                   cache.delete_files(*files), unfinished)

@@ -118,3 +118,25 @@ def test_interrupted_pull_says_how_to_resume(fake_hub, capsys, monkeypatch):
     assert "run `dg-chat models pull tiny:Q8_0` again to resume" in capsys.readouterr().out
     monkeypatch.setattr(hub, "http_get", real)
     assert main(["models", "pull", "tiny:Q8_0"]) == 0
+
+
+def test_list_shows_a_stopped_pull_and_rm_deletes_it(fake_hub, capsys, monkeypatch, tmp_path):
+    monkeypatch.setenv("COLUMNS", "250")
+    real = hub.http_get
+
+    def cut(url, temp_file, **kwargs):  # a pull stopped after 1000 bytes
+        temp_file.write(b"x" * 1000)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(hub, "http_get", cut)
+    assert main(["models", "pull", "tiny:Q8_0"]) == 130
+    monkeypatch.setattr(hub, "http_get", real)
+    capsys.readouterr()
+    assert main(["models", "list"]) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if "partial" in line)
+    assert "1.0 kB" in row and "stopped pulls: a pull resumes them, dg-chat models rm tiny deletes them" in row
+    assert main(["models", "rm", "tiny:Q8_0", "--yes"]) == 1
+    assert "dg-chat models rm tiny deletes the partial files of its stopped pulls" in capsys.readouterr().err
+    assert main(["models", "rm", "tiny", "--yes"]) == 0
+    assert "deleted; freed 1.0 kB" in capsys.readouterr().out
+    assert list((tmp_path / "hf-cache").rglob("*.incomplete")) == []

@@ -185,6 +185,67 @@ def test_a_split_quant_with_a_missing_part_is_refused(fake_hub, tmp_path, gguf_f
     assert "tiny:Q8_0 is published split in 2 parts, but part 2 is missing" in one_line(exc)
 
 
+def stop_in(filename: str) -> hub.ProgressCallback:
+    """A progress callback that stops the pull once it is downloading `filename`."""
+    def stop(progress: hub.DownloadProgress) -> None:
+        if progress.filename == filename and progress.phase == "download" and progress.done > 0:
+            raise hub.DownloadCancelled("stopped by the test")
+    return stop
+
+
+def test_a_stopped_pull_of_a_split_quant_is_no_model_but_can_be_removed(fake_hub, tmp_path, cache, gguf_files):
+    parts = split_q8(fake_hub, tmp_path, gguf_files)
+    q4 = hub.pull("tiny:Q4_K_M", Settings())
+    second = "Q8/tiny-Q8_0-00002-of-00002.gguf"
+    with pytest.raises(hub.DownloadCancelled):
+        hub.pull("tiny:Q8_0", Settings(), stop_in(second))
+    (repo_dir(cache) / "blobs" / f"{fake_hub.repos[REPO].sha256(second)}.incomplete").write_bytes(parts[1][:80])
+    (cached,) = [c for c in hub.cached_quants(Settings()) if c.quant == "Q8_0"]
+    assert (len(cached.files), cached.parts, cached.complete, cached.size) == (1, 2, False, len(parts[0]))
+    assert [m.spec for m in hub.local_models(Settings())] == ["tiny:Q4_K_M"]
+    assert hub.resolve_model("tiny", Settings()) == q4  # not the larger quant that is only half here
+    with pytest.raises(DgChatError) as exc:
+        hub.resolve_model("tiny:Q8_0", Settings())
+    assert one_line(exc) == "tiny:Q8_0 is only partly downloaded (1 of 2 parts); run: dg-chat models pull tiny:Q8_0"
+    (stopped,) = hub.unfinished_downloads(Settings())["tiny"]
+    assert 0 < stopped.size_on_disk < len(parts[1])
+
+    removal = hub.plan_removal("tiny:Q8_0", Settings())  # its parts here; a partial file names no quant
+    assert removal.specs == ["tiny:Q8_0"] and removal.paths == [cached.path] and removal.freed == len(parts[0])
+    removal.execute()
+    with pytest.raises(DgChatError) as exc:
+        hub.plan_removal("tiny:Q8_0", Settings())
+    assert one_line(exc) == ("tiny:Q8_0 is not downloaded; nothing to remove (dg-chat models rm tiny deletes the "
+                             "partial files of its stopped pulls)")
+    removal = hub.plan_removal("tiny", Settings())
+    assert removal.specs == ["tiny:Q4_K_M"] and stopped.file_path in removal.paths
+    assert removal.freed == len(gguf_files[Q4]) + stopped.size_on_disk
+    removal.execute()
+    assert leftovers(cache) == [] and hub.unfinished_downloads(Settings()) == {}
+
+
+def test_a_partial_file_a_running_pull_writes_is_not_removed(fake_hub, cache):
+    with pytest.raises(hub.DownloadCancelled):
+        hub.pull("tiny:Q4_K_M", Settings(), stop_in(Q4))
+    (part,) = repo_dir(cache).rglob("*.incomplete")
+    removal = hub.plan_removal("tiny", Settings())
+    with hub.WeakFileLock(hub._lock_file(part.with_suffix("")), timeout=1):  # as a pull in another process holds it
+        with pytest.raises(DgChatError) as exc:
+            removal.execute()
+    assert one_line(exc) == f"a pull is downloading into {part}; stop it first" and part.exists()
+
+
+def test_the_free_disk_is_checked_for_every_part_of_a_split_quant_first(fake_hub, monkeypatch, tmp_path, cache,
+                                                                         gguf_files):
+    parts = split_q8(fake_hub, tmp_path, gguf_files)
+    real = hub.shutil.disk_usage
+    monkeypatch.setattr(hub.shutil, "disk_usage", lambda p: real(p)._replace(free=len(parts[0]) + 100))
+    with pytest.raises(DgChatError) as exc:
+        hub.pull("tiny:Q8_0", Settings())
+    assert f"the download needs {hub.gb(sum(map(len, parts)))} more" in one_line(exc)
+    assert fake_hub.file_requests() == [] and leftovers(cache) == []
+
+
 def test_no_network_is_one_clear_line(fake_hub, monkeypatch, cache):
     with socket.socket() as probe:  # a port nobody listens on
         probe.bind(("127.0.0.1", 0))

@@ -62,6 +62,8 @@ def _pull(spec: str, settings: Settings, console: StdoutConsole) -> int:
 
 def _list(settings: Settings, console: StdoutConsole) -> int:
     local = {m.spec: m for m in hub.local_models(settings)}
+    partly = {c.spec: c for c in reversed(hub.cached_quants(settings)) if not c.complete}
+    unfinished = hub.unfinished_downloads(settings)
     table = Table(title=Text(f"models (downloads: {hub.models_cache(settings)})"), title_justify="left")
     for column in ("name", "quant", "size", "downloaded"):
         # folded, never cut with "…": users copy names and paths, and a pipe gets 80 columns
@@ -72,10 +74,20 @@ def _list(settings: Settings, console: StdoutConsole) -> int:
     for model in hub.load_catalog().values():
         table.add_section()
         for i, (quant, approx) in enumerate(model.quants.items()):
-            found = local.get(f"{model.name}:{quant}")
-            table.add_row(Text(model.name if i == 0 else ""), Text(quant),
-                          Text(hub.gb(found.size) if found else f"~{hub.gb(approx)}"),
-                          Text(str(found.path), style="green") if found else Text(""))
+            spec = f"{model.name}:{quant}"
+            if found := local.get(spec):
+                size, where = Text(hub.gb(found.size)), Text(str(found.path), style="green")
+            elif part := partly.get(spec):
+                size = Text(hub.gb(part.size))
+                where = Text(f"{len(part.files)} of {part.parts} parts: dg-chat models pull {spec} finishes it",
+                             style="yellow")
+            else:
+                size, where = Text(f"~{hub.gb(approx)}"), Text("")
+            table.add_row(Text(model.name if i == 0 else ""), Text(quant), size, where)
+        if stopped := unfinished.get(model.name):
+            table.add_row("", Text("partial"), Text(hub.gb(sum(part.size_on_disk for part in stopped))),
+                          Text(f"stopped pulls: a pull resumes them, dg-chat models rm {model.name} deletes them",
+                               style="yellow"))
     console.print(table)
     return 0
 
@@ -96,7 +108,7 @@ def _rm(spec: str, assume_yes: bool, settings: Settings, console: StdoutConsole)
             console.print(Text("kept"))
             return 0
     try:
-        removal.strategy.execute()
+        removal.execute()
     except OSError as exc:  # a shared, read-only cache: what could go may be gone, the rest stays
         raise DgChatError(f"cannot delete {exc.filename or 'the model'}: {exc.strerror or exc}") from None
     console.print(Text(f"deleted; freed {hub.gb(removal.freed)}"))
