@@ -13,6 +13,7 @@ from dg_chat import paths
 from dg_chat.config import SamplerSettings
 from dg_chat.files import write_atomically
 from dg_chat.store import Store
+from dg_chat.text.markdown import literal_block, literal_inline
 from dg_chat.text.sanitize import printable
 
 
@@ -29,9 +30,10 @@ def markdown_header(store: Store, chat_id: int, model: str, now: datetime) -> li
     chat, settings = store.chat(chat_id), store.chat_settings(chat_id)
     created = datetime.fromtimestamp(chat.created).astimezone()
     lines = [f"*Chat started {created:%Y-%m-%d %H:%M %Z}, exported {now:%Y-%m-%d %H:%M %Z}"
-             f" · model: {model or 'none loaded'}*", "", f"*Settings: {settings_line(settings.sampler)}*", ""]
+             f" · model: {literal_inline(model) if model else 'none loaded'}*", "",
+             f"*Settings: {settings_line(settings.sampler)}*", ""]
     if settings.system_prompt:
-        lines += [f"*System prompt:* {settings.system_prompt}", ""]
+        lines += ["*System prompt:*", "", *literal_block(settings.system_prompt), ""]
     return lines
 
 

@@ -25,6 +25,7 @@ from dg_chat.config import ConfigError, Settings, settings_from_dict, settings_t
 from dg_chat.engine.events import EMPTY_ANSWER
 from dg_chat.engine.model_info import ModelInfo
 from dg_chat.errors import DgChatError
+from dg_chat.text.markdown import literal_block, literal_inline
 
 Status = Literal["complete", "partial", "stopped", "failed"]
 """complete: finished normally; partial: being generated, or interrupted by a crash;
@@ -362,19 +363,23 @@ class Store:
         }
 
     def export_markdown(self, chat_id: int) -> str:
+        """The chat as Markdown: a heading per message, its text in a fenced block (answers are
+        untrusted: nothing in them may pass for a heading, HTML or a link)."""
         chat = self.chat(chat_id)
-        parts = [f"# {chat.title}", ""]
+        parts = [f"# {literal_inline(chat.title)}", ""]
         for message in self.messages(chat_id):
             heading = {"user": "You", "model": "Model", "system": "System"}[message.role]
             if message.model is not None:
                 heading += f" · {message.model.label()}"
             if message.status != "complete":
                 heading += f" ({message.status}{': ' + message.error if message.error else ''})"
-            parts += [f"## {heading}", ""]
+            parts += [f"## {literal_inline(heading)}", ""]
             if message.thinking:
-                parts += ["<details><summary>Thinking</summary>", "", message.thinking, "", "</details>", ""]
+                parts += ["<details><summary>Thinking</summary>", "", *literal_block(message.thinking), "",
+                          "</details>", ""]
             empty = message.role == "model" and message.status == "complete" and not message.content
-            parts += [f"*{EMPTY_ANSWER}*" if empty else message.content, ""]
+            parts += [f"*{EMPTY_ANSWER}*"] if empty else literal_block(message.content)
+            parts.append("")
         return "\n".join(parts)
 
 

@@ -379,8 +379,8 @@ async def test_export_writes_markdown_and_json(make_app, tmp_path):
         await pilot.press("enter")  # the folder asked for: the one given
         await pilot.pause()
     markdown = (tmp_path / f"dg-chat-{app.chat_id}-export-me.md").read_text()
-    assert "## You\n\nexport me" in markdown
-    assert "## Model · fake-dg Q4_K_M · torch/cpu\n\nYou said: export me" in markdown  # which model answered
+    assert "## You\n\n```text\nexport me\n```" in markdown
+    assert "## Model · fake-dg Q4_K_M · torch/cpu\n\n```text\nYou said: export me\n```" in markdown  # who answered
     data = json.loads((tmp_path / f"dg-chat-{app.chat_id}-export-me.json").read_text())
     assert [m["content"] for m in data["messages"]] == ["export me", "You said: export me"]
     assert data["messages"][1]["model"] == {"name": "fake-dg", "file": "/models/fake-dg-Q4_K_M.gguf",
