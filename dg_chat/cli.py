@@ -167,7 +167,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("dg-chat: error: standard output is closed; nothing could be shown or saved", file=sys.stderr)
         return 1
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # as parse_args says it, and what the usage above it does not: how to ask in several words
+        words = args.command == "ask" and not any(item.startswith("-") for item in unknown)
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}"
+                     + ('; quote a prompt of several words: dg-chat ask "why is the sky blue"' if words else ""))
     if args.continue_chat and args.command != "chat":
         parser.error(f"--continue reopens the last chat in the app; it does nothing for '{args.command}'")
     # a server's console tells of each failed turn (its client gets the one-line error)

@@ -305,6 +305,8 @@ def resolve_model(spec: str, settings: Settings) -> Path:
         path = Path(spec).expanduser()
         if path.is_dir():
             raise DgChatError(f"{path} is a folder: a model is a .gguf file (of a split model, its first part)")
+        if path.exists() and not path.is_file():
+            raise DgChatError(f"{path} is not a regular file (a pipe or a device): a model is a .gguf file")
         if not path.is_file():
             raise DgChatError(f"no such model file: {path}")
         return path  # a part of a split GGUF is recognised by its metadata when it is opened

@@ -54,3 +54,14 @@ def test_kernels_flag_is_optional_and_checked(capsys):
     err = capsys.readouterr().err
     assert info.value.code == 2 and "argument --kernels: invalid choice: 'fast'" in err
     assert all(choice in err for choice in ("auto", "triton", "reference"))
+
+
+def test_several_words_to_ask_say_to_quote_them(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["ask", "--demo", "why", "blue"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == ('dg-chat: error: unrecognized arguments: blue; quote a '
+                                                        'prompt of several words: dg-chat ask "why is the sky blue"')
+    with pytest.raises(SystemExit):
+        main(["ask", "--demo", "--bogus", "why"])
+    assert capsys.readouterr().err.splitlines()[-1] == "dg-chat: error: unrecognized arguments: --bogus"

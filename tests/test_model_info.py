@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -118,6 +119,14 @@ def test_models_info_of_something_that_is_not_a_local_model(name, expected, caps
     assert main(["models", "info", name]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and expected in err
+
+
+def test_a_pipe_is_not_a_model_file(tmp_path, capsys):
+    pipe = tmp_path / "model.gguf"
+    os.mkfifo(pipe)
+    assert main(["models", "info", str(pipe)]) == 1
+    assert capsys.readouterr().err == (f"dg-chat: error: {pipe} is not a regular file (a pipe or a device): "
+                                       "a model is a .gguf file\n")
 
 
 def test_models_info_shows_the_cuda_memory_of_both_kernel_choices(tmp_path, capsys):
