@@ -290,6 +290,19 @@ def test_ask_json_escapes_what_a_terminal_would_act_on(capsys):
     assert out.isascii() and json.loads(out)["text"] == hostile  # escaped, not lost
 
 
+@pytest.mark.parametrize("extension, why", [
+    (False, "cut short: the server ended the answer at a length limit of its own (its max_tokens or context)"),
+    (True, "cut short: no end of turn within 2 blocks (--max-canvases raises the limit)"),
+], ids=["another server", "dg-chat serve"])
+def test_an_answer_a_server_cut_at_a_length_limit_says_whose_limit(capsys, extension, why):
+    server = FakeOpenAI(reply=Reply(canvas=False, extension=extension, finish="length"))
+    try:
+        assert main(["ask", "-m", server.spec(), "hi"]) == 0
+    finally:
+        server.close()
+    assert capsys.readouterr().err.splitlines()[-1] == why
+
+
 def test_ask_says_the_server_did_not_report_the_tokens_and_may_not_use_the_seed(capsys):
     server = FakeOpenAI(reply=PLAIN)
     try:

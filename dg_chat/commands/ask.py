@@ -188,6 +188,9 @@ def _answer(args: argparse.Namespace, engine: TurnEngine, messages: list[Message
     if stats.context_full:
         err.print(f"cut short: the model's context is full after {blocks}; a shorter prompt leaves room "
                   "for a longer answer", markup=False, soft_wrap=True)
+    elif stats.server_limit:
+        err.print("cut short: the server ended the answer at a length limit of its own (its max_tokens or "
+                  "context)", markup=False, soft_wrap=True)
     elif stats.truncated:
         err.print(f"cut short: no end of turn within {blocks} (--max-canvases raises the limit)",
                   markup=False, soft_wrap=True)

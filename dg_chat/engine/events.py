@@ -94,6 +94,9 @@ class Stats:
     context_full: bool = False
     """True if it was truncated because the context had no room for another canvas (a larger
     max_canvases would not have helped)."""
+    server_limit: bool = False
+    """True if a server other than dg-chat's own truncated it at a limit of its own (finish_reason
+    "length": its max_tokens or context), which dg-chat's settings do not reach."""
 
     @property
     def blocks(self) -> int:

@@ -155,9 +155,13 @@ async def show_event(view: MessageView, event: Event, canvas: CanvasView, status
             status.end_turn("stopped" if stopped else "ready", tokens_per_second=stats.tokens_per_second,
                             steps_per_block=stats.steps_per_block, prompt_tokens=stats.prompt_tokens)
             if stats.truncated:
-                why = ("The model's context is full: a new chat leaves room for longer answers." if stats.context_full
-                       else f"No end of turn within {block_count(stats.blocks)}: raise “Blocks per answer” in "
-                       "the settings for longer answers.")
+                if stats.context_full:
+                    why = "The model's context is full: a new chat leaves room for longer answers."
+                elif stats.server_limit:
+                    why = "The server ended it at a length limit of its own (its max_tokens or context)."
+                else:
+                    why = (f"No end of turn within {block_count(stats.blocks)}: raise “Blocks per answer” in the "
+                           "settings for longer answers.")
                 notifier.notify(why, title="The answer was cut short", severity="warning", markup=False)
         case TurnFailed(error=error):
             canvas.stop()

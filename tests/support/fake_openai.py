@@ -40,6 +40,8 @@ class Reply:
     server does; False: plain chunks, as vLLM sends."""
     pings: bool = False
     """Send a keep-alive event (`event: ping`, data that is not JSON) before each block."""
+    finish: str = "stop"
+    """finish_reason of the last block ("length": cut at a limit)."""
 
 
 class FakeOpenAI:
@@ -194,7 +196,7 @@ def _handler(server: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
                 last = block == len(reply.blocks) - 1
                 delta = {"content": answer} | ({"reasoning_content": thinking} if thinking else {})
                 marks = {"dg_chat": {"block": block, "steps": reply.steps}} if reply.extension else {}
-                self._chunk(delta, "stop" if last else None, **marks)
+                self._chunk(delta, reply.finish if last else None, **marks)
                 if server.fail == "cut":
                     self.close_connection = True
                     return  # no final chunk of the chunked body: the connection just ends

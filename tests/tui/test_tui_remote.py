@@ -164,3 +164,18 @@ async def test_the_api_key_stays_out_of_the_history_and_the_export(make_app, sto
     for file in files:
         if file.is_file():
             assert KEY.encode() not in file.read_bytes(), file
+
+
+async def test_an_answer_another_server_cut_at_its_length_limit_says_so(make_app):
+    server = FakeOpenAI(reply=Reply(canvas=False, extension=False, finish="length"))
+    app = remote_app(make_app, server)
+    notices = []
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            await ready(pilot)
+            app.notify = lambda message, **kw: notices.append((kw.get("title"), message))  # type: ignore[method-assign]
+            await send(pilot, "Why is the sky blue?")
+    finally:
+        server.close()
+    assert notices == [("The answer was cut short",
+                        "The server ended it at a length limit of its own (its max_tokens or context).")]

@@ -196,7 +196,7 @@ class RemoteEngine:
         label = self.client.label
         thinking = answer = ""
         steps = 0  # of the block being denoised, from its canvas events
-        ended = False
+        ended = ours = False  # ours: dg-chat's server, which marks its blocks
         started = time.perf_counter()
         # closed on leaving the loop ([DONE], a stop, a bad event): its connection and watcher thread
         # end then, not whenever the turn's generator is collected
@@ -218,6 +218,7 @@ class RemoteEngine:
                     chunk = self._chunk(self._json(event.data), stats)
                     ended = ended or chunk.finish is not None
                     stats.truncated = stats.truncated or chunk.finish == "length"
+                    ours = ours or chunk.marked
                     if chunk.is_block:
                         thinking, answer = thinking + chunk.thinking, answer + chunk.answer
                         stats.steps.append(chunk.steps or steps)
@@ -235,6 +236,7 @@ class RemoteEngine:
             raise StreamCut(f"the stream from {label} was cut mid-answer (it ended after {len(stats.steps)} "
                             "block(s) without finishing)")
         stats.seconds = time.perf_counter() - started - stats.prompt_seconds
+        stats.server_limit = stats.truncated and not ours
         yield TurnFinished(answer=answer, thinking=thinking, token_ids=[], stats=stats, stopped=stopped)
 
     def _stream(self, messages: Sequence[Message], sampler: SamplerSettings, seed: int,
