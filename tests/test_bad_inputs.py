@@ -137,6 +137,13 @@ BAD_METADATA = [
     ({f"{ARCH}.context_length": "4096"},
      f"metadata '{ARCH}.context_length' is a string ('4096'), expected an integer >= 1"),
     ({"tokenizer.chat_template": "{% for %}"}, "the model's chat template does not compile: "),
+    ({"tokenizer.chat_template": 7}, "metadata 'tokenizer.chat_template' is not a string"),
+    ({"tokenizer.ggml.tokens": np.arange(N_VOCAB, dtype=np.int32)},
+     "metadata 'tokenizer.ggml.tokens' is not an array of strings"),
+    ({"tokenizer.ggml.merges": np.arange(10, dtype=np.int32)},
+     "metadata 'tokenizer.ggml.merges' is not an array of strings"),
+    ({"tokenizer.ggml.token_type": ["1"] * N_VOCAB},
+     "metadata 'tokenizer.ggml.token_type' is not an array of integers"),
 ]
 
 
@@ -145,6 +152,33 @@ def test_impossible_metadata_is_one_line_naming_file_key_found_and_expected(tmp_
     bad = demo_with(tmp_path, metadata=metadata)
     status, _, err = run(capsys, *ASK, "--model", str(bad))
     assert_one_line_error(status, err, f"{bad}: {expected}")
+
+
+@pytest.mark.parametrize("embedding, expected", [
+    (np.array(1.0, dtype=np.float32), "tensor 'token_embd.weight' has shape (), expected 2 dimensions"),
+    (np.zeros((100, 192), np.float32),
+     f"tensor 'token_embd.weight' has 100 rows, fewer than the {N_VOCAB:,} tokens of 'tokenizer.ggml.tokens'"),
+], ids=["a scalar", "fewer rows than tokens"])
+def test_an_embedding_that_does_not_fit_the_vocabulary_is_one_line(tmp_path, capsys, embedding, expected):
+    bad = demo_with(tmp_path, replace={"token_embd.weight": embedding})
+    status, _, err = run(capsys, *ASK, "--model", str(bad))
+    assert_one_line_error(status, err, f"{bad}: {expected}")
+    status, out, _ = run(capsys, "models", "info", str(bad))  # what it can tell of the file, and the problem
+    assert status == 0 and f"VRAM on CUDA    unknown: {expected}" in out
+
+
+def test_a_model_name_that_is_not_a_string_gives_way_to_the_file_name(tmp_path, capsys):
+    odd = rewrite(DEMO, tmp_path / "odd-name.gguf", metadata={"general.name": np.array([1, 2], np.int32)})
+    assert answer_of(capsys, odd)["model"]["name"] == "odd-name"
+
+
+def test_a_split_tensor_count_that_is_not_an_integer_is_one_line(tmp_path, capsys):
+    with open_gguf(DEMO) as f:
+        n_tensors = len(f.tensors)
+    first, _second = split(DEMO, tmp_path / "demo-00001-of-00002.gguf", 2, tensors_count=[n_tensors] * 2)
+    status, _, err = run(capsys, "models", "info", str(first))
+    assert_one_line_error(status, err, f"{first}: part 1 of 2 of a split GGUF: its 2 parts hold {n_tensors} tensors, "
+                                       "but 'split.tensors.count' is")
 
 
 @pytest.mark.parametrize("value", [0.0, float("inf"), -2.0])

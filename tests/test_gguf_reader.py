@@ -146,6 +146,12 @@ CORRUPTIONS: dict[str, tuple[Callable[[bytearray], bytearray | None], str]] = {
     "arrays nested too deep": (lambda d: _handmade(0, 1, _gguf_string("deep") + struct.pack("<I", 9)
                                                    + struct.pack("<IQ", 9, 1) * 100 + struct.pack("<IQ", 4, 0)),
                                "nested more than 8 deep"),
+    "absurd count of nested arrays": (lambda d: _handmade(0, 1, _gguf_string("nested") + struct.pack("<I", 9)
+                                                          + struct.pack("<IQ", 9, 2**40) + bytes(4096)),
+                                      "an array of 1,099,511,627,776 arrays (dg-chat reads at most 65,536)"),
+    "lying count of nested arrays": (lambda d: _handmade(0, 1, _gguf_string("nested") + struct.pack("<I", 9)
+                                                         + struct.pack("<IQ", 9, 60_000) + bytes(4096)),
+                                     "corrupt file: metadata 'nested' would need 720,000 bytes"),
     "quantized scalar": (lambda d: _handmade(1, 0, _gguf_string("s") + struct.pack("<IIQ", 0, Q.Q8_0, 0)
                                              + bytes(64)), "row of 1 is not a multiple of the Q8_0 block size"),
 }

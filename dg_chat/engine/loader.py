@@ -58,6 +58,7 @@ def load_engine(settings: Settings) -> Engine | RemoteEngine:
     except BaseException:
         opened.backend.close()
         raise
+    name = metadata.get("general.name")
     return Engine(opened.backend, opened.tokenizer, chat, end_ids=chat.end_ids,
-                  name=str(metadata.get("general.name") or path.stem), file=str(path),
+                  name=name if isinstance(name, str) and name else path.stem, file=str(path),
                   quant=file_type_name(metadata.get("general.file_type")) or "")

@@ -27,6 +27,9 @@ MAGIC = b"GGUF"
 DEFAULT_ALIGNMENT = 32
 MAX_DIMS = 4
 MAX_ARRAY_NESTING = 8
+MAX_NESTED_ARRAYS = 65_536
+"""Most arrays in one array of arrays: no model has such metadata, and a lying count of empty
+arrays in a large file would otherwise build millions of them (gigabytes) before failing."""
 SPLIT_NAME = re.compile(r"^(?P<prefix>.+)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$", re.IGNORECASE)
 """How llama.cpp's gguf-split names the parts of a split model (llama_split_path)."""
 
@@ -149,6 +152,9 @@ class _Cursor:
         if etype == _STRING:
             return self.strings(count, what)
         if etype == _ARRAY:
+            if count > MAX_NESTED_ARRAYS:
+                raise self.fail(f"{what}: an array of {count:,} arrays (dg-chat reads at most {MAX_NESTED_ARRAYS:,})")
+            self.need(count * 12, what)  # each has at least its 4-byte type and 8-byte count
             return [self.array(what, depth + 1) for _ in range(count)]
         if etype not in _SCALARS:
             raise self.fail(f"{what}: unknown array element type {etype}")
@@ -283,7 +289,7 @@ class GGUFFile:
                 raise self._split_error(f"part {index + 1} is missing (looked for {sibling.name} beside it)")
             self._add_part(GGUFFile(sibling, part_of_split=True), index, count)
         expected = self.metadata.get("split.tensors.count")
-        if expected is not None and expected != len(self.tensors):
+        if expected is not None and (not _is_index(expected) or expected != len(self.tensors)):
             raise self._split_error(f"its {count} parts hold {len(self.tensors)} tensors, "
                                     f"but 'split.tensors.count' is {expected!r}")
 

@@ -71,6 +71,8 @@ def end_token_ids(metadata: Mapping[str, Any], tokenizer: SpecialTokenText) -> f
 
 def chat_format_for(metadata: Mapping[str, Any], tokenizer: SpecialTokenText) -> ChatFormat:
     source = metadata.get("tokenizer.chat_template")
+    if source is not None and not isinstance(source, str):
+        raise DgChatError("metadata 'tokenizer.chat_template' is not a string")
     template = ChatTemplate(source) if source else None
     ends = end_token_ids(metadata, tokenizer)
     if _is_gemma4(metadata, tokenizer):

@@ -145,10 +145,19 @@ class Tokenizer(SpecialTokenText):
             raise DgChatError(f"unsupported tokenizer model {model!r} (dg-chat reads 'gemma4' and 'gpt2' tokenizers)")
         tokens = metadata.get("tokenizer.ggml.tokens")
         merges = metadata.get("tokenizer.ggml.merges")
-        if not tokens or merges is None:
+        if tokens is None or merges is None or (isinstance(tokens, list) and not tokens):
             raise DgChatError(f"the {model} tokenizer in this GGUF lacks tokenizer.ggml.tokens or .merges")
+        for key, value in (("tokens", tokens), ("merges", merges)):
+            if not (isinstance(value, list) and all(isinstance(item, str) for item in value)):
+                raise DgChatError(f"metadata 'tokenizer.ggml.{key}' is not an array of strings")
         types = metadata.get("tokenizer.ggml.token_type")
-        types = np.asarray(types if types is not None else [TokenType.NORMAL.value] * len(tokens), dtype=np.int64)
+        if types is None:
+            types = [TokenType.NORMAL.value] * len(tokens)
+        if isinstance(types, list) and all(type(value) is int for value in types):  # as a writer passes them
+            types = np.asarray(types, dtype=np.int64)
+        if not (isinstance(types, np.ndarray) and types.ndim == 1 and types.dtype.kind in "iu"):
+            raise DgChatError("metadata 'tokenizer.ggml.token_type' is not an array of integers")
+        types = types.astype(np.int64)
         if len(types) != len(tokens):
             raise DgChatError(f"tokenizer.ggml.token_type has {len(types)} entries for {len(tokens)} tokens")
         special_ids = {name: metadata.get(f"tokenizer.ggml.{name}_token_id")

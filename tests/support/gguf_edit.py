@@ -34,10 +34,11 @@ def rewrite(src: Path, dst: Path, *, drop: str | None = None, replace: dict[str,
     return dst
 
 
-def split(src: Path, first: Path, parts: int) -> list[Path]:
+def split(src: Path, first: Path, parts: int, *, tensors_count: list[int] | None = None) -> list[Path]:
     """Write `src` as `parts` files the way llama.cpp's gguf-split does: all metadata in the first,
     `split.no`/`split.count`/`split.tensors.count` in each, the tensors spread over them in order.
-    `first` is the first part's path; the others get `first`'s name with their own part number."""
+    `first` is the first part's path; the others get `first`'s name with their own part number.
+    `tensors_count`: an array to write as `split.tensors.count` instead of the count (a broken file)."""
     prefix = first.name.removesuffix(f"-00001-of-{parts:05d}.gguf")
     paths = [first.with_name(f"{prefix}-{i + 1:05d}-of-{parts:05d}.gguf") for i in range(parts)]
     first.parent.mkdir(parents=True, exist_ok=True)
@@ -49,7 +50,10 @@ def split(src: Path, first: Path, parts: int) -> list[Path]:
                    if key not in ("general.architecture", "GGUF.version")}
             w.add_uint16("split.no", index)
             w.add_uint16("split.count", parts)
-            w.add_int32("split.tensors.count", len(names))
+            if tensors_count is None:
+                w.add_int32("split.tensors.count", len(names))
+            else:
+                w.add_array("split.tensors.count", tensors_count)
             if index == 0:
                 load_script("hf_to_gguf").write_kvs(w, kvs)
             for name in names[index::parts]:

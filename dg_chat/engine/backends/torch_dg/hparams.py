@@ -62,6 +62,10 @@ class HParams:
                        for i, sliding in enumerate(pattern))
         context_length = meta_int(f, key("context_length"))
         experts = meta_int(f, key("expert_count"))
+        embedding = f.info("token_embd.weight").shape
+        if len(embedding) != 2:
+            raise GGUFError(f"{f.path}: tensor 'token_embd.weight' has shape {embedding}, expected 2 dimensions "
+                            "(vocabulary, hidden)")
         hp = cls(
             n_layers=n_layers,
             hidden=meta_int(f, key("embedding_length")),
@@ -76,10 +80,13 @@ class HParams:
             softcap=meta_float(f, key("final_logit_softcapping"), positive=False, default=0.0),
             canvas_length=meta_int(f, "diffusion.canvas_length", maximum=context_length),
             context_length=context_length,
-            vocab_size=f.info("token_embd.weight").shape[0],
+            vocab_size=embedding[0],
         )
         tokens = f.metadata.get("tokenizer.ggml.tokens")
-        if tokens:  # the engine needs none, but an id outside them would break the turn later
+        if isinstance(tokens, list) and tokens:  # the engine needs none, but an id outside them would break a turn
+            if len(tokens) > hp.vocab_size:
+                raise GGUFError(f"{f.path}: tensor 'token_embd.weight' has {hp.vocab_size:,} rows, fewer than the "
+                                f"{len(tokens):,} tokens of 'tokenizer.ggml.tokens'")
             check_token_ids(f, len(tokens))
         return hp
 
