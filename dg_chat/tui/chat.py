@@ -228,7 +228,11 @@ class ChatPane(Vertical):
         self.notify("Editing your last message: Enter resends it and replaces the answer, Esc cancels.")
 
     async def show_chat(self, chat_id: int | None) -> None:
-        """Show a saved chat, or an empty new one (None). A turn in progress is stopped."""
+        """Show a saved chat, or an empty new one (None). A turn in progress is stopped. If the
+        history cannot be read (StoreError), the chat shown stays, and so does the chat written to."""
+        settings = self.store.chat_settings(chat_id) if chat_id is not None else copy.deepcopy(self.settings)
+        messages = self.store.messages(chat_id) if chat_id is not None else []
+        versions = self.store.version_numbers(chat_id) if chat_id is not None else {}
         if self.turns.detach():
             canvas = self.query_one(CanvasView)
             canvas.stop()
@@ -237,10 +241,7 @@ class ChatPane(Vertical):
         if self._editing is not None:
             self._editing = None
             self.query_one(Prompt).end_edit(cancelled=True)
-        self.chat_id = chat_id
-        self.chat_settings = self.store.chat_settings(chat_id) if chat_id is not None else copy.deepcopy(self.settings)
-        messages = self.store.messages(chat_id) if chat_id is not None else []
-        versions = self.store.version_numbers(chat_id) if chat_id is not None else {}
+        self.chat_id, self.chat_settings = chat_id, settings
         with self.app.batch_update():
             model = self.engine.info if self.engine is not None else None
             await self.transcript.show(messages, versions, Welcome(model, self.engine_error))

@@ -78,3 +78,25 @@ async def test_a_delete_not_undone_is_carried_out(make_app, store):
         await delete_the_second_of_two_chats(pilot)
         assert len(store.chats()) == 2  # still undoable
     assert [c.title for c in store.chats()] == ["pears"]  # purged when the app ends
+
+
+async def test_a_chat_the_history_cannot_read_is_not_opened_and_the_next_message_stays_in_the_chat_shown(
+        make_app, store, monkeypatch):
+    app = make_app(ScriptedEngine())
+    async with app.run_test(size=SIZE) as pilot:
+        chat_list = await two_chats(pilot)
+        shown = app.chat_id
+        chat_list.index = 1  # "apples", not the open chat
+
+        def locked(*args, **kwargs):
+            raise StoreError("history database error: database is locked")
+
+        with monkeypatch.context() as patched:
+            patched.setattr(store, "messages", locked)
+            await pilot.press("enter")
+            await wait_until(pilot, lambda: any("locked" in n.message for n in app._notifications))
+        assert app.chat_id == shown
+        await send(pilot, "more about pears")
+    by_title = {chat.title: [m.content for m in store.messages(chat.id)] for chat in store.chats()}
+    assert by_title == {"apples": ["apples", "You said: apples"],
+                        "pears": ["pears", "You said: pears", "more about pears", "You said: more about pears"]}
