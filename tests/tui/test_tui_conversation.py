@@ -503,6 +503,26 @@ async def test_first_run_offers_the_demo_then_starts_it(store, tmp_path, monkeyp
     assert loaded_with == ["demo"] and hub.recorded_choice() == "demo"
 
 
+async def test_the_apps_keys_do_not_act_behind_the_first_run_screen(store, tmp_path, monkeypatch):
+    from dg_chat import hub
+    from dg_chat.tui.screens.first_run import FirstRunScreen
+    from tests.tui.fake_engine import factory
+
+    demo = tmp_path / "demo.gguf"
+    demo.write_bytes(b"GGUF")
+    monkeypatch.setattr(hub, "demo_file", lambda: demo)
+    app = DgChatApp(Settings(), store=store, engine_factory=factory(ScriptedEngine()), export_dir=tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: isinstance(app.screen, FirstRunScreen))
+        thinking = app.chat_settings.sampler.thinking
+        await pilot.press("f2", "ctrl+s", "ctrl+o", "ctrl+f", "ctrl+t", "ctrl+r", "ctrl+n")
+        assert isinstance(app.screen, FirstRunScreen) and len(app.screen_stack) == 2  # no picker, export, ...
+        assert app.chat_settings.sampler.thinking == thinking and not app._notifications
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: app.engine is not None)
+        assert isinstance(app.focused, Prompt)  # not the chat search box
+
+
 async def test_an_answer_the_model_ended_without_text_says_so_and_stays_in_the_context(make_app, store):
     replies = iter(["", "now with words"])
     engine = ScriptedEngine(lambda m: next(replies))

@@ -15,7 +15,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.message import Message
-from textual.screen import Screen
+from textual.screen import ModalScreen
 from textual.widgets import Button, ProgressBar, Static
 
 from dg_chat import hub
@@ -36,11 +36,12 @@ def _duration(seconds: float) -> str:
     return f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{max(minutes, 1)} min"
 
 
-class FirstRunScreen(Screen[str]):
-    """Demo now (the default: Enter) or download DiffusionGemma with live progress."""
+class FirstRunScreen(ModalScreen[str]):
+    """Demo now (the default: Enter) or download DiffusionGemma with live progress. Modal: the
+    app's keys (F2, Ctrl+S, ...) would act on the chat behind it, which has no model yet."""
 
     DEFAULT_CSS = """
-    FirstRunScreen { align: center middle; overflow-y: auto; }
+    FirstRunScreen { align: center middle; overflow-y: auto; background: $background; }
     #first-run { width: 100%; max-width: 84; height: auto; border: round $accent; padding: 0 1; }
     #first-run > Static { margin-bottom: 1; }
     #first-run Button { width: 100%; }
