@@ -58,6 +58,28 @@ async def test_the_model_picker_loads_the_chosen_model_and_each_answer_names_its
     assert stored[0].file == "/models/fake-dg-Q4_K_M.gguf" and stored[0].device == "cpu"
 
 
+async def test_picking_the_loaded_model_keeps_it_and_loads_nothing(make_app):
+    from dg_chat.engine.loader import load_engine
+
+    loads = []
+
+    def counting(settings: Settings):
+        loads.append(settings.model)
+        return load_engine(settings)
+
+    app = make_app(settings=Settings(model="demo", device="cpu"), engine_factory=counting)
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        loaded = app.engine
+        await pilot.press("f2")
+        await wait_until(pilot, lambda: isinstance(app.screen, ModelPicker))
+        await pilot.press("enter")  # the loaded model is the one highlighted
+        await wait_until(pilot, lambda: not isinstance(app.screen, ModelPicker))
+        await pilot.pause(0.2)
+        assert app.engine is loaded and loads == ["demo"]
+        assert "demo is already loaded" in [n.message for n in app._notifications]
+
+
 async def test_while_a_picked_model_loads_nothing_starts_an_answer_it_would_cut_into(make_app):
     first, demo, loaded = ScriptedEngine(), ScriptedEngine(), threading.Event()
     load = engines_by_model(scripted=first, demo=demo)

@@ -87,7 +87,12 @@ class ModelPicker(ModalScreen[str | None]):
 
     @on(OptionList.OptionSelected)
     def _choose(self, event: OptionList.OptionSelected) -> None:
-        self.dismiss(self.choices[int(event.option.id or 0)].spec)
+        choice = self.choices[int(event.option.id or 0)]
+        if choice.is_current(self.current_file):  # loading it again would hold it twice, and take as long
+            self.notify(f"{choice.spec} is already loaded", markup=False)
+            self.dismiss(None)
+            return
+        self.dismiss(choice.spec)
 
     @on(Input.Submitted, "#model-spec")
     def _typed(self, event: Input.Submitted) -> None:
