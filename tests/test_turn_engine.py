@@ -132,3 +132,26 @@ def test_a_prompt_far_over_the_context_is_refused_without_tokenizing_it(monkeypa
         assert list(engine.turn(huge, SamplerSettings())) == [TurnFailed(use.problem)]
     over = engine.context_use([Message("user", "word " * 5000)], False)  # a bound within the context: counted
     assert over.exact and over.prompt > 4096 and over.problem.startswith(f"the prompt has {over.prompt} tokens")
+
+
+def test_a_model_file_rewritten_in_place_is_refused_and_one_replaced_by_another_is_not(tmp_path):
+    import os
+    import shutil
+
+    from dg_chat import hub
+    from dg_chat.config import Settings
+    from dg_chat.engine.events import TurnFailed, TurnFinished
+    from dg_chat.engine.loader import load_engine
+
+    model = tmp_path / "demo.gguf"
+    shutil.copy(hub.demo_file(), model)
+    ask, sampler = [Message("user", "hi")], SamplerSettings(seed=1, max_canvases=1, max_steps=2)
+    replaced = load_engine(Settings(model=str(model), device="cpu"))
+    os.replace(shutil.copy(hub.demo_file(), tmp_path / "new.gguf"), model)  # mv: the mapped file stays whole
+    assert isinstance(list(replaced.turn(ask, sampler))[-1], TurnFinished)
+
+    rewritten = load_engine(Settings(model=str(model), device="cpu"))
+    model.write_bytes(model.read_bytes() + b"\0")  # in place, as cp or a converter writes: the mapping would fault
+    assert list(rewritten.turn(ask, sampler)) == [
+        TurnFailed(f"the model file {model} was rewritten after it was loaded: restart dg-chat to load it "
+                   "again")]

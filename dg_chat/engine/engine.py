@@ -4,6 +4,7 @@ TUI, `dg-chat ask` and the benchmarks share."""
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Iterator, Sequence
 
@@ -34,6 +35,7 @@ class Engine:
         self.name = name
         self.file = file
         self.quant = quant
+        self._loaded_as = _identity(file)
 
     @property
     def info(self) -> ModelInfo:
@@ -69,6 +71,7 @@ class Engine:
         """Answer the conversation's last user message. Blocking: run it off the UI thread.
         Always ends with TurnFinished or TurnFailed; never raises for engine failures."""
         try:
+            self._check_file()
             if overflow := self._certain_overflow(messages):
                 raise ContextOverflowError(overflow.problem)
             yield from generate(self.backend, self.prompt_ids(messages, sampler.thinking), sampler,
@@ -82,5 +85,23 @@ class Engine:
             log.exception("turn failed")
             yield TurnFailed(f"internal error: {type(exc).__name__}: {exc}")
 
+    def _check_file(self) -> None:
+        """The weights are read from the file's memory map: a file rewritten in place since it was
+        loaded (cp, a converter) would end the process with SIGBUS. One replaced by another (mv)
+        or deleted leaves the mapped one intact."""
+        now = _identity(self.file)
+        if self._loaded_as is not None and now is not None and now[0] == self._loaded_as[0] and now != self._loaded_as:
+            raise DgChatError(f"the model file {self.file} was rewritten after it was loaded: restart dg-chat to "
+                              "load it again")
+
     def close(self) -> None:
         self.backend.close()
+
+
+def _identity(path: str) -> tuple[int, int, int] | None:
+    """(inode, size, modification time in ns) of a file; None if there is none to stat."""
+    try:
+        stat = os.stat(path) if path else None
+    except OSError:
+        return None
+    return (stat.st_ino, stat.st_size, stat.st_mtime_ns) if stat else None
