@@ -101,7 +101,7 @@ class Engine:
 def _identity(path: str) -> tuple[int, int, int] | None:
     """(inode, size, modification time in ns) of a file; None if there is none to stat."""
     try:
-        stat = os.stat(path) if path else None
-    except OSError:
+        stat = os.stat(path)
+    except (OSError, ValueError):  # ValueError: a path holding NUL
         return None
-    return (stat.st_ino, stat.st_size, stat.st_mtime_ns) if stat else None
+    return stat.st_ino, stat.st_size, stat.st_mtime_ns
