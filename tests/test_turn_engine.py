@@ -134,7 +134,7 @@ def test_a_prompt_far_over_the_context_is_refused_without_tokenizing_it(monkeypa
     assert over.exact and over.prompt > 4096 and over.problem.startswith(f"the prompt has {over.prompt} tokens")
 
 
-def test_a_model_file_rewritten_in_place_is_refused_and_one_replaced_by_another_is_not(tmp_path):
+def test_a_model_file_rewritten_in_place_is_refused_and_one_replaced_touched_or_split_is_checked(tmp_path):
     import os
     import shutil
 
@@ -142,16 +142,26 @@ def test_a_model_file_rewritten_in_place_is_refused_and_one_replaced_by_another_
     from dg_chat.config import Settings
     from dg_chat.engine.events import TurnFailed, TurnFinished
     from dg_chat.engine.loader import load_engine
+    from tests.support.gguf_edit import split
 
     model = tmp_path / "demo.gguf"
     shutil.copy(hub.demo_file(), model)
     ask, sampler = [Message("user", "hi")], SamplerSettings(seed=1, max_canvases=1, max_steps=2)
+
+    def rewritten(path):
+        return [TurnFailed(f"the model file {path} was rewritten after it was loaded: restart dg-chat to load it "
+                           "again")]
+
     replaced = load_engine(Settings(model=str(model), device="cpu"))
     os.replace(shutil.copy(hub.demo_file(), tmp_path / "new.gguf"), model)  # mv: the mapped file stays whole
+    os.utime(model)  # and a touch changes nothing either
     assert isinstance(list(replaced.turn(ask, sampler))[-1], TurnFinished)
 
-    rewritten = load_engine(Settings(model=str(model), device="cpu"))
-    model.write_bytes(model.read_bytes() + b"\0")  # in place, as cp or a converter writes: the mapping would fault
-    assert list(rewritten.turn(ask, sampler)) == [
-        TurnFailed(f"the model file {model} was rewritten after it was loaded: restart dg-chat to load it "
-                   "again")]
+    engine = load_engine(Settings(model=str(model), device="cpu"))
+    model.write_bytes(model.read_bytes()[:-64])  # in place, as cp or a converter writes: the mapping would fault
+    assert list(engine.turn(ask, sampler)) == rewritten(model)
+
+    first, second = split(hub.demo_file(), tmp_path / "parts" / "demo-00001-of-00002.gguf", 2)
+    engine = load_engine(Settings(model=str(first), device="cpu"))
+    second.write_bytes(second.read_bytes()[:-64])
+    assert list(engine.turn(ask, sampler)) == rewritten(second)

@@ -4,9 +4,9 @@ TUI, `dg-chat ask` and the benchmarks share."""
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 import torch
 
@@ -27,7 +27,8 @@ class Engine:
     """A local GGUF on one backend: a `TurnEngine` (engine/turn_engine.py), what the front ends use."""
 
     def __init__(self, backend: Backend, tokenizer: SpecialTokenText, chat: ChatFormat, *,
-                 end_ids: frozenset[int], name: str, file: str = "", quant: str = ""):
+                 end_ids: frozenset[int], name: str, file: str = "", quant: str = "", mapped: Sequence[Path] = ()):
+        """`mapped`: the files the weights are read from through memory maps (a split model's parts)."""
         self.backend = backend
         self.tokenizer = tokenizer
         self.chat = chat
@@ -35,7 +36,7 @@ class Engine:
         self.name = name
         self.file = file
         self.quant = quant
-        self._loaded_as = _identity(file)
+        self._mapped = {path: _identity(path) for path in mapped}
 
     @property
     def info(self) -> ModelInfo:
@@ -71,7 +72,7 @@ class Engine:
         """Answer the conversation's last user message. Blocking: run it off the UI thread.
         Always ends with TurnFinished or TurnFailed; never raises for engine failures."""
         try:
-            self._check_file()
+            self._check_files()
             if overflow := self._certain_overflow(messages):
                 raise ContextOverflowError(overflow.problem)
             yield from generate(self.backend, self.prompt_ids(messages, sampler.thinking), sampler,
@@ -85,23 +86,24 @@ class Engine:
             log.exception("turn failed")
             yield TurnFailed(f"internal error: {type(exc).__name__}: {exc}")
 
-    def _check_file(self) -> None:
-        """The weights are read from the file's memory map: a file rewritten in place since it was
-        loaded (cp, a converter) would end the process with SIGBUS. One replaced by another (mv)
-        or deleted leaves the mapped one intact."""
-        now = _identity(self.file)
-        if self._loaded_as is not None and now is not None and now[0] == self._loaded_as[0] and now != self._loaded_as:
-            raise DgChatError(f"the model file {self.file} was rewritten after it was loaded: restart dg-chat to "
-                              "load it again")
+    def _check_files(self) -> None:
+        """The weights are read through memory maps: a file rewritten in place to another size since
+        it was loaded (cp, a converter) would end the process with SIGBUS. One replaced by another
+        (mv) or deleted leaves the mapped one intact, and a touch changes nothing."""
+        for path, then in self._mapped.items():
+            now = _identity(path)
+            if then is not None and now is not None and now[0] == then[0] and now != then:
+                raise DgChatError(f"the model file {path} was rewritten after it was loaded: restart dg-chat to "
+                                  "load it again")
 
     def close(self) -> None:
         self.backend.close()
 
 
-def _identity(path: str) -> tuple[int, int, int] | None:
-    """(inode, size, modification time in ns) of a file; None if there is none to stat."""
+def _identity(path: Path) -> tuple[int, int] | None:
+    """(inode, size) of a file; None if there is none to stat."""
     try:
-        stat = os.stat(path)
-    except (OSError, ValueError):  # ValueError: a path holding NUL
+        stat = path.stat()
+    except OSError:
         return None
-    return stat.st_ino, stat.st_size, stat.st_mtime_ns
+    return stat.st_ino, stat.st_size

@@ -45,7 +45,7 @@ def load_engine(settings: Settings) -> Engine | RemoteEngine:
     f = open_gguf(path)
     try:
         opener = OPENERS[choose_backend(f.architecture, settings.backend)]
-        metadata = f.metadata
+        metadata, mapped = f.metadata, f.paths
     except BaseException:
         f.close()
         raise
@@ -61,4 +61,4 @@ def load_engine(settings: Settings) -> Engine | RemoteEngine:
     name = metadata.get("general.name")
     return Engine(opened.backend, opened.tokenizer, chat, end_ids=chat.end_ids,
                   name=name if isinstance(name, str) and name else path.stem, file=str(path),
-                  quant=file_type_name(metadata.get("general.file_type")) or "")
+                  quant=file_type_name(metadata.get("general.file_type")) or "", mapped=mapped)

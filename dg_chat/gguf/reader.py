@@ -258,6 +258,11 @@ class GGUFFile:
 
     # -- split models ------------------------------------------------------------------
 
+    @property
+    def paths(self) -> list[Path]:
+        """This file, then the other parts of a split model in order."""
+        return [self.path, *(part.path for part in self._parts)]
+
     def split_position(self) -> tuple[int, int]:
         """(part number from 1, number of parts) from `split.no` and `split.count`; (1, 1) if not split."""
         count, no = self.metadata.get("split.count", 1), self.metadata.get("split.no", 0)
