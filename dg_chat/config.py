@@ -430,3 +430,30 @@ def settings_from_dict(data: Mapping[str, Any]) -> Settings:
             _apply(settings, key, value, f"saved setting {key}", origins)
     _validate(settings, origins)
     return settings
+
+
+def saved_settings(data: Mapping[str, Any]) -> Settings:
+    """Settings stored with a chat, rebuilt: a value that is no longer valid (a range narrowed
+    since it was saved, a damaged row) keeps its default, and the chat's other settings stay."""
+    try:
+        return settings_from_dict(data)
+    except ConfigError:
+        pass
+
+    def valid(entry: Mapping[str, Any]) -> bool:
+        try:
+            settings_from_dict(entry)
+        except ConfigError:
+            return False
+        return True
+
+    kept: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, Mapping):
+            kept[key] = {name: item for name, item in value.items() if valid({key: {name: item}})}
+        elif valid({key: value}):
+            kept[key] = value
+    try:
+        return settings_from_dict(kept)
+    except ConfigError:  # values valid one by one, not together (t_min > t_max): only damage does that
+        return Settings()

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 from dg_chat import paths
-from dg_chat.config import ConfigError, Settings, settings_from_dict, settings_to_dict
+from dg_chat.config import Settings, saved_settings, settings_to_dict
 from dg_chat.engine.events import EMPTY_ANSWER
 from dg_chat.engine.model_info import ModelInfo
 from dg_chat.errors import DgChatError
@@ -249,9 +249,10 @@ class Store:
         if not rows:
             raise StoreError(f"no chat with id {chat_id}")
         try:
-            return settings_from_dict(json.loads(rows[0][0]))
-        except (ValueError, ConfigError):
-            return Settings()  # damaged or from an incompatible version: the defaults are safe
+            data = json.loads(rows[0][0])
+        except ValueError:
+            return Settings()  # damaged: the defaults are safe
+        return saved_settings(data) if isinstance(data, dict) else Settings()
 
     def set_chat_settings(self, chat_id: int, settings: Settings) -> None:
         self._write(("UPDATE chats SET settings = ? WHERE id = ?", (json.dumps(settings_to_dict(settings)), chat_id)))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pty
 import sqlite3
@@ -15,7 +16,7 @@ from markdown_it import MarkdownIt
 
 from dg_chat import paths
 from dg_chat.cli import main as cli_main
-from dg_chat.config import Settings
+from dg_chat.config import Settings, settings_to_dict
 from dg_chat.engine.model_info import ModelInfo
 from dg_chat.store import SCHEMA_VERSION, Store, StoreError, title_from
 
@@ -433,3 +434,13 @@ def test_a_repair_keeps_the_model_of_each_answer_and_its_earlier_versions(tmp_pa
     repaired = Store(path)
     assert [(m.content, m.model, m.superseded) for m in repaired.messages(chat, superseded=True)] == [
         ("Tell me of the sea.", None, False), ("Waves.", model, True), ("Tides.", model, False)]
+
+
+def test_a_saved_setting_no_longer_valid_keeps_its_default_and_the_chat_keeps_the_others(store):
+    chat = store.create_chat("yesterday", Settings())
+    saved = settings_to_dict(Settings(system_prompt="Answer in French."))
+    saved["sampler"] |= {"temperature": 0.7, "max_steps": 20_000}  # valid when saved, out of range since
+    store._db.execute("UPDATE chats SET settings = ? WHERE id = ?", (json.dumps(saved), chat))
+    settings = store.chat_settings(chat)
+    assert (settings.system_prompt, settings.sampler.temperature, settings.sampler.max_steps) == (
+        "Answer in French.", 0.7, 48)
