@@ -143,6 +143,15 @@ class StoredMessage:
     """An earlier version of a regenerated answer (the consecutive answers after one message are its versions)."""
 
 
+def _json_object(text: str | None) -> dict[str, Any] | None:
+    """A stored JSON object; None if there is none, or it is damaged (the message itself stays readable)."""
+    try:
+        data = json.loads(text) if text else None
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
 def title_from(text: str, limit: int = 48) -> str:
     """A chat title from its first user message: the first line, shortened."""
     line = next((part.strip() for part in text.splitlines() if part.strip()), "") or "New chat"
@@ -285,8 +294,8 @@ class Store:
         rows = self._query("SELECT id, chat_id, role, content, thinking, status, error, stats, model, superseded"
                            " FROM messages WHERE chat_id = ? AND (? OR NOT superseded) ORDER BY id",
                            (chat_id, superseded))
-        return [StoredMessage(**{**dict(row), "stats": json.loads(row["stats"]) if row["stats"] else None,
-                                 "model": ModelInfo.from_dict(json.loads(row["model"])) if row["model"] else None,
+        return [StoredMessage(**{**dict(row), "stats": _json_object(row["stats"]),
+                                 "model": ModelInfo.from_dict(_json_object(row["model"])),
                                  "superseded": bool(row["superseded"])})
                 for row in rows]
 

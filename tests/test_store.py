@@ -444,3 +444,11 @@ def test_a_saved_setting_no_longer_valid_keeps_its_default_and_the_chat_keeps_th
     settings = store.chat_settings(chat)
     assert (settings.system_prompt, settings.sampler.temperature, settings.sampler.max_steps) == (
         "Answer in French.", 0.7, 48)
+
+
+def test_a_message_whose_stats_or_model_record_is_damaged_reads_without_them(store):
+    chat = store.create_chat("damaged", Settings())
+    answer = store.add_message(chat, "model", "an answer")
+    store._db.execute("UPDATE messages SET stats = ?, model = ? WHERE id = ?", ('{"tokens": 1', "[1, 2]", answer))
+    (message,) = store.messages(chat)
+    assert (message.content, message.stats, message.model) == ("an answer", None, None)
