@@ -275,7 +275,8 @@ class DgChatApp(App[None]):
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         for command in super().get_system_commands(screen):
             yield screenshot_command(self) if command.title == SCREENSHOT else command
-        yield from app_commands(self)
+        if not isinstance(screen, FirstRunScreen):  # the chat behind it has no model yet (as its keys)
+            yield from app_commands(self)
 
     def on_unmount(self) -> None:
         restore_signals()

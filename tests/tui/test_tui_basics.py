@@ -58,16 +58,19 @@ async def test_the_model_picker_loads_the_chosen_model_and_each_answer_names_its
     assert stored[0].file == "/models/fake-dg-Q4_K_M.gguf" and stored[0].device == "cpu"
 
 
-async def test_picking_the_loaded_model_keeps_it_and_loads_nothing(make_app):
+@pytest.mark.parametrize("model", ["demo", "models/demo.gguf"], ids=["by name", "by a relative path"])
+async def test_picking_the_loaded_model_keeps_it_and_loads_nothing(make_app, monkeypatch, model):
+    from dg_chat import hub
     from dg_chat.engine.loader import load_engine
 
+    monkeypatch.chdir(hub.demo_file().parent.parent)
     loads = []
 
     def counting(settings: Settings):
         loads.append(settings.model)
         return load_engine(settings)
 
-    app = make_app(settings=Settings(model="demo", device="cpu"), engine_factory=counting)
+    app = make_app(settings=Settings(model=model, device="cpu"), engine_factory=counting)
     async with app.run_test(size=SIZE) as pilot:
         await ready(pilot)
         loaded = app.engine
@@ -76,7 +79,7 @@ async def test_picking_the_loaded_model_keeps_it_and_loads_nothing(make_app):
         await pilot.press("enter")  # the loaded model is the one highlighted
         await wait_until(pilot, lambda: not isinstance(app.screen, ModelPicker))
         await pilot.pause(0.2)
-        assert app.engine is loaded and loads == ["demo"]
+        assert app.engine is loaded and loads == [model]
         assert "demo is already loaded" in [n.message for n in app._notifications]
 
 

@@ -517,6 +517,8 @@ async def test_the_apps_keys_do_not_act_behind_the_first_run_screen(store, tmp_p
         thinking = app.chat_settings.sampler.thinking
         await pilot.press("f2", "ctrl+s", "ctrl+o", "ctrl+f", "ctrl+t", "ctrl+r", "ctrl+n")
         assert isinstance(app.screen, FirstRunScreen) and len(app.screen_stack) == 2  # no picker, export, ...
+        palette = {command.title for command in app.get_system_commands(app.screen)}
+        assert "Quit" in palette and not {"Model", "Thinking", "Export"} & palette  # nor from the palette
         assert app.chat_settings.sampler.thinking == thinking and not app._notifications
         await pilot.press("enter")
         await wait_until(pilot, lambda: app.engine is not None)

@@ -34,8 +34,10 @@ class ModelChoice:
     size: int = 0
 
     def is_current(self, current: str) -> bool:
-        """`current`: the loaded model's file (ModelInfo.file; a server's model: its spec)."""
-        return str(self.path) == current if self.path is not None else self.spec == current
+        """`current`: the loaded model's file (ModelInfo.file, maybe relative; a server's model: its spec)."""
+        if self.path is None:
+            return self.spec == current
+        return bool(current) and Path(current).expanduser().resolve() == self.path.resolve()
 
     def label(self, current: str) -> str:
         mark = "● " if self.is_current(current) else "  "
