@@ -24,7 +24,7 @@ import time
 import tomllib
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -665,22 +665,28 @@ class Removal:
     paths: list[Path]
     """The snapshot files (links) of the quants, and the partial files of stopped pulls."""
     strategy: DeleteCacheStrategy
-    unfinished: list[CachedIncompleteFileInfo]
-    """Partial files of the model's stopped pulls (removing a whole model only)."""
+    partials: list[CachedIncompleteFileInfo]
+    """The partial files of the model's pulls: a running pull holds the lock of its own."""
+    delete_partials: bool
+    """Removing the whole model: its stopped pulls' partial files go too."""
 
     @property
     def freed(self) -> int:
-        return self.strategy.expected_freed_size + sum(part.size_on_disk for part in self.unfinished)
+        unfinished = sum(part.size_on_disk for part in self.partials) if self.delete_partials else 0
+        return self.strategy.expected_freed_size + unfinished
 
     def execute(self) -> None:
-        """Delete; raises OSError (a read-only cache) or DgChatError (a pull of the model is running)."""
-        self.strategy.execute()
-        for part in self.unfinished:
-            try:
-                with WeakFileLock(_lock_file(part.file_path.with_suffix("")), timeout=0.2):
-                    part.file_path.unlink(missing_ok=True)
-            except filelock.Timeout:
-                raise DgChatError(f"a pull is downloading into {part.file_path}; stop it first") from None
+        """Delete; raises OSError (a read-only cache), or DgChatError before deleting anything if a
+        pull of the model is running (it would be left with a part of a quant deleted under it)."""
+        with ExitStack() as locks:
+            for part in self.partials:
+                try:
+                    locks.enter_context(WeakFileLock(_lock_file(part.file_path.with_suffix("")), timeout=0.2))
+                except filelock.Timeout:
+                    raise DgChatError(f"a pull is downloading into {part.file_path}; stop it first") from None
+            self.strategy.execute()
+            for part in self.partials if self.delete_partials else ():
+                part.file_path.unlink(missing_ok=True)
 
 
 def plan_removal(spec: str, settings: Settings) -> Removal:
@@ -693,13 +699,12 @@ def plan_removal(spec: str, settings: Settings) -> Removal:
                           f"({', '.join(load_catalog())}): delete a file of your own yourself")
     model, quant = parse_spec(spec)
     chosen = [c for c in cached_quants(settings) if c.model.name == model.name and quant in (None, c.quant)]
-    stopped = unfinished_downloads(settings).get(model.name, [])
-    unfinished = stopped if quant is None else []
+    partials = unfinished_downloads(settings).get(model.name, [])
+    whole = quant is None
     cache = _scan(settings)
-    if cache is None or not (chosen or unfinished):
-        hint = f" (dg-chat models rm {model.name} deletes the partial files of its stopped pulls)" if stopped else ""
+    if cache is None or not (chosen or (whole and partials)):
+        hint = f" (dg-chat models rm {model.name} deletes the partial files of its stopped pulls)" if partials else ""
         raise DgChatError(f"{spec} is not downloaded; nothing to remove{hint}")
     files = [file for cached in chosen for file in cached.files]
-    return Removal(sorted({c.spec for c in chosen}),
-                   sorted([*(file.file_path for file in files), *(part.file_path for part in unfinished)]),
-                   cache.delete_files(*files), unfinished)
+    deleted = [*(file.file_path for file in files), *(part.file_path for part in partials if whole)]
+    return Removal(sorted({c.spec for c in chosen}), sorted(deleted), cache.delete_files(*files), partials, whole)

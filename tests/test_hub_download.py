@@ -224,15 +224,20 @@ def test_a_stopped_pull_of_a_split_quant_is_no_model_but_can_be_removed(fake_hub
     assert leftovers(cache) == [] and hub.unfinished_downloads(Settings()) == {}
 
 
-def test_a_partial_file_a_running_pull_writes_is_not_removed(fake_hub, cache):
+def test_nothing_is_removed_while_a_pull_of_the_model_runs(fake_hub, tmp_path, cache, gguf_files):
+    split_q8(fake_hub, tmp_path, gguf_files)
+    hub.pull("tiny:Q4_K_M", Settings())
+    second = "Q8/tiny-Q8_0-00002-of-00002.gguf"
     with pytest.raises(hub.DownloadCancelled):
-        hub.pull("tiny:Q4_K_M", Settings(), stop_in(Q4))
+        hub.pull("tiny:Q8_0", Settings(), stop_in(second))
     (part,) = repo_dir(cache).rglob("*.incomplete")
-    removal = hub.plan_removal("tiny", Settings())
+    before = leftovers(cache)
     with hub.WeakFileLock(hub._lock_file(part.with_suffix("")), timeout=1):  # as a pull in another process holds it
-        with pytest.raises(DgChatError) as exc:
-            removal.execute()
-    assert one_line(exc) == f"a pull is downloading into {part}; stop it first" and part.exists()
+        for spec in ("tiny", "tiny:Q8_0", "tiny:Q4_K_M"):  # not even the quant the pull has half done
+            with pytest.raises(DgChatError) as exc:
+                hub.plan_removal(spec, Settings()).execute()
+            assert one_line(exc) == f"a pull is downloading into {part}; stop it first"
+    assert leftovers(cache) == before
 
 
 def test_the_free_disk_is_checked_for_every_part_of_a_split_quant_first(fake_hub, monkeypatch, tmp_path, cache,
