@@ -54,7 +54,10 @@ def save_defaults(sections: Sections, path: Path | None = None) -> Path:
     Raises ConfigError, naming the file, if it cannot be read, edited or written."""
     path = path or paths.config_file()
     try:
-        text = path.read_text(encoding="utf-8") if path.exists() else ""
+        text = ""
+        if path.exists():
+            with open(path, encoding="utf-8", newline="") as file:  # its line ends (CRLF) kept as they are
+                text = file.read()
         written = with_values(text, sections)
         path.parent.mkdir(parents=True, exist_ok=True)
         write_atomically(path, written)

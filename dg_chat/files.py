@@ -17,7 +17,7 @@ def write_atomically(path: Path, text: str) -> None:
     mode = stat.S_IMODE(path.stat().st_mode) if path.exists() else 0o644
     fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as file:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as file:  # `text`'s line ends, as they are
             file.write(text)
             file.flush()
             os.fsync(file.fileno())

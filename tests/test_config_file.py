@@ -55,3 +55,10 @@ def test_a_file_that_cannot_be_edited_is_left_as_it_was(tmp_path, text, why):
         save_defaults({"sampler": {"thinking": True}}, path)
     assert str(info.value).startswith(f"{path}: cannot save the defaults: {why}") and "\n" not in str(info.value)
     assert path.read_text(encoding="utf-8") == text
+
+
+def test_a_file_with_crlf_line_ends_keeps_them(tmp_path):
+    path = tmp_path / "config.toml"
+    path.write_bytes(b'# mine\r\nsystem_prompt = "old"\r\n[sampler]\r\nmax_steps = 20 # keep\r\n')
+    save_defaults({None: {"system_prompt": "new"}, "sampler": {"max_steps": 33}}, path)
+    assert path.read_bytes() == b'# mine\r\nsystem_prompt = "new"\r\n[sampler]\r\nmax_steps = 33 # keep\r\n'
