@@ -16,9 +16,14 @@ import re
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
+_INVISIBLE = [0x180E, 0x200B, *range(0x2060, 0x2065), *range(0x206A, 0x2070), 0xFEFF, *range(0xFFF9, 0xFFFC),
+              *range(0xE0000, 0xE0080)]
+"""Format characters that show nothing yet carry text: zero-width spaces and joiners of words,
+invisible operators, annotations, and tag characters (which spell hidden ASCII). ZWJ and ZWNJ
+stay: emoji sequences and Persian or Indic words need them."""
 _STAND_INS = {c: 0x2400 + c for c in range(0x20)} | {0x7F: 0x2421} | {
     c: 0xFFFD for c in [*range(0x80, 0xA0), 0x061C, 0x200E, 0x200F, 0x2028, 0x2029,
-                        *range(0x202A, 0x202F), *range(0x2066, 0x206A)]}
+                        *range(0x202A, 0x202F), *range(0x2066, 0x206A), *_INVISIBLE]}
 _MULTILINE = {c: s for c, s in _STAND_INS.items() if chr(c) not in "\n\t"}
 
 

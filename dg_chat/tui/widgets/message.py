@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
@@ -20,7 +21,7 @@ from dg_chat.engine.events import EMPTY_ANSWER
 from dg_chat.engine.model_info import ModelInfo
 from dg_chat.store import INCOMPLETE, Status
 from dg_chat.text.canvas import block_count
-from dg_chat.text.sanitize import printable
+from dg_chat.text.sanitize import printable, visible
 from dg_chat.tui.text import code_blocks, message_parser
 
 Generating = Literal["generating"]
@@ -113,8 +114,9 @@ class MessageView(Vertical, can_focus=True):
             with Collapsible(title=self._thinking_title(), collapsed=self.status != GENERATING,
                              classes="thinking") as thinking:
                 thinking.display = bool(self.thinking)
-                yield Markdown(printable(self.thinking), classes="thinking-text", parser_factory=message_parser)
-        yield Markdown(self._shown_text(), classes="message-text", parser_factory=message_parser)
+                yield Markdown(printable(self.thinking), classes="thinking-text", parser_factory=message_parser,
+                               open_links=False)
+        yield Markdown(self._shown_text(), classes="message-text", parser_factory=message_parser, open_links=False)
 
     def _thinking_title(self) -> str:
         if self.status == GENERATING:
@@ -132,7 +134,7 @@ class MessageView(Vertical, can_focus=True):
         which, count = self.version
         parts = [name, f"◀ {which}/{count} ▶" if count > 1 else "", self.model.title() if self.model else "",
                  status_label(self.status, self.error), stats_label(self.stats)]
-        return printable(" · ".join(part for part in parts if part))
+        return visible(" · ".join(part for part in parts if part))  # one line, whatever a model's name holds
 
     def set_status(self, status: ViewStatus, error: str = "") -> None:
         self.status, self.error = status, error
@@ -169,11 +171,21 @@ class MessageView(Vertical, can_focus=True):
         self.set_status(status, error)
         folded = self.query_one(".thinking", Collapsible)
         folded.display, folded.collapsed, folded.title = bool(thinking), True, self._thinking_title()
-        await self.query_one(".thinking-text", Markdown).update(printable(thinking))
-        await self.query_one(".message-text", Markdown).update(self._shown_text())
+        for markdown, text in ((self.query_one(".thinking-text", Markdown), printable(thinking)),
+                               (self.query_one(".message-text", Markdown), self._shown_text())):
+            if markdown.source != text:  # as streamed already: parsing a long answer again stalls the app
+                await markdown.update(text)
+
+    @on(Markdown.LinkClicked)
+    def _link_clicked(self, event: Markdown.LinkClicked) -> None:
+        """A link in model text may say one thing and lead elsewhere (any scheme an OS opens): it
+        is copied, with where it leads, never opened."""
+        event.stop()
+        self.app.copy_to_clipboard(event.href)
+        self.notify(f"Link copied, not opened: {visible(event.href)}", markup=False)
 
     def action_copy(self) -> None:
-        self.app.copy_to_clipboard(self.content)
+        self.app.copy_to_clipboard(printable(self.content))  # as shown: no hidden escape or bidi mark
         self.notify("Message copied to the clipboard")
 
     def action_copy_code(self) -> None:
@@ -183,7 +195,7 @@ class MessageView(Vertical, can_focus=True):
             return
         index = self._next_code_block % len(blocks)
         self._next_code_block = index + 1
-        self.app.copy_to_clipboard(blocks[index])
+        self.app.copy_to_clipboard(printable(blocks[index]))
         self.notify(f"Code block {index + 1} of {len(blocks)} copied to the clipboard")
 
     def action_replay(self) -> None:

@@ -3,6 +3,10 @@
 Send and new line are run from the prompt's own key handler, in the order the keys arrived: a
 burst of keys (a paste, fast typing, `tmux send-keys`) sends exactly what the box holds when its
 Enter comes, never a prefix of it, and the keys after that Enter go into the emptied box.
+
+The box draws its text as it is, so text from elsewhere (a paste, an earlier prompt, a message to
+edit) comes in with its controls as visible stand-ins (sanitize.py): an answer copied and pasted
+back cannot send an escape sequence to the terminal.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from textual.binding import Binding
 from textual.message import Message
 from textual.widgets import TextArea
 
+from dg_chat.text.sanitize import printable
 from dg_chat.tui.widgets.prompt_history import PromptHistory
 
 OWN_ACTIONS = ("send", "newline")
@@ -49,6 +54,10 @@ class Prompt(TextArea):
             event.prevent_default()  # TextArea would insert Enter as a newline
             await self.run_action(active.binding.action)
 
+    async def _on_paste(self, event: events.Paste) -> None:
+        # Textual runs this handler, then TextArea's, which inserts the text
+        event.text = printable(event.text)
+
     def action_send(self) -> None:
         """Hand the text over and empty the box at once (the app puts it back if it cannot send)."""
         text = self.text
@@ -67,13 +76,13 @@ class Prompt(TextArea):
         elif recalled is None:
             self.action_cursor_down()
         else:
-            self.text = recalled
+            self.text = printable(recalled)
             self.move_cursor(self.document.end)
 
     def begin_edit(self, text: str) -> None:
         """Show `text` to edit it; what was typed but not sent comes back at `end_edit`."""
         self._draft = self.text
-        self.text = text
+        self.text = printable(text)
         self.move_cursor(self.document.end)
 
     def end_edit(self, *, cancelled: bool) -> None:

@@ -11,7 +11,7 @@ from textual.widgets import Static
 
 from dg_chat import hub
 from dg_chat.engine.model_info import ModelInfo
-from dg_chat.text.sanitize import printable
+from dg_chat.text.sanitize import visible
 
 EXAMPLE_PROMPTS = (
     "Explain how a diffusion language model writes an answer.",
@@ -46,7 +46,7 @@ class Welcome(Vertical):
 
     def compose(self) -> ComposeResult:
         yield Static("dg-chat · answers are drafted as whole blocks and denoised live", classes="welcome-title")
-        yield Static(printable(model_line(self.model, self.error)), id="welcome-model", markup=False)
+        yield Static(visible(model_line(self.model, self.error)), id="welcome-model", markup=False)
         yield Static("Try:", classes="hint")
         for prompt in example_prompts(self.model):
             yield Static(f"  › {prompt}", classes="welcome-example", markup=False)
@@ -54,6 +54,6 @@ class Welcome(Vertical):
 
     def show_model(self, model: ModelInfo | None, error: str = "") -> None:
         self.model, self.error = model, error
-        self.query_one("#welcome-model", Static).update(printable(model_line(model, error)))
+        self.query_one("#welcome-model", Static).update(visible(model_line(model, error)))
         for line, prompt in zip(self.query(".welcome-example").results(Static), example_prompts(model), strict=True):
             line.update(f"  › {prompt}")
