@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import errno
 import importlib
+import io
 import logging
 import os
 import sys
@@ -163,9 +164,14 @@ _python_show_warning = warnings.showwarning
 
 def main(argv: Sequence[str] | None = None) -> int:
     warnings.showwarning = _show_warning
+    if sys.stderr is None:  # closed (`2>&-`): print() would send its messages to stdout, into the answer
+        sys.stderr = open(os.devnull, "w")  # for the life of the process
     if sys.stdout is None:  # started with stdout closed (`>&-`): what a command prints would be lost unsaid
         print("dg-chat: error: standard output is closed; nothing could be shown or saved", file=sys.stderr)
         return 1
+    for stream in (sys.stdout, sys.stderr):  # a terminal that is not UTF-8 (LANG=C): "?" for what it lacks
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors="replace")
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
     if unknown:  # as parse_args says it, and what the usage above it does not: how to ask in several words

@@ -1,3 +1,5 @@
+import os
+import shlex
 import subprocess
 import sys
 
@@ -65,3 +67,18 @@ def test_several_words_to_ask_say_to_quote_them(capsys):
     with pytest.raises(SystemExit):
         main(["ask", "--demo", "--bogus", "why"])
     assert capsys.readouterr().err.splitlines()[-1] == "dg-chat: error: unrecognized arguments: --bogus"
+
+
+def test_a_terminal_that_is_not_utf8_gets_question_marks_not_an_internal_error():
+    env = {**os.environ, "PYTHONIOENCODING": "ascii"}
+    done = subprocess.run([sys.executable, "-m", "dg_chat.cli", "ask", "--demo", "--seed", "1", "What is a canvas?"],
+                          capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0 and done.stdout.strip(), done.stderr
+    assert "internal error" not in done.stderr and " ? " in done.stderr  # the stats line's "·"
+
+
+def test_with_stderr_closed_no_message_lands_in_the_answer():
+    command = f"{shlex.quote(sys.executable)} -m dg_chat.cli ask --demo --think --seed 1 'What is a canvas?' 2>&-"
+    done = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip()
+    assert "dg-chat:" not in done.stdout  # the warning that the demo has no thinking channel went nowhere
