@@ -18,6 +18,7 @@ import pytest
 from dg_chat import cli
 from dg_chat.commands.ask import canvas_text, read_prompt
 from dg_chat.engine.events import BlockCommitted, CanvasStep, Stats, TurnFailed, TurnFinished
+from dg_chat.errors import DgChatError
 from dg_chat.gguf.reader import open_gguf
 from dg_chat.text.sanitize import printable
 from tests.support.gguf_edit import rewrite
@@ -63,6 +64,16 @@ def test_a_dash_reads_the_prompt_from_stdin(monkeypatch):
     monkeypatch.setattr("sys.stdin", io.StringIO("What is a canvas?"))
     assert read_prompt(argparse.Namespace(prompt="-")) == "What is a canvas?"
     assert read_prompt(argparse.Namespace(prompt="--")) == "--"  # any other text is the prompt itself
+
+
+def test_stdin_is_read_up_to_a_limit_not_without_end(monkeypatch):
+    from dg_chat.commands.ask import MAX_STDIN
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("a" * MAX_STDIN))
+    assert len(read_prompt(argparse.Namespace(prompt=None))) == MAX_STDIN
+    monkeypatch.setattr("sys.stdin", io.StringIO("a" * (MAX_STDIN + 1)))  # /dev/zero would never end
+    with pytest.raises(DgChatError, match="the prompt on stdin is over 16 MiB, more than any model's context holds"):
+        read_prompt(argparse.Namespace(prompt=None))
 
 
 def test_bytes_that_are_not_utf8_are_read_as_replacement_characters(tiny_chat_gguf):

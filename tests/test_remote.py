@@ -329,6 +329,40 @@ def test_ctrl_c_in_ask_closes_the_stream_and_keeps_the_partial_answer(server, ca
     assert server.client_left.wait(5)
 
 
+@pytest.mark.parametrize("json_output", [False, True], ids=["text", "json"])
+def test_sigterm_in_ask_interrupts_and_keeps_the_blocks_committed(server, capsys, monkeypatch, json_output):
+    server.hold_before = 1
+    turn = RemoteEngine.turn
+
+    def terminated_after_the_first_block(self, *args, **kwargs):
+        for event in turn(self, *args, **kwargs):
+            yield event
+            if isinstance(event, BlockCommitted):
+                os.kill(os.getpid(), signal.SIGTERM)  # `timeout` ends it while the server makes block 1
+
+    monkeypatch.setattr(RemoteEngine, "turn", terminated_after_the_first_block)
+    assert main(["ask", "-m", server.spec(), *(["--json"] if json_output else []), "hi"]) == 130
+    captured = capsys.readouterr()
+    assert captured.err.endswith("dg-chat: interrupted\n")
+    if json_output:
+        assert json.loads(captured.out) == {"text": "The sky is ", "thinking": "", "stopped": True,
+                                            "error": "interrupted"}
+    else:
+        assert captured.out == "The sky is \n"
+    assert server.client_left.wait(5)
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # and the handler is put back
+
+
+@pytest.mark.parametrize("failure", ["cut", "error-event"])
+def test_ask_json_of_a_failed_answer_is_one_object_with_what_was_committed(server, failure, capsys):
+    server.fail = failure
+    assert main(["ask", "-m", server.spec(), "--json", "hi"]) == 1
+    captured = capsys.readouterr()
+    answer = json.loads(captured.out)
+    assert (answer["text"], answer["stopped"]) == ("The sky is ", False)
+    assert answer["error"] in error_line(captured.err)
+
+
 ERRORS = {
     "400": "refused the request (400 Bad Request: This model's maximum context length is 8192 tokens)",
     "401": ("wants an API key (401 Unauthorized: Incorrect API key provided:); put it in the environment "

@@ -3,7 +3,8 @@
 The answer goes to stdout block by block as blocks commit; progress, the live canvas
 (--show-steps) and the thinking go to stderr, so `dg-chat ask "..." > answer.md` keeps only the answer.
 The first Ctrl-C stops the answer at the next step and keeps what the canvas holds (exit 130); a
-second one interrupts at once.
+second one, SIGTERM (`timeout`) or SIGHUP (a closed terminal) interrupt at once, keeping the
+blocks committed. With --json, an answer that fails or is interrupted is still one JSON object.
 """
 
 from __future__ import annotations
@@ -29,6 +30,10 @@ from dg_chat.text.canvas import block_count, token_runs
 from dg_chat.text.chat import Message
 from dg_chat.text.sanitize import printable, visible, well_formed
 
+MAX_STDIN = 16 * 2**20
+"""Characters of a prompt read from stdin: far more than any model's context holds (a stream
+without end, /dev/zero, must not fill the memory first)."""
+
 
 def read_prompt(args: argparse.Namespace) -> str:
     """The prompt argument, or stdin when there is none or it is "-" (the usual convention)."""
@@ -36,7 +41,10 @@ def read_prompt(args: argparse.Namespace) -> str:
         return well_formed(args.prompt)
     if sys.stdin is None or sys.stdin.isatty():
         raise DgChatError("no prompt: give one as an argument or pipe it on stdin")
-    return well_formed(sys.stdin.read())
+    prompt = sys.stdin.read(MAX_STDIN + 1)
+    if len(prompt) > MAX_STDIN:
+        raise DgChatError(f"the prompt on stdin is over {MAX_STDIN // 2**20} MiB, more than any model's context holds")
+    return well_formed(prompt)
 
 
 CANVAS_STYLES = {"accepted": "bright_white", "changed": "bold bright_white", "noise": "dim", "quiet": "dim"}
@@ -54,11 +62,31 @@ def canvas_text(step: CanvasStep, engine: TurnEngine) -> Text:
     return text
 
 
+@contextmanager
+def interrupt_on_termination() -> Iterator[None]:
+    """While inside: SIGTERM and SIGHUP raise KeyboardInterrupt, as a second Ctrl-C does, so that
+    the terminal gets its cursor back and the blocks committed are printed before the exit."""
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = {number: signal.signal(number, interrupt) for number in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
 def run(args: argparse.Namespace) -> int:
-    settings = args.settings
     prompt = read_prompt(args)
     if not prompt.strip():
         raise DgChatError("the prompt is empty")
+    with interrupt_on_termination():
+        return _load_and_answer(args, prompt)
+
+
+def _load_and_answer(args: argparse.Namespace, prompt: str) -> int:
+    settings = args.settings
     err = Console(stderr=True, highlight=False)
     with err.status("loading the model…", spinner="dots") if err.is_terminal else nullcontext():
         engine = load_engine(settings)
@@ -136,7 +164,7 @@ def _answer(args: argparse.Namespace, engine: TurnEngine, messages: list[Message
             if args.show_steps else None)
     hold = live is not None and err.is_terminal
     stream = AnswerStream()
-    committed = ""
+    committed = thought = ""  # the answer and thinking of the blocks committed
     finished: TurnFinished | None = None
     cancel = threading.Event()
     try:
@@ -144,17 +172,21 @@ def _answer(args: argparse.Namespace, engine: TurnEngine, messages: list[Message
             for event in engine.turn(messages, settings.sampler, cancel):
                 if isinstance(event, CanvasStep) and live:
                     live.update(canvas_text(event, engine), refresh=True)
-                elif isinstance(event, BlockCommitted) and not args.json:
-                    committed = event.answer
-                    if not hold:
+                elif isinstance(event, BlockCommitted):
+                    committed, thought = event.answer, event.thinking
+                    if not (hold or args.json):
                         stream.block(committed)
                 elif isinstance(event, TurnFailed):
                     raise DgChatError(event.error)
                 elif isinstance(event, TurnFinished):
                     finished = event
-    except (DgChatError, KeyboardInterrupt):
-        stream.block(committed)  # the partial answer stays (the frames are gone by now);
-        stream.end_line()  # the error or "interrupted" goes below it
+    except (DgChatError, KeyboardInterrupt) as exc:
+        if args.json:  # what was committed, and why it ends there (the error also goes to stderr)
+            print(json.dumps({"text": committed, "thinking": thought, "stopped": isinstance(exc, KeyboardInterrupt),
+                              "error": str(exc) or "interrupted"}))
+        else:
+            stream.block(committed)  # the partial answer stays (the frames are gone by now);
+            stream.end_line()  # the error or "interrupted" goes below it
         raise
     assert finished is not None
     if args.json:  # ASCII: a raw C1 control, DEL or bidi override of the model's would reach the terminal
