@@ -171,13 +171,16 @@ def _is_later_split_part(filename: str) -> bool:
 
 def _scan(settings: Settings) -> HFCacheInfo | None:
     folder = models_cache(settings)
-    if folder.exists() and not folder.is_dir():
-        raise DgChatError(f"the models folder {folder} is not a folder: set models_dir (DG_CHAT_MODELS_DIR) "
-                          "to a folder")
     try:
+        if folder.exists() and not folder.is_dir():
+            raise DgChatError(f"the models folder {folder} is not a folder: set models_dir (DG_CHAT_MODELS_DIR) "
+                              "to a folder")
         return scan_cache_dir(folder)
     except CacheNotFound:
         return None
+    except OSError as exc:  # a folder on the way that this user may not enter
+        raise DgChatError(f"the models folder {folder} cannot be read ({exc.strerror or exc}): set models_dir "
+                          "(DG_CHAT_MODELS_DIR) to a folder of yours") from None
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -220,6 +221,27 @@ def test_a_history_that_cannot_be_created_or_written_is_a_failed_check(tmp_path,
     monkeypatch.setattr(os, "access", lambda path, mode: False)  # as for a user who does not own the file
     check = doctor.check_history()
     assert check.status == "fail" and check.detail.endswith("history.sqlite3 is read-only: no chat could be saved")
+
+
+def test_folders_this_user_may_not_enter_are_failed_checks_not_a_crash(tmp_path, monkeypatch, llama_ok, capsys):
+    locked = tmp_path / "locked"  # mode 000 is no bar to root, who runs the tests: Python 3.11 raises there
+    exists = Path.exists
+
+    def not_entered(path: Path, *args, **kwargs) -> bool:
+        if path.is_relative_to(locked) and path != locked:
+            raise PermissionError(13, "Permission denied", str(path))
+        return exists(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "exists", not_entered)
+    monkeypatch.setenv("DG_CHAT_DATA_DIR", str(locked / "data"))
+    monkeypatch.setenv("DG_CHAT_MODELS_DIR", str(locked / "models"))
+    assert main(["doctor"]) == 1
+    lines = lines_by_name(capsys.readouterr().out)
+    assert lines["history"].startswith("fail") and "history.sqlite3 cannot be read (Permission denied)" in \
+        lines["history"]
+    assert lines["downloads"].startswith("fail") and "cannot be read (Permission denied)" in lines["downloads"]
+    assert main(["doctor", "--repair-history"]) == 1
+    assert "cannot be read (Permission denied): make its folder readable" in capsys.readouterr().err
 
 
 def test_a_config_file_named_by_dg_chat_config_that_does_not_exist_is_a_warning(tmp_path, monkeypatch):

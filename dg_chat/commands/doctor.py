@@ -217,7 +217,7 @@ def check_paths(settings: Settings | None) -> list[Check]:
     if settings is None:
         return checks
     models = hub.models_cache(settings)
-    existing = next(p for p in (models, *models.parents) if p.exists())
+    existing = next(p for p in (models, *models.parents) if os.path.exists(p))  # False where it may not look
     free = shutil.disk_usage(existing).free
     # only `models pull` writes there: a read-only shared cache still serves its downloads
     return checks + [
@@ -228,10 +228,24 @@ def check_paths(settings: Settings | None) -> list[Check]:
     ]
 
 
+def _exists(path: Path) -> bool:
+    """Path.exists, with a folder on the way that cannot be entered said in one line (Python 3.11
+    raises PermissionError there)."""
+    try:
+        return path.exists()
+    except OSError as exc:
+        raise DgChatError(f"{path} cannot be read ({exc.strerror or exc}): make its folder readable, or set "
+                          "DG_CHAT_DATA_DIR to a folder of yours") from None
+
+
 def check_history() -> Check:
     """SQLite's integrity check of the chat history."""
     path = paths.history_db()
-    if not path.exists():
+    try:
+        exists = _exists(path)
+    except DgChatError as exc:
+        return Check("fail", "history", str(exc))
+    if not exists:
         folder = check_dir("history", path.parent, "set DG_CHAT_DATA_DIR to a writable folder")
         if folder.status != "ok":
             return replace(folder, detail=f"{path} cannot be created: {folder.detail}")
@@ -262,7 +276,7 @@ def run_checks(settings: Settings | None, config_error: DgChatError | None = Non
 def repair(console: StdoutConsole) -> int:
     """`doctor --repair-history`: a fresh history with every row SQLite can still read."""
     path = paths.history_db()
-    if path.exists() and not history_problems(path):
+    if _exists(path) and not history_problems(path):
         console.print(Text(f"the history {path} passes SQLite's integrity check; nothing to repair"), soft_wrap=True)
         return 0
     result = repair_history(path)
