@@ -245,9 +245,10 @@ def nan_output_norm(src: Path, dst: Path) -> Path:
 def test_nan_logits_stop_the_turn_with_one_line_on_the_torch_path(tmp_path, capsys, kernels):
     broken = nan_output_norm(DEMO, tmp_path / "nan.gguf")
     status, out, err = run(capsys, *ASK, "--model", str(broken), "--device", "cpu", "--kernels", kernels)
-    assert out == ""  # no block was committed: nothing of an answer to keep
-    assert_one_line_error(status, err,
-                          f"the model produced NaN/inf values (damaged or mis-converted weights: {broken})")
+    why = f"the model produced NaN/inf values (damaged or mis-converted weights: {broken})"
+    assert_one_line_error(status, err, why)
+    # --json: no block was committed, nothing of an answer to keep
+    assert json.loads(out) == {"text": "", "thinking": "", "stopped": False, "error": why}
 
 
 def test_nan_logits_stop_the_turn_with_one_line_on_the_llama_path(tmp_path, capsys):
