@@ -214,7 +214,10 @@ class CachedQuant:
 
 def cached_quants(settings: Settings) -> list[CachedQuant]:
     """Every catalog quant in the cache, complete or not, newest first (by its first part)."""
-    cache = _scan(settings)
+    return _quants_in(_scan(settings))
+
+
+def _quants_in(cache: HFCacheInfo | None) -> list[CachedQuant]:
     by_repo = {m.repo.lower(): m for m in load_catalog().values()}
     found = [
         CachedQuant(model, quant, (file, *_later_parts(revision.files, file)), _part_count(file.file_name))
@@ -252,7 +255,10 @@ def _downloaded(settings: Settings) -> list[CachedQuant]:
 def unfinished_downloads(settings: Settings) -> dict[str, list[CachedIncompleteFileInfo]]:
     """Catalog model name -> the partial files of its stopped pulls (`blobs/<etag>.incomplete`),
     which a pull resumes. Which quant each belongs to is not on disk."""
-    cache = _scan(settings)
+    return _unfinished_in(_scan(settings))
+
+
+def _unfinished_in(cache: HFCacheInfo | None) -> dict[str, list[CachedIncompleteFileInfo]]:
     by_folder = {repo_folder_name(repo_id=m.repo, repo_type="model").lower(): m.name for m in load_catalog().values()}
     found: dict[str, list[CachedIncompleteFileInfo]] = {}
     for file in cache.incomplete_files if cache else ():
@@ -701,10 +707,10 @@ def plan_removal(spec: str, settings: Settings) -> Removal:
         raise DgChatError(f"'{spec}' is a file path; models rm deletes downloaded catalog models "
                           f"({', '.join(load_catalog())}): delete a file of your own yourself")
     model, quant = parse_spec(spec)
-    chosen = [c for c in cached_quants(settings) if c.model.name == model.name and quant in (None, c.quant)]
-    partials = unfinished_downloads(settings).get(model.name, [])
+    cache = _scan(settings)  # once: a shared Hugging Face cache may hold many repositories
+    chosen = [c for c in _quants_in(cache) if c.model.name == model.name and quant in (None, c.quant)]
+    partials = _unfinished_in(cache).get(model.name, [])
     whole = quant is None
-    cache = _scan(settings)
     if cache is None or not (chosen or (whole and partials)):
         hint = f" (dg-chat models rm {model.name} deletes the partial files of its stopped pulls)" if partials else ""
         raise DgChatError(f"{spec} is not downloaded; nothing to remove{hint}")
