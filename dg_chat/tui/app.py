@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
 
-from textual import on
+from textual import events, on
 from textual.app import App, ComposeResult, SystemCommand
 from textual.containers import Horizontal
 from textual.notifications import SeverityLevel
@@ -76,6 +76,11 @@ class DgChatApp(App[None]):
         """Every notice passes here (a widget's or screen's `notify` calls the app's). Its text may
         quote a model file, a server or an answer, so controls are shown, never sent (sanitize.py)."""
         super().notify(printable(message), title=visible(title), severity=severity, timeout=timeout, markup=markup)
+
+    async def on_event(self, event: events.Event) -> None:
+        if isinstance(event, events.Paste):  # before any widget gets it: the clipboard may hold a page's escapes
+            event.text = printable(event.text)
+        await super().on_event(event)
 
     # layout and start-up
 

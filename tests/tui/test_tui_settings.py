@@ -4,10 +4,12 @@ visibly so, "this chat" or "save as default"."""
 from __future__ import annotations
 
 import pytest
-from textual.widgets import Label
+from textual import events
+from textual.widgets import Input, Label, TextArea
 
 from dg_chat import paths
-from dg_chat.config import load_settings
+from dg_chat.config import Settings, load_settings
+from dg_chat.text.sanitize import printable
 from dg_chat.tui.screens.settings import SettingsScreen
 from tests.tui.conftest import SIZE, ready, send, wait_until
 from tests.tui.fake_engine import ScriptedEngine
@@ -80,3 +82,27 @@ async def test_this_chat_only_leaves_the_defaults(make_app, store):
         await pilot.pause()
         assert app.chat_settings.sampler.max_steps == 48
     assert not paths.config_file().exists()
+
+
+async def test_a_paste_into_any_field_and_a_saved_system_prompt_show_their_controls(make_app):
+    """The app makes every paste safe before a widget gets it (the system prompt's box and the
+    one-line fields draw their text as it is), and a system prompt saved with controls opens
+    with them as stand-ins: no escape sequence reaches the terminal from the settings screen."""
+    hostile = "be brief\x1b]52;c;ZXZpbA==\x07\tthen\x1b[2J stop\n"
+    app = make_app(ScriptedEngine(), settings=Settings(system_prompt=hostile))
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        screen = await open_settings(pilot)
+        system_prompt = screen.query_one("#setting-system_prompt", TextArea)
+        assert system_prompt.text == printable(hostile) and "\x1b" not in system_prompt.text
+        system_prompt.text = ""
+        system_prompt.focus()
+        app.post_message(events.Paste(hostile))  # as the terminal's bracketed paste arrives
+        await pilot.pause()
+        assert system_prompt.text == printable(hostile)
+        steps = screen.query_one("#setting-max_steps", Input)
+        steps.value = ""
+        steps.focus()
+        app.post_message(events.Paste("3\x1b[2J"))
+        await pilot.pause()
+        assert steps.value == "3␛[2J"

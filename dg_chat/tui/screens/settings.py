@@ -24,6 +24,7 @@ from textual.widgets import Button, Input, Label, Select, Static, Switch, TextAr
 from dg_chat.config import LEAF_TYPES, ConfigError, SamplerSettings, Settings, settings_from_dict, settings_to_dict
 from dg_chat.config_file import TomlValue
 from dg_chat.engine.turn_engine import Noise
+from dg_chat.text.sanitize import printable
 
 
 @dataclass(frozen=True)
@@ -112,7 +113,7 @@ class SettingsScreen(ModalScreen[SettingsChoice | None]):
                         yield Label(spec.unit, classes="setting-unit")
                     yield Static(docs.get(name, ""), classes="setting-help", markup=False)
                 yield Label("System prompt", classes="setting-name")
-                yield TextArea(self.settings.system_prompt, id="setting-system_prompt", compact=True)
+                yield TextArea(printable(self.settings.system_prompt), id="setting-system_prompt", compact=True)
             yield Static("", id="settings-error", markup=False)
             with Horizontal(classes="dialog-buttons"):
                 yield Button("This chat (ctrl+s)", id="save", variant="primary")

@@ -4,9 +4,9 @@ Send and new line are run from the prompt's own key handler, in the order the ke
 burst of keys (a paste, fast typing, `tmux send-keys`) sends exactly what the box holds when its
 Enter comes, never a prefix of it, and the keys after that Enter go into the emptied box.
 
-The box draws its text as it is, so text from elsewhere (a paste, an earlier prompt, a message to
-edit) comes in with its controls as visible stand-ins (sanitize.py): an answer copied and pasted
-back cannot send an escape sequence to the terminal.
+The box draws its text as it is, so text from elsewhere comes in with its controls as visible
+stand-ins (sanitize.py): an earlier prompt and a message to edit here, a paste in the app (for
+every widget). An answer copied and pasted back cannot send an escape sequence to the terminal.
 """
 
 from __future__ import annotations
@@ -53,10 +53,6 @@ class Prompt(TextArea):
             event.stop()
             event.prevent_default()  # TextArea would insert Enter as a newline
             await self.run_action(active.binding.action)
-
-    async def _on_paste(self, event: events.Paste) -> None:
-        # Textual runs this handler, then TextArea's, which inserts the text
-        event.text = printable(event.text)
 
     def action_send(self) -> None:
         """Hand the text over and empty the box at once (the app puts it back if it cannot send)."""
