@@ -21,7 +21,8 @@ from dg_chat.text.chat import Message
 log = logging.getLogger(__name__)
 
 MAX_WAITING = 32
-"""Turns that may wait behind the running one; a request beyond them is refused (Busy)."""
+"""Turns that may wait behind the running one; a request beyond them is refused (Busy). A turn
+whose client has left (its job cancelled) holds no place: it is skipped when its turn comes."""
 
 
 class Busy(Exception):
@@ -78,23 +79,29 @@ class EngineWorker:
         self.engine = engine
         self._queue: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         self._jobs: set[Job] = set()
-        self._waiting = 0
+        self._queued: set[Job] = set()
+        """Submitted jobs the engine has not taken yet."""
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="dg-chat-engine", daemon=True)
         self._thread.start()
 
     @property
     def waiting(self) -> int:
-        """Turns queued that the engine has not taken yet."""
-        return self._waiting
+        """Turns queued that the engine has not taken yet and whose clients still wait for them."""
+        with self._lock:
+            return self._still_waiting()
+
+    def _still_waiting(self) -> int:
+        return sum(not job.cancel.is_set() for job in self._queued)
 
     def submit(self, messages: list[Message], sampler: SamplerSettings) -> Job:
         """Queue a turn (from the event loop that will read its events); Busy if the queue is full."""
         job = Job(messages, sampler, asyncio.get_running_loop())
         with self._lock:
-            if self._waiting >= MAX_WAITING:
-                raise Busy(self._waiting)
-            self._waiting += 1
+            waiting = self._still_waiting()
+            if waiting >= MAX_WAITING:
+                raise Busy(waiting)
+            self._queued.add(job)
             self._jobs.add(job)
         self._queue.put(job)
         return job
@@ -102,7 +109,7 @@ class EngineWorker:
     def _run(self) -> None:
         while (job := self._queue.get()) is not None:
             with self._lock:
-                self._waiting -= 1
+                self._queued.discard(job)
             try:
                 if not job.cancel.is_set():
                     self._forget_context()
