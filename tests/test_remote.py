@@ -28,7 +28,7 @@ from dg_chat.engine.events import (
 )
 from dg_chat.engine.loader import load_engine
 from dg_chat.engine.remote import client as client_module
-from dg_chat.engine.remote.client import RemoteClient
+from dg_chat.engine.remote.client import RemoteClient, RemoteError
 from dg_chat.engine.remote.engine import RemoteEngine
 from dg_chat.engine.remote.spec import parse_remote
 from dg_chat.engine.turn_engine import BackendView, TokenPieces, TurnEngine
@@ -170,8 +170,9 @@ def test_counts_a_server_does_not_report_are_unknown_not_zero():
     assert server.requests[-1]["seed"] == 4
 
 
-def test_a_strict_server_is_asked_again_without_the_extension_fields_and_never_sent_them_again():
-    server = FakeOpenAI(strict=True)  # as OpenAI's own API: 400 for a field it does not know
+@pytest.mark.parametrize("strict", ["openai", "fastapi"])  # OpenAI's own API: 400; FastAPI's extra="forbid": 422
+def test_a_strict_server_is_asked_again_without_the_extension_fields_and_never_sent_them_again(strict):
+    server = FakeOpenAI(strict=strict)
     try:
         engine = engine_for(server.spec())
         first, second = turn(engine), turn(engine)
@@ -394,6 +395,17 @@ def test_each_server_failure_is_one_line_and_a_cut_answer_keeps_its_part(server,
                            f"dg-chat: error: {server.spec()}")
     assert captured.out == ("The sky is \n" if cut else "")
     assert line.endswith("; the partial answer is kept") == (failure in ("cut", "ends"))  # only when there is one
+
+
+def test_a_number_out_of_range_is_a_malformed_chunk(server, capsys):
+    """A count of 1e400 (JSON that reads as infinity) is one line, not an internal error."""
+    server.reply = Reply(usage=(float("inf"), 9))  # sent as Infinity
+    assert main(["ask", "-m", server.spec(), "hi"]) == 1
+    assert "sent a malformed chunk: " in error_line(capsys.readouterr().err)
+    step = {"step": float("inf"), "max_steps": 3, "pieces": ["a"], "accepted": [True], "changed": [True],
+            "mean_entropy": 0.0}
+    with pytest.raises(RemoteError, match="sent a malformed canvas event: "):
+        engine_for(server.spec())._canvas_step(step, 0)
 
 
 def test_an_unreachable_server_is_one_line(capsys):

@@ -4,7 +4,9 @@ It streams one `chat.completion.chunk` per canvas (block), thinking as `reasonin
 when a request asks for dg-chat's extension (and `canvas` is on) the denoising steps of each block
 as `dg_chat.canvas` events before its chunk. It can be told to fail in each way a real server
 fails (`fail`), and to hold before a block until released (`hold_before`), to test a stop. A
-`strict` one refuses request fields that OpenAI's API does not have with a 400, as OpenAI's does.
+`strict` one refuses request fields that OpenAI's API does not have: with a 400, as OpenAI's does
+("openai"), or with a 422 listing each field, as a FastAPI server whose request model forbids
+extra fields does ("fastapi").
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import select
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Literal
 
 MODEL = "google/diffusiongemma-26B-A4B-it"
 CANVAS = 8
@@ -45,7 +47,8 @@ class Reply:
 
 
 class FakeOpenAI:
-    def __init__(self, *, key: str | None = None, reply: Reply | None = None, strict: bool = False) -> None:
+    def __init__(self, *, key: str | None = None, reply: Reply | None = None,
+                 strict: Literal["openai", "fastapi"] | None = None) -> None:
         self.key = key
         self.strict = strict
         self.reply = reply or Reply()
@@ -104,10 +107,14 @@ def _handler(server: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
                 return
             if self.path != "/v1/chat/completions":
                 self._json(404, {"detail": "Not Found"})
-            elif server.strict and (unknown := sorted(body.keys() - OPENAI_FIELDS)):
+            elif server.strict == "openai" and (unknown := sorted(body.keys() - OPENAI_FIELDS)):
                 plural = "s" if len(unknown) > 1 else ""
                 self._error(400, f"Unrecognized request argument{plural} supplied: {', '.join(unknown)}",
                             "invalid_request_error")
+            elif server.strict == "fastapi" and (unknown := sorted(body.keys() - OPENAI_FIELDS)):
+                self._json(422, {"detail": [{"type": "extra_forbidden", "loc": ["body", name],
+                                             "msg": "Extra inputs are not permitted", "input": body[name]}
+                                            for name in unknown]})
             elif server.fail == "400":
                 self._error(400, "This model's maximum context length is 8192 tokens", "invalid_request_error")
             elif server.fail == "404" or body.get("model") != MODEL:

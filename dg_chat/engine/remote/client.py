@@ -45,7 +45,7 @@ class RemoteError(DgChatError):
         self.status = status
         """The HTTP status the server answered with; None if it did not answer."""
         self.said = said
-        """The server's own error message (clipped, the key masked); "" if none."""
+        """The server's own error message, whole (at most ERROR_BODY_BYTES, the key masked); "" if none."""
 
 
 class StreamCut(RemoteError):
@@ -136,8 +136,9 @@ class RemoteClient:
         if not response.is_error:
             return
         status = f"{response.status_code} {response.reason_phrase}".strip()
-        said = self.clip(server_message(_head(response, ERROR_BODY_BYTES).decode("utf-8", errors="replace")))
-        raise RemoteError(self._status_message(response.status_code, f"{status}: {said}" if said else status),
+        said = self.mask(server_message(_head(response, ERROR_BODY_BYTES).decode("utf-8", errors="replace")))
+        shown = self.clip(said)
+        raise RemoteError(self._status_message(response.status_code, f"{status}: {shown}" if shown else status),
                           response.status_code, said)
 
     def _status_message(self, code: int, status: str) -> str:
@@ -155,11 +156,13 @@ class RemoteClient:
             return f"{self.label} failed ({status})"
         return f"{self.label} refused the request ({status})"
 
+    def mask(self, text: str) -> str:
+        """text with every echo of the API key masked."""
+        return text if self._key_echo is None else self._key_echo.sub("***", text)
+
     def clip(self, text: str) -> str:
         """One line of at most MESSAGE_CHARS characters, with the API key masked."""
-        if self._key_echo is not None:
-            text = self._key_echo.sub("***", text)
-        text = " ".join(text.split())
+        text = " ".join(self.mask(text).split())
         return text if len(text) <= MESSAGE_CHARS else text[:MESSAGE_CHARS - 1] + "…"
 
 

@@ -127,9 +127,10 @@ def request_body(model: str, messages: Sequence[Message], sampler: SamplerSettin
 
 
 def refuses_extensions(error: RemoteError) -> bool:
-    """A strict server's 400 for a field it does not know, naming one of EXTENSION_FIELDS
-    (OpenAI: "Unrecognized request argument supplied: dg_chat")."""
-    return error.status == 400 and any(name in error.said for name in EXTENSION_FIELDS)
+    """A strict server's refusal of a field it does not know, naming one of EXTENSION_FIELDS: a 400
+    (OpenAI: "Unrecognized request argument supplied: dg_chat") or a 422 (a FastAPI server whose
+    request model forbids extra fields: "extra_forbidden" at ["body", "dg_chat"])."""
+    return error.status in (400, 422) and any(name in error.said for name in EXTENSION_FIELDS)
 
 
 def count(value: Any) -> int | None:
@@ -288,7 +289,7 @@ class RemoteEngine:
                 raise TypeError
             # a lone surrogate (a JSON "\ud83d": half an emoji split over two chunks) must not reach the history
             return replace(chunk, answer=well_formed(chunk.answer), thinking=well_formed(chunk.thinking))
-        except (AttributeError, TypeError, KeyError, IndexError, ValueError):
+        except (AttributeError, TypeError, KeyError, IndexError, ValueError, OverflowError):  # int(1e400)
             raise RemoteError(f"{self.client.label} sent a malformed chunk: "
                               f"{malformed(self.client.clip(json.dumps(data)))}") from None
 
@@ -305,7 +306,7 @@ class RemoteEngine:
             return CanvasStep(block=block, step=int(data["step"]), max_steps=int(data["max_steps"]),
                               tokens=numbers, argmax=numbers, accepted=np.asarray(accepted, dtype=bool),
                               changed=np.asarray(changed, dtype=bool), mean_entropy=float(data["mean_entropy"]))
-        except (KeyError, TypeError, ValueError):
+        except (KeyError, TypeError, ValueError, OverflowError):
             raise RemoteError(f"{self.client.label} sent a malformed canvas event: "
                               f"{malformed(self.client.clip(json.dumps(data)))}") from None
 
