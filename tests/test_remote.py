@@ -397,6 +397,14 @@ def test_each_server_failure_is_one_line_and_a_cut_answer_keeps_its_part(server,
     assert line.endswith("; the partial answer is kept") == (failure in ("cut", "ends"))  # only when there is one
 
 
+def test_an_event_that_never_ends_is_refused_before_it_fills_the_memory(server, monkeypatch, capsys):
+    monkeypatch.setattr(client_module, "EVENT_BYTES", 2**20)
+    server.fail = "endless-event"
+    assert main(["ask", "-m", server.spec(), "hi"]) == 1
+    assert error_line(capsys.readouterr().err) == (f"dg-chat: error: {server.spec()} sent over 1 MiB without "
+                                                   "ending an event; is it an OpenAI-compatible server?")
+
+
 def test_a_number_out_of_range_is_a_malformed_chunk(server, capsys):
     """A count of 1e400 (JSON that reads as infinity) is one line, not an internal error."""
     server.reply = Reply(usage=(float("inf"), 9))  # sent as Infinity

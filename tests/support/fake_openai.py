@@ -22,7 +22,7 @@ from typing import Any, Literal
 MODEL = "google/diffusiongemma-26B-A4B-it"
 CANVAS = 8
 FAILURES = ("400", "401", "403", "404", "429", "500", "cut", "cut-before", "ends", "malformed", "not-sse",
-            "error-event", "redirect", "endless-error")
+            "error-event", "redirect", "endless-error", "endless-event")
 OPENAI_FIELDS = frozenset({"model", "messages", "stream", "stream_options", "seed", "max_tokens",
                            "max_completion_tokens", "temperature", "top_p", "n", "stop", "user"})
 """The request fields a strict server knows."""
@@ -172,6 +172,16 @@ def _handler(server: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
             except OSError:  # the client has read what it wanted and left
                 pass
 
+        def _endless_event(self) -> None:
+            """An event whose data line never ends (a broken proxy, not a server)."""
+            self.close_connection = True
+            try:
+                self._send("data: ")
+                while True:
+                    self._send("x" * 65536)
+            except OSError:  # the client has refused it and left
+                pass
+
         def _send(self, text: str) -> None:
             data = text.encode()
             self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
@@ -190,6 +200,9 @@ def _handler(server: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
             reply = server.reply
             canvas = reply.canvas and bool((body.get("dg_chat") or {}).get("canvas"))
             self._chunk({"role": "assistant", "content": ""})
+            if server.fail == "endless-event":
+                self._endless_event()
+                return
             if server.fail == "cut-before":
                 self.close_connection = True
                 return  # the connection ends before the first block

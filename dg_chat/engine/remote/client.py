@@ -35,6 +35,9 @@ ERROR_BODY_BYTES = 64 * 1024
 """Of an error's body only this much is read (a proxy's error page can be huge; its message is cut anyway)."""
 MODEL_LIST_BYTES = 8 * 2**20
 """The largest model list read (thousands of models; a larger answer is not a model list)."""
+EVENT_BYTES = 8 * 2**20
+"""The most of a stream read while one event is still unfinished (a canvas event is ~10 kB): past
+it the stream is refused, not held in memory (an endless line, data lines that never end)."""
 
 
 class RemoteError(DgChatError):
@@ -92,9 +95,11 @@ class RemoteClient:
                 extensions={"trace": connection.trace}) as response:
             connection.answered(response)
             self._check(response)
-            events = EventSource(response)
+            response.stream = budget = _EventBudget(response.stream, self.label)
             try:
-                yield from events.iter_sse()
+                for event in EventSource(response).iter_sse():
+                    budget.unfinished = 0
+                    yield event
             except SSEError:
                 raise RemoteError(f"{self.label} did not answer with an event stream (Content-Type "
                                   f"{response.headers.get('content-type', 'missing')!r})") from None
@@ -212,6 +217,27 @@ class _Connection:
         sock = stream.get_extra_info("socket") if stream is not None else None
         if isinstance(sock, socket.socket):
             self.socket = sock
+
+
+class _EventBudget(httpx.SyncByteStream):
+    """A response's body that fails with a RemoteError once more than EVENT_BYTES have arrived
+    since the last event was taken (`unfinished`, which the reader of the events resets)."""
+
+    def __init__(self, stream: httpx.SyncByteStream | httpx.AsyncByteStream, label: str) -> None:
+        assert isinstance(stream, httpx.SyncByteStream)
+        self._stream, self._label = stream, label
+        self.unfinished = 0
+
+    def __iter__(self) -> Iterator[bytes]:
+        for chunk in self._stream:
+            self.unfinished += len(chunk)
+            if self.unfinished > EVENT_BYTES:
+                raise RemoteError(f"{self._label} sent over {EVENT_BYTES // 2**20} MiB without ending an event; "
+                                  "is it an OpenAI-compatible server?")
+            yield chunk
+
+    def close(self) -> None:
+        self._stream.close()
 
 
 @contextmanager
