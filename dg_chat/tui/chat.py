@@ -17,7 +17,7 @@ from textual.containers import Vertical
 from textual.message import Message
 from textual.widgets import TextArea
 
-from dg_chat.config import SamplerSettings, Settings
+from dg_chat.config import SamplerSettings, Settings, load_settings
 from dg_chat.config_file import save_defaults
 from dg_chat.engine.model_info import ModelInfo
 from dg_chat.engine.remote.spec import is_remote
@@ -28,7 +28,7 @@ from dg_chat.store import Store, title_from
 from dg_chat.text.chat import Message as ChatMessage
 from dg_chat.tui.failures import recoverable
 from dg_chat.tui.screens.replay import ReplayScreen
-from dg_chat.tui.screens.settings import SettingsChoice, SettingsScreen, sampler_defaults
+from dg_chat.tui.screens.settings import SettingsChoice, SettingsScreen, defaults_to_save
 from dg_chat.tui.turns import Turn, TurnEvent, Turns, conversation, run_turn
 from dg_chat.tui.widgets.canvas import CanvasView
 from dg_chat.tui.widgets.gauge import DELAY as GAUGE_DELAY, ContextGauge
@@ -330,9 +330,12 @@ class ChatPane(Vertical):
         self.chat_settings = choice.settings
         self._save_chat_settings()
         if choice.as_default:
-            path = save_defaults(sampler_defaults(choice.settings))
+            sections, held = defaults_to_save(choice.settings, self.settings, load_settings(environ={}))
+            path = save_defaults(sections)
             self.settings.sampler = copy.deepcopy(choice.settings.sampler)
             self.settings.system_prompt = choice.settings.system_prompt
-            self.notify(f"Settings saved for this chat and as the default of new chats ({path})", markup=False)
+            self.notify(f"Settings saved for this chat and as the default of new chats ({path})"
+                        + (f"; not {', '.join(held)}: set for this run only, by a flag or the environment"
+                           if held else ""), markup=False)
         else:
             self.notify("Settings saved for this chat")

@@ -8,7 +8,7 @@ from textual import events
 from textual.widgets import Input, Label, TextArea
 
 from dg_chat import paths
-from dg_chat.config import Settings, load_settings
+from dg_chat.config import SamplerSettings, Settings, load_settings
 from dg_chat.text.sanitize import printable
 from dg_chat.tui.screens.settings import SettingsScreen
 from tests.tui.conftest import SIZE, ready, send, wait_until
@@ -68,6 +68,31 @@ async def test_save_as_default_applies_to_new_chats_and_the_config_file(make_app
         assert app.chat_settings.sampler.max_steps == 3
     assert load_settings().sampler.max_steps == 3
     assert "[sampler]" in paths.config_file().read_text()
+
+
+async def test_save_as_default_writes_what_was_chosen_not_a_flag_of_this_run(make_app, store, monkeypatch):
+    """`dg-chat --steps 7` with DG_CHAT_MAX_CANVASES=1, then "save as default" with only t_max
+    changed: the file gets t_max, not the 7 or the 1 of this run (a flag lasts one run)."""
+    monkeypatch.setenv("DG_CHAT_MAX_CANVASES", "1")
+    settings = load_settings({"max_steps": 7})
+    app = make_app(ScriptedEngine(), settings=settings)
+    async with app.run_test(size=SIZE) as pilot:
+        await send(pilot, "hello")
+        screen = await open_settings(pilot)
+        assert screen.query_one("#setting-max_steps", Input).value == "7"
+        screen.query_one("#setting-t_max", Input).value = "0.9"
+        await pilot.press("ctrl+d")
+        await wait_until(pilot, lambda: not isinstance(app.screen, SettingsScreen))
+        await pilot.press("ctrl+n")
+        await pilot.pause()
+        assert (app.chat_settings.sampler.max_steps, app.chat_settings.sampler.t_max) == (7, 0.9)  # this run
+        notices = [n.message for n in app._notifications]
+    monkeypatch.delenv("DG_CHAT_MAX_CANVASES")
+    saved = load_settings().sampler
+    assert (saved.t_max, saved.max_steps, saved.max_canvases) == (0.9, 48, SamplerSettings().max_canvases)
+    assert "max_steps" not in paths.config_file().read_text()
+    assert any("not max_steps, max_canvases: set for this run only, by a flag or the environment" in n
+               for n in notices)
 
 
 async def test_this_chat_only_leaves_the_defaults(make_app, store):

@@ -163,7 +163,21 @@ class SettingsScreen(ModalScreen[SettingsChoice | None]):
         self.dismiss(None)
 
 
-def sampler_defaults(settings: Settings) -> dict[str | None, dict[str, TomlValue]]:
-    """What "save as default" writes to the config file: the sampler and the system prompt."""
-    sampler = {f.name: getattr(settings.sampler, f.name) for f in fields(SamplerSettings)}
-    return {None: {"system_prompt": settings.system_prompt}, "sampler": sampler}
+def defaults_to_save(chosen: Settings, of_run: Settings,
+                     saved: Settings) -> tuple[dict[str | None, dict[str, TomlValue]], list[str]]:
+    """What "save as default" writes to the config file: each sampler setting and the system prompt
+    whose `chosen` value differs from what the file (or the default) gives (`saved`). A value that
+    this run took from a flag or the environment (`of_run` differs from `saved`) is written only
+    if it was changed: a flag lasts one run. Returns (the sections to write, the names held back)."""
+    leaves = [(None, "system_prompt"), *(("sampler", f.name) for f in fields(SamplerSettings))]
+    sections: dict[str | None, dict[str, TomlValue]] = {None: {}, "sampler": {}}
+    held = []
+    for section, name in leaves:
+        value, of_run_value, saved_value = (getattr(s.sampler if section else s, name) for s in (chosen, of_run, saved))
+        if value == saved_value:
+            continue
+        if value == of_run_value:
+            held.append(name)
+        else:
+            sections[section][name] = value
+    return sections, held
