@@ -357,11 +357,15 @@ async def test_rename_search_and_delete_chats(make_app, store):
         await pilot.press("ctrl+f", *"appl")
         await wait_until(pilot, lambda: len(chat_list.children) == 1)
         assert chat_list.children[0].chat.title == "apples"
+        await pilot.press("enter")  # to the results: the first is highlighted, though not the open chat
+        assert app.focused is chat_list and chat_list.index == 0
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: store.chat(app.chat_id).title == "apples")
         app.query_one("#chat-search").value = ""
         await wait_until(pilot, lambda: len(chat_list.children) == 2)
 
         chat_list.focus()
-        chat_list.index = 0
+        chat_list.index = [item.chat.id for item in chat_list.children].index(app.chat_id)
         await pilot.press("d")
         await pilot.pause()
         await pilot.press("y")

@@ -103,7 +103,10 @@ class Sidebar(Vertical):
     @on(Input.Submitted, "#chat-search")
     def _to_list(self, event: Input.Submitted) -> None:
         event.stop()
-        self.query_one(ChatListView).focus()
+        chat_list = self.query_one(ChatListView)
+        if chat_list.index is None and chat_list.children:  # the open chat is not among the results
+            chat_list.index = 0
+        chat_list.focus()
 
     @on(ListView.Selected, "#chat-list")
     def _open(self, event: ListView.Selected) -> None:
