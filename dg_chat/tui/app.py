@@ -162,7 +162,7 @@ class DgChatApp(App[None]):
         self.query_one(CanvasView).set_vocabulary(engine.tokenizer.piece,
                                                   engine.backend.mask_token_id, engine.end_ids)
         self.status.set(model=printable(engine.name), backend=engine.backend.name, device=engine.backend.device,
-                        state="ready")
+                        state="ready", tokens_per_second=None, steps_per_block=None, prompt_tokens=None)
 
     def on_engine_failed(self, message: EngineFailed) -> None:
         self.chat.loading = False

@@ -107,6 +107,21 @@ async def test_while_a_picked_model_loads_nothing_starts_an_answer_it_would_cut_
         assert app.query(MessageView).last().content == "You said: now"
 
 
+async def test_a_new_model_does_not_show_the_last_one_s_speed(make_app):
+    demo = ScriptedEngine()
+    app = make_app(engine_factory=engines_by_model(scripted=ScriptedEngine(), demo=demo))
+    async with app.run_test(size=SIZE) as pilot:
+        await send(pilot, "hi")
+        status = app.status.status
+        assert status.tokens_per_second and status.steps_per_block and status.prompt_tokens
+        await pilot.press("f2")
+        await wait_until(pilot, lambda: isinstance(app.screen, ModelPicker))
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: app.engine is demo)
+        status = app.status.status
+        assert (status.tokens_per_second, status.steps_per_block, status.prompt_tokens) == (None, None, None)
+
+
 async def test_quitting_does_not_wait_for_a_model_that_is_loading(make_app):
     engine, loaded = ScriptedEngine(), threading.Event()
     app = make_app(engine_factory=lambda settings: loaded.wait(30) and engine)
