@@ -102,7 +102,7 @@ async def test_a_failed_download_shows_one_line_and_can_be_retried(models_dir, t
             status = screen.query_one("#status", Static)
             await wait_for(pilot, lambda: status.has_class("error"))
             assert "test-org/tiny-GGUF: repository not found on the Hub" in str(status.render())
-            assert str(screen.query_one("#download", Button).label) == "Resume the download"
+            assert str(screen.query_one("#download", Button).label) == "Try again"  # nothing to resume
             assert not screen.query_one("#demo", Button).disabled
             assert app.screen is screen  # still choosing
             await pilot.click("#demo")
@@ -133,6 +133,7 @@ async def test_escape_cancels_a_running_download(models_dir, monkeypatch):
         await pilot.press("escape")
         await wait_for(pilot, lambda: status.has_class("error"))
         assert "download cancelled; it resumes" in str(status.render())
+        assert str(screen.query_one("#download", Button).label) == "Resume the download"
 
 
 async def test_without_a_gpu_the_download_is_not_offered_as_fitting_in_ram(models_dir, monkeypatch):

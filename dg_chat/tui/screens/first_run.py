@@ -82,6 +82,8 @@ class FirstRunScreen(ModalScreen[str]):
         self.settings = settings
         self._cancel = threading.Event()
         self._spec: str | None = None
+        self._received = False
+        """Whether a download has written any bytes (a retry then resumes it)."""
 
     def compose(self) -> ComposeResult:
         demo = hub.demo_file()
@@ -170,6 +172,7 @@ class FirstRunScreen(ModalScreen[str]):
     @on(Progress)
     def _show_progress(self, message: Progress) -> None:
         p = message.progress
+        self._received |= p.phase == "download" and p.done > 0
         self.query_one("#progress", ProgressBar).update(total=p.total, progress=p.done)
         verb = "Verifying" if p.phase == "verify" else "Downloading"
         left = f", {_duration(p.eta)} left" if p.eta is not None else ""
@@ -190,7 +193,7 @@ class FirstRunScreen(ModalScreen[str]):
         self.query_one("#demo", Button).disabled = not hub.demo_file().is_file()
         download = self.query_one("#download", Button)
         download.disabled = False
-        download.label = "Resume the download"
+        download.label = "Resume the download" if self._received else "Try again"
 
     def action_cancel_download(self) -> None:
         self._cancel.set()
