@@ -180,6 +180,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                      + ('; quote a prompt of several words: dg-chat ask "why is the sky blue"' if words else ""))
     if args.continue_chat and args.command != "chat":
         parser.error(f"--continue reopens the last chat in the app; it does nothing for '{args.command}'")
+    if getattr(args, "demo", False) and getattr(args, "model", None) not in (None, "demo"):
+        parser.error(f"--demo and --model {args.model} name two models; give one of them")
     # a server's console tells of each failed turn (its client gets the one-line error)
     crash_log, logger = _CrashLogHandler(announce=args.command == "serve"), logging.getLogger("dg_chat")
     logger.addHandler(crash_log)

@@ -40,6 +40,15 @@ def test_continue_is_refused_where_it_would_do_nothing(capsys):
     assert "--continue reopens the last chat in the app; it does nothing for 'ask'" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("argv", [["ask", "--demo", "-m", "llada.gguf", "hi"],
+                                  ["-m", "llada.gguf", "ask", "--demo", "hi"]])
+def test_demo_and_another_model_are_refused_not_one_silently_dropped(argv, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    assert "--demo and --model llada.gguf name two models; give one of them" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("argv", [["--kernels", "reference", "ask", "hi"], ["ask", "--kernels", "reference", "hi"]])
 def test_kernels_flag_before_or_after_ask(argv):
     from dg_chat.cli import build_parser, settings_overrides
