@@ -362,6 +362,8 @@ RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "alg_temp": (lambda v: 0 <= v <= 100, "must be in [0, 100]"),
     "eps": (lambda v: 0 <= v < 1, "must be in [0, 1)"),
     "canvas_fps": (lambda v: 1 <= v <= 120, "must be between 1 and 120"),
+    "device": (lambda v: re.fullmatch(r"auto|cpu|cuda(:\d+)?", v) is not None,
+               "must be auto, cpu, cuda or cuda:N, not {value!r}"),
     "seed": (lambda v: v is None or v in SEED_RANGE, "must be from -2**63 to 2**64 - 1"),
 }
 """The range check of every setting that has one: setting name -> (test, message; {value} is the value)."""

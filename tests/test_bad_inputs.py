@@ -211,7 +211,7 @@ def test_cuda_without_a_gpu_on_the_llama_path(tmp_path, capsys):
     assert_one_line_error(status, err, "device 'cuda' requested but this llama.cpp has no usable GPU")
     assert answer_of(capsys, model, "--device", "cpu")["backend"] == "llama"
     status, _, err = run(capsys, *ASK, "--model", str(model), "--device", "tpu")
-    assert_one_line_error(status, err, "unknown device 'tpu' (use auto, cpu, cuda or cuda:N)")
+    assert_one_line_error(status, err, "option --device: must be auto, cpu, cuda or cuda:N, not 'tpu'")
 
 
 def test_llama_device_setting(monkeypatch):

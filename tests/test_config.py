@@ -100,8 +100,9 @@ def test_precedence_through_dg_chat_ask(tmp_path, monkeypatch, isolated_dirs):
         seen.append(settings.sampler.max_steps)
         raise ConfigError("stop here")
 
-    monkeypatch.setattr("dg_chat.engine.loader.load_engine", fake_load_engine)
+    # ask's own name first: importing ask binds the loader's, which must still be the real one then
     monkeypatch.setattr("dg_chat.commands.ask.load_engine", fake_load_engine)
+    monkeypatch.setattr("dg_chat.engine.loader.load_engine", fake_load_engine)
     assert cli.main(["ask", "hi", "--steps", "5"]) == 1
     assert cli.main(["--steps", "7", "ask", "hi"]) == 1  # a flag before the command counts too
     assert cli.main(["ask", "hi"]) == 1
@@ -111,7 +112,7 @@ def test_precedence_through_dg_chat_ask(tmp_path, monkeypatch, isolated_dirs):
 BAD_VALUES = {"backend": "gpu", "kernels": "cuda", "max_steps": 0, "max_canvases": 0, "entropy_bound": -0.1,
               "t_max": 0.0, "t_min": -1.0, "stability": -1, "confidence": -1.0, "temperature": -0.5,
               "algorithm": "bogus", "top_p": 0.0, "top_k": -1, "alg_temp": -1.0, "eps": 1.0, "canvas_fps": 0,
-              "seed": -2**63 - 1}
+              "seed": -2**63 - 1, "device": "tpu"}
 
 
 def test_every_range_check_is_covered():
@@ -202,3 +203,17 @@ def test_usable_keys_pass(tmp_path, spec):
 def test_a_saved_unusable_key_names_the_saved_setting():
     with pytest.raises(ConfigError, match=r"^saved setting ui.keymap, binding 'stop': 'ctrl\+nonsense' is not"):
         settings_from_dict({"ui": {"keymap": {"stop": "ctrl+nonsense"}}})
+
+
+@pytest.mark.parametrize(("where", "expected"), [  # (the file: test_every_range_check_names_file_line_and_key)
+    ("environment", "environment variable DG_CHAT_DEVICE: must be auto, cpu, cuda or cuda:N, not 'tpu'"),
+    ("option", "option --device: must be auto, cpu, cuda or cuda:N, not 'tpu'"),
+])
+def test_an_unknown_device_names_where_it_was_set(tmp_path, where, expected):
+    path = tmp_path / "none.toml"
+    environ = {"DG_CHAT_DEVICE": "tpu"} if where == "environment" else {}
+    with pytest.raises(ConfigError) as error:
+        load_settings({"device": "tpu"} if where == "option" else None, path=path, environ=environ)
+    assert str(error.value) == expected
+    for device in ("auto", "cpu", "cuda", "cuda:1"):
+        assert load_settings({"device": device}, path=path, environ={}).device == device
