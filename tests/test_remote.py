@@ -379,7 +379,8 @@ ERRORS = {
     "not-sse": "did not answer with an event stream (Content-Type 'text/html')",
     "error-event": "failed mid-answer: worker died",
     "redirect": "redirects to https://llm.example.com/v1/chat/completions (301); use that as the base URL",
-    "endless-error": "failed (502 Bad Gateway: <html><body>Bad gateway <p>upstream unavailable</p>",
+    "endless-error": "failed (502 Bad Gateway: Bad gateway upstream unavailable upstream unavailable",
+    "html-error": "failed (502 Bad Gateway: 502 Bad Gateway & co)",
 }
 
 

@@ -22,7 +22,7 @@ from typing import Any, Literal
 MODEL = "google/diffusiongemma-26B-A4B-it"
 CANVAS = 8
 FAILURES = ("400", "401", "403", "404", "429", "500", "cut", "cut-before", "ends", "malformed", "not-sse",
-            "error-event", "redirect", "endless-error", "endless-event")
+            "error-event", "redirect", "endless-error", "endless-event", "html-error")
 OPENAI_FIELDS = frozenset({"model", "messages", "stream", "stream_options", "seed", "max_tokens",
                            "max_completion_tokens", "temperature", "top_p", "n", "stop", "user"})
 """The request fields a strict server knows."""
@@ -130,6 +130,10 @@ def _handler(server: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
                 self.send_header("Location", "https://llm.example.com/v1/chat/completions")
                 self.send_header("Content-Length", "0")
                 self.end_headers()
+            elif server.fail == "html-error":  # nginx's page, as a proxy in front of a server that is down sends it
+                self._raw(502, b"<html>\r\n<head><title>502 Bad Gateway &amp; co</title></head>\r\n<body>\r\n"
+                               b"<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx</center>\r\n"
+                               b"</body>\r\n</html>\r\n", "text/html")
             elif server.fail == "endless-error":
                 self._endless_error_page()
             else:

@@ -10,6 +10,7 @@ that the socket of every request is seen being made.)
 
 from __future__ import annotations
 
+import html
 import json
 import re
 import socket
@@ -181,12 +182,19 @@ def _head(response: httpx.Response, limit: int) -> bytes:
     return bytes(data[:limit])
 
 
+_HTML_TITLE = re.compile(r"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
+_HTML_TAG = re.compile(r"<[^>]*>")
+
+
 def server_message(text: str) -> str:
     """The message of an OpenAI-style error body or event ({"error": {"message": ...}}), FastAPI's
-    "detail", or the text itself."""
+    "detail", a proxy's HTML error page (its title, or its text without the markup), or the text itself."""
     try:
         data = json.loads(text)
     except ValueError:
+        if text.lstrip()[:1] == "<":
+            title = _HTML_TITLE.search(text)
+            return html.unescape(title[1] if title else _HTML_TAG.sub(" ", text))
         return text
     if isinstance(data, dict):
         error = data.get("error")
