@@ -5,6 +5,7 @@ the API key never shows."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -14,6 +15,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 
@@ -236,6 +238,31 @@ def test_a_stop_before_the_server_answers_ends_the_turn_at_once():
         reader.join(10)
         engine.close()
     assert not reader.is_alive(), "the stop waited for the server"
+    assert len(events) == 1 and isinstance(events[0], TurnFinished) and events[0].stopped
+
+
+def test_a_stop_while_the_connect_hangs_ends_the_turn_at_once():
+    """A server behind a firewall that drops packets: the connect hangs until its timeout (10 s).
+    A stop ends the turn at once; the connect is left to time out on its own thread."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port = listener.getsockname()[1]
+        backlog = [socket.socket() for _ in range(3)]  # a full backlog: Linux drops the next SYNs
+        for sock in backlog:
+            sock.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                sock.connect(("127.0.0.1", port))
+        engine = engine_for(f"openai:http://127.0.0.1:{port}/v1#m")
+        cancel = threading.Event()
+        threading.Timer(0.3, cancel.set).start()
+        started = time.monotonic()
+        events = list(engine.turn([Message("user", "hi")], SamplerSettings(), cancel))
+        took = time.monotonic() - started
+        engine.close()
+        for sock in backlog:
+            sock.close()
+    assert took < client_module.CONNECT_SECONDS / 2, f"the stop waited {took:.1f} s for the connect"
     assert len(events) == 1 and isinstance(events[0], TurnFinished) and events[0].stopped
 
 

@@ -3,9 +3,10 @@
 Every failure is a `RemoteError` whose message is one line, names the server (never the API key:
 any echo of it in a server's message is masked) and says what to do. A stop must not wait for
 the server's next chunk (vLLM sends one per canvas), nor for a server that has not answered at all
-yet: from the moment the connection is made, a set `cancel` shuts its socket down, which ends the
-blocked read at once and tells the server to stop. (Each request has a connection of its own, so
-that the socket of every request is seen being made.)
+yet, nor for a connect that hangs (a firewall that drops packets): a request is opened on a thread
+of its own, which a stop leaves behind, and from the moment its connection is made a set `cancel`
+shuts its socket down, which ends a blocked read at once and tells the server to stop. (Each
+request has a connection of its own, so that the socket of every request is seen being made.)
 """
 
 from __future__ import annotations
@@ -90,14 +91,18 @@ class RemoteClient:
                cancel: threading.Event | None = None) -> Generator[ServerSentEvent, None, None]:
         """The server-sent events of a streamed chat completion; returns quietly once `cancel` is set
         (the connection is closed), raises StreamCut if the connection breaks."""
-        connection = _Connection()
-        with self._errors(cancel), _shut_on(cancel, connection), self._http.stream(
-                "POST", "chat/completions", json=body, headers={"Accept": "text/event-stream"},
-                extensions={"trace": connection.trace}) as response:
-            connection.answered(response)
-            self._check(response)
-            response.stream = budget = _EventBudget(response.stream, self.label)
+        connection = _Connection(cancel)
+        request = self._http.build_request("POST", "chat/completions", json=body,
+                                           headers={"Accept": "text/event-stream"},
+                                           extensions={"trace": connection.trace})
+        with self._errors(cancel), _shut_on(cancel, connection):
+            response = self._open(request, cancel)
+            if response is None:
+                return  # stopped while connecting
             try:
+                connection.answered(response)
+                self._check(response)
+                response.stream = budget = _EventBudget(response.stream, self.label)
                 for event in EventSource(response).iter_sse():
                     budget.unfinished = 0
                     yield event
@@ -108,6 +113,44 @@ class RemoteClient:
                 if cancel is None or not cancel.is_set():
                     raise StreamCut(f"the stream from {self.label} was cut mid-answer "
                                     f"({self.clip(str(exc)) or type(exc).__name__})") from None
+            finally:
+                response.close()
+
+    def _open(self, request: httpx.Request, cancel: threading.Event | None) -> httpx.Response | None:
+        """Send `request`; its response once the headers have come (the body not read yet), or None
+        if `cancel` was set before: the send goes on on its own thread until it connects (and
+        `_Connection` shuts the socket down) or times out, and closes what it opened."""
+        if cancel is None:
+            return self._http.send(request, stream=True)
+        lock, opened, left = threading.Lock(), threading.Event(), threading.Event()
+        outcome: list[httpx.Response | Exception] = []
+
+        def send() -> None:
+            try:
+                result: httpx.Response | Exception = self._http.send(request, stream=True)
+            except Exception as exc:  # noqa: BLE001 - raised by the caller, which has not left
+                result = exc
+            with lock:
+                if left.is_set():
+                    if isinstance(result, httpx.Response):
+                        result.close()
+                    return
+                outcome.append(result)
+                opened.set()
+
+        threading.Thread(target=send, name="dg-chat-remote-open", daemon=True).start()
+        try:
+            while not opened.wait(0.05) and not cancel.is_set():
+                pass
+        finally:  # a stop, or an interrupt of the waiting thread itself
+            with lock:
+                if not opened.is_set():
+                    left.set()
+        if not opened.is_set():
+            return None
+        if isinstance(outcome[0], Exception):
+            raise outcome[0]
+        return outcome[0]
 
     def close(self) -> None:
         self._http.close()
@@ -206,10 +249,19 @@ def server_message(text: str) -> str:
 
 
 class _Connection:
-    """The socket of one request, from the moment it is connected (httpcore's trace extension)."""
+    """The socket of one request, from the moment it is connected (httpcore's trace extension);
+    shut down as soon as it is known if `cancel` is set by then."""
 
-    def __init__(self) -> None:
+    def __init__(self, cancel: threading.Event | None) -> None:
         self.socket: socket.socket | None = None
+        self._cancel = cancel
+
+    def shut(self) -> None:
+        """Shut the socket down (a read blocked on it in another thread returns at once); one not
+        connected yet is shut when it is."""
+        if self.socket is not None:
+            with suppress(OSError):
+                self.socket.shutdown(socket.SHUT_RDWR)
 
     def trace(self, name: str, info: dict[str, Any]) -> None:
         """httpcore's trace callback: a direct or proxied connection is made (`connection.`, `socks.`...)."""
@@ -225,6 +277,8 @@ class _Connection:
         sock = stream.get_extra_info("socket") if stream is not None else None
         if isinstance(sock, socket.socket):
             self.socket = sock
+            if self._cancel is not None and self._cancel.is_set():  # stopped while it connected
+                self.shut()
 
 
 class _EventBudget(httpx.SyncByteStream):
@@ -250,7 +304,7 @@ class _EventBudget(httpx.SyncByteStream):
 
 @contextmanager
 def _shut_on(cancel: threading.Event | None, connection: _Connection) -> Iterator[None]:
-    """While inside: once `cancel` is set, shut the socket of `connection` down (as soon as it has one:
+    """While inside: once `cancel` is set, shut the socket of `connection` down (`_Connection.shut`:
     a read blocked on it in another thread returns at once, whether or not the server has answered)."""
     if cancel is None:
         yield
@@ -261,11 +315,7 @@ def _shut_on(cancel: threading.Event | None, connection: _Connection) -> Iterato
         while not cancel.wait(0.05):
             if left.is_set():
                 return
-        while connection.socket is None:  # still connecting (at most the connect timeout)
-            if left.wait(0.05):
-                return
-        with suppress(OSError):
-            connection.socket.shutdown(socket.SHUT_RDWR)
+        connection.shut()
 
     watcher = threading.Thread(target=watch, name="dg-chat-remote-stop", daemon=True)
     watcher.start()
