@@ -145,7 +145,8 @@ def _record_sass_cases() -> list[dict[str, Any]]:
                     gemm.linear_glu(a, weight(types[0], WIDTH, HIDDEN), weight(types[0], WIDTH, HIDDEN))
                 elif kernel == "softmax_matmul":  # one V chunk of 16384 rows (the real chunk), settled rows on
                     logits = torch.zeros(m, 16384)
-                    settled = gemm.SettledRows(torch.zeros(m, dtype=torch.int64), torch.zeros(HIDDEN), 2.0 ** -9)
+                    candidates = torch.zeros(m, 256, dtype=torch.int64)  # the fused sampler's K at V = 262144
+                    settled = gemm.SettledRows(candidates, torch.zeros(HIDDEN), 2.0 ** -9)
                     gemm.softmax_matmul(logits, logits[:, 0].contiguous(), weight(types[0], 16384, HIDDEN),
                                         operand_dtype=torch.bfloat16, settled=settled)
                 else:
@@ -153,7 +154,8 @@ def _record_sass_cases() -> list[dict[str, Any]]:
                     moe.experts(x, weight(types[0], 1, 2 * WIDTH, HIDDEN), weight(types[1], 1, HIDDEN, WIDTH),
                                 top_i, top_w, int8_activations=int8)
             gemms = (r for r in launches
-                     if not r.kernel.endswith(("_align_kernel", "_quantize_q8_kernel", "_settled_combine_kernel")))
+                     if not r.kernel.endswith(("_align_kernel", "_quantize_q8_kernel", "_settled_weights_kernel",
+                                               "_settled_combine_kernel")))
             for launch, label in zip(gemms, types, strict=False):
                 name = {"_gate_up_kernel": "moe gate_up", "_down_kernel": "moe down"}.get(launch.kernel.split(":")[1],
                                                                                            kernel)

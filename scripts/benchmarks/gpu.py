@@ -143,6 +143,13 @@ def _errors(ours: torch.Tensor, ref: torch.Tensor) -> dict[str, float]:
             "finite": bool(torch.isfinite(ours).all())}
 
 
+def _candidates(logits: torch.Tensor) -> torch.Tensor:
+    """The settled-row candidates as the fused sampler would give them (as many, the largest)."""
+    from dg_chat.engine.backends.torch_dg.kernels.sampler import candidate_count
+
+    return logits.float().topk(candidate_count(*logits.shape), dim=-1).indices
+
+
 def _dims(smoke: bool):
     """The published dimensions, or the smoke test's tiny ones (same layout and types rules)."""
     from tests.support.published_layout import Dims
@@ -260,12 +267,12 @@ def run_backend(result: dict[str, Any], kernels: str, path: Path, device: torch.
         result["logits_finite"] = bool(torch.isfinite(first).all())
 
         # steady state with self-conditioning: warm-up (and capture), then `steps` timed steps
-        self_cond = SelfCondition(logits, lse=logits.float().logsumexp(dim=-1), argmax=logits.argmax(dim=-1))
+        self_cond = SelfCondition(logits, lse=logits.float().logsumexp(dim=-1), candidates=_candidates(logits))
         begin = time.perf_counter()
         logits = backend.denoise(shared.canvas, self_cond)
         _sync(device)
         result["warmup_sc_step_s"] = _sig(time.perf_counter() - begin)
-        self_cond = SelfCondition(logits, lse=self_cond.lse, argmax=self_cond.argmax)  # as the sampler hands them
+        self_cond = SelfCondition(logits, lse=self_cond.lse, candidates=self_cond.candidates)  # as the sampler does
         begin = time.perf_counter()
         for _ in range(steps):
             logits = backend.denoise(shared.canvas, self_cond)

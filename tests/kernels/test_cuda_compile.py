@@ -87,8 +87,8 @@ def test_the_recording_covers_every_kernel_in_both_dtypes_for_both_targets(varia
     """Guards the test itself: every kernel of the fast path was launched and compiled for each
     target, and the bf16 model really produced bf16 activations."""
     kernels = {
-        "gemm": {"_linear_kernel", "_linear_glu_kernel", "_softmax_matmul_kernel", "_settled_combine_kernel",
-                 "_embedding_kernel"},
+        "gemm": {"_linear_kernel", "_linear_glu_kernel", "_softmax_matmul_kernel", "_settled_weights_kernel",
+                 "_settled_combine_kernel", "_embedding_kernel"},
         "moe": {"_align_kernel", "_gate_up_kernel", "_down_kernel"},
         "fused_ops": {"_rms_norm_kernel", "_post_attention_kernel", "_head_norm_rope_kernel", "_route_kernel",
                       "_layer_tail_kernel"},

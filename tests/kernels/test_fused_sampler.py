@@ -11,7 +11,7 @@ import torch
 from dg_chat.config import SamplerSettings
 from dg_chat.engine.backends.torch_dg.fused_sampler import FusedEntropyBoundSampler, StopRule
 from dg_chat.engine.backends.torch_dg.kernels import runtime
-from dg_chat.engine.backends.torch_dg.kernels.sampler import row_statistics, uniform_canvas
+from dg_chat.engine.backends.torch_dg.kernels.sampler import candidate_count, row_statistics, uniform_canvas
 from dg_chat.engine.events import CanvasStep
 from dg_chat.engine.sampling import BlockResult, EntropyBoundSampler, categorical_entropy, entropy_bound_accept
 from tests.support.host_sync import NoHostSync
@@ -102,6 +102,25 @@ def test_row_statistics_equal_the_reference(layout, monkeypatch):
     reference = categorical_entropy(processed.clone())
     torch.testing.assert_close(stats.entropy, reference, rtol=1e-5, atol=4 * 2**-17)
     torch.testing.assert_close(stats.lse, processed.logsumexp(dim=-1), rtol=1e-6, atol=0)
+    # the settled-row candidates: each tile's two largest (the first index on ties), V past the row
+    tile = 1024 if layout == "interpreter" else 2048
+    tiles = -(-5000 // tile)
+    assert stats.candidates.shape == (rows, candidate_count(rows, 5000)) == (rows, 2 * tiles)
+    padded = torch.full((rows, tiles * tile), float("-inf"))
+    padded[:, :5000] = processed
+    order = padded.view(rows, tiles, tile).double().sort(dim=-1, descending=True, stable=True).indices[..., :2]
+    expected = order + torch.arange(tiles)[None, :, None] * tile
+    expected[padded.view(rows, tiles, tile).gather(-1, order) == float("-inf")] = 5000
+    assert torch.equal(stats.candidates, expected.view(rows, -1))
+    assert stats.candidates[[0, 1, 3], :2].tolist() == [[5, 9], [1000, 1001], [0, 1]]  # ties: first indices
+    assert stats.candidates[3, -2:].tolist() == [4999, 4096]  # the tail tile: its peak, then its first column
+
+
+def test_a_tile_without_two_finite_values_names_no_candidate_past_them():
+    logits = torch.full((1, 3000), float("-inf"))  # damaged weights: every logit but one is -inf
+    logits[0, 7] = 1.0
+    candidates = row_statistics(logits, *device_scalars()).candidates[0].tolist()
+    assert candidates[:2] == [7, 3000] and set(candidates[2:]) == {3000}  # V: nothing (never a duplicate of 7)
 
 
 def test_gumbel_max_draws_follow_softmax_at_the_temperature():

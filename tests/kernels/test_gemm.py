@@ -14,8 +14,6 @@ their full cross product.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 import torch
@@ -268,99 +266,124 @@ def test_softmax_matmul_matches_the_reference(qtype: Q, v: int, k: int, m: int,
     assert relative_error(soft, ref) <= BUDGETS[operand_dtype]
 
 
-def peaked_logits(m: int, v: int, top_mass: torch.Tensor, seed: int = 2) -> torch.Tensor:
-    """float32 [m, v] logits whose row r puts exactly (to float64 rounding) top_mass[r] on one
-    random token, the rest spread by random logits."""
+def head_logits(m: int, v: int, head_mass: torch.Tensor, n_head: int = 3, seed: int = 2) -> tuple[torch.Tensor,
+                                                                                                 torch.Tensor]:
+    """(float32 [m, v] logits, int64 [m, n_head] head): row r puts exactly (to float64 rounding)
+    head_mass[r] on `n_head` random tokens, its head (in shares 0.6 : 0.3 : 0.1, the first n_head of
+    them), the rest spread by random logits."""
     g = torch.Generator().manual_seed(seed)
     logits = torch.randn(m, v, generator=g, dtype=torch.float64) * 2
-    top = torch.randint(0, v, (m,), generator=g)
+    head = torch.stack([torch.randperm(v, generator=g)[:n_head] for _ in range(m)])
+    rows = torch.arange(m)[:, None]
     rest = logits.clone()
-    rest[torch.arange(m), top] = -torch.inf
-    rest_lse = rest.logsumexp(1)
-    logits[torch.arange(m), top] = rest_lse + torch.log(top_mass / (1 - top_mass))
-    return logits.float()
+    rest[rows, head] = -torch.inf
+    rest_lse = rest.logsumexp(1, keepdim=True)
+    shares = torch.tensor([0.6, 0.3, 0.1][:n_head], dtype=torch.float64)
+    shares /= shares.sum()
+    logits[rows, head] = rest_lse + torch.log(head_mass[:, None] * shares / (1 - head_mass[:, None]))
+    return logits.float(), head
+
+
+def candidates_of(head: torch.Tensor, v: int, drop: torch.Tensor, k: int = 8, seed: int = 4) -> torch.Tensor:
+    """int64 [m, k] candidates as the fused sampler gives them: the head (less its last token in
+    the rows of `drop`), other distinct tokens, and V (none) in the last slot."""
+    g = torch.Generator().manual_seed(seed)
+    out = torch.full((len(head), k), v, dtype=torch.int64)
+    for r, row in enumerate(head.tolist()):
+        kept = row[:-1] if drop[r] else row
+        others = [t for t in torch.randperm(v, generator=g).tolist() if t not in row][:k - 1 - len(kept)]
+        out[r, :k - 1] = torch.tensor(kept + others)[torch.randperm(k - 1, generator=g)]
+    return out
 
 
 @pytest.mark.parametrize("operand_dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
-def test_settled_rows_take_the_top_1_shortcut_and_the_rest_stay_dense(operand_dtype: torch.dtype) -> None:
-    """`SettledRows`: rows whose argmax holds p >= 1 - tail get p·E[a] + (1 - p)·Ē, within
-    tail·max|E - Ē| of the dense product; the others, scattered over the rows and more than one
-    row tile of them, the dense product. Rows on either side of the threshold, and all or none settled."""
+def test_settled_rows_take_the_top_k_shortcut_and_the_rest_stay_dense(operand_dtype: torch.dtype) -> None:
+    """`SettledRows`: rows whose candidates of p >= tail / K hold p_S >= 1 - tail get
+    Σ_S p·E + (1 - p_S)·Ē, within tail·max|E - Ē| of the dense product; the others, scattered over
+    the rows and more than one row tile of them, the dense product. Rows on either side of the
+    threshold, rows whose candidates miss a token of their head, and all or none settled."""
     tail, m, v = 2.0 ** -9, 150, 1000
     w = raw_weight(Q.Q6_K, v, 2816)
     e = reference(w)
     mean = mean_row(w)
     assert relative_error(mean, e.mean(0)) <= FP32_BUDGET
     g = torch.Generator().manual_seed(3)
-    masses = [torch.where(torch.rand(m, generator=g, dtype=torch.float64) < 0.35,  # ~95 unsettled: 2 row tiles
-                          1 - tail * torch.tensor([0.5, 0.999, 1e-3]).double()[torch.arange(m) % 3],
+    chosen = torch.rand(m, generator=g, dtype=torch.float64) < 0.35  # ~95 unsettled: 2 row tiles
+    cases = [(torch.where(chosen, 1 - tail * torch.tensor([0.5, 0.99, 1e-3]).double()[torch.arange(m) % 3],
                           torch.tensor([0.2, 0.9, 1 - 1.01 * tail]).double()[torch.arange(m) % 3]),
-              torch.full((m,), 1 - tail / 4, dtype=torch.float64),  # all settled: no dense tile runs
-              torch.full((m,), 0.5, dtype=torch.float64)]  # none settled: every row tile runs
-    for top_mass in masses:
-        logits = peaked_logits(m, v, top_mass)
+              chosen & (torch.arange(m) % 5 == 0)),  # a head token missing: p_S short by 0.1 p_head
+             (torch.full((m,), 1 - tail / 4, dtype=torch.float64), torch.zeros(m, dtype=torch.bool)),  # all settled
+             (torch.full((m,), 0.5, dtype=torch.float64), torch.zeros(m, dtype=torch.bool))]  # none settled
+    for head_mass, drop in cases:
+        logits, head = head_logits(m, v, head_mass)
+        candidates = candidates_of(head, v, drop)
         lse = torch.logsumexp(logits, 1)
-        argmax = logits.argmax(1)
         with runtime.counting() as counter, NoHostSync():
-            soft = softmax_matmul(logits, lse, w, operand_dtype=operand_dtype, settled=SettledRows(argmax, mean, tail))
-        assert counter.launches == 2  # the dense kernel and the combine, which adds the V chunks
+            soft = softmax_matmul(logits, lse, w, operand_dtype=operand_dtype,
+                                  settled=SettledRows(candidates, mean, tail))
+        assert counter.launches == 3  # finding the settled rows, the dense kernel, the combine (adds the V chunks)
         p = torch.exp(logits.double() - lse.double()[:, None])
         dense = p @ e
-        p_top = p[torch.arange(m), argmax]
-        settled = p_top >= 1 - tail
-        assert settled.tolist() == (top_mass >= 1 - tail).tolist()
+        p_candidates = torch.where(candidates < v, p.gather(1, candidates.clamp(max=v - 1)), 0.0)
+        in_s = p_candidates >= tail / candidates.shape[1]
+        p_s = (p_candidates * in_s).sum(1)
+        settled = p_s >= 1 - tail
+        assert settled.tolist() == ((head_mass >= 1 - tail) & ~drop).tolist()
         if (~settled).any():
             assert relative_error(soft[~settled], dense[~settled]) <= BUDGETS[operand_dtype]
         if settled.any():
-            shortcut = p_top[:, None] * e[argmax] + (1 - p_top)[:, None] * e.mean(0)
+            gathered = e[candidates.clamp(max=v - 1)]  # [m, K, k]
+            shortcut = ((p_candidates * in_s)[:, :, None] * gathered).sum(1) + (1 - p_s)[:, None] * e.mean(0)
             assert relative_error(soft[settled], shortcut[settled]) <= FP32_BUDGET
             bound = tail * (e - e.mean(0)).abs().max() + FP32_BUDGET * dense.abs().max()
             assert (soft[settled].double() - dense[settled]).abs().max() <= bound
 
 
 @triton.jit
-def _unsettled_rows_kernel(logits_ptr, lse_ptr, argmax_ptr, log_settled, rows_ptr, count_ptr, M, V,
-                           M_ALL: tl.constexpr, BLOCK: tl.constexpr):
+def _unsettled_rows_kernel(settled_ptr, rows_ptr, count_ptr, M, M_ALL: tl.constexpr, BLOCK: tl.constexpr):
     slots = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    rows, count = gemm_module._unsettled_rows(logits_ptr, lse_ptr, argmax_ptr, log_settled, slots, M, V, M_ALL)
+    rows, count = gemm_module._unsettled_rows(settled_ptr, slots, M, M_ALL)
     tl.store(rows_ptr + slots, rows)
     tl.store(count_ptr + tl.program_id(0), count)
 
 
 def test_the_dense_kernel_gets_the_unsettled_rows_in_order_and_skips_the_rest() -> None:
-    """`_unsettled_rows`, which places the dense kernel's row tiles: the unsettled rows (a NaN row
-    among them: it stays dense, so its NaN shows) in order, then M; their count, 0 when every row
-    is settled (no dense tile reads E), and a NaN row comes out NaN, not from unwritten memory."""
+    """`_unsettled_rows`, which places the dense kernel's row tiles: the unsettled rows in order,
+    then M; their count, 0 when every row is settled (no dense tile reads E). A NaN row is never
+    settled: it comes out NaN, not from unwritten memory."""
     tail, m, v, block = 2.0 ** -9, 70, 300, 32
     w = raw_weight(Q.Q8_0, v, 64)
-    for top_mass in (torch.where(torch.arange(m) % 3 == 0, 1 - tail / 2, 0.6).double(),
-                     torch.full((m,), 1 - tail / 2, dtype=torch.float64)):
-        logits = peaked_logits(m, v, top_mass)
-        if top_mass.min() < 0.9:
+    for head_mass in (torch.where(torch.arange(m) % 3 == 0, 1 - tail / 2, 0.6).double(),
+                      torch.full((m,), 1 - tail / 2, dtype=torch.float64)):
+        logits, head = head_logits(m, v, head_mass)
+        nan_row = head_mass.min() < 0.9
+        if nan_row:
             logits[4] = float("nan")
-        lse, argmax = torch.logsumexp(logits, 1), logits.argmax(1)
+        lse, candidates = torch.logsumexp(logits, 1), candidates_of(head, v, torch.zeros(m, dtype=torch.bool))
+        soft = softmax_matmul(logits, lse, w, settled=SettledRows(candidates, mean_row(w), tail))
+        settled = torch.tensor([bool(head_mass[r] >= 1 - tail) and not (r == 4 and nan_row) for r in range(m)])
         slots = triton.cdiv(m, block) * block
         rows, count = torch.empty(slots, dtype=torch.int32), torch.empty(slots // block, dtype=torch.int32)
-        _unsettled_rows_kernel[(slots // block,)](logits, lse, argmax, math.log1p(-tail), rows, count, m, v,
-                                                  M_ALL=triton.next_power_of_2(m), BLOCK=block)
-        expected = [r for r in range(m) if not top_mass[r] >= 1 - tail or r == 4 and top_mass.min() < 0.9]
+        _unsettled_rows_kernel[(slots // block,)](settled.int(), rows, count, m, M_ALL=triton.next_power_of_2(m),
+                                                  BLOCK=block)
+        expected = [r for r in range(m) if not settled[r]]
         assert rows.tolist() == expected + [m] * (slots - len(expected))
         assert count.tolist() == [len(expected)] * (slots // block)
-        soft = softmax_matmul(logits, lse, w, settled=SettledRows(argmax, mean_row(w), tail))
-        assert torch.isnan(soft[4]).all() == (top_mass.min() < 0.9)
+        assert torch.isnan(soft[4]).all() == nan_row
         assert torch.isfinite(soft[torch.arange(m) != 4]).all()
 
 
 def test_settled_rows_are_checked() -> None:
     w = raw_weight(Q.Q8_0, 64, 64)
     x = activations(3, 64, torch.float32)
-    lse, mean, argmax = torch.logsumexp(x, 1), torch.zeros(64), torch.zeros(3, dtype=torch.int64)
+    lse, mean, candidates = torch.logsumexp(x, 1), torch.zeros(64), torch.zeros(3, 4, dtype=torch.int64)
     with pytest.raises(ValueError, match="tail"):
-        softmax_matmul(x, lse, w, settled=SettledRows(argmax, mean, 1.0))
-    with pytest.raises(ValueError, match="argmax"):
-        softmax_matmul(x, lse, w, settled=SettledRows(argmax.int(), mean, 0.01))
+        softmax_matmul(x, lse, w, settled=SettledRows(candidates, mean, 1.0))
+    for bad in (candidates.int(), candidates[:, 0], torch.zeros(3, 0, dtype=torch.int64)):
+        with pytest.raises(ValueError, match="candidates"):
+            softmax_matmul(x, lse, w, settled=SettledRows(bad, mean, 0.01))
     with pytest.raises(ValueError, match="mean"):
-        softmax_matmul(x, lse, w, settled=SettledRows(argmax, torch.zeros(32), 0.01))
+        softmax_matmul(x, lse, w, settled=SettledRows(candidates, torch.zeros(32), 0.01))
 
 
 EMBEDDING_CASES = [(Q.Q4_K, 2816), (Q.Q6_K, 2816), (Q.Q8_0, 2112), (Q.Q5_0, 704), (Q.F32, 704), (Q.F16, 2112),

@@ -19,7 +19,7 @@ from dg_chat.engine.backends.torch_dg.kernels import runtime
 from dg_chat.engine.events import CanvasStep, TurnFinished
 from dg_chat.engine.generate import generate
 from dg_chat.gguf.reader import open_gguf
-from tests.kernels.test_gemm import peaked_logits
+from tests.kernels.test_gemm import head_logits
 from tests.support.host_sync import NoHostSync
 from tests.support.tiny_dg import tiny_q4_k_m
 
@@ -138,21 +138,25 @@ def test_int8_activations_quantise_each_input_once_and_stay_close(q4_k_m_gguf):
 
 @torch.no_grad()
 def test_16_bit_self_conditioning_takes_the_settled_shortcut_without_waiting(q4_k_m_gguf):
-    """In 16-bit compute the fused sampler's argmax sends settled positions through
+    """In 16-bit compute the fused sampler's candidates send settled positions through
     `gemm.SettledRows`: within the tail bound of the dense signal, and no host sync."""
     from dg_chat.engine.backends.torch_dg.hparams import HParams
+    from dg_chat.engine.backends.torch_dg.kernels.sampler import row_statistics
     from dg_chat.engine.backends.torch_dg.kernels.triton_ops import SETTLED_TAIL, TritonOps
     from dg_chat.engine.backends.torch_dg.weights import Weights
 
     f = open_gguf(q4_k_m_gguf)
     ops = TritonOps(HParams.from_gguf(f), Weights(f, torch.device("cpu"), torch.float16, raw_matrices=True))
     tail = SETTLED_TAIL[torch.float16]
-    # five settled positions, at half the tail the shortcut allows; the other three stay broad
-    logits = peaked_logits(CANVAS, ops.hp.vocab_size, torch.tensor([1 - tail / 2] * 5 + [0.5] * 3).double())
-    lse, argmax = logits.logsumexp(-1), logits.argmax(-1)
+    # five settled positions, two tokens holding all but half the tail the shortcut allows; three broad
+    logits, _ = head_logits(CANVAS, ops.hp.vocab_size, torch.tensor([1 - tail / 2] * 5 + [0.5] * 3).double(),
+                            n_head=2)
+    lse = logits.logsumexp(-1)
+    one = torch.ones(1, dtype=torch.int64)
+    candidates = row_statistics(logits.clone(), torch.ones(1), one, one, write_processed=False).candidates
     dense = ops.soft_embed(SelfCondition(logits, lse=lse))
     with NoHostSync():
-        shortcut = ops.soft_embed(SelfCondition(logits, lse=lse, argmax=argmax))
+        shortcut = ops.soft_embed(SelfCondition(logits, lse=lse, candidates=candidates))
     assert torch.equal(shortcut[5:], dense[5:])
     error = (shortcut[:5].float() - dense[:5].float()).abs().max() / dense[:5].float().abs().max()
     print(f"settled shortcut: {error:.1e} of the dense signal")

@@ -31,9 +31,10 @@ class SelfCondition:
     lse: torch.Tensor | None = None
     """logsumexp(logits) in float32 [C] where the sampler has it (the fused sampler): softmax(logits)
     is then exp(logits - lse), so a fused kernel can compute softmax(logits) @ E in one pass."""
-    argmax: torch.Tensor | None = None
-    """argmax(logits), int64 [C], where the sampler has it (the fused sampler): the positions whose
-    argmax holds nearly all the mass take a shortcut on the Triton path (`gemm.SettledRows`)."""
+    candidates: torch.Tensor | None = None
+    """int64 [C, K], where the sampler has them (the fused sampler: the two largest logits of each
+    of its tiles): the positions whose candidates hold nearly all the mass take a shortcut on the
+    Triton path (`gemm.SettledRows`)."""
 
 
 class Backend(Protocol):

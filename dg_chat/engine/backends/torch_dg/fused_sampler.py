@@ -133,7 +133,7 @@ class FusedEntropyBoundSampler:
         accepted = entropy_bound_accept(stats.entropy, self.settings.entropy_bound)
         canvas = torch.where(accepted, stats.draw, stats.noise)
         self.counter.add_(1)
-        self_cond = SelfCondition(logits, lse=stats.lse, argmax=stats.argmax)
+        self_cond = SelfCondition(logits, lse=stats.lse, candidates=stats.candidates)
         return DenoisingStep(canvas, stats.argmax, accepted, stats.entropy, self_cond)
 
     @torch.inference_mode()

@@ -2,7 +2,7 @@
 without the self-conditioning signal), captured from outside the model (gpu-engine.md §6.7).
 
 A replay reads its inputs from persistent buffers (the canvas ids, the previous step's processed
-logits, their log-sum-exp and argmax, the cache's device-side length), so each step copies only the new
+logits, their log-sum-exp and settled-row candidates, the cache's device-side length), so each step copies only the new
 canvas in and replays ~600 kernels with one launch. Every graph writes its logits into one
 buffer that is also the self-conditioning input of the graph with the signal: the fused sampler
 tempers the logits in place and hands that same buffer back, so nothing of size [canvas, vocab]
@@ -15,6 +15,7 @@ import torch
 
 from dg_chat.engine.backends.base import SelfCondition
 from dg_chat.engine.backends.torch_dg.cache import StaticKVCache
+from dg_chat.engine.backends.torch_dg.kernels.sampler import candidate_count
 from dg_chat.engine.backends.torch_dg.model import DiffusionGemma
 
 WARMUP_STEPS = 2
@@ -28,8 +29,10 @@ class DecodeGraphs:
         self.canvas = torch.zeros(hp.canvas_length, dtype=torch.int64, device=device)
         self.logits = torch.zeros(hp.canvas_length, hp.vocab_size, dtype=torch.float32, device=device)
         """The graphs' output, and the processed logits the next step is conditioned on."""
+        candidates = torch.zeros(hp.canvas_length, candidate_count(hp.canvas_length, hp.vocab_size),
+                                 dtype=torch.int64, device=device)
         self.self_cond = SelfCondition(self.logits, lse=torch.zeros(hp.canvas_length, device=device),
-                                       argmax=torch.zeros(hp.canvas_length, dtype=torch.int64, device=device))
+                                       candidates=candidates)
         self.pool = torch.cuda.graph_pool_handle()
         self._graphs: dict[tuple[int, bool], torch.cuda.CUDAGraph] = {}
 
@@ -41,10 +44,11 @@ class DecodeGraphs:
         if self_cond is not None:
             if self_cond.logits.data_ptr() != self.logits.data_ptr():
                 self.logits.copy_(self_cond.logits)
-            assert self.self_cond.lse is not None and self.self_cond.argmax is not None
+            held = self.self_cond.candidates
+            assert self.self_cond.lse is not None and held is not None
             self.self_cond.lse.copy_(self_cond.lse if self_cond.lse is not None else self_cond.logits.logsumexp(-1))
-            self.self_cond.argmax.copy_(self_cond.argmax if self_cond.argmax is not None
-                                        else self_cond.logits.argmax(-1))
+            held.copy_(self_cond.candidates if self_cond.candidates is not None
+                       else self_cond.logits.topk(held.shape[1], dim=-1).indices)
         graph = self._graphs.get(key)
         if graph is None:
             # the buffers of a smaller bucket are gone: so are its graphs

@@ -177,23 +177,31 @@ def _quantize_q8_kernel(x_ptr, qa_ptr, da_ptr, sa_ptr, M, K, BLOCK_M: tl.constex
 
 
 @triton.jit
-def _settled(logits_ptr, lse_ptr, argmax_ptr, log_settled, rows, M, V):
-    """(argmax, its log-probability, settled) of `rows` of the [M, V] softmax: settled where the
-    argmax holds at least exp(log_settled) of the mass (never a NaN row, which stays dense)."""
-    inside = rows < M
-    top = tl.load(argmax_ptr + rows, mask=inside, other=0)
-    log_p = (tl.load(logits_ptr + rows.to(tl.int64) * V + top, mask=inside, other=0.0)
-             - tl.load(lse_ptr + rows, mask=inside, other=0.0))
-    return top, log_p, inside & (log_p >= log_settled)
+def _settled_weights_kernel(logits_ptr, lse_ptr, candidates_ptr, weights_ptr, settled_ptr, log_floor, least_mass,
+                            M, V, N_CAND, BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr):
+    """Per row of the [M, V] softmax: settled (int32) where its candidates of p >= exp(log_floor)
+    hold at least `least_mass`, and then their p as the weights of the shortcut (0 elsewhere, and in
+    every other row). A NaN row is never settled: it stays dense and comes out NaN."""
+    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    slots = tl.arange(0, BLOCK_C)
+    mask = (rows < M)[:, None] & (slots < N_CAND)[None, :]
+    at = rows.to(tl.int64)[:, None] * N_CAND + slots[None, :]
+    ids = tl.load(candidates_ptr + at, mask=mask, other=V)
+    inside = mask & (ids < V)
+    log_p = (tl.load(logits_ptr + rows.to(tl.int64)[:, None] * V + ids, mask=inside, other=float("-inf"))
+             - tl.load(lse_ptr + rows, mask=rows < M, other=0.0)[:, None])
+    p = tl.where(inside & (log_p >= log_floor), tl.exp(log_p), 0.0)
+    settled = tl.sum(p, axis=1) >= least_mass
+    tl.store(weights_ptr + at, tl.where(settled[:, None], p, 0.0), mask=mask)
+    tl.store(settled_ptr + rows, settled.to(tl.int32), mask=rows < M)
 
 
 @triton.jit
-def _unsettled_rows(logits_ptr, lse_ptr, argmax_ptr, log_settled, slots, M, V, M_ALL: tl.constexpr):
-    """(rows, count): the rows of the [M, V] softmax that are not `_settled`, in order, at
-    positions `slots` (M at slots past the last); count: how many."""
+def _unsettled_rows(settled_ptr, slots, M, M_ALL: tl.constexpr):
+    """(rows, count): the rows that are not settled, in order, at positions `slots` (M at slots
+    past the last); count: how many."""
     every = tl.arange(0, M_ALL)
-    _, _, settled = _settled(logits_ptr, lse_ptr, argmax_ptr, log_settled, every, M, V)
-    unsettled = (every < M) & ~settled
+    unsettled = (every < M) & (tl.load(settled_ptr + every, mask=every < M, other=1) == 0)
     rank = tl.cumsum(unsettled.to(tl.int32), 0) - 1
     picked = unsettled[None, :] & (rank[None, :] == slots[:, None])  # [len(slots), M_ALL]
     rows = tl.sum(tl.where(picked, every[None, :], 0), 1)
@@ -202,7 +210,7 @@ def _unsettled_rows(logits_ptr, lse_ptr, argmax_ptr, log_settled, slots, M, V, M
 
 
 @triton.jit
-def _softmax_matmul_kernel(logits_ptr, lse_ptr, w_ptr, part_ptr, argmax_ptr, log_settled, M, V, K, row_bytes,
+def _softmax_matmul_kernel(logits_ptr, lse_ptr, w_ptr, part_ptr, settled_ptr, M, V, K, row_bytes,
                            v_per_split, QTYPE: tl.constexpr, OPERAND: tl.constexpr, UPCAST: tl.constexpr,
                            SKIP_SETTLED: tl.constexpr, M_ALL: tl.constexpr,
                            BLOCK_M: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_K: tl.constexpr):
@@ -215,7 +223,7 @@ def _softmax_matmul_kernel(logits_ptr, lse_ptr, w_ptr, part_ptr, argmax_ptr, log
     v_stop = v_start + v_per_split
     if SKIP_SETTLED:
         # row tiles over the unsettled rows only: the tiles past them read nothing of E
-        rows, count = _unsettled_rows(logits_ptr, lse_ptr, argmax_ptr, log_settled, slots, M, V, M_ALL)
+        rows, count = _unsettled_rows(settled_ptr, slots, M, M_ALL)
         v_stop = tl.where(tl.program_id(2) * BLOCK_M < count, v_stop, v_start)
     else:
         rows = slots
@@ -235,17 +243,23 @@ def _softmax_matmul_kernel(logits_ptr, lse_ptr, w_ptr, part_ptr, argmax_ptr, log
 
 
 @triton.jit
-def _settled_combine_kernel(part_ptr, logits_ptr, lse_ptr, argmax_ptr, w_ptr, mean_ptr, y_ptr, log_settled,
-                            M, V, K, row_bytes, SPLIT: tl.constexpr, QTYPE: tl.constexpr,
+def _settled_combine_kernel(part_ptr, candidates_ptr, weights_ptr, settled_ptr, w_ptr, mean_ptr, y_ptr,
+                            M, V, K, row_bytes, N_CAND, SPLIT: tl.constexpr, QTYPE: tl.constexpr,
                             BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr):
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     ks = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)
-    top, log_p, settled = _settled(logits_ptr, lse_ptr, argmax_ptr, log_settled, rows, M, V)
-    top = tl.where(rows < M, top, V)  # V: past the table, dequantised as 0
-    p = tl.exp(log_p)
-    top_row = tl.trans(dequant_tile(w_ptr, row_bytes, top, ks, V, K, QTYPE))  # [BLOCK_M, BLOCK_K]
+    settled = tl.load(settled_ptr + rows, mask=rows < M, other=0) != 0
+    kept = tl.zeros((BLOCK_M,), tl.float32)
+    shortcut = tl.zeros((BLOCK_M, BLOCK_K), tl.float32)
+    for j in range(N_CAND):
+        at = rows.to(tl.int64) * N_CAND + j
+        p = tl.load(weights_ptr + at, mask=rows < M, other=0.0)
+        if tl.max(p, axis=0) > 0.0:  # most candidates are below the floor in every row of the tile
+            ids = tl.where(p > 0.0, tl.load(candidates_ptr + at, mask=rows < M, other=V), V)  # V: read as 0
+            shortcut += p[:, None] * tl.trans(dequant_tile(w_ptr, row_bytes, ids, ks, V, K, QTYPE))
+            kept += p
     mean = tl.load(mean_ptr + ks, mask=ks < K, other=0.0)
-    shortcut = p[:, None] * top_row + (1.0 - p)[:, None] * mean[None, :]
+    shortcut += (1.0 - kept)[:, None] * mean[None, :]
     dense = tl.zeros((BLOCK_M, BLOCK_K), tl.float32)
     unsettled = tl.where(settled, M, rows)  # the partials of settled rows were never written
     for s in tl.static_range(SPLIT):
@@ -476,20 +490,21 @@ def linear_glu(x: torch.Tensor | Q8Activations, gate: RawWeight, up: RawWeight) 
 @dataclass(frozen=True)
 class SettledRows:
     """Self-conditioning's shortcut for the canvas positions a step has settled (gpu-engine.md
-    §6.6, top-1 with the tail-mean term): a row whose argmax `a` holds p ≥ 1 - `tail` of its
-    softmax gets p·E[a] + (1 - p)·Ē instead of the dense sum over the vocabulary. Its error is at
-    most tail·max‖E[v] - Ē‖ (the error is Σ_{v≠a} p_v·(E[v] - Ē)): with `tail` the largest error
-    of rounding p_a to the compute dtype, of the size of what the dense product's own rounding
-    changes. The dense kernel then takes only the other rows and skips the row tiles that none
-    of them reaches."""
+    §6.6, top-K with the tail-mean term). Of a row's `candidates`, those with p ≥ `tail` / K form S;
+    a row where S holds p_S ≥ 1 - `tail` of the softmax gets Σ_S p_v·E[v] + (1 - p_S)·Ē instead of
+    the dense sum over the vocabulary. Its error is at most tail·max‖E[v] - Ē‖ (the error is
+    Σ_{v∉S} p_v·(E[v] - Ē)): with `tail` the largest error of rounding a probability near 1 to
+    the compute dtype, of the size of what the dense product's own rounding changes. The dense
+    kernel then takes only the other rows and skips the row tiles that none of them reaches."""
 
-    argmax: torch.Tensor
-    """int64 [M]: each row's argmax (the fused sampler's), in [0, V) (not checked: that would need
-    a host sync)."""
+    candidates: torch.Tensor
+    """int64 [M, K]: each row's candidates, distinct within the row, each in [0, V] (V: none); the
+    fused sampler's (`RowStatistics.candidates`: the two largest of each tile). Not checked:
+    that would need a host sync."""
     mean: torch.Tensor
     """float32 [K]: Ē, the mean row of E (`mean_row`)."""
     tail: float
-    """The largest mass outside the argmax that a settled row may have, in (0, 1)."""
+    """The largest mass outside S that a settled row may have, in (0, 1)."""
 
 
 def softmax_matmul(logits: torch.Tensor, lse: torch.Tensor, w: RawWeight, *,
@@ -508,8 +523,9 @@ def softmax_matmul(logits: torch.Tensor, lse: torch.Tensor, w: RawWeight, *,
     `operand_dtype` float16/bfloat16 rounds the probabilities and E to that type before the
     products (tensor cores on a GPU); the default float32 keeps IEEE fp32 products.
 
-    `settled` (M <= 1024) gives the settled rows the `SettledRows` shortcut; a second launch
-    then adds the chunks and writes every row, in place of the torch sum.
+    `settled` (M <= 1024) gives the settled rows the `SettledRows` shortcut: a launch before the
+    dense one finds them, and one after it adds the chunks and writes every row, in place of the
+    torch sum.
     """
     _check_device(logits.device)
     _check_weight(w, logits.device, "softmax_matmul")
@@ -529,8 +545,16 @@ def softmax_matmul(logits: torch.Tensor, lse: torch.Tensor, w: RawWeight, *,
     v_per_split = triton.cdiv(triton.cdiv(v, split), meta["BLOCK_V"]) * meta["BLOCK_V"]
     partial = torch.empty(split, m, k, dtype=torch.float32, device=logits.device)
     grid = (triton.cdiv(k, meta["BLOCK_K"]), split, triton.cdiv(m, meta["BLOCK_M"]))
-    argmax, log_settled = (None, 0.0) if settled is None else (settled.argmax, math.log1p(-settled.tail))
-    launch(_softmax_matmul_kernel, grid, logits, lse, w.data, partial, argmax, log_settled, m, v, k, w.row_bytes,
+    flags = weights = None
+    if settled is not None:
+        n_cand = settled.candidates.shape[1]
+        flags = torch.empty(m, dtype=torch.int32, device=logits.device)
+        weights = torch.empty(m, n_cand, dtype=torch.float32, device=logits.device)
+        block_c = triton.next_power_of_2(n_cand)
+        block_m = max(1, min(triton.next_power_of_2(m), 4096 // block_c))
+        launch(_settled_weights_kernel, (triton.cdiv(m, block_m),), logits, lse, settled.candidates, weights, flags,
+               math.log(settled.tail / n_cand), 1.0 - settled.tail, m, v, n_cand, BLOCK_M=block_m, BLOCK_C=block_c)
+    launch(_softmax_matmul_kernel, grid, logits, lse, w.data, partial, flags, m, v, k, w.row_bytes,
            v_per_split, QTYPE=w.qtype, OPERAND=_TL_DTYPES[operand_dtype], UPCAST=interpreting(),
            SKIP_SETTLED=settled is not None, M_ALL=1 if settled is None else triton.next_power_of_2(m), **meta)
     if settled is None:
@@ -538,8 +562,8 @@ def softmax_matmul(logits: torch.Tensor, lse: torch.Tensor, w: RawWeight, *,
     soft = torch.empty(m, k, dtype=torch.float32, device=logits.device)
     meta = _embedding_config(m, k)
     combine_grid = (triton.cdiv(m, meta["BLOCK_M"]), triton.cdiv(k, meta["BLOCK_K"]))
-    launch(_settled_combine_kernel, combine_grid, partial, logits, lse, settled.argmax, w.data, settled.mean, soft,
-           log_settled, m, v, k, w.row_bytes, SPLIT=split, QTYPE=w.qtype, **meta)
+    launch(_settled_combine_kernel, combine_grid, partial, settled.candidates, weights, flags, w.data, settled.mean,
+           soft, m, v, k, w.row_bytes, settled.candidates.shape[1], SPLIT=split, QTYPE=w.qtype, **meta)
     return soft
 
 
@@ -548,10 +572,11 @@ def _check_settled(settled: SettledRows, m: int, k: int, device: torch.device) -
         raise ValueError(f"settled tail must lie in (0, 1), not {settled.tail}")
     if m > 1024:
         raise ValueError(f"settled rows are for a canvas of at most 1024 rows, not {m}")
-    argmax, mean = settled.argmax, settled.mean
-    if argmax.dtype != torch.int64 or argmax.shape != (m,) or not argmax.is_contiguous() or argmax.device != device:
-        raise ValueError(f"expected contiguous int64 argmax [{m}] on {device}, "
-                         f"got {argmax.dtype} {tuple(argmax.shape)} on {argmax.device}")
+    candidates, mean = settled.candidates, settled.mean
+    if (candidates.dtype != torch.int64 or candidates.dim() != 2 or candidates.shape[0] != m
+            or not 1 <= candidates.shape[1] <= 4096 or not candidates.is_contiguous() or candidates.device != device):
+        raise ValueError(f"expected contiguous int64 candidates [{m}, 1 to 4096] on {device}, "
+                         f"got {candidates.dtype} {tuple(candidates.shape)} on {candidates.device}")
     if mean.dtype != torch.float32 or mean.shape != (k,) or not mean.is_contiguous() or mean.device != device:
         raise ValueError(f"expected contiguous float32 mean [{k}] on {device}, "
                          f"got {mean.dtype} {tuple(mean.shape)} on {mean.device}")

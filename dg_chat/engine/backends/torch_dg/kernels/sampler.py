@@ -7,7 +7,9 @@ in one read of them (gpu-engine.md §6.5).
    V one tile at a time and keeps, per row, online values of y = logits / T: the max and its first
    index, r = Σ e^(y-max) over all but that one element, d = Σ e^(y-max)·(y-max), and the
    Gumbel-max draw argmax(y - log(-log u)). It may write y back in place (the processed logits
-   that self-conditioning needs), so the logits are read once and written at most once.
+   that self-conditioning needs), so the logits are read once and written at most once. It also
+   keeps each tile's two largest elements: the candidates of self-conditioning's shortcut for
+   settled rows (`gemm.SettledRows`), 256 a row on a GPU at V = 262144.
 2. `_combine_kernel`, grid (row blocks,): merges a row's chunk partials into argmax, lse, entropy
    and the draw, and draws the row's renoise token.
 
@@ -49,6 +51,10 @@ class RowStatistics:
     """int64: a categorical draw from softmax(y) (Gumbel-max)."""
     noise: torch.Tensor
     """int64: a uniform random token in [0, V), the renoise candidate of the row."""
+    candidates: torch.Tensor
+    """int64 [C, K]: the columns of the two largest y of each tile of the row (distinct; V where a
+    tile has fewer than two finite values), K = `candidate_count(C, V)`. They hold the row's
+    argmax, and nearly all of its mass when the row is peaked."""
 
 
 @triton.jit
@@ -95,8 +101,8 @@ def _merge(best, best_at, rest, dev, other, other_at, other_rest, other_dev):
 
 @triton.jit
 def _row_partials_kernel(logits_ptr, temperature_ptr, seed_ptr, counter_ptr,
-                         max_ptr, arg_ptr, rest_ptr, dev_ptr, gumbel_ptr, draw_ptr,
-                         n_rows, n_cols, chunk_cols, n_chunks,
+                         max_ptr, arg_ptr, rest_ptr, dev_ptr, gumbel_ptr, draw_ptr, candidates_ptr,
+                         n_rows, n_cols, chunk_cols, n_chunks, n_candidates,
                          BLOCK_R: tl.constexpr, BLOCK_V: tl.constexpr, WRITE_PROCESSED: tl.constexpr):
     rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
     chunk = tl.program_id(1)
@@ -136,6 +142,13 @@ def _row_partials_kernel(logits_ptr, temperature_ptr, seed_ptr, counter_ptr,
         tile_rest = tl.sum(tl.where(is_best, 0.0, e), axis=1)
         tile_dev = tl.sum(e * tl.where(e > 0.0, shifted, 0.0), axis=1)  # e = 0 also where y = -inf
         best, best_at, rest, dev = _merge(best, best_at, rest, dev, tile_best, col0 + tile_at, tile_rest, tile_dev)
+        second = tl.where(is_best, float("-inf"), y)
+        second_best = tl.max(second, axis=1)
+        second_at = tl.argmax(second, axis=1, tie_break_left=True)
+        at = rows.to(tl.int64) * n_candidates + 2 * (col0 // BLOCK_V)
+        tl.store(candidates_ptr + at, tl.where(tile_best > float("-inf"), col0 + tile_at, n_cols), mask=row_ok)
+        tl.store(candidates_ptr + at + 1, tl.where(second_best > float("-inf"), col0 + second_at, n_cols),
+                 mask=row_ok)
         # Gumbel-max. u = 0 gives -inf (never drawn); a float32 u < 1 caps the noise at ~16.6,
         # which moves at most Σ min(p, 6e-8) of a row's probability: nothing in the peaked rows
         # that the entropy bound accepts
@@ -220,10 +233,15 @@ def _layout(n_rows: int, n_cols: int) -> _Layout:
     return _Layout(rows, cols, chunk_cols, chunks, min(combine_rows, triton.next_power_of_2(n_rows)))
 
 
+def candidate_count(n_rows: int, n_cols: int) -> int:
+    """K of `RowStatistics.candidates`: two per tile of a row."""
+    return 2 * triton.cdiv(n_cols, _layout(n_rows, n_cols).block_cols)
+
+
 def row_statistics(logits: torch.Tensor, temperature: torch.Tensor, seed: torch.Tensor, counter: torch.Tensor,
                    *, write_processed: bool = True) -> RowStatistics:
-    """Argmax, logsumexp, entropy, a Gumbel-max draw and a renoise token per row of y = logits / T,
-    in two launches and without a host synchronisation.
+    """Argmax, logsumexp, entropy, a Gumbel-max draw, a renoise token and the settled-row
+    candidates per row of y = logits / T, in two launches and without a host synchronisation.
 
     logits: float32 [C, V], contiguous (soft-capped model output); with `write_processed` it is
     overwritten with y, the processed logits (y = logits / T correctly rounded, as torch divides).
@@ -240,9 +258,10 @@ def row_statistics(logits: torch.Tensor, temperature: torch.Tensor, seed: torch.
     partial = (n_rows, layout.chunks)
     best, rest, dev, gumbel = (torch.empty(partial, dtype=torch.float32, device=device) for _ in range(4))
     best_at, draw = (torch.empty(partial, dtype=torch.int64, device=device) for _ in range(2))
+    candidates = torch.empty(n_rows, candidate_count(n_rows, n_cols), dtype=torch.int64, device=device)
     runtime.launch(_row_partials_kernel, (triton.cdiv(n_rows, layout.block_rows), layout.chunks),
-                   logits, temperature, seed, counter, best, best_at, rest, dev, gumbel, draw,
-                   n_rows, n_cols, layout.chunk_cols, layout.chunks,
+                   logits, temperature, seed, counter, best, best_at, rest, dev, gumbel, draw, candidates,
+                   n_rows, n_cols, layout.chunk_cols, layout.chunks, candidates.shape[1],
                    BLOCK_R=layout.block_rows, BLOCK_V=layout.block_cols, WRITE_PROCESSED=write_processed)
     stats = RowStatistics(
         argmax=torch.empty(n_rows, dtype=torch.int64, device=device),
@@ -250,6 +269,7 @@ def row_statistics(logits: torch.Tensor, temperature: torch.Tensor, seed: torch.
         entropy=torch.empty(n_rows, dtype=torch.float32, device=device),
         draw=torch.empty(n_rows, dtype=torch.int64, device=device),
         noise=torch.empty(n_rows, dtype=torch.int64, device=device),
+        candidates=candidates,
     )
     runtime.launch(_combine_kernel, (triton.cdiv(n_rows, layout.combine_rows),),
                    best, best_at, rest, dev, gumbel, draw, seed, counter,

@@ -13,8 +13,9 @@ from dg_chat.engine.backends.torch_dg.kernels.gguf_tiles import INT8_TYPES, RawW
 from dg_chat.engine.backends.torch_dg.weights import Weights
 
 SETTLED_TAIL = {torch.bfloat16: 2.0 ** -9, torch.float16: 2.0 ** -12}
-"""The mass a settled position may leave outside its argmax: half the spacing of the compute
-dtype's numbers just below 1, the largest error of rounding a probability near 1 to it."""
+"""The mass a settled position may leave outside its candidates (`gemm.SettledRows`): half the
+spacing of the compute dtype's numbers just below 1, the largest error of rounding a probability
+near 1 to it."""
 
 
 class TritonOps:
@@ -53,8 +54,8 @@ class TritonOps:
         # probabilities and E in the compute dtype, as the reference multiplies them (tensor cores on a GPU)
         embedding = self._weight("token_embd.weight")
         settled = None
-        if self._settled_shortcut is not None and self_cond.argmax is not None:
-            settled = gemm.SettledRows(self_cond.argmax, *self._settled_shortcut)
+        if self._settled_shortcut is not None and self_cond.candidates is not None:
+            settled = gemm.SettledRows(self_cond.candidates, *self._settled_shortcut)
         soft = gemm.softmax_matmul(self_cond.logits, lse, embedding, operand_dtype=self.w.dtype, settled=settled)
         return (soft * self.embed_scale).to(self.w.dtype)
 
