@@ -446,26 +446,36 @@ class HeldEngine(EngineWrapper):
         yield from self.engine.turn(*args)
 
 
-def test_a_request_beyond_the_waiting_limit_gets_429(demo, monkeypatch):
-    monkeypatch.setattr(worker_module, "MAX_WAITING", 2)
+@contextmanager
+def held_queue(demo: Engine, monkeypatch, *, waiting: int
+               ) -> Iterator[tuple[HeldEngine, EngineWorker, httpx.Client, ThreadPoolExecutor]]:
+    """A server whose engine holds each turn until `engine.release` is set (set on leaving at the
+    latest), with room for `waiting` turns behind the running one."""
+    monkeypatch.setattr(worker_module, "MAX_WAITING", waiting)
     engine = HeldEngine(demo)
     worker = EngineWorker(engine)
     try:
         with listen("127.0.0.1", 0) as sock, running(create_app(worker, "demo", DEFAULTS), worker, sock), \
                 httpx.Client(base_url=url(sock), timeout=120) as client, ThreadPoolExecutor(3) as pool:
             try:
-                asked = [pool.submit(client.post, "/chat/completions", json=chat("Hi", 1))]
-                assert engine.started.wait(60)  # one runs...
-                asked += [pool.submit(client.post, "/chat/completions", json=chat("Hi", seed)) for seed in (2, 3)]
-                deadline = time.monotonic() + 60
-                while worker.waiting < 2 and time.monotonic() < deadline:  # ...two wait
-                    time.sleep(0.01)
-                refused = client.post("/chat/completions", json=chat("Hi", 4))
+                yield engine, worker, client, pool
             finally:
                 engine.release.set()
-            answered = [future.result().status_code for future in asked]
     finally:
         worker.close()
+
+
+def test_a_request_beyond_the_waiting_limit_gets_429(demo, monkeypatch):
+    with held_queue(demo, monkeypatch, waiting=2) as (engine, worker, client, pool):
+        asked = [pool.submit(client.post, "/chat/completions", json=chat("Hi", 1))]
+        assert engine.started.wait(60)  # one runs...
+        asked += [pool.submit(client.post, "/chat/completions", json=chat("Hi", seed)) for seed in (2, 3)]
+        deadline = time.monotonic() + 60
+        while worker.waiting < 2 and time.monotonic() < deadline:  # ...two wait
+            time.sleep(0.01)
+        refused = client.post("/chat/completions", json=chat("Hi", 4))
+        engine.release.set()
+        answered = [future.result().status_code for future in asked]
     assert refused.status_code == 429 and refused.json() == {"error": {
         "message": "the server is busy: 2 requests are waiting", "type": "rate_limit_error", "code": 429}}
     assert answered == [200, 200, 200] and worker.waiting == 0
@@ -474,29 +484,20 @@ def test_a_request_beyond_the_waiting_limit_gets_429(demo, monkeypatch):
 def test_requests_whose_clients_left_hold_no_place_in_the_queue(demo, monkeypatch):
     """Clients that time out while their turns wait (an SDK's timeout and retry) do not fill the
     queue: a new request still waits its turn instead of a 429."""
-    monkeypatch.setattr(worker_module, "MAX_WAITING", 2)
-    engine = HeldEngine(demo)
-    worker = EngineWorker(engine)
-    try:
-        with listen("127.0.0.1", 0) as sock, running(create_app(worker, "demo", DEFAULTS), worker, sock), \
-                httpx.Client(base_url=url(sock), timeout=120) as client, ThreadPoolExecutor(2) as pool:
-            try:
-                first = pool.submit(client.post, "/chat/completions", json=chat("Hi", 1))
-                assert engine.started.wait(60)
-                for seed in (2, 3):  # two clients give up while their turns wait
-                    with pytest.raises(httpx.ReadTimeout):
-                        client.post("/chat/completions", json=chat("Hi", seed), timeout=httpx.Timeout(120, read=0.5))
-                deadline = time.monotonic() + 10  # well before the held turn goes on by itself (60 s)
-                while worker.waiting and time.monotonic() < deadline:  # the server sees them leave
-                    time.sleep(0.01)
-                later = pool.submit(client.post, "/chat/completions", json=chat("Hi", 4))
-                while worker.waiting < 1 and not later.done():  # it waits (or was refused)
-                    time.sleep(0.01)
-            finally:
-                engine.release.set()
-            answered = [first.result().status_code, later.result().status_code]
-    finally:
-        worker.close()
+    with held_queue(demo, monkeypatch, waiting=2) as (engine, worker, client, pool):
+        first = pool.submit(client.post, "/chat/completions", json=chat("Hi", 1))
+        assert engine.started.wait(60)
+        for seed in (2, 3):  # two clients give up while their turns wait
+            with pytest.raises(httpx.ReadTimeout):
+                client.post("/chat/completions", json=chat("Hi", seed), timeout=httpx.Timeout(120, read=0.5))
+        deadline = time.monotonic() + 10  # well before the held turn goes on by itself (60 s)
+        while worker.waiting and time.monotonic() < deadline:  # the server sees them leave
+            time.sleep(0.01)
+        later = pool.submit(client.post, "/chat/completions", json=chat("Hi", 4))
+        while worker.waiting < 1 and not later.done():  # it waits (or was refused)
+            time.sleep(0.01)
+        engine.release.set()
+        answered = [first.result().status_code, later.result().status_code]
     assert answered == [200, 200] and worker.waiting == 0
 
 
