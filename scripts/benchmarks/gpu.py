@@ -143,13 +143,6 @@ def _errors(ours: torch.Tensor, ref: torch.Tensor) -> dict[str, float]:
             "finite": bool(torch.isfinite(ours).all())}
 
 
-def _candidates(logits: torch.Tensor) -> torch.Tensor:
-    """The settled-row candidates as the fused sampler would give them (as many, the largest)."""
-    from dg_chat.engine.backends.torch_dg.kernels.sampler import candidate_count
-
-    return logits.float().topk(candidate_count(*logits.shape), dim=-1).indices
-
-
 def _dims(smoke: bool):
     """The published dimensions, or the smoke test's tiny ones (same layout and types rules)."""
     from tests.support.published_layout import Dims
@@ -233,6 +226,7 @@ def run_backend(result: dict[str, Any], kernels: str, path: Path, device: torch.
     """Phases 2, 3 and 5: load, prefill, time `steps` decode steps of one kernel choice."""
     from dg_chat.engine.backends.base import SelfCondition
     from dg_chat.engine.backends.torch_dg.backend import TorchBackend
+    from dg_chat.engine.backends.torch_dg.kernels.sampler import largest_candidates
     from dg_chat.gguf.reader import open_gguf
 
     result["kernels"] = kernels
@@ -267,7 +261,7 @@ def run_backend(result: dict[str, Any], kernels: str, path: Path, device: torch.
         result["logits_finite"] = bool(torch.isfinite(first).all())
 
         # steady state with self-conditioning: warm-up (and capture), then `steps` timed steps
-        self_cond = SelfCondition(logits, lse=logits.float().logsumexp(dim=-1), candidates=_candidates(logits))
+        self_cond = SelfCondition(logits, lse=logits.float().logsumexp(dim=-1), candidates=largest_candidates(logits))
         begin = time.perf_counter()
         logits = backend.denoise(shared.canvas, self_cond)
         _sync(device)

@@ -252,7 +252,7 @@ def measure_launches(device: torch.device, int8_activations: bool = False) -> di
     import q4_k_m_layout
     from dg_chat.engine.backends.base import SelfCondition
     from dg_chat.engine.backends.torch_dg.backend import TorchBackend
-    from dg_chat.engine.backends.torch_dg.kernels.sampler import candidate_count
+    from dg_chat.engine.backends.torch_dg.kernels.sampler import largest_candidates
     from dg_chat.gguf.reader import open_gguf
     from tests.support.published_layout import model_metadata, q4_k_m_layout as layout_of
 
@@ -268,8 +268,7 @@ def measure_launches(device: torch.device, int8_activations: bool = False) -> di
             canvas = torch.randint(0, dims.vocab, (dims.canvas,), generator=generator).to(device)
             logits = 4 * torch.randn(dims.canvas, dims.vocab, generator=generator).to(device)  # an SC signal
             # as the fused sampler hands it over
-            candidates = logits.topk(candidate_count(*logits.shape), dim=-1).indices
-            self_cond = SelfCondition(logits, lse=logits.logsumexp(dim=-1), candidates=candidates)
+            self_cond = SelfCondition(logits, lse=logits.logsumexp(dim=-1), candidates=largest_candidates(logits))
             model = count_model_step(backend, canvas, self_cond)
             sampler = count_sampler_step(logits, dims.canvas, dims.vocab)
         finally:

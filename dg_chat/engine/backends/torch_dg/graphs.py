@@ -15,7 +15,7 @@ import torch
 
 from dg_chat.engine.backends.base import SelfCondition
 from dg_chat.engine.backends.torch_dg.cache import StaticKVCache
-from dg_chat.engine.backends.torch_dg.kernels.sampler import candidate_count
+from dg_chat.engine.backends.torch_dg.kernels.sampler import candidate_count, largest_candidates
 from dg_chat.engine.backends.torch_dg.model import DiffusionGemma
 
 WARMUP_STEPS = 2
@@ -48,7 +48,7 @@ class DecodeGraphs:
             assert self.self_cond.lse is not None and held is not None
             self.self_cond.lse.copy_(self_cond.lse if self_cond.lse is not None else self_cond.logits.logsumexp(-1))
             held.copy_(self_cond.candidates if self_cond.candidates is not None
-                       else self_cond.logits.topk(held.shape[1], dim=-1).indices)
+                       else largest_candidates(self_cond.logits))
         graph = self._graphs.get(key)
         if graph is None:
             # the buffers of a smaller bucket are gone: so are its graphs

@@ -238,6 +238,13 @@ def candidate_count(n_rows: int, n_cols: int) -> int:
     return 2 * triton.cdiv(n_cols, _layout(n_rows, n_cols).block_cols)
 
 
+def largest_candidates(logits: torch.Tensor) -> torch.Tensor:
+    """int64 [C, K]: the K = `candidate_count` largest columns of each row of logits [C, V], in
+    torch: candidates as many as the fused sampler's, holding at least their mass, where it did
+    not give them (another sampler, a benchmark's made-up signal)."""
+    return logits.topk(candidate_count(*logits.shape), dim=-1).indices
+
+
 def row_statistics(logits: torch.Tensor, temperature: torch.Tensor, seed: torch.Tensor, counter: torch.Tensor,
                    *, write_processed: bool = True) -> RowStatistics:
     """Argmax, logsumexp, entropy, a Gumbel-max draw, a renoise token and the settled-row
